@@ -1,0 +1,160 @@
+"""Shared fixtures: tiny models, one tansu broker and one embedded Postgres per session.
+
+Every test that touches a service gets its own topics, consumer groups and a fresh
+database (created from scratch and migrated), so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.tiny_models import build_tiny_bert, build_tiny_gemma2
+from worker.settings import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "checkthat2020"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gemma2(tmp_path_factory.mktemp("tiny-gemma2"))
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    from worker.local import start_broker
+
+    broker = start_broker()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from worker.local import start_database
+
+    database = start_database(tmp_path_factory.mktemp("pg"))
+    try:
+        yield database
+    finally:
+        database.stop()
+
+
+@pytest.fixture
+def database_url(postgres: Any) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(postgres.url)
+    params["dbname"] = name
+    url = make_conninfo(**params)  # type: ignore[arg-type]
+    from worker.store import apply_migrations
+
+    asyncio.run(apply_migrations(url))
+    yield url
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def make_settings(tiny_model: Path) -> Callable[..., Settings]:
+    """Settings with topics and groups of this test's own."""
+    suffix = uuid.uuid4().hex[:8]
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "topic_posts": f"posts-{suffix}",
+            "topic_matches": f"matches-{suffix}",
+            "topic_dead_letter": f"dlq-{suffix}",
+            "topic_factchecks": f"factchecks-{suffix}",
+            "group_id": f"worker-{suffix}",
+            "indexer_group_id": f"indexer-{suffix}",
+            "model": str(tiny_model),
+            "session_timeout_ms": 4000,
+            "batch_max_wait_ms": 20,
+            "retry_backoff_initial_s": 0.05,
+            "retry_backoff_max_s": 0.5,
+            "shutdown_grace_s": 10,
+            "min_score": -1.0,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return factory
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker subprocess needs to rebuild ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTMATCH_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"FACTMATCH_{name.upper()}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return env
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await producer.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume_until(
+    bootstrap: str, topics: list[str], done: Callable[[list[Any]], bool], timeout_s: float = 120.0
+) -> list[Any]:
+    """Read ``topics`` from the start until ``done(records)`` or the timeout."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and not done(records):
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.fixture
+async def stack_settings(
+    kafka: str, database_url: str, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Settings]:
+    """Settings pointing at the real broker (this test's own topics) and a fresh database."""
+    from worker.topics import ensure_topics
+
+    settings = make_settings(kafka_bootstrap=kafka, database_url=database_url)
+    await ensure_topics(settings, partitions=3)
+    yield settings

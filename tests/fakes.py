@@ -1,0 +1,68 @@
+"""Fakes of the pipeline's narrow protocols, for the unit and in-memory tiers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from worker.encoder import Vectors
+from worker.pipeline import ServingModel
+from worker.wire import Match
+
+
+class FakeEncoder:
+    """Deterministic unit vectors from text hashes; counts words as tokens."""
+
+    def __init__(self, dimension: int = 8, fail_on: str | None = None) -> None:
+        self._dimension = dimension
+        self.fail_on = fail_on
+        self.calls: list[list[str]] = []
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
+
+    def _vec(self, text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big")
+        v = np.random.default_rng(seed).normal(size=self._dimension).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        self.calls.append(list(texts))
+        if self.fail_on and any(self.fail_on in t for t in texts):
+            raise RuntimeError("encoder exploded")
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self._dimension), np.float32)
+
+    encode_documents = encode_queries
+
+
+class FakeModels:
+    def __init__(self, model: ServingModel) -> None:
+        self.model = model
+
+    def current(self) -> ServingModel:
+        return self.model
+
+
+class FakeSearcher:
+    """Returns one match per query named after the version; can fail a number of times first."""
+
+    def __init__(self, failures: int = 0, error: type[BaseException] = ConnectionError) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls: list[tuple[str, int]] = []
+
+    async def search(
+        self, version: str, dimension: int, queries: Vectors, *, top_k: int, min_score: float
+    ) -> list[list[Match]]:
+        self.calls.append((version, len(queries)))
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error("database unreachable")
+        assert queries.shape[1] == dimension
+        return [[Match(fact_check_id=f"fc-{version}", score=float(q[0]), rank=1, claim="claim")] for q in queries]

@@ -1,0 +1,156 @@
+"""Unit tier: pure logic (batching, wire decoding, settings, metrics), no services."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from worker.batching import plan_batches
+from worker.evaluation import retrieval_metrics
+from worker.settings import Settings
+from worker.wire import DeadLetter, FactCheckEvent, Post, RawRecord, decode_fact_check_event, decode_post, document_text
+
+pytestmark = pytest.mark.unit
+
+
+def record(value: bytes | None, key: bytes | None = b"k", offset: int = 7) -> RawRecord:
+    return RawRecord(topic="posts", partition=2, offset=offset, key=key, value=value, timestamp_ms=1)
+
+
+# --- batching ------------------------------------------------------------------------
+
+
+def test_plan_batches_respects_budget_and_covers_every_index() -> None:
+    counts = [5, 300, 12, 40, 7, 512, 9, 33]
+    groups = plan_batches(counts, token_budget=600)
+    assert sorted(i for g in groups for i in g) == list(range(len(counts)))
+    for group in groups:
+        longest = max(counts[i] for i in group)
+        assert len(group) * longest <= 600 or len(group) == 1
+        # Sorted by length inside a group.
+        assert [counts[i] for i in group] == sorted(counts[i] for i in group)
+
+
+def test_long_posts_make_smaller_batches() -> None:
+    short = plan_batches([10] * 64, token_budget=640)
+    long = plan_batches([320] * 64, token_budget=640)
+    assert len(short) == 1
+    assert len(long) == 32 and all(len(g) == 2 for g in long)
+
+
+def test_a_text_over_budget_gets_its_own_batch() -> None:
+    assert plan_batches([5000, 3], token_budget=100) == [[1], [0]]
+
+
+def test_plan_batches_rejects_bad_budget() -> None:
+    with pytest.raises(ValueError):
+        plan_batches([1], 0)
+
+
+# --- wire ----------------------------------------------------------------------------
+
+
+def test_valid_post_decodes_and_numeric_id_becomes_text() -> None:
+    post = decode_post(record(json.dumps({"id": 42, "text": " hi ", "lang": "en"}).encode()), 100)
+    assert isinstance(post, Post)
+    assert post.id == "42" and post.text == "hi" and post.lang == "en"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe\x00", "invalid_utf8"),
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_schema"),
+        (b'{"id": "a"}', "invalid_schema"),
+        (b'{"id": "a", "text": 5}', "invalid_schema"),
+        (b'{"id": true, "text": "x"}', "invalid_schema"),
+        (b'{"id": "a", "text": "   "}', "empty_text"),
+        (b'{"id": "a", "text": "' + b"x" * 101 + b'"}', "text_too_long"),
+        (b'{"id": "a", "text": "x", "created_at": "yesterday"}', "invalid_schema"),
+        (b"", "invalid_json"),
+    ],
+)
+def test_bad_posts_become_dead_letters_with_original_bytes(value: bytes, reason: str) -> None:
+    letter = decode_post(record(value), 100)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason == reason
+    assert letter.original_value() == value
+    assert (letter.topic, letter.partition, letter.offset) == ("posts", 2, 7)
+    assert base64.b64decode(letter.key_b64 or "") == b"k"
+    assert letter.error
+
+
+def test_fact_check_events() -> None:
+    upsert = decode_fact_check_event(record(b'{"id": "f1", "claim": "c", "title": "t"}'))
+    assert isinstance(upsert, FactCheckEvent) and upsert.op == "upsert"
+    delete = decode_fact_check_event(record(b'{"id": "f1", "op": "delete"}'))
+    assert isinstance(delete, FactCheckEvent) and delete.op == "delete"
+    tombstone = decode_fact_check_event(record(None, key=b"f2"))
+    assert isinstance(tombstone, FactCheckEvent) and tombstone.id == "f2" and tombstone.op == "delete"
+    assert isinstance(decode_fact_check_event(record(b'{"id": "f1"}')), DeadLetter)
+    assert isinstance(decode_fact_check_event(record(None, key=None)), DeadLetter)
+
+
+def test_document_text_joins_title_and_claim() -> None:
+    assert document_text("Title", "Claim") == "Title\nClaim"
+    assert document_text(None, "Claim") == "Claim"
+    assert document_text("Claim", "Claim") == "Claim"
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+def test_settings_refuse_bad_values() -> None:
+    for bad in (
+        {"top_k": 0},
+        {"min_score": 2},
+        {"kafka_bootstrap": "no-port"},
+        {"database_url": "mysql://x"},
+        {"db_pool_min": 5, "db_pool_max": 2},
+        {"topic_posts": "same", "topic_matches": "same"},
+        {"device": "tpu"},
+        {"kafka_security_protocol": "SASL_SSL"},
+        {"retry_attempts": 50, "retry_backoff_max_s": 300},
+    ):
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None, **bad)  # type: ignore[arg-type]
+
+
+def test_settings_read_the_environment_and_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACTMATCH_TOP_K", "7")
+    monkeypatch.setenv("FACTMATCH_DATABASE_URL", "postgresql://u:hunter2@db/x")
+    monkeypatch.setenv("FACTMATCH_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("FACTMATCH_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("FACTMATCH_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("FACTMATCH_KAFKA_SASL_PASSWORD", "s3cret-pw")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.top_k == 7
+    assert settings.require_database_url() == "postgresql://u:hunter2@db/x"
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "hunter2" not in text and "s3cret-pw" not in text
+
+
+def test_bad_database_url_error_does_not_echo_it() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None, database_url="mysql://u:hunter2@db/x")  # type: ignore[call-arg]
+    assert "hunter2" not in str(info.value)
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+def test_retrieval_metrics_on_a_hand_computed_example() -> None:
+    ranked = {"q1": ["a", "b", "c"], "q2": ["x", "y", "z"], "q3": ["m", "n"]}
+    qrels = {"q1": {"a"}, "q2": {"y"}, "q3": {"p"}}
+    m = retrieval_metrics(ranked, qrels)
+    assert m["accuracy@1"] == pytest.approx(1 / 3)
+    assert m["accuracy@3"] == pytest.approx(2 / 3)
+    assert m["mrr@10"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert m["map@5"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert m["precision@3"] == pytest.approx((1 / 3 + 1 / 3) / 3)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / 1.5849625007211562) / 3)
+    assert m["queries"] == 3

@@ -1,0 +1,121 @@
+"""Unit tier: the matching pipeline against fakes of the encoder, model source and searcher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
+from worker.pipeline import DependencyUnavailable, MatchPipeline, PipelineConfig, RetryPolicy, ServingModel
+from worker.wire import RawRecord
+
+pytestmark = pytest.mark.unit
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def records(*bodies: bytes) -> list[RawRecord]:
+    return [RawRecord("posts", 0, i, f"k{i}".encode(), body) for i, body in enumerate(bodies)]
+
+
+def post(pid: str, text: str) -> bytes:
+    return json.dumps({"id": pid, "text": text}).encode()
+
+
+def pipeline(searcher: FakeSearcher, encoder: FakeEncoder | None = None, **config: object) -> MatchPipeline:
+    encoder = encoder or FakeEncoder()
+    models = FakeModels(ServingModel("v1", encoder.dimension, encoder))
+    retry = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.02, sleep=no_sleep)
+    return MatchPipeline(models, searcher, PipelineConfig(retry=retry, **config))  # type: ignore[arg-type]
+
+
+async def test_one_result_per_valid_post_and_dead_letters_for_the_rest() -> None:
+    searcher = FakeSearcher()
+    outcome = await pipeline(searcher).process(
+        records(post("a", "one"), b"garbage", post("b", "two"), b'{"id": "c", "text": ""}')
+    )
+    assert [r.post_id for r in outcome.results] == ["a", "b"]
+    assert all(r.model_version == "v1" and r.matches[0].fact_check_id == "fc-v1" for r in outcome.results)
+    assert [d.reason for d in outcome.dead_letters] == ["invalid_json", "empty_text"]
+    assert [d.offset for d in outcome.dead_letters] == [1, 3]
+    assert outcome.results[1].source is not None and outcome.results[1].source.offset == 2
+    # One search round trip for the whole batch.
+    assert searcher.calls == [("v1", 2)]
+
+
+async def test_all_bad_batch_never_touches_model_or_database() -> None:
+    searcher = FakeSearcher()
+    encoder = FakeEncoder()
+    outcome = await pipeline(searcher, encoder).process(records(b"x", b"\xff"))
+    assert len(outcome.dead_letters) == 2 and not outcome.results
+    assert searcher.calls == [] and encoder.calls == []
+
+
+async def test_token_budget_splits_encoder_calls_but_not_the_search() -> None:
+    searcher = FakeSearcher()
+    encoder = FakeEncoder()
+    long_text = " ".join(["word"] * 40)
+    bodies = [post(f"p{i}", long_text if i % 2 else "short") for i in range(10)]
+    outcome = await pipeline(searcher, encoder, token_budget=100).process(records(*bodies))
+    assert len(outcome.results) == 10
+    assert outcome.encoder_calls == len(encoder.calls) > 1
+    for call in encoder.calls:
+        assert len(call) * max(len(t.split()) + 2 for t in call) <= 100 or len(call) == 1
+    assert searcher.calls == [("v1", 10)]
+    # Results come back in input order whatever the encoder order was.
+    assert [r.post_id for r in outcome.results] == [f"p{i}" for i in range(10)]
+
+
+async def test_transient_search_failure_is_retried_then_succeeds() -> None:
+    searcher = FakeSearcher(failures=2)
+    outcome = await pipeline(searcher).process(records(post("a", "x")))
+    assert len(outcome.results) == 1 and len(searcher.calls) == 3
+
+
+async def test_dependency_down_through_every_retry_raises_for_the_caller_to_nack() -> None:
+    searcher = FakeSearcher(failures=10)
+    with pytest.raises(DependencyUnavailable):
+        await pipeline(searcher).process(records(post("a", "x"), post("b", "y")))
+    assert len(searcher.calls) == 3
+
+
+async def test_a_post_that_breaks_the_encoder_is_dead_lettered_alone() -> None:
+    searcher = FakeSearcher()
+    encoder = FakeEncoder(fail_on="BOOM")
+    outcome = await pipeline(searcher, encoder).process(
+        records(post("a", "fine"), post("b", "BOOM here"), post("c", "also fine"))
+    )
+    assert sorted(r.post_id for r in outcome.results) == ["a", "c"]
+    assert [(d.reason, d.offset) for d in outcome.dead_letters] == [("processing_error", 1)]
+
+
+async def test_a_model_switch_never_lands_inside_a_batch() -> None:
+    encoder = FakeEncoder()
+    models = FakeModels(ServingModel("v1", encoder.dimension, encoder))
+    searcher = FakeSearcher()
+    pipe = MatchPipeline(models, searcher, PipelineConfig())
+
+    original = encoder.encode_queries
+
+    def switching(texts: list[str]) -> object:
+        # The switch happens while the batch is being encoded.
+        models.model = ServingModel("v2", encoder.dimension, encoder)
+        return original(texts)
+
+    encoder.encode_queries = switching  # type: ignore[method-assign]
+    first = await pipe.process(records(post("a", "x"), post("b", "y")))
+    assert {r.model_version for r in first.results} == {"v1"}
+    assert searcher.calls[0][0] == "v1"
+    second = await pipe.process(records(post("c", "z")))
+    assert {r.model_version for r in second.results} == {"v2"}
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(attempts=6, initial_s=0.5, max_s=4.0)
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0]
+    for attempt, ceiling in enumerate(ceilings, 1):
+        delay = policy.delay(attempt)
+        assert ceiling / 2 <= delay <= ceiling

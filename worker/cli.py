@@ -1,0 +1,475 @@
+"""``factmatch``: one command line for the demo, the local stack, the worker and its tools.
+
+Every command builds one :class:`Settings` from the environment (``FACTMATCH_*``) and
+applies its flags on top; bad values stop it before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from worker.settings import Settings
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
+STATE_FILE = Path(".factmatch") / "stack.env"
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+models_cli = typer.Typer(no_args_is_help=True, help="Model versions.")
+cli.add_typer(models_cli, name="models")
+# Piped output (CI, `| tee`) would otherwise wrap the results table at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, ``.env`` and the local stack's state file, then flags."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    env_files = [p for p in (Path(".env"), STATE_FILE) if p.is_file()]
+    try:
+        return Settings(_env_file=env_files or None, **clean)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        err.print("[red]invalid settings:[/red]")
+        for e in exc.errors():
+            name = ".".join(str(p) for p in e["loc"]) or "settings"
+            err.print(f"  FACTMATCH_{name.upper()}: {e['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# --- local stack -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _local_services(data_dir: Path | None) -> Iterator[tuple[str, str]]:
+    from worker.local import local_stack
+
+    with console.status("starting tansu broker and embedded Postgres..."), contextlib.ExitStack() as stack:
+        broker, database = stack.enter_context(local_stack(data_dir))
+        console.print(f"broker [bold]{broker.bootstrap}[/bold], Postgres [bold]{database.url}[/bold]")
+        yield broker.bootstrap, database.url
+
+
+async def _prepare_database(settings: Settings, fact_checks_file: Path | None) -> None:
+    from worker.evaluation import corpus_from_rows, load_jsonl
+    from worker.store import Store, apply_migrations
+
+    url = settings.require_database_url()
+    await apply_migrations(url)
+    if fact_checks_file is not None:
+        store = Store(url)
+        await store.open()
+        try:
+            await store.upsert_fact_checks(corpus_from_rows(load_jsonl(fact_checks_file)))
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _running_worker(settings: Settings) -> AsyncIterator[Any]:
+    from worker.app import WorkerRuntime
+    from worker.topics import ensure_topics
+
+    await ensure_topics(settings)
+    runtime = WorkerRuntime(settings)
+    with console.status("loading the model and indexing fact-checks..."):
+        await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+def _row(post: dict[str, Any], result: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False, expand=False)
+    table.add_column(width=6)
+    table.add_column(width=4)
+    table.add_column(width=44, overflow="ellipsis", no_wrap=True)
+    table.add_column(width=44, overflow="ellipsis", no_wrap=True)
+    table.add_column(width=6, justify="right")
+    table.add_column(width=24, overflow="ellipsis", no_wrap=True)
+    best = result["matches"][0] if result["matches"] else None
+    table.add_row(
+        str(result["post_id"]),
+        str(post.get("lang") or ""),
+        str(post.get("text", "")),
+        (best.get("title") or best["claim"]) if best else "[dim]no match[/dim]",
+        f"{best['score']:.3f}" if best else "",
+        result["model_version"],
+    )
+    return table
+
+
+async def _stream_demo(
+    settings: Settings, posts: list[dict[str, Any]], bad: list[bytes], timeout_s: float
+) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(
+        settings.topic_matches,
+        settings.topic_dead_letter,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"factmatch-demo-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    by_id = {str(p["id"]): p for p in posts}
+    results: dict[str, dict[str, Any]] = {}
+    dead: list[dict[str, Any]] = []
+    header = Table(show_header=True, box=None, pad_edge=False)
+    for name, width in (
+        ("post", 6),
+        ("lang", 4),
+        ("text", 44),
+        ("best fact-check", 44),
+        ("score", 6),
+        ("model version", 24),
+    ):
+        header.add_column(name, width=width)
+    console.print(header)
+    started = time.perf_counter()
+    try:
+        for post in posts:
+            await producer.send(
+                settings.topic_posts, json.dumps(post, ensure_ascii=False).encode(), key=str(post["id"]).encode()
+            )
+        for payload in bad:
+            await producer.send(settings.topic_posts, payload, key=b"malformed")
+        await producer.flush()
+        deadline = time.monotonic() + timeout_s
+        while (len(results) < len(by_id) or len(dead) < len(bad)) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    body = json.loads(record.value)
+                    if record.topic == settings.topic_dead_letter:
+                        dead.append(body)
+                        console.print(f"[yellow]dead letter[/yellow] {body['reason']}: {body['error'][:90]}")
+                    elif body["post_id"] in by_id and body["post_id"] not in results:
+                        results[body["post_id"]] = body
+                        console.print(_row(by_id[body["post_id"]], body))
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {"results": results, "dead": dead, "seconds": time.perf_counter() - started}
+
+
+def _expected_fact_check(post: dict[str, Any]) -> str | None:
+    meta = post.get("meta")
+    value = meta.get("expected_fact_check_id") if isinstance(meta, dict) else None
+    return str(value) if value else None
+
+
+@cli.command()
+def demo(
+    posts_file: Annotated[Path, typer.Option("--posts", help="Posts JSONL.")] = DEMO_DIR / "posts.jsonl",
+    fact_checks_file: Annotated[Path, typer.Option("--fact-checks", help="Fact-checks JSONL.")] = DEMO_DIR
+    / "factchecks.jsonl",
+    model: Annotated[str | None, typer.Option(help="Model directory or hub name.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every result.")] = 180.0,
+) -> None:
+    """Start a local broker and Postgres, index the sample fact-checks, stream the sample posts, print matches."""
+    from worker.evaluation import load_jsonl
+
+    wall = time.perf_counter()
+    posts = load_jsonl(posts_file)
+    bad = [b"{not json", b'{"id": "p-bad", "text": ""}', b"\xff\xfe not utf-8"]
+    with _local_services(None) as (bootstrap, url):
+        settings = load_settings(kafka_bootstrap=bootstrap, database_url=url, model=model)
+
+        async def go() -> dict[str, Any]:
+            await _prepare_database(settings, fact_checks_file)
+            async with _running_worker(settings):
+                return await _stream_demo(settings, posts, bad, timeout)
+
+        outcome = _run(go())
+    results, dead = outcome["results"], outcome["dead"]
+    expected = {str(p["id"]): _expected_fact_check(p) for p in posts}
+    labelled = [pid for pid, fc in expected.items() if fc]
+    hits = sum(
+        1
+        for pid in labelled
+        if pid in results and results[pid]["matches"] and results[pid]["matches"][0]["fact_check_id"] == expected[pid]
+    )
+    console.print(
+        f"\n{len(results)}/{len(posts)} posts matched and published, {len(dead)}/{len(bad)} malformed messages "
+        f"dead-lettered; best match correct for {hits}/{len(labelled)} posts with a known fact-check. "
+        f"Stream time {outcome['seconds']:.1f}s, wall time {time.perf_counter() - wall:.1f}s."
+    )
+    if len(results) != len(posts) or len(dead) != len(bad):
+        err.print("[red]demo incomplete: not every message came back[/red]")
+        raise typer.Exit(1)
+
+
+@cli.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Where Postgres keeps its data.")] = Path(".factmatch/pg"),
+    fact_checks_file: Annotated[Path | None, typer.Option("--fact-checks")] = DEMO_DIR / "factchecks.jsonl",
+    model: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run the local stack and a worker until Ctrl-C; `factmatch post` talks to it."""
+    with _local_services(data_dir) as (bootstrap, url):
+        settings = load_settings(kafka_bootstrap=bootstrap, database_url=url, model=model)
+        STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        STATE_FILE.write_text(f"FACTMATCH_KAFKA_BOOTSTRAP={bootstrap}\nFACTMATCH_DATABASE_URL={url}\n")
+
+        async def go() -> None:
+            await _prepare_database(settings, fact_checks_file)
+            async with _running_worker(settings):
+                console.print(
+                    f'[green]ready[/green]: post with `factmatch post "some text"`, or produce JSON to '
+                    f"'{settings.topic_posts}' on {bootstrap}; results on '{settings.topic_matches}'. Ctrl-C stops."
+                )
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await stop.wait()
+
+        try:
+            _run(go())
+        finally:
+            STATE_FILE.unlink(missing_ok=True)
+    console.print("stopped")
+
+
+@cli.command()
+def post(
+    text: Annotated[str, typer.Argument(help="The post's text.")],
+    post_id: Annotated[str | None, typer.Option("--id")] = None,
+    lang: Annotated[str | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = True,
+    timeout: Annotated[float, typer.Option()] = 30.0,
+) -> None:
+    """Send one post to the posts topic (of `factmatch up`, or FACTMATCH_KAFKA_BOOTSTRAP) and print its result."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from worker.wire import Post
+
+    settings = load_settings()
+    message = Post(id=post_id or f"cli-{uuid.uuid4().hex[:12]}", text=text, lang=lang, platform="cli")
+
+    async def go() -> dict[str, Any] | None:
+        consumer = None
+        if wait:
+            consumer = AIOKafkaConsumer(
+                settings.topic_matches,
+                bootstrap_servers=settings.kafka_bootstrap,
+                auto_offset_reset="latest",
+                enable_auto_commit=False,
+                group_id=f"factmatch-cli-{uuid.uuid4().hex[:8]}",
+            )
+            await consumer.start()
+            # Join the group before producing, so "latest" cannot skip our own result.
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                settings.topic_posts, message.model_dump_json().encode(), key=message.id.encode()
+            )
+        finally:
+            await producer.stop()
+        if consumer is None:
+            return None
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        body: dict[str, Any] = json.loads(record.value)
+                        if body.get("post_id") == message.id:
+                            return body
+            return None
+        finally:
+            await consumer.stop()
+
+    result = _run(go())
+    if not wait:
+        console.print(f"sent {message.id}")
+        return
+    if result is None:
+        err.print(f"[red]no result for {message.id} within {timeout:.0f}s[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(result))
+
+
+@cli.command()
+def worker() -> None:
+    """Run the worker (the same app as `faststream run worker.app:app`)."""
+    from worker.app import create_app
+
+    app = create_app(load_settings())
+    _run(app.run())
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the database migrations (idempotent)."""
+    from worker.store import apply_migrations
+
+    settings = load_settings()
+    applied = _run(apply_migrations(settings.require_database_url()))
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
+
+
+@cli.command()
+def load(
+    path: Annotated[Path, typer.Argument(help="Fact-checks JSONL: id, claim (or text), title, url, lang, ...")],
+) -> None:
+    """Load fact-checks and embed them under every serving model version."""
+    from worker.evaluation import corpus_from_rows, load_jsonl
+    from worker.indexer import CorpusIndexer
+    from worker.models import ModelManager, bootstrap_active_version, encoder_loader
+    from worker.store import Store, apply_migrations
+
+    settings = load_settings()
+    try:
+        fact_checks = corpus_from_rows(load_jsonl(path))
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]cannot read {path}: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+    async def go() -> Any:
+        url = settings.require_database_url()
+        await apply_migrations(url)
+        store = Store(url, max_size=settings.db_pool_max)
+        await store.open()
+        try:
+            manager = ModelManager(store, encoder_loader(settings))
+            if await store.active_version() is None:
+                # Rows first, index after: the bootstrap embeds everything, then builds the index.
+                await store.upsert_fact_checks(fact_checks)
+                await bootstrap_active_version(store, settings, manager)
+                return len(fact_checks)
+            change = await CorpusIndexer(store, manager.encoder_for).upsert(fact_checks, progress=True)
+            return change.upserted
+        finally:
+            await store.close()
+
+    count = _run(go())
+    console.print(f"loaded {count} fact-check(s)")
+
+
+@cli.command("eval")
+def evaluate(
+    corpus: Annotated[Path, typer.Option(help="Fact-checks JSONL (id, text/claim, title).")],
+    queries: Annotated[Path, typer.Option(help="Queries JSONL (id, text).")],
+    qrels: Annotated[Path, typer.Option(help="query_id<TAB>corpus_id TSV.")],
+    model: Annotated[str | None, typer.Option(help="Model directory or hub name (default: the active one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON last on stdout.")] = False,
+) -> None:
+    """Evaluate a model on a labelled set with the worker's encoder and pgvector search."""
+    from worker.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
+    from worker.evaluation import METRIC_ORDER, load_labelled_set, run_evaluation
+    from worker.models import version_name_for
+
+    settings = load_settings()
+    try:
+        labelled = load_labelled_set(corpus, queries, qrels)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]cannot read the labelled set: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+    async def active_model_path(url: str) -> str | None:
+        from worker.store import Store
+
+        store = Store(url)
+        await store.open()
+        try:
+            mv = await store.active_version()
+        finally:
+            await store.close()
+        return mv.path if mv else None
+
+    async def go(url: str) -> dict[str, float]:
+        ref = (
+            model
+            or (await active_model_path(url) if settings.database_url else None)
+            or settings.model
+            or default_model_ref()
+        )
+        encoder = SentenceTransformerEncoder(ref, EncoderOptions.from_settings(settings))
+        err.print(f"evaluating {ref} on {len(labelled.queries)} queries against {len(labelled.corpus)} fact-checks")
+        return await run_evaluation(
+            url, labelled, encoder, version=f"eval-{version_name_for(ref)}", ef_search=settings.ef_search
+        )
+
+    started = time.perf_counter()
+    if settings.database_url is not None:
+        metrics = _run(go(settings.require_database_url()))
+    else:
+        from worker.local import start_database
+
+        database = start_database()
+        try:
+            metrics = _run(go(database.url))
+        finally:
+            database.stop()
+    table = Table(title=f"retrieval metrics ({time.perf_counter() - started:.0f}s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in METRIC_ORDER:
+        table.add_row(name, f"{metrics[name]:.0f}" if name == "queries" else f"{metrics[name]:.4f}")
+    (err if as_json else console).print(table)
+    if as_json:
+        print(json.dumps({k: metrics[k] for k in METRIC_ORDER}))
+
+
+@models_cli.command("list")
+def models_list() -> None:
+    """List registered model versions."""
+    from worker.store import Store
+
+    settings = load_settings()
+
+    async def go() -> list[Any]:
+        store = Store(settings.require_database_url())
+        await store.open()
+        try:
+            return await store.list_versions()
+        finally:
+            await store.close()
+
+    table = Table("version", "status", "dim", "created", "activated", "path")
+    for mv in _run(go()):
+        table.add_row(
+            mv.version,
+            mv.status,
+            str(mv.dimension),
+            f"{mv.created_at:%Y-%m-%d %H:%M}",
+            f"{mv.activated_at:%Y-%m-%d %H:%M}" if mv.activated_at else "",
+            mv.path,
+        )
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

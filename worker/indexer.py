@@ -1,0 +1,105 @@
+"""Embeds fact-checks and keeps every serving model version's index in step with the corpus.
+
+Used by the CLI's bulk load, by the worker's factchecks-topic subscriber and by the
+trainer's re-embedding, so a fact-check is always embedded the same way (title and claim
+together, the document prompt, normalised) whoever embeds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from worker.encoder import Encoder
+from worker.store import SERVING_STATUSES, Store
+from worker.wire import FactCheck, FactCheckEvent, document_text
+
+log = logging.getLogger(__name__)
+
+EncoderFor = Callable[[str, str], Encoder]
+"""Returns the loaded encoder of (version, path), loading it if needed."""
+
+
+async def embed_fact_checks(
+    store: Store,
+    version: str,
+    encoder: Encoder,
+    fact_checks: Sequence[FactCheck],
+    *,
+    chunk_size: int = 256,
+    progress: bool = False,
+) -> int:
+    """Embed ``fact_checks`` under ``version`` and write them, chunk by chunk."""
+    done = 0
+    with tqdm(total=len(fact_checks), desc=f"embedding [{version}]", unit="doc", disable=not progress) as bar:
+        for start in range(0, len(fact_checks), chunk_size):
+            chunk = fact_checks[start : start + chunk_size]
+            texts = [document_text(fc.title, fc.claim) for fc in chunk]
+            vectors = await asyncio.to_thread(encoder.encode_documents, texts)
+            await store.write_embeddings(version, [fc.id for fc in chunk], vectors)
+            done += len(chunk)
+            bar.update(len(chunk))
+    return done
+
+
+async def index_version(
+    store: Store,
+    version: str,
+    dimension: int,
+    encoder: Encoder,
+    *,
+    hnsw_m: int = 16,
+    hnsw_ef_construction: int = 64,
+    progress: bool = False,
+) -> int:
+    """Embed every fact-check missing under ``version``, then build its index (rows first, index after)."""
+    missing = await store.fact_checks_missing(version)
+    count = await embed_fact_checks(store, version, encoder, missing, progress=progress)
+    await store.build_index(version, dimension, m=hnsw_m, ef_construction=hnsw_ef_construction)
+    # Fact-checks that arrived while the index was building are caught up here.
+    late = await store.fact_checks_missing(version)
+    count += await embed_fact_checks(store, version, encoder, late)
+    return count
+
+
+@dataclass
+class CorpusChange:
+    upserted: int = 0
+    deleted: int = 0
+    embedded: int = 0
+
+
+class CorpusIndexer:
+    """Applies fact-check upserts and deletes, embedding under every serving version."""
+
+    def __init__(self, store: Store, encoder_for: EncoderFor) -> None:
+        self.store = store
+        self.encoder_for = encoder_for
+
+    async def upsert(self, fact_checks: Sequence[FactCheck], *, progress: bool = False) -> CorpusChange:
+        change = CorpusChange()
+        if not fact_checks:
+            return change
+        await self.store.upsert_fact_checks(fact_checks)
+        change.upserted = len({fc.id for fc in fact_checks})
+        unique = list({fc.id: fc for fc in fact_checks}.values())
+        for mv in await self.store.versions_with_status(SERVING_STATUSES):
+            encoder = await asyncio.to_thread(self.encoder_for, mv.version, mv.path)
+            change.embedded += await embed_fact_checks(self.store, mv.version, encoder, unique, progress=progress)
+        return change
+
+    async def apply(self, events: Sequence[FactCheckEvent]) -> CorpusChange:
+        # The last event for an id wins, as it would if they were applied one by one.
+        last: dict[str, FactCheckEvent] = {}
+        for event in events:
+            last.pop(event.id, None)
+            last[event.id] = event
+        upserts = [FactCheck.model_validate(e.model_dump(exclude={"op"})) for e in last.values() if e.op == "upsert"]
+        deletes = [e.id for e in last.values() if e.op == "delete"]
+        change = await self.upsert(upserts)
+        change.deleted = await self.store.delete_fact_checks(deletes)
+        return change

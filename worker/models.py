@@ -1,0 +1,136 @@
+"""Which model version serves, and where its encoder comes from.
+
+The database's ``model_versions`` table is the source of truth: a worker serves the one
+active version, loaded from the path registered there. On a fresh database the configured
+bootstrap model is registered, indexed and activated first, under an advisory lock so that
+replicas starting together do it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from worker.encoder import Encoder, EncoderOptions, SentenceTransformerEncoder, default_model_ref
+from worker.indexer import index_version
+from worker.pipeline import ServingModel
+from worker.settings import Settings
+from worker.store import ModelVersion, Store
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_LOCK_ID = 0x66616375
+Loader = Callable[[str], Encoder]
+
+
+def version_name_for(model_ref: str) -> str:
+    """A readable, stable version name for a model directory or hub name."""
+    path = Path(model_ref).expanduser()
+    if path.is_dir():
+        name = path.name if path.name not in ("model", "models", "") else path.parent.name
+        digest = hashlib.sha1()
+        for file in ("modules.json", "config.json", "config_sentence_transformers.json"):
+            if (path / file).is_file():
+                digest.update((path / file).read_bytes())
+        suffix = digest.hexdigest()[:8]
+    else:
+        name = model_ref.rsplit("/", 1)[-1]
+        suffix = ""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:80] or "model"
+    return f"{name}-{suffix}" if suffix else name
+
+
+def encoder_loader(settings: Settings) -> Loader:
+    options = EncoderOptions.from_settings(settings)
+    return lambda ref: SentenceTransformerEncoder(ref, options)
+
+
+class ModelManager:
+    """Holds the loaded encoders by version and the one that currently serves."""
+
+    def __init__(self, store: Store, loader: Loader) -> None:
+        self.store = store
+        self.loader = loader
+        self._encoders: dict[str, Encoder] = {}
+        self._current: ServingModel | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> ServingModel:
+        if self._current is None:
+            raise RuntimeError("no model loaded yet")
+        return self._current
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def encoder_for(self, version: str, path: str) -> Encoder:
+        """The encoder of a version, loaded once (called from worker threads)."""
+        with self._lock:
+            encoder = self._encoders.get(version)
+            if encoder is None:
+                encoder = self.loader(path)
+                self._encoders[version] = encoder
+            return encoder
+
+    async def load_active(self) -> ServingModel:
+        active = await self.store.active_version()
+        if active is None:
+            raise RuntimeError("no active model version; run `factmatch models bootstrap` or start a worker")
+        return await self.serve(active)
+
+    async def serve(self, mv: ModelVersion) -> ServingModel:
+        encoder = await asyncio.to_thread(self.encoder_for, mv.version, mv.path)
+        if encoder.dimension != mv.dimension:
+            raise RuntimeError(
+                f"model at {mv.path} gives {encoder.dimension} dimensions, version {mv.version} expects {mv.dimension}"
+            )
+        self._current = ServingModel(mv.version, mv.dimension, encoder)
+        log.info("serving model version %s", mv.version)
+        return self._current
+
+
+async def bootstrap_active_version(store: Store, settings: Settings, manager: ModelManager) -> ModelVersion:
+    """Make sure one version is active: register, index and activate the configured model if none is."""
+    active = await store.active_version()
+    if active is not None:
+        return active
+    # The lock lives on its own connection so that a pool of one can still do the work.
+    async with await psycopg.AsyncConnection.connect(store.conninfo, autocommit=True) as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK_ID,))
+        try:
+            active = await store.active_version()
+            if active is not None:
+                return active
+            ref = settings.model or default_model_ref()
+            version = settings.model_version or version_name_for(ref)
+            encoder = await asyncio.to_thread(manager.encoder_for, version, ref)
+            mv = await store.get_version(version)
+            if mv is None:
+                mv = await store.register_version(version, ref, encoder.dimension, status="indexing", base=ref)
+            elif mv.status not in ("indexing", "ready", "retired"):
+                raise RuntimeError(f"model version {version} exists with status {mv.status}; pick another name")
+            else:
+                await store.set_status(version, "indexing")
+            log.info("bootstrapping model version %s from %s", version, ref)
+            await index_version(
+                store,
+                version,
+                encoder.dimension,
+                encoder,
+                hnsw_m=settings.hnsw_m,
+                hnsw_ef_construction=settings.hnsw_ef_construction,
+            )
+            await store.activate(version)
+            result = await store.get_version(version)
+            assert result is not None
+            return result
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (BOOTSTRAP_LOCK_ID,))

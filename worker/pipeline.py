@@ -1,0 +1,189 @@
+"""Encode, search, decide: the matching pipeline, with no knowledge of Kafka.
+
+The FastStream handler hands it raw records and publishes what it returns. It depends on
+two narrow protocols (a model source and a searcher), so unit tests drive it with fakes.
+Failures split in two: a message's own fault becomes a dead letter; a dependency's fault
+(Postgres unreachable) is retried with backoff and then raised, so the caller leaves the
+offsets uncommitted and the batch comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from worker.batching import plan_batches
+from worker.encoder import Encoder, Vectors
+from worker.settings import Settings
+from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord, decode_post
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A model version a batch is encoded with and searched under: never one without the other."""
+
+    version: str
+    dimension: int
+    encoder: Encoder
+
+
+class ModelSource(Protocol):
+    def current(self) -> ServingModel: ...
+
+
+class Searcher(Protocol):
+    async def search(
+        self, version: str, dimension: int, queries: Vectors, *, top_k: int, min_score: float
+    ) -> list[list[Match]]: ...
+
+
+class DependencyUnavailable(RuntimeError):
+    """A dependency stayed down through every retry; the batch must not be committed."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial_s: float = 0.5
+    max_s: float = 8.0
+    transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
+
+    def delay(self, attempt: int) -> float:
+        # Full jitter keeps a fleet of workers from hammering a recovering database in step.
+        ceiling = min(self.max_s, self.initial_s * (2 ** (attempt - 1)))
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await call()
+            except self.transient as exc:
+                if attempt == self.attempts:
+                    raise DependencyUnavailable(f"{what} failed {attempt} times: {exc!r}") from exc
+                delay = self.delay(attempt)
+                log.warning(
+                    "%s failed (attempt %d/%d), retrying in %.2fs: %r", what, attempt, self.attempts, delay, exc
+                )
+                await self.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    top_k: int = 5
+    min_score: float = 0.3
+    token_budget: int = 16_384
+    max_post_chars: int = 20_000
+    retry: RetryPolicy = RetryPolicy()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, transient: tuple[type[BaseException], ...] = ()) -> PipelineConfig:
+        return cls(
+            top_k=settings.top_k,
+            min_score=settings.min_score,
+            token_budget=settings.batch_token_budget,
+            max_post_chars=settings.max_post_chars,
+            retry=RetryPolicy(
+                attempts=settings.retry_attempts,
+                initial_s=settings.retry_backoff_initial_s,
+                max_s=settings.retry_backoff_max_s,
+                transient=RetryPolicy.transient + transient,
+            ),
+        )
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced: one result per valid post, one dead letter per bad record."""
+
+    results: list[MatchResult] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    model_version: str | None = None
+    encoder_calls: int = 0
+
+
+class MatchPipeline:
+    def __init__(self, models: ModelSource, searcher: Searcher, config: PipelineConfig) -> None:
+        self.models = models
+        self.searcher = searcher
+        self.config = config
+
+    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        valid: list[tuple[RawRecord, Post]] = []
+        for record in records:
+            decoded = decode_post(record, self.config.max_post_chars)
+            if isinstance(decoded, DeadLetter):
+                outcome.dead_letters.append(decoded)
+            else:
+                valid.append((record, decoded))
+        if not valid:
+            return outcome
+        # One snapshot per batch: a model switch lands between batches, never inside one.
+        model = self.models.current()
+        outcome.model_version = model.version
+        try:
+            outcome.results, outcome.encoder_calls = await self._match(model, valid)
+        except DependencyUnavailable:
+            raise
+        except Exception as exc:
+            if len(valid) == 1:
+                record, post = valid[0]
+                log.exception("post %s could not be processed", post.id)
+                outcome.dead_letters.append(record.dead_letter("processing_error", f"{type(exc).__name__}: {exc}"))
+                return outcome
+            log.warning("batch of %d failed (%r); retrying its posts one by one", len(valid), exc)
+            for item in valid:
+                try:
+                    results, calls = await self._match(model, [item])
+                    outcome.results.extend(results)
+                    outcome.encoder_calls += calls
+                except DependencyUnavailable:
+                    raise
+                except Exception as single_exc:
+                    log.exception("post %s could not be processed", item[1].id)
+                    outcome.dead_letters.append(
+                        item[0].dead_letter("processing_error", f"{type(single_exc).__name__}: {single_exc}")
+                    )
+        return outcome
+
+    async def _match(
+        self, model: ServingModel, valid: Sequence[tuple[RawRecord, Post]]
+    ) -> tuple[list[MatchResult], int]:
+        texts = [post.text for _, post in valid]
+        encoder = model.encoder
+        counts = await asyncio.to_thread(encoder.count_tokens, texts)
+        groups = plan_batches(counts, self.config.token_budget)
+        vectors = np.zeros((len(texts), model.dimension), dtype=np.float32)
+        for group in groups:
+            encoded = await asyncio.to_thread(encoder.encode_queries, [texts[i] for i in group])
+            vectors[group] = encoded
+        matches = await self.config.retry.run(
+            "search",
+            lambda: self.searcher.search(
+                model.version, model.dimension, vectors, top_k=self.config.top_k, min_score=self.config.min_score
+            ),
+        )
+        results = [
+            MatchResult(
+                post_id=post.id,
+                lang=post.lang,
+                platform=post.platform,
+                matches=found,
+                model_version=model.version,
+                source=record.source(),
+            )
+            for (record, post), found in zip(valid, matches, strict=True)
+        ]
+        return results, len(groups)

@@ -1,0 +1,149 @@
+"""One configuration object for every factmatch process.
+
+Built once at start-up (``Settings()`` reads ``FACTMATCH_*`` variables and an optional
+``.env``) and passed down; modules never read the environment themselves. Every value is
+validated here so that a worker with a bad knob refuses to start instead of failing on its
+first batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FACTMATCH_"
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker, the CLI and the trainer."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        # Errors must never echo a value back: it may be a password or a URL with one.
+        hide_input_in_errors=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "localhost:9092", min_length=1, description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    topic_posts: str = Field("posts", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    topic_matches: str = Field("matches", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    topic_dead_letter: str = Field("posts.dlq", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    topic_factchecks: str = Field("factchecks", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    group_id: str = Field("factmatch-worker", min_length=1)
+    indexer_group_id: str = Field("factmatch-indexer", min_length=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(
+        10_000, ge=3_000, le=300_000, description="Consumer session; a dead worker's partitions move after this."
+    )
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+
+    # --- Micro-batching ----------------------------------------------------------------
+    batch_max_records: int = Field(64, ge=1, le=10_000, description="Most records fetched into one batch.")
+    batch_max_wait_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill.")
+    batch_token_budget: int = Field(
+        16_384, ge=16, description="Most padded tokens (rows x longest row) one encoder call may take."
+    )
+    max_post_chars: int = Field(20_000, ge=1, description="Posts longer than this are dead-lettered.")
+
+    # --- Postgres ----------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        None, description="postgresql:// URL; embedded Postgres when unset (CLI only)."
+    )
+    db_pool_min: int = Field(1, ge=0, le=100)
+    db_pool_max: int = Field(4, ge=1, le=100)
+    db_connect_timeout_s: float = Field(10.0, gt=0)
+
+    # --- Model -------------------------------------------------------------------------
+    model: str | None = Field(None, description="Bootstrap model: a local directory or a hub name.")
+    model_version: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="Version name for the bootstrap model."
+    )
+    model_store: Path = Field(Path("models"), description="Directory where trained model versions live.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    query_prompt: str | None = Field(None, description="Overrides the model's own query prompt.")
+    query_prompt_name: str = "query"
+    document_prompt_name: str = "document"
+    max_seq_length: int | None = Field(None, ge=8, le=32_768)
+    encode_batch_size: int = Field(32, ge=1, le=4096)
+    trust_remote_code: bool = False
+
+    # --- Search ------------------------------------------------------------------------
+    top_k: int = Field(5, ge=1, le=100)
+    min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
+    ef_search: int = Field(100, ge=1, le=1000)
+    hnsw_m: int = Field(16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+
+    # --- Failure handling --------------------------------------------------------------
+    retry_attempts: int = Field(5, ge=1, le=50, description="Tries of a batch against an unhealthy dependency.")
+    retry_backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    retry_backoff_max_s: float = Field(8.0, gt=0, le=300)
+    shutdown_grace_s: float = Field(30.0, gt=0, le=3600)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bootstrap server {server!r} is not host:port")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            scheme = urlsplit(raw).scheme if "://" in raw else ""
+            # libpq also takes "key=value" strings (host=... dbname=...).
+            if scheme not in ("postgresql", "postgres") and not (not scheme and "=" in raw):
+                # The URL is a secret: name only its scheme in the error.
+                raise ValueError(
+                    f"database_url must be a postgresql:// URL or libpq key=value string, not {scheme or 'that'}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.retry_backoff_initial_s > self.retry_backoff_max_s:
+            raise ValueError("retry_backoff_initial_s must not exceed retry_backoff_max_s")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("SASL protocols need kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        topics = [self.topic_posts, self.topic_matches, self.topic_dead_letter, self.topic_factchecks]
+        if len(set(topics)) != len(topics):
+            raise ValueError("topic_posts, topic_matches, topic_dead_letter and topic_factchecks must differ")
+        if self.group_id == self.indexer_group_id:
+            raise ValueError("group_id and indexer_group_id must differ")
+        # A batch that retries longer than the poll interval would get the worker evicted from its group.
+        worst_case = self.retry_attempts * self.retry_backoff_max_s
+        if worst_case * 1000 >= self.max_poll_interval_ms:
+            raise ValueError(
+                f"retry_attempts x retry_backoff_max_s ({worst_case:.0f}s) must stay below max_poll_interval_ms"
+            )
+        return self
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise ValueError(f"{ENV_PREFIX}DATABASE_URL is not set")
+        return self.database_url.get_secret_value()

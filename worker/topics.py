@@ -1,0 +1,40 @@
+"""Creates factmatch's topics when they do not exist (local stack, tests, first deploy).
+
+Production clusters usually manage topics themselves; this only adds what is missing and
+never changes an existing topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings, partitions: int = 3, replication: int = 1) -> list[str]:
+    names = [settings.topic_posts, settings.topic_matches, settings.topic_dead_letter, settings.topic_factchecks]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="factmatch-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(name=n, num_partitions=partitions, replication_factor=replication) for n in missing]
+                )
+            # Metadata propagates asynchronously; wait until every topic is visible.
+            for _ in range(50):
+                if set(missing) <= set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.1)
+        return missing
+    finally:
+        await admin.close()

@@ -29,6 +29,15 @@ class RecordingCorpus:
         return CorpusChange(upserted=len(events))
 
 
+class RecordingFeedback:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    async def insert_feedback(self, items: Sequence[Any]) -> int:
+        self.items.extend(items)
+        return len(items)
+
+
 class BrokenPipeline:
     def __init__(self) -> None:
         self.calls = 0
@@ -68,7 +77,7 @@ def fake_deps(corpus: RecordingCorpus | None = None) -> WorkerDeps:
     encoder = FakeEncoder()
     retry = RetryPolicy(attempts=2, initial_s=0.01, max_s=0.01, sleep=no_sleep)
     pipeline = MatchPipeline(FakeModels(ServingModel("v7", 8, encoder)), FakeSearcher(), PipelineConfig(retry=retry))
-    return WorkerDeps(pipeline=pipeline, corpus=corpus or RecordingCorpus())
+    return WorkerDeps(pipeline=pipeline, corpus=corpus or RecordingCorpus(), feedback=RecordingFeedback())
 
 
 async def test_posts_become_keyed_results_and_bad_ones_dead_letters() -> None:
@@ -91,7 +100,7 @@ async def test_posts_become_keyed_results_and_bad_ones_dead_letters() -> None:
 
 async def test_dependency_failure_publishes_nothing() -> None:
     pipeline = BrokenPipeline()
-    broker, seen = wire(WorkerDeps(pipeline=pipeline, corpus=RecordingCorpus()))
+    broker, seen = wire(WorkerDeps(pipeline=pipeline, corpus=RecordingCorpus(), feedback=RecordingFeedback()))
     async with TestKafkaBroker(broker) as br:
         await br.publish(json.dumps({"id": "p1", "text": "x"}).encode(), topic="posts")
     assert pipeline.calls == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import logging
 import ssl
@@ -29,7 +30,15 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from worker.indexer import CorpusChange
 from worker.pipeline import BatchOutcome, DependencyUnavailable
 from worker.settings import Settings
-from worker.wire import DeadLetter, FactCheckEvent, MatchResult, RawRecord, decode_fact_check_event
+from worker.wire import (
+    DeadLetter,
+    FactCheckEvent,
+    Feedback,
+    MatchResult,
+    RawRecord,
+    decode_fact_check_event,
+    decode_feedback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +51,17 @@ class CorpusUpdater(Protocol):
     async def apply(self, events: Sequence[FactCheckEvent]) -> CorpusChange: ...
 
 
+class FeedbackSink(Protocol):
+    async def insert_feedback(self, items: Sequence[Feedback]) -> int: ...
+
+
 @dataclass
 class WorkerDeps:
     """What the handlers call; real ones in production, fakes in the in-memory tests."""
 
     pipeline: PostProcessor
     corpus: CorpusUpdater
+    feedback: FeedbackSink
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -217,6 +231,38 @@ def build_broker(settings: Settings, deps: WorkerDeps, broker: KafkaBroker | Non
             },
         )
 
+    @broker.subscriber(
+        settings.topic_feedback,
+        batch=True,
+        group_id=settings.feedback_group_id,
+        auto_offset_reset="earliest",
+        max_records=500,
+        batch_timeout_ms=200,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_raw_records,
+        title="match-feedback",
+    )
+    async def on_feedback(records: list[Any]) -> None:
+        items: list[Feedback] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            decoded = decode_feedback(to_raw(record))
+            if isinstance(decoded, DeadLetter):
+                letters.append(decoded)
+            else:
+                items.append(decoded)
+        try:
+            stored = await deps.feedback.insert_feedback(items)
+            await publish_all(matches, dead, [], letters)
+        except Exception:
+            log.exception("feedback batch of %d failed; it will be redelivered", len(records))
+            await asyncio.sleep(settings.retry_backoff_max_s)
+            raise
+        log.info("feedback stored", extra={"stored": stored, "dead_letters": len(letters)})
+
     return broker
 
 
@@ -247,7 +293,10 @@ class WorkerRuntime:
         transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         self.pipeline = MatchPipeline(self.models, self.store, PipelineConfig.from_settings(settings, transient))
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
-        self.broker = build_broker(settings, WorkerDeps(pipeline=self.pipeline, corpus=self.corpus))
+        self.broker = build_broker(
+            settings, WorkerDeps(pipeline=self.pipeline, corpus=self.corpus, feedback=self.store)
+        )
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start_services(self) -> None:
         from worker.models import bootstrap_active_version
@@ -255,8 +304,13 @@ class WorkerRuntime:
         await self.store.open()
         await bootstrap_active_version(self.store, self.settings, self.models)
         await self.models.load_active()
+        self._watcher = asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s))
 
     async def stop_services(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.store.close()
 
     async def start(self) -> None:

@@ -436,6 +436,180 @@ def evaluate(
         print(json.dumps({k: metrics[k] for k in METRIC_ORDER}))
 
 
+@contextlib.asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[Any]:
+    from worker.store import Store, apply_migrations
+
+    url = settings.require_database_url()
+    await apply_migrations(url)
+    store = Store(url, max_size=settings.db_pool_max)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@cli.command()
+def train(
+    queries: Annotated[list[Path] | None, typer.Option(help="Training queries JSONL (repeatable).")] = None,
+    qrels: Annotated[list[Path] | None, typer.Option(help="query_id<TAB>fact_check_id TSV, one per --queries.")] = None,
+    eval_queries: Annotated[Path | None, typer.Option(help="Held-out queries (default: a share of the data).")] = None,
+    eval_qrels: Annotated[Path | None, typer.Option()] = None,
+    base: Annotated[str | None, typer.Option(help="Start from this model (default: the active version).")] = None,
+    version: Annotated[str | None, typer.Option(help="Name of the new version.")] = None,
+    feedback: Annotated[bool, typer.Option(help="Use moderator feedback from match_feedback.")] = True,
+    promote: Annotated[bool, typer.Option(help="Roll the candidate out if it passes the gate.")] = False,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    mini_batch_size: Annotated[int | None, typer.Option()] = None,
+    gate_margin: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """Fine-tune a candidate, evaluate it against the active version, gate it, and optionally roll it out."""
+    from trainer.job import run_training
+
+    settings = load_settings(
+        train_epochs=epochs,
+        train_max_steps=max_steps,
+        train_learning_rate=learning_rate,
+        train_batch_size=batch_size,
+        train_mini_batch_size=mini_batch_size,
+        gate_margin=gate_margin,
+    )
+    queries, qrels = queries or [], qrels or []
+    if len(queries) != len(qrels):
+        err.print("[red]give one --qrels for each --queries[/red]")
+        raise typer.Exit(2)
+    if (eval_queries is None) != (eval_qrels is None):
+        err.print("[red]--eval-queries and --eval-qrels go together[/red]")
+        raise typer.Exit(2)
+    eval_files = (eval_queries, eval_qrels) if eval_queries and eval_qrels else None
+
+    async def go() -> Any:
+        async with _store(settings) as store:
+            return await run_training(
+                store,
+                settings,
+                base=base,
+                train_files=list(zip(queries, qrels, strict=True)),
+                eval_files=eval_files,
+                use_feedback=feedback,
+                version=version,
+                promote_if_better=promote,
+            )
+
+    started = time.perf_counter()
+    try:
+        outcome = _run(go())
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{outcome.version}: {outcome.status} ({time.perf_counter() - started:.0f}s)")
+    table.add_column("metric")
+    table.add_column("active", justify="right")
+    table.add_column("candidate", justify="right")
+    for name in ("ndcg@10", "map@5", "map@100", "mrr@10", "accuracy@1", "accuracy@5", "recall@10"):
+        active = f"{outcome.active[name]:.4f}" if outcome.active and name in outcome.active else ""
+        table.add_row(name, active, f"{outcome.candidate.get(name, 0.0):.4f}")
+    console.print(table)
+    console.print(f"gate: {outcome.reason}")
+    console.print(f"model: {outcome.path}")
+    if outcome.plot:
+        console.print(f"plot: {outcome.plot}")
+
+
+@cli.command()
+def rollout(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
+    """Re-embed the corpus under VERSION, build its index, then make it active."""
+    from trainer.rollout import promote
+    from worker.encoder import EncoderOptions, SentenceTransformerEncoder
+
+    settings = load_settings()
+
+    async def go() -> None:
+        async with _store(settings) as store:
+            mv = await store.get_version(version)
+            if mv is None:
+                raise LookupError(f"unknown model version {version!r}")
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            await promote(store, settings, version, encoder)
+
+    try:
+        _run(go())
+    except (LookupError, RuntimeError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{version} is active")
+
+
+@cli.command()
+def rollback(version: Annotated[str | None, typer.Argument(help="Default: the most recently retired.")] = None) -> None:
+    """Make a retained earlier version active again, at once."""
+    from trainer.rollout import rollback as do_rollback
+    from trainer.rollout import rollback_target
+    from worker.encoder import EncoderOptions, SentenceTransformerEncoder
+
+    settings = load_settings()
+
+    async def go() -> str:
+        async with _store(settings) as store:
+            mv = await rollback_target(store, version)
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            await do_rollback(store, settings, mv, encoder)
+            return mv.version
+
+    try:
+        target = _run(go())
+    except (LookupError, RuntimeError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"rolled back: {target} is active")
+
+
+@cli.command("feedback")
+def send_feedback(
+    post_id: Annotated[str, typer.Argument()],
+    fact_check_id: Annotated[str, typer.Argument()],
+    verdict: Annotated[str, typer.Argument(help="confirm or reject")],
+    text: Annotated[str, typer.Option(help="The post's text.")],
+    moderator: Annotated[str, typer.Option(help="Who decided.")],
+    note: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Send a moderator's verdict on a match to the match-feedback topic."""
+    from aiokafka import AIOKafkaProducer
+
+    from worker.wire import Feedback
+
+    settings = load_settings()
+    try:
+        item = Feedback.model_validate(
+            {
+                "post_id": post_id,
+                "post_text": text,
+                "fact_check_id": fact_check_id,
+                "verdict": verdict,
+                "moderator": moderator,
+                "note": note,
+            }
+        )
+    except ValidationError as exc:
+        err.print(f"[red]invalid feedback: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}[/red]")
+        raise typer.Exit(2) from None
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic_feedback, item.model_dump_json().encode(), key=post_id.encode())
+        finally:
+            await producer.stop()
+
+    _run(go())
+    console.print(f"feedback sent: {verdict} {post_id} -> {fact_check_id}")
+
+
 @models_cli.command("list")
 def models_list() -> None:
     """List registered model versions."""

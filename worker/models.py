@@ -61,6 +61,8 @@ class ModelManager:
         self._encoders: dict[str, Encoder] = {}
         self._current: ServingModel | None = None
         self._lock = threading.Lock()
+        self.switching = False
+        self.switches = 0
 
     def current(self) -> ServingModel:
         if self._current is None:
@@ -92,9 +94,52 @@ class ModelManager:
             raise RuntimeError(
                 f"model at {mv.path} gives {encoder.dimension} dimensions, version {mv.version} expects {mv.dimension}"
             )
+        previous = self._current.version if self._current else None
+        # One assignment: a batch that already took its snapshot finishes on the old version,
+        # the next batch starts on the new one.
         self._current = ServingModel(mv.version, mv.dimension, encoder)
-        log.info("serving model version %s", mv.version)
+        self.switches += previous is not None and previous != mv.version
+        log.info("serving model version %s", mv.version, extra={"model_version": mv.version, "previous": previous})
+        self._forget_unused(keep={mv.version})
         return self._current
+
+    def _forget_unused(self, keep: set[str]) -> None:
+        # Versions still being indexed may be needed by the corpus indexer; it reloads on demand.
+        with self._lock:
+            for version in list(self._encoders):
+                if version not in keep and len(self._encoders) > 2:
+                    del self._encoders[version]
+
+    async def refresh(self) -> bool:
+        """Serve the active version if it changed; True when a switch happened."""
+        active = await self.store.active_version()
+        if active is None or (self._current is not None and active.version == self._current.version):
+            return False
+        if active.indexed_at is None:
+            log.error("active version %s has no complete index; keeping %s", active.version, self._current)
+            return False
+        self.switching = True
+        try:
+            await self.serve(active)
+        finally:
+            self.switching = False
+        return True
+
+    async def watch(self, interval_s: float) -> None:
+        """Follow the active version: Postgres NOTIFY for promptness, polling as the bound on lag."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.store.conninfo, autocommit=True) as conn:
+                    await conn.execute("LISTEN factmatch_model")
+                    while True:
+                        await self.refresh()
+                        async for _ in conn.notifies(timeout=interval_s, stop_after=1):
+                            pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("model watcher: %r; retrying in %.1fs", exc, interval_s)
+                await asyncio.sleep(interval_s)
 
 
 async def bootstrap_active_version(store: Store, settings: Settings, manager: ModelManager) -> ModelVersion:

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     topic_matches: str = Field("matches", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     topic_dead_letter: str = Field("posts.dlq", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     topic_factchecks: str = Field("factchecks", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    topic_feedback: str = Field("match-feedback", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     group_id: str = Field("factmatch-worker", min_length=1)
     indexer_group_id: str = Field("factmatch-indexer", min_length=1)
+    feedback_group_id: str = Field("factmatch-feedback", min_length=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(
         10_000, ge=3_000, le=300_000, description="Consumer session; a dead worker's partitions move after this."
@@ -81,6 +83,23 @@ class Settings(BaseSettings):
     max_seq_length: int | None = Field(None, ge=8, le=32_768)
     encode_batch_size: int = Field(32, ge=1, le=4096)
     trust_remote_code: bool = False
+    model_poll_interval_s: float = Field(
+        5.0, gt=0, le=600, description="Longest a worker lags a model switch when NOTIFY is lost."
+    )
+    retain_versions: int = Field(2, ge=0, le=50, description="Retired versions kept indexed for rollback.")
+
+    # --- Trainer (defaults: the reference model's recipe) ----------------------------------
+    train_learning_rate: float = Field(2e-4, gt=0, lt=1)
+    train_epochs: float = Field(1.0, gt=0, le=100)
+    train_max_steps: int = Field(-1, ge=-1, description="Overrides epochs when positive.")
+    train_batch_size: int = Field(64, ge=2, le=65_536, description="Per-device batch (in-batch negatives).")
+    train_mini_batch_size: int = Field(16, ge=1, le=4096, description="GradCache mini-batch that fits memory.")
+    train_warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    train_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    train_eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share when no eval split is given.")
+    train_seed: int = 42
+    gate_metric: Literal["ndcg@10", "map@100", "mrr@10", "accuracy@1", "accuracy@5", "recall@10"] = "ndcg@10"
+    gate_margin: float = Field(0.0, ge=-1, le=1, description="A candidate must beat the active version by this.")
 
     # --- Search ------------------------------------------------------------------------
     top_k: int = Field(5, ge=1, le=100)
@@ -130,11 +149,17 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL protocols need kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
-        topics = [self.topic_posts, self.topic_matches, self.topic_dead_letter, self.topic_factchecks]
+        topics = [
+            self.topic_posts,
+            self.topic_matches,
+            self.topic_dead_letter,
+            self.topic_factchecks,
+            self.topic_feedback,
+        ]
         if len(set(topics)) != len(topics):
-            raise ValueError("topic_posts, topic_matches, topic_dead_letter and topic_factchecks must differ")
-        if self.group_id == self.indexer_group_id:
-            raise ValueError("group_id and indexer_group_id must differ")
+            raise ValueError("the five topic names must differ")
+        if len({self.group_id, self.indexer_group_id, self.feedback_group_id}) != 3:
+            raise ValueError("group_id, indexer_group_id and feedback_group_id must differ")
         # A batch that retries longer than the poll interval would get the worker evicted from its group.
         worst_case = self.retry_attempts * self.retry_backoff_max_s
         if worst_case * 1000 >= self.max_poll_interval_ms:

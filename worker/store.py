@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from worker.encoder import Vectors
-from worker.wire import FactCheck, Match
+from worker.wire import FactCheck, Feedback, Match
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class ModelVersion:
     created_at: datetime
     indexed_at: datetime | None
     activated_at: datetime | None
+    notes: str | None = None
+    data_snapshot: dict[str, Any] | None = None
+    retired_at: datetime | None = None
 
 
 def vector_type(dimension: int) -> str:
@@ -179,13 +182,14 @@ class Store:
         status: VersionStatus = "candidate",
         base: str | None = None,
         metrics: dict[str, Any] | None = None,
+        data_snapshot: dict[str, Any] | None = None,
     ) -> ModelVersion:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                "INSERT INTO model_versions (version, path, dimension, status, base, metrics)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
-                (version, path, dimension, status, base, json.dumps(metrics or {})),
+                "INSERT INTO model_versions (version, path, dimension, status, base, metrics, data_snapshot)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                (version, path, dimension, status, base, json.dumps(metrics or {}), json.dumps(data_snapshot or {})),
             )
             row = await cur.fetchone()
         assert row is not None
@@ -208,7 +212,8 @@ class Store:
             if row[0] is None:
                 raise RuntimeError(f"model version {version!r} has no complete index yet")
             await conn.execute(
-                "UPDATE model_versions SET status = 'retired' WHERE status = 'active' AND version <> %s",
+                "UPDATE model_versions SET status = 'retired', retired_at = now()"
+                " WHERE status = 'active' AND version <> %s",
                 (version,),
             )
             await conn.execute(
@@ -216,6 +221,66 @@ class Store:
                 (version,),
             )
             await conn.execute("SELECT pg_notify('factmatch_model', %s)", (version,))
+
+    async def set_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE model_versions SET metrics = metrics || %s::jsonb WHERE version = %s",
+                (json.dumps(metrics), version),
+            )
+
+    async def drop_version_index(self, version: str) -> None:
+        """Free a retired version's embeddings and index; it can no longer be rolled back to."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(version))))
+            await conn.execute("DELETE FROM fact_check_embeddings WHERE model_version = %s", (version,))
+            await conn.execute(
+                "UPDATE model_versions SET indexed_at = NULL,"
+                " notes = concat_ws('; ', notes, 'embeddings dropped by retention') WHERE version = %s",
+                (version,),
+            )
+
+    # --- moderator feedback -----------------------------------------------------------
+
+    async def insert_feedback(self, items: Sequence[Feedback]) -> int:
+        if not items:
+            return 0
+        async with self.pool.connection() as conn:
+            cur = conn.cursor()
+            await cur.executemany(
+                "INSERT INTO match_feedback (post_id, post_text, fact_check_id, verdict, moderator, model_version,"
+                " note, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        f.post_id,
+                        f.post_text,
+                        f.fact_check_id,
+                        f.verdict,
+                        f.moderator,
+                        f.model_version,
+                        f.note,
+                        f.created_at,
+                    )
+                    for f in items
+                ],
+            )
+        return len(items)
+
+    async def feedback(self) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute("SELECT * FROM match_feedback ORDER BY id")
+            return list(await cur.fetchall())
+
+    async def fact_checks_by_id(self, ids: Sequence[str]) -> dict[str, FactCheck]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT id, claim, title, url, lang, rating, published_at, source, meta FROM fact_checks"
+                " WHERE id = ANY(%s)",
+                (list(ids),),
+            )
+            return {r["id"]: FactCheck.model_validate(r) for r in await cur.fetchall()}
 
     # --- fact-checks ------------------------------------------------------------------
 

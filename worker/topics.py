@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: Settings, partitions: int = 3, replication: int = 1) -> list[str]:
-    names = [settings.topic_posts, settings.topic_matches, settings.topic_dead_letter, settings.topic_factchecks]
+    names = [
+        settings.topic_posts,
+        settings.topic_matches,
+        settings.topic_dead_letter,
+        settings.topic_factchecks,
+        settings.topic_feedback,
+    ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="factmatch-admin")
     await admin.start()
     try:

@@ -73,6 +73,21 @@ class FactCheckEvent(FactCheck):
     claim: str = ""
 
 
+class Feedback(BaseModel):
+    """A moderator's verdict on one published match, on the match-feedback topic."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    post_id: str = Field(min_length=1, max_length=512)
+    post_text: str = Field(min_length=1)
+    fact_check_id: str = Field(min_length=1, max_length=512)
+    verdict: Literal["confirm", "reject"]
+    moderator: str = Field(min_length=1, max_length=200)
+    model_version: str | None = None
+    note: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Match(BaseModel):
     """One fact-check that a post matched."""
 
@@ -215,6 +230,18 @@ def decode_fact_check_event(record: RawRecord) -> FactCheckEvent | DeadLetter:
     if event.op == "upsert" and not event.claim.strip():
         return record.dead_letter("empty_text", "an upserted fact-check needs a claim")
     return event
+
+
+def decode_feedback(record: RawRecord) -> Feedback | DeadLetter:
+    data = _parse_json_object(record)
+    if isinstance(data, DeadLetter):
+        return data
+    if isinstance(data.get("post_text"), str) and not data["post_text"].strip():
+        return record.dead_letter("empty_text", "post_text is empty")
+    try:
+        return Feedback.model_validate(data)
+    except ValidationError as exc:
+        return record.dead_letter("invalid_schema", _describe(exc))
 
 
 def document_text(title: str | None, claim: str) -> str:

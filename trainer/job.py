@@ -1,0 +1,98 @@
+"""The trainer job: data, train, gate, register and (optionally) roll out one candidate.
+
+``factmatch train`` runs this on demand; a Kubernetes CronJob runs it periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.plots import plot_versions
+from trainer.rollout import promote
+from trainer.train import collect_data, evaluate_model, new_version_name, train_candidate, write_report
+from worker.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
+from worker.settings import Settings
+from worker.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    version: str
+    status: str
+    candidate: dict[str, float]
+    active: dict[str, float] | None
+    reason: str
+    path: Path
+    plot: Path | None
+
+
+def gate(settings: Settings, candidate: dict[str, float], active: dict[str, float] | None) -> tuple[bool, str]:
+    """A candidate passes only if it beats the active version's primary metric by the margin."""
+    metric = settings.gate_metric
+    if active is None:
+        return True, "no active version to beat"
+    ours, theirs = candidate.get(metric, 0.0), active.get(metric, 0.0)
+    if ours > theirs + settings.gate_margin:
+        return True, f"{metric} {ours:.4f} beats active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
+    return False, f"{metric} {ours:.4f} does not beat active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
+
+
+async def run_training(
+    store: Store,
+    settings: Settings,
+    *,
+    base: str | None = None,
+    train_files: list[tuple[Path, Path]] | None = None,
+    eval_files: tuple[Path, Path] | None = None,
+    use_feedback: bool = True,
+    version: str | None = None,
+    promote_if_better: bool = False,
+) -> TrainOutcome:
+    active = await store.active_version()
+    base_ref = base or (active.path if active else None) or settings.model or default_model_ref()
+    data = await collect_data(
+        store, settings, train_files=train_files or [], eval_files=eval_files, use_feedback=use_feedback
+    )
+    log.info("training data", extra=data.snapshot)
+    active_metrics = await asyncio.to_thread(evaluate_model, active.path, settings, data) if active else None
+
+    version = version or new_version_name(active.version if active else None)
+    output = settings.model_store / version
+    output.mkdir(parents=True, exist_ok=False)
+    candidate = await asyncio.to_thread(train_candidate, settings, base_ref, data, output)
+    passed, reason = gate(settings, candidate, active_metrics)
+
+    dimension = SentenceTransformerEncoder(str(output), EncoderOptions(device="cpu")).dimension
+    metrics: dict[str, Any] = {
+        "candidate": candidate,
+        "active": active_metrics,
+        "active_version": active.version if active else None,
+        "gate": {"metric": settings.gate_metric, "margin": settings.gate_margin, "passed": passed, "reason": reason},
+    }
+    await store.register_version(
+        version,
+        str(output.resolve()),
+        dimension,
+        status="candidate",
+        base=base_ref,
+        metrics=metrics,
+        data_snapshot=data.snapshot,
+    )
+    write_report(output, {"version": version, "base": base_ref, **metrics, "data": data.snapshot})
+    if not passed:
+        await store.set_status(version, "rejected", notes=reason)
+        status = "rejected"
+    elif promote_if_better:
+        encoder = SentenceTransformerEncoder(str(output), EncoderOptions.from_settings(settings))
+        await promote(store, settings, version, encoder)
+        status = "active"
+    else:
+        status = "candidate"
+    plot = plot_versions(await store.list_versions(), settings.model_store / "metrics.png")
+    return TrainOutcome(version, status, candidate, active_metrics, reason, output, plot)

@@ -1,0 +1,257 @@
+"""Fine-tune the encoder on post/fact-check pairs, evaluate it against the active version, save it.
+
+Reads as sentence-transformers' own training scripts do, in numbered steps:
+1. model, 2. data, 3. loss, 4. evaluator, 5. train, 6. evaluate, 7. save.
+The recipe defaults to the reference model's (CachedMultipleNegativesRankingLoss, scale 20,
+cosine; learning rate 2e-4, cosine schedule, warmup 0.1, no-duplicates batches, bf16 on
+GPU, evaluation every epoch, best model kept); every knob is a setting.
+
+Queries and documents are built exactly as the worker builds them: the query prompt of the
+model (or the settings' override) and the fact-check's title and claim from Postgres.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from worker.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.evaluation import load_jsonl
+from worker.settings import Settings
+from worker.store import Store
+from worker.wire import document_text
+
+log = logging.getLogger(__name__)
+
+EVALUATOR_NAME = "heldout"
+
+
+@dataclass
+class TrainingData:
+    """Everything training and evaluation need, resolved against the corpus in Postgres."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (query text, positive document)
+    triplets: list[tuple[str, str, str]] = field(default_factory=list)  # + a rejected match as hard negative
+    eval_queries: dict[str, str] = field(default_factory=dict)
+    eval_relevant: dict[str, set[str]] = field(default_factory=dict)
+    corpus: dict[str, str] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
+def _read_labelled(queries: Path, qrels: Path) -> list[tuple[str, str, str]]:
+    """(query id, query text, fact-check id) triples from the shared/data layout."""
+    texts = {str(r["id"]): str(r["text"]) for r in load_jsonl(queries)}
+    rows = []
+    for line in qrels.read_text(encoding="utf-8").splitlines():
+        parts = line.strip().split("\t")
+        if len(parts) >= 2 and parts[0] in texts and not (len(parts) >= 3 and parts[-1] in ("0", "0.0")):
+            rows.append((parts[0], texts[parts[0]], parts[1]))
+    return rows
+
+
+def _held_out(query_id: str, fraction: float, seed: int) -> bool:
+    digest = hashlib.sha1(f"{seed}:{query_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+async def collect_data(
+    store: Store,
+    settings: Settings,
+    *,
+    train_files: Sequence[tuple[Path, Path]] = (),
+    eval_files: tuple[Path, Path] | None = None,
+    use_feedback: bool = True,
+) -> TrainingData:
+    """Step 2's inputs: labelled files and moderator feedback, fact-check texts from Postgres."""
+    data = TrainingData()
+    fact_checks = await store.iter_fact_checks()
+    data.corpus = {fc.id: document_text(fc.title, fc.claim) for fc in tqdm(fact_checks, desc="corpus", unit="doc")}
+    labelled: list[tuple[str, str, str]] = []
+    for queries, qrels in train_files:
+        labelled.extend(_read_labelled(queries, qrels))
+    feedback = await store.feedback() if use_feedback else []
+    negatives: dict[str, set[str]] = {}
+    for row in tqdm(feedback, desc="feedback", unit="verdict", disable=not feedback):
+        key = f"feedback:{row['post_id']}"
+        if row["verdict"] == "confirm":
+            labelled.append((key, row["post_text"], row["fact_check_id"]))
+        else:
+            negatives.setdefault(key, set()).add(row["fact_check_id"])
+
+    missing = sum(1 for _, _, fc in labelled if fc not in data.corpus)
+    if eval_files is not None:
+        for qid, text, fc in _read_labelled(*eval_files):
+            if fc in data.corpus:
+                data.eval_queries[qid] = text
+                data.eval_relevant.setdefault(qid, set()).add(fc)
+    for qid, text, fc in labelled:
+        if fc not in data.corpus:
+            continue
+        if eval_files is None and _held_out(qid, settings.train_eval_fraction, settings.train_seed):
+            data.eval_queries[qid] = text
+            data.eval_relevant.setdefault(qid, set()).add(fc)
+            continue
+        positive = data.corpus[fc]
+        hard = sorted(n for n in negatives.get(qid, ()) if n in data.corpus and n != fc)
+        if hard:
+            data.triplets.extend((text, positive, data.corpus[n]) for n in hard)
+        else:
+            data.pairs.append((text, positive))
+    data.snapshot = {
+        "files": [
+            {"queries": str(q), "qrels": str(r), "sha1": [_file_digest(q), _file_digest(r)]} for q, r in train_files
+        ],
+        "eval_files": [str(p) for p in eval_files] if eval_files else None,
+        "feedback_rows": len(feedback),
+        "feedback_max_id": max((int(r["id"]) for r in feedback), default=None),
+        "pairs": len(data.pairs),
+        "triplets": len(data.triplets),
+        "skipped_unknown_fact_checks": missing,
+        "eval_queries": len(data.eval_queries),
+        "corpus_size": len(data.corpus),
+        "taken_at": datetime.now(UTC).isoformat(),
+    }
+    if not data.pairs and not data.triplets:
+        raise ValueError("no training pair whose fact-check is in the corpus (load fact-checks first)")
+    if not data.eval_queries:
+        raise ValueError("no held-out query to evaluate on; give --eval-queries/--eval-qrels or more data")
+    return data
+
+
+def _plain_metrics(raw: Mapping[str, float]) -> dict[str, float]:
+    """``heldout_cosine_ndcg@10`` -> ``ndcg@10``."""
+    prefix = f"{EVALUATOR_NAME}_cosine_"
+    return {k.removeprefix(prefix): float(v) for k, v in raw.items() if k.startswith(prefix)}
+
+
+def make_evaluator(data: TrainingData, query_prompt: str, document_prompt: str) -> Any:
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    return InformationRetrievalEvaluator(
+        queries=dict[str, Any](data.eval_queries),
+        corpus=dict[str, Any](data.corpus),
+        relevant_docs=data.eval_relevant,
+        map_at_k=[5, 100],
+        name=EVALUATOR_NAME,
+        query_prompt=query_prompt or None,
+        corpus_prompt=document_prompt or None,
+        batch_size=64,
+        show_progress_bar=True,
+        write_csv=False,
+    )
+
+
+def evaluate_model(model_ref: str, settings: Settings, data: TrainingData) -> dict[str, float]:
+    """The held-out metrics of any model, with the same evaluator the candidate gets."""
+    encoder = SentenceTransformerEncoder(model_ref, EncoderOptions.from_settings(settings))
+    evaluator = make_evaluator(data, encoder.query_prompt, encoder.document_prompt)
+    return _plain_metrics(evaluator(encoder.model))
+
+
+def train_candidate(settings: Settings, base: str, data: TrainingData, output_dir: Path) -> dict[str, float]:
+    """Fine-tune ``base`` on ``data`` and save the best model to ``output_dir``; returns held-out metrics."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+    from sentence_transformers.util import cos_sim
+
+    # 1. Model: the base in float32 (training weights), prompts as the worker resolves them.
+    options = EncoderOptions.from_settings(settings)
+    options = EncoderOptions(**{**options.__dict__, "dtype": "float32"})
+    encoder = SentenceTransformerEncoder(base, options)
+    model = encoder.model
+    query_prompt, document_prompt = encoder.query_prompt, encoder.document_prompt
+
+    # 2. Data: (query, document) pairs, and (query, document, negative) where a moderator rejected a match.
+    datasets: dict[str, Dataset] = {}
+    if data.pairs:
+        datasets["pairs"] = Dataset.from_dict(
+            {"query": [q for q, _ in data.pairs], "document": [d for _, d in data.pairs]}
+        )
+    if data.triplets:
+        datasets["hard_negatives"] = Dataset.from_dict(
+            {
+                "query": [q for q, _, _ in data.triplets],
+                "document": [d for _, d, _ in data.triplets],
+                "negative": [n for _, _, n in data.triplets],
+            }
+        )
+    train_dataset: Any = datasets if len(datasets) > 1 else next(iter(datasets.values()))
+    smallest = min(len(d) for d in datasets.values())
+
+    # 3. Loss: in-batch negatives at a large batch, computed in mini-batches that fit memory.
+    loss = CachedMultipleNegativesRankingLoss(
+        model, scale=20.0, similarity_fct=cos_sim, mini_batch_size=settings.train_mini_batch_size
+    )
+
+    # 4. Evaluator: held-out queries against the whole corpus.
+    evaluator = make_evaluator(data, query_prompt, document_prompt)
+
+    # 5. Train.
+    prompts = {
+        k: v for k, v in {"query": query_prompt, "document": document_prompt, "negative": document_prompt}.items() if v
+    }
+    per_epoch = settings.train_max_steps <= 0
+    with tempfile.TemporaryDirectory(prefix="factmatch-train-") as checkpoints:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=checkpoints,
+            num_train_epochs=settings.train_epochs,
+            max_steps=settings.train_max_steps,
+            per_device_train_batch_size=max(2, min(settings.train_batch_size, smallest)),
+            learning_rate=settings.train_learning_rate,
+            lr_scheduler_type=settings.train_scheduler,
+            warmup_ratio=settings.train_warmup_ratio,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            eval_strategy="epoch" if per_epoch else "no",
+            save_strategy="epoch" if per_epoch else "no",
+            load_best_model_at_end=per_epoch,
+            metric_for_best_model=f"eval_{EVALUATOR_NAME}_cosine_{settings.gate_metric}",
+            greater_is_better=True,
+            save_total_limit=2,
+            logging_steps=5,
+            seed=settings.train_seed,
+            report_to=[],
+            prompts=prompts or None,
+            disable_tqdm=False,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
+        )
+        trainer.train()
+
+    # 6. Evaluate the model training kept.
+    metrics = _plain_metrics(evaluator(model))
+
+    # 7. Save, with the prompts it was trained with, so the worker encodes exactly as trained.
+    if query_prompt:
+        model.prompts["query"] = query_prompt
+    model.save(str(output_dir))
+    return metrics
+
+
+def new_version_name(base_version: str | None) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stem = (base_version or "model").split("-ft-")[0][:40]
+    return f"{stem}-ft-{stamp}"
+
+
+def write_report(output_dir: Path, report: Mapping[str, Any]) -> Path:
+    path = output_dir / "factmatch_eval.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path

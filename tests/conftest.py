@@ -94,6 +94,8 @@ def make_settings(tiny_model: Path) -> Callable[..., Settings]:
             "retry_backoff_max_s": 0.5,
             "shutdown_grace_s": 10,
             "min_score": -1.0,
+            "metrics_port": 0,
+            "lag_interval_s": 0.5,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -215,7 +215,8 @@ def train_candidate(settings: Settings, base: str, data: TrainingData, output_di
             per_device_train_batch_size=max(2, min(settings.train_batch_size, smallest)),
             learning_rate=settings.train_learning_rate,
             lr_scheduler_type=settings.train_scheduler,
-            warmup_ratio=settings.train_warmup_ratio,
+            # Transformers 5 takes the warmup ratio as a float number of "steps" below 1.
+            warmup_steps=settings.train_warmup_ratio,
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
             eval_strategy="epoch" if per_epoch else "no",

@@ -17,6 +17,8 @@ import contextlib
 import inspect
 import logging
 import ssl
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +30,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from worker.indexer import CorpusChange
+from worker.observability import HealthServer, Metrics, watch_lag
 from worker.pipeline import BatchOutcome, DependencyUnavailable
 from worker.settings import Settings
 from worker.wire import (
@@ -143,9 +146,31 @@ async def publish_all(
         await asyncio.gather(*pending)
 
 
-def build_broker(settings: Settings, deps: WorkerDeps, broker: KafkaBroker | None = None) -> KafkaBroker:
+def observe_batch(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
+    metrics.batch_tokens.observe(outcome.tokens)
+    metrics.stage_seconds.labels(stage="encode").observe(outcome.encode_seconds)
+    metrics.stage_seconds.labels(stage="search").observe(outcome.search_seconds)
+    metrics.stage_seconds.labels(stage="publish").observe(publish_s)
+    metrics.results_published.inc(len(outcome.results))
+    for letter in outcome.dead_letters:
+        metrics.dead_letters.labels(source="posts", reason=letter.reason).inc()
+    produced = {(r.partition, r.offset): r.timestamp_ms for r in raws}
+    now = time.time()
+    for result in outcome.results:
+        metrics.matches_per_post.observe(len(result.matches))
+        if result.matches:
+            metrics.best_score.observe(result.matches[0].score)
+        stamp = produced.get((result.source.partition, result.source.offset)) if result.source else None
+        if stamp:
+            metrics.end_to_end_seconds.observe(max(0.0, now - stamp / 1000))
+
+
+def build_broker(
+    settings: Settings, deps: WorkerDeps, broker: KafkaBroker | None = None, metrics: Metrics | None = None
+) -> KafkaBroker:
     """Declare the subscribers and publishers on ``broker``."""
     broker = broker or make_broker(settings)
+    metrics = metrics or Metrics()
     matches = broker.publisher(
         settings.topic_matches, title="matches", description="One MatchResult per post.", schema=MatchResult
     )
@@ -172,22 +197,41 @@ def build_broker(settings: Settings, deps: WorkerDeps, broker: KafkaBroker | Non
     )
     async def on_posts(records: list[Any]) -> None:
         raws = [to_raw(r) for r in records]
+        batch_id = uuid.uuid4().hex[:12]
+        metrics.posts_consumed.inc(len(raws))
+        metrics.batch_records.observe(len(raws))
         try:
             outcome = await deps.pipeline.process(raws)
+            started = time.perf_counter()
             await publish_all(matches, dead, outcome.results, outcome.dead_letters)
+            observe_batch(metrics, outcome, raws, time.perf_counter() - started)
         except DependencyUnavailable as exc:
-            log.error("batch of %d left uncommitted: %s", len(raws), exc)
+            metrics.errors.labels(stage="dependency").inc()
+            log.error("batch left uncommitted: %s", exc, extra={"batch_id": batch_id, "records": len(raws)})
             raise NackMessage() from exc
         except Exception:
             # Not a dependency we know: still never commit what was not published. Back off
             # first so a persistent fault cannot turn redelivery into a busy loop.
-            log.exception("batch of %d failed; it will be redelivered", len(raws))
+            metrics.errors.labels(stage="unexpected").inc()
+            log.exception("batch failed; it will be redelivered", extra={"batch_id": batch_id, "records": len(raws)})
             await asyncio.sleep(settings.retry_backoff_max_s)
             raise
+        for letter in outcome.dead_letters:
+            log.warning(
+                "dead-lettered",
+                extra={
+                    "batch_id": batch_id,
+                    "reason": letter.reason,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                },
+            )
         log.debug(
             "batch done",
             extra={
+                "batch_id": batch_id,
                 "records": len(raws),
+                "post_ids": [r.post_id for r in outcome.results][:100],
                 "results": len(outcome.results),
                 "dead_letters": len(outcome.dead_letters),
                 "model_version": outcome.model_version,
@@ -217,6 +261,10 @@ def build_broker(settings: Settings, deps: WorkerDeps, broker: KafkaBroker | Non
         try:
             change = await deps.corpus.apply(events)
             await publish_all(matches, dead, [], letters)
+            metrics.corpus_changes.labels(op="upsert").inc(change.upserted)
+            metrics.corpus_changes.labels(op="delete").inc(change.deleted)
+            for letter in letters:
+                metrics.dead_letters.labels(source="factchecks", reason=letter.reason).inc()
         except Exception:
             log.exception("fact-check batch of %d failed; it will be redelivered", len(records))
             await asyncio.sleep(settings.retry_backoff_max_s)
@@ -257,6 +305,9 @@ def build_broker(settings: Settings, deps: WorkerDeps, broker: KafkaBroker | Non
         try:
             stored = await deps.feedback.insert_feedback(items)
             await publish_all(matches, dead, [], letters)
+            metrics.feedback_stored.inc(stored)
+            for letter in letters:
+                metrics.dead_letters.labels(source="feedback", reason=letter.reason).inc()
         except Exception:
             log.exception("feedback batch of %d failed; it will be redelivered", len(records))
             await asyncio.sleep(settings.retry_backoff_max_s)
@@ -282,6 +333,7 @@ class WorkerRuntime:
         from worker.store import Store
 
         self.settings = settings
+        self.metrics = Metrics()
         self.store = Store(
             settings.require_database_url(),
             min_size=settings.db_pool_min,
@@ -289,28 +341,95 @@ class WorkerRuntime:
             ef_search=settings.ef_search,
             connect_timeout_s=settings.db_connect_timeout_s,
         )
-        self.models = ModelManager(self.store, encoder_loader(settings))
+        self.models = ModelManager(self.store, encoder_loader(settings), metrics=self.metrics)
         transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
-        self.pipeline = MatchPipeline(self.models, self.store, PipelineConfig.from_settings(settings, transient))
+        retries = self.metrics.retries
+        self.pipeline = MatchPipeline(
+            self.models,
+            self.store,
+            PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
+        )
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
         self.broker = build_broker(
-            settings, WorkerDeps(pipeline=self.pipeline, corpus=self.corpus, feedback=self.store)
+            settings, WorkerDeps(pipeline=self.pipeline, corpus=self.corpus, feedback=self.store), metrics=self.metrics
         )
-        self._watcher: asyncio.Task[None] | None = None
+        self.health = HealthServer(
+            self.metrics,
+            {
+                "consumer": self._check_consumer,
+                "model": self._check_model,
+                "database": self._check_database,
+                "index": self._check_index,
+            },
+            port=settings.metrics_port,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def consumers(self) -> list[Any]:
+        return [c for sub in self.broker.subscribers if (c := getattr(sub, "consumer", None)) is not None]
+
+    async def _check_consumer(self) -> tuple[bool, str]:
+        consumers = self.consumers()
+        if not consumers:
+            return False, "consumers not started"
+        posts = [c for c in consumers if self.settings.topic_posts in c.subscription()]
+        # A replica beyond the partition count is a healthy group member with nothing assigned.
+        joined = [c for c in posts if c.assignment() or getattr(getattr(c, "_coordinator", None), "member_id", "")]
+        return (bool(joined), f"{sum(len(c.assignment()) for c in posts)} partition(s) assigned")
+
+    async def _check_model(self) -> tuple[bool, str]:
+        if not self.models.loaded:
+            return False, "no model loaded"
+        if self.models.switching:
+            return False, "model switch in flight"
+        return True, self.models.current().version
+
+    async def _check_database(self) -> tuple[bool, str]:
+        return (True, "reachable") if await self.store.ping() else (False, "unreachable")
+
+    async def _check_index(self) -> tuple[bool, str]:
+        active = await self.store.active_version()
+        if active is None or active.indexed_at is None:
+            return False, "active version has no complete index"
+        if self.models.loaded and active.version != self.models.current().version:
+            return False, f"active version is {active.version}, switch pending"
+        return True, f"{active.version} indexed at {active.indexed_at:%Y-%m-%dT%H:%M:%S}"
+
+    async def _stats(self) -> None:
+        from worker.store import SERVING_STATUSES
+
+        while True:
+            try:
+                for mv in await self.store.versions_with_status(SERVING_STATUSES):
+                    size = await self.store.count_embeddings(mv.version)
+                    self.metrics.corpus_size.labels(model_version=mv.version).set(size)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("corpus stats failed: %r", exc)
+            await asyncio.sleep(max(15.0, self.settings.lag_interval_s))
 
     async def start_services(self) -> None:
         from worker.models import bootstrap_active_version
 
+        if self.settings.metrics_enabled:
+            await self.health.start()
         await self.store.open()
         await bootstrap_active_version(self.store, self.settings, self.models)
         await self.models.load_active()
-        self._watcher = asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s))
+        self._tasks = [
+            asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s)),
+            asyncio.create_task(watch_lag(self.metrics, self.consumers, self.settings.lag_interval_s)),
+            asyncio.create_task(self._stats()),
+        ]
 
     async def stop_services(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+                await task
+        await self.health.stop()
         await self.store.close()
 
     async def start(self) -> None:
@@ -327,7 +446,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     from worker.logs import configure_logging
 
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=settings.secrets())
     runtime = WorkerRuntime(settings)
     return FastStream(runtime.broker, on_startup=[runtime.start_services], after_shutdown=[runtime.stop_services])
 

@@ -90,6 +90,9 @@ async def _running_worker(settings: Settings) -> AsyncIterator[Any]:
     runtime = WorkerRuntime(settings)
     with console.status("loading the model and indexing fact-checks..."):
         await runtime.start()
+    if settings.metrics_enabled:
+        base = f"http://127.0.0.1:{runtime.health.port}"
+        console.print(f"metrics: {base}/metrics  health: {base}/healthz  readiness: {base}/readyz")
     try:
         yield runtime
     finally:
@@ -194,7 +197,7 @@ def demo(
     posts = load_jsonl(posts_file)
     bad = [b"{not json", b'{"id": "p-bad", "text": ""}', b"\xff\xfe not utf-8"]
     with _local_services(None) as (bootstrap, url):
-        settings = load_settings(kafka_bootstrap=bootstrap, database_url=url, model=model)
+        settings = load_settings(kafka_bootstrap=bootstrap, database_url=url, model=model, metrics_port=0)
 
         async def go() -> dict[str, Any]:
             await _prepare_database(settings, fact_checks_file)
@@ -488,17 +491,41 @@ def train(
     eval_files = (eval_queries, eval_qrels) if eval_queries and eval_qrels else None
 
     async def go() -> Any:
-        async with _store(settings) as store:
-            return await run_training(
-                store,
-                settings,
-                base=base,
-                train_files=list(zip(queries, qrels, strict=True)),
-                eval_files=eval_files,
-                use_feedback=feedback,
-                version=version,
-                promote_if_better=promote,
-            )
+        from worker.observability import HealthServer, Metrics
+
+        metrics = Metrics()
+
+        async def alive() -> tuple[bool, str]:
+            return True, "training"
+
+        # Trainer runs are scrapeable too (the CronJob's pod exposes the same port as workers).
+        server = HealthServer(metrics, {"trainer": alive}, port=settings.metrics_port)
+        if settings.metrics_enabled:
+            await server.start()
+        run_started = time.perf_counter()
+        try:
+            async with _store(settings) as store:
+                outcome = await run_training(
+                    store,
+                    settings,
+                    base=base,
+                    train_files=list(zip(queries, qrels, strict=True)),
+                    eval_files=eval_files,
+                    use_feedback=feedback,
+                    version=version,
+                    promote_if_better=promote,
+                )
+            metrics.trainer_runs.labels(outcome=outcome.status).inc()
+            for role, values in (("candidate", outcome.candidate), ("active", outcome.active or {})):
+                for name, value in values.items():
+                    metrics.trainer_heldout.labels(model_version=outcome.version, role=role, metric=name).set(value)
+            return outcome
+        except Exception:
+            metrics.trainer_runs.labels(outcome="failed").inc()
+            raise
+        finally:
+            metrics.trainer_seconds.set(time.perf_counter() - run_started)
+            await server.stop()
 
     started = time.perf_counter()
     try:

@@ -27,9 +27,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+class RedactingJsonFormatter(JsonFormatter):
+    """Masks every configured secret wherever it shows up: a message, an extra, a traceback."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        # Longest first, so a URL is masked whole before the password inside it.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for secret in self.secrets:
+            line = line.replace(secret, "***").replace(json.dumps(secret)[1:-1], "***")
+        return line
+
+
+def configure_logging(level: str = "INFO", stream: Any = None, secrets: list[str] | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(RedactingJsonFormatter(secrets or []))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -20,6 +20,7 @@ import psycopg
 
 from worker.encoder import Encoder, EncoderOptions, SentenceTransformerEncoder, default_model_ref
 from worker.indexer import index_version
+from worker.observability import Metrics
 from worker.pipeline import ServingModel
 from worker.settings import Settings
 from worker.store import ModelVersion, Store
@@ -55,7 +56,8 @@ def encoder_loader(settings: Settings) -> Loader:
 class ModelManager:
     """Holds the loaded encoders by version and the one that currently serves."""
 
-    def __init__(self, store: Store, loader: Loader) -> None:
+    def __init__(self, store: Store, loader: Loader, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.store = store
         self.loader = loader
         self._encoders: dict[str, Encoder] = {}
@@ -80,6 +82,8 @@ class ModelManager:
             if encoder is None:
                 encoder = self.loader(path)
                 self._encoders[version] = encoder
+                if self.metrics is not None:
+                    self.metrics.model_loads.inc()
             return encoder
 
     async def load_active(self) -> ServingModel:
@@ -99,6 +103,10 @@ class ModelManager:
         # the next batch starts on the new one.
         self._current = ServingModel(mv.version, mv.dimension, encoder)
         self.switches += previous is not None and previous != mv.version
+        if self.metrics is not None:
+            self.metrics.model.info({"version": mv.version, "path": mv.path, "dimension": str(mv.dimension)})
+            if previous is not None and previous != mv.version:
+                self.metrics.model_switches.inc()
         log.info("serving model version %s", mv.version, extra={"model_version": mv.version, "previous": previous})
         self._forget_unused(keep={mv.version})
         return self._current

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -58,6 +59,7 @@ class RetryPolicy:
     max_s: float = 8.0
     transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
+    on_retry: Callable[[str], None] | None = field(default=None, compare=False)
 
     def delay(self, attempt: int) -> float:
         # Full jitter keeps a fleet of workers from hammering a recovering database in step.
@@ -72,6 +74,8 @@ class RetryPolicy:
                 if attempt == self.attempts:
                     raise DependencyUnavailable(f"{what} failed {attempt} times: {exc!r}") from exc
                 delay = self.delay(attempt)
+                if self.on_retry is not None:
+                    self.on_retry(what)
                 log.warning(
                     "%s failed (attempt %d/%d), retrying in %.2fs: %r", what, attempt, self.attempts, delay, exc
                 )
@@ -88,7 +92,12 @@ class PipelineConfig:
     retry: RetryPolicy = RetryPolicy()
 
     @classmethod
-    def from_settings(cls, settings: Settings, transient: tuple[type[BaseException], ...] = ()) -> PipelineConfig:
+    def from_settings(
+        cls,
+        settings: Settings,
+        transient: tuple[type[BaseException], ...] = (),
+        on_retry: Callable[[str], None] | None = None,
+    ) -> PipelineConfig:
         return cls(
             top_k=settings.top_k,
             min_score=settings.min_score,
@@ -99,6 +108,7 @@ class PipelineConfig:
                 initial_s=settings.retry_backoff_initial_s,
                 max_s=settings.retry_backoff_max_s,
                 transient=RetryPolicy.transient + transient,
+                on_retry=on_retry,
             ),
         )
 
@@ -111,6 +121,9 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     model_version: str | None = None
     encoder_calls: int = 0
+    tokens: int = 0
+    encode_seconds: float = 0.0
+    search_seconds: float = 0.0
 
 
 class MatchPipeline:
@@ -134,7 +147,7 @@ class MatchPipeline:
         model = self.models.current()
         outcome.model_version = model.version
         try:
-            outcome.results, outcome.encoder_calls = await self._match(model, valid)
+            outcome.results, outcome.encoder_calls = await self._match(model, valid, outcome)
         except DependencyUnavailable:
             raise
         except Exception as exc:
@@ -146,7 +159,7 @@ class MatchPipeline:
             log.warning("batch of %d failed (%r); retrying its posts one by one", len(valid), exc)
             for item in valid:
                 try:
-                    results, calls = await self._match(model, [item])
+                    results, calls = await self._match(model, [item], outcome)
                     outcome.results.extend(results)
                     outcome.encoder_calls += calls
                 except DependencyUnavailable:
@@ -159,22 +172,27 @@ class MatchPipeline:
         return outcome
 
     async def _match(
-        self, model: ServingModel, valid: Sequence[tuple[RawRecord, Post]]
+        self, model: ServingModel, valid: Sequence[tuple[RawRecord, Post]], outcome: BatchOutcome
     ) -> tuple[list[MatchResult], int]:
         texts = [post.text for _, post in valid]
         encoder = model.encoder
+        started = time.perf_counter()
         counts = await asyncio.to_thread(encoder.count_tokens, texts)
+        outcome.tokens += sum(counts)
         groups = plan_batches(counts, self.config.token_budget)
         vectors = np.zeros((len(texts), model.dimension), dtype=np.float32)
         for group in groups:
             encoded = await asyncio.to_thread(encoder.encode_queries, [texts[i] for i in group])
             vectors[group] = encoded
+        encoded_at = time.perf_counter()
+        outcome.encode_seconds += encoded_at - started
         matches = await self.config.retry.run(
             "search",
             lambda: self.searcher.search(
                 model.version, model.dimension, vectors, top_k=self.config.top_k, min_score=self.config.min_score
             ),
         )
+        outcome.search_seconds += time.perf_counter() - encoded_at
         results = [
             MatchResult(
                 post_id=post.id,

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, gt=0, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(9400, ge=0, le=65535, description="/metrics, /healthz, /readyz; 0 picks a free port.")
+    metrics_enabled: bool = True
+    lag_interval_s: float = Field(5.0, gt=0, le=3600)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -167,6 +170,22 @@ class Settings(BaseSettings):
                 f"retry_attempts x retry_backoff_max_s ({worst_case:.0f}s) must stay below max_poll_interval_ms"
             )
         return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value, and the password inside the database URL, for log redaction."""
+        found: list[str] = []
+        if self.kafka_sasl_password is not None:
+            found.append(self.kafka_sasl_password.get_secret_value())
+        if self.database_url is not None:
+            raw = self.database_url.get_secret_value()
+            found.append(raw)
+            password = urlsplit(raw).password if "://" in raw else None
+            if password:
+                found.append(password)
+            for part in raw.split():
+                if part.startswith("password="):
+                    found.append(part.removeprefix("password="))
+        return [s for s in found if len(s) >= 3]
 
     def require_database_url(self) -> str:
         if self.database_url is None:

@@ -1,0 +1,194 @@
+"""Prometheus metrics, health and readiness over HTTP, and consumer lag.
+
+Operators watch a moderation stream through these: are posts flowing, how far behind are
+the workers, where does a batch's time go, which model version serves. The HTTP server is a
+few lines on the worker's own event loop, so a response to ``/healthz`` is itself proof the
+loop is responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144)
+_SCORE_BUCKETS = tuple(round(x * 0.1, 1) for x in range(-2, 11))
+
+
+class Metrics:
+    """Every factmatch metric, in a registry of its own (tests build as many as they like)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.posts_consumed = Counter("factmatch_posts_consumed", "Records consumed from the posts topic.", registry=r)
+        self.results_published = Counter("factmatch_results_published", "Match results published.", registry=r)
+        self.dead_letters = Counter(
+            "factmatch_dead_letters", "Messages sent to the dead-letter topic.", ["source", "reason"], registry=r
+        )
+        self.retries = Counter("factmatch_retries", "Retries against a dependency.", ["what"], registry=r)
+        self.errors = Counter(
+            "factmatch_errors", "Batches that failed and were left uncommitted.", ["stage"], registry=r
+        )
+        self.batch_records = Histogram(
+            "factmatch_batch_records", "Records per consumed batch.", buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "factmatch_batch_tokens", "Tokens per consumed batch.", buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.stage_seconds = Histogram(
+            "factmatch_stage_seconds", "Time per batch and stage.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "factmatch_end_to_end_seconds",
+            "From the post's Kafka timestamp to its result published.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.matches_per_post = Histogram(
+            "factmatch_matches_per_post",
+            "Matches above the threshold per post.",
+            buckets=(0, 1, 2, 3, 5, 10, 20, 50, 100),
+            registry=r,
+        )
+        self.best_score = Histogram(
+            "factmatch_best_score", "Score of each post's best match.", buckets=_SCORE_BUCKETS, registry=r
+        )
+        self.model = Info("factmatch_model", "The model version serving.", registry=r)
+        self.model_loads = Counter("factmatch_model_loads", "Model versions loaded.", registry=r)
+        self.model_switches = Counter("factmatch_model_switches", "Switches of the serving version.", registry=r)
+        self.consumer_lag = Gauge(
+            "factmatch_consumer_lag", "High watermark minus committed offset.", ["topic", "partition"], registry=r
+        )
+        self.corpus_size = Gauge(
+            "factmatch_corpus_size", "Fact-checks embedded per model version.", ["model_version"], registry=r
+        )
+        self.feedback_stored = Counter("factmatch_feedback_stored", "Moderator verdicts stored.", registry=r)
+        self.corpus_changes = Counter(
+            "factmatch_corpus_changes", "Fact-check upserts and deletes applied.", ["op"], registry=r
+        )
+
+        self.trainer_runs = Counter("factmatch_trainer_runs", "Training runs by outcome.", ["outcome"], registry=r)
+        self.trainer_heldout = Gauge(
+            "factmatch_trainer_heldout",
+            "Held-out metrics of the last run.",
+            ["model_version", "role", "metric"],
+            registry=r,
+        )
+        self.trainer_seconds = Gauge("factmatch_trainer_duration_seconds", "Duration of the last run.", registry=r)
+
+    def scrape(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+Check = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+@dataclass
+class HealthServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one port."""
+
+    metrics: Metrics
+    ready_checks: dict[str, Check]
+    host: str = "0.0.0.0"
+    port: int = 9400
+    _server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        sockets = self._server.sockets or ()
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.port
+        log.info("metrics and health on port %d", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in self.ready_checks.items():
+            try:
+                passed, detail = await asyncio.wait_for(check(), timeout=3.0)
+            except Exception as exc:
+                passed, detail = False, f"{type(exc).__name__}: {exc}"
+            ok = ok and passed
+            results[name] = ("ok: " if passed else "FAIL: ") + detail
+        return ok, results
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                status, body, ctype = 200, self.metrics.scrape(), CONTENT_TYPE_LATEST
+            elif path == "/healthz":
+                status, body, ctype = 200, b"ok\n", "text/plain"
+            elif path == "/readyz":
+                ok, results = await self.readiness()
+                status = 200 if ok else 503
+                body = "".join(f"{k}: {v}\n" for k, v in results.items()).encode()
+                ctype = "text/plain"
+            else:
+                status, body, ctype = 404, b"not found\n", "text/plain"
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def partition_lag(consumer: Any) -> dict[tuple[str, int], int]:
+    """Lag per assigned partition: the high watermark the last fetch reported minus the committed offset.
+
+    Not ``end_offsets``: tansu answers it with the last batch's base offset + 1.
+    """
+    lags: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        committed = await consumer.committed(tp)
+        lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(committed or 0))
+    return lags
+
+
+async def watch_lag(metrics: Metrics, consumers: Callable[[], Iterable[Any]], interval_s: float = 5.0) -> None:
+    while True:
+        try:
+            for consumer in consumers():
+                for (topic, partition), lag in (await partition_lag(consumer)).items():
+                    metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("lag update failed: %r", exc)
+        await asyncio.sleep(interval_s)
+
+
+def now() -> float:
+    return time.time()

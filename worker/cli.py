@@ -327,12 +327,33 @@ def worker() -> None:
 
 
 @cli.command()
-def migrate() -> None:
-    """Apply the database migrations (idempotent)."""
+def migrate(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the database to accept connections.")] = 0.0,
+) -> None:
+    """Apply the database migrations (idempotent; safe to run from several pods at once)."""
+    import psycopg
+
     from worker.store import apply_migrations
 
     settings = load_settings()
-    applied = _run(apply_migrations(settings.require_database_url()))
+
+    async def go() -> list[str]:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return await apply_migrations(settings.require_database_url())
+            except psycopg.OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                err.print(f"database not reachable yet ({type(exc).__name__}); retrying")
+                await asyncio.sleep(2)
+
+    try:
+        applied = _run(go())
+    except psycopg.OperationalError as exc:
+        # libpq's message may quote the connection string: print only the error class.
+        err.print(f"[red]database unreachable after {wait:.0f}s: {type(exc).__name__}[/red]")
+        raise typer.Exit(1) from None
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
 
 

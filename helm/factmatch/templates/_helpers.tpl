@@ -1,0 +1,106 @@
+{{- define "factmatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "factmatch.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "factmatch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "factmatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "factmatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "factmatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "factmatch.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "factmatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "factmatch.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "factmatch.pvcName" -}}
+{{- default (printf "%s-models" (include "factmatch.fullname" .)) .Values.modelStore.existingClaim -}}
+{{- end -}}
+
+{{- define "factmatch.metricsPort" -}}
+{{- default 9400 .Values.config.metrics_port -}}
+{{- end -}}
+
+{{/* Secrets as env vars, from Secrets the user already has; never in the ConfigMap. */}}
+{{- define "factmatch.secretEnv" -}}
+- name: FACTMATCH_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.databaseUrl.existingSecret is required" .Values.secrets.databaseUrl.existingSecret }}
+      key: {{ .Values.secrets.databaseUrl.key }}
+{{- if .Values.secrets.kafkaSasl.existingSecret }}
+- name: FACTMATCH_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secrets.kafkaSasl.existingSecret }}
+      key: {{ .Values.secrets.kafkaSasl.usernameKey }}
+- name: FACTMATCH_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secrets.kafkaSasl.existingSecret }}
+      key: {{ .Values.secrets.kafkaSasl.passwordKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "factmatch.podEnv" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "factmatch.fullname" . }}
+env:
+{{ include "factmatch.secretEnv" . }}
+{{- end -}}
+
+{{- define "factmatch.securityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+{{- end -}}
+
+{{- define "factmatch.containerSecurityContext" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+{{- end -}}
+
+{{- define "factmatch.resources" -}}
+{{- $res := deepCopy (.resources | default dict) -}}
+{{- if and .gpu .gpu.enabled -}}
+{{- $limits := $res.limits | default dict -}}
+{{- $_ := set $limits (.gpu.resourceName | default "nvidia.com/gpu") (.gpu.count | default 1) -}}
+{{- $_ := set $res "limits" $limits -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}

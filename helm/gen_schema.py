@@ -1,0 +1,187 @@
+"""Writes helm/factmatch/values.schema.json from the project's Settings, so the chart's
+``config`` accepts exactly the settings the code knows, with the same types and bounds.
+
+    .venv/bin/python helm/gen_schema.py        (tests fail when the file is out of date)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.settings import Settings
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "factmatch" / "values.schema.json"
+# Secrets never go through the ConfigMap: they come from existing Secrets (values.secrets).
+SECRET_FIELDS = ("database_url", "kafka_sasl_password")
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _clean(v) for k, v in node.items() if k not in ("title", "format", "writeOnly")}
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return node
+
+
+def config_schema() -> dict[str, Any]:
+    properties = {
+        name: _clean(spec)
+        for name, spec in Settings.model_json_schema()["properties"].items()
+        if name not in SECRET_FIELDS
+    }
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def _secret_ref(*keys: str) -> dict[str, Any]:
+    props: dict[str, Any] = {"existingSecret": {"type": "string"}}
+    props.update({k: {"type": "string", "minLength": 1} for k in keys})
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def _resources() -> dict[str, Any]:
+    return {"type": "object", "properties": {"limits": {"type": "object"}, "requests": {"type": "object"}}}
+
+
+def _gpu() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "count": {"type": "integer", "minimum": 1},
+            "resourceName": {"type": "string"},
+        },
+    }
+
+
+def values_schema() -> dict[str, Any]:
+    scheduling = {"nodeSelector": {"type": "object"}, "tolerations": {"type": "array"}, "affinity": {"type": "object"}}
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "factmatch Helm values",
+        "type": "object",
+        "required": ["image", "config", "secrets", "worker"],
+        "properties": {
+            "nameOverride": {"type": "string"},
+            "fullnameOverride": {"type": "string"},
+            "image": {
+                "type": "object",
+                "required": ["repository"],
+                "properties": {
+                    "repository": {"type": "string", "minLength": 1},
+                    "tag": {"type": "string"},
+                    "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+                },
+            },
+            "imagePullSecrets": {"type": "array"},
+            "serviceAccount": {
+                "type": "object",
+                "properties": {
+                    "create": {"type": "boolean"},
+                    "name": {"type": "string"},
+                    "annotations": {"type": "object"},
+                },
+            },
+            "config": config_schema(),
+            "secrets": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["databaseUrl"],
+                "properties": {
+                    "databaseUrl": _secret_ref("key"),
+                    "kafkaSasl": _secret_ref("usernameKey", "passwordKey"),
+                },
+            },
+            "worker": {
+                "type": "object",
+                "required": ["replicas"],
+                "properties": {
+                    "replicas": {"type": "integer", "minimum": 0},
+                    "resources": _resources(),
+                    "gpu": _gpu(),
+                    "terminationGracePeriodSeconds": {"type": "integer", "minimum": 1},
+                    "podAnnotations": {"type": "object"},
+                    "podDisruptionBudget": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "maxUnavailable": {"type": ["integer", "string"]},
+                        },
+                    },
+                    "startupFailureThreshold": {"type": "integer", "minimum": 1},
+                    **scheduling,
+                },
+            },
+            "autoscaling": {
+                "type": "object",
+                "properties": {
+                    "minReplicas": {"type": "integer", "minimum": 0},
+                    "maxReplicas": {"type": "integer", "minimum": 1},
+                    "keda": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "lagThreshold": {"type": "integer", "minimum": 1},
+                            "pollingInterval": {"type": "integer", "minimum": 1},
+                            "authenticationRef": {"type": "string"},
+                        },
+                    },
+                    "hpa": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
+                    },
+                },
+            },
+            "trainer": {
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "schedule": {"type": "string", "minLength": 9},
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "resources": _resources(),
+                    "gpu": _gpu(),
+                    "backoffLimit": {"type": "integer", "minimum": 0},
+                    **scheduling,
+                },
+            },
+            "migrations": {
+                "type": "object",
+                "properties": {"enabled": {"type": "boolean"}, "waitSeconds": {"type": "integer", "minimum": 0}},
+            },
+            "modelStore": {
+                "type": "object",
+                "properties": {
+                    "existingClaim": {"type": "string"},
+                    "size": {"type": "string"},
+                    "storageClassName": {"type": "string"},
+                    "accessModes": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "metrics": {
+                "type": "object",
+                "properties": {
+                    "serviceMonitor": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "interval": {"type": "string"},
+                            "labels": {"type": "object"},
+                        },
+                    }
+                },
+            },
+        },
+    }
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(json.dumps(values_schema(), indent=2) + "\n")
+    print(f"wrote {SCHEMA_PATH}")

@@ -1,0 +1,218 @@
+"""Deployment, checked offline: the Helm chart lints and renders, manifests validate, values reach the
+pods as the right env vars, bad values are refused, and the Dockerfile runs the CLI as non-root."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from worker.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "factmatch"
+PRODUCTION = yaml.safe_load((ROOT / "helm" / "values-production.yaml").read_text())
+SECRET_FIELDS = {"database_url", "kafka_sasl_password"}
+# Custom resources have no schema in kubernetes-validate; they are checked by shape below.
+CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
+KUBE_VERSION = "1.31.0"
+
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render(values, name="factmatch", namespace="moderation", is_install=True)
+    docs = []
+    for path, text in out.items():
+        if path.endswith(".yaml"):
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def test_values_schema_is_generated_from_settings() -> None:
+    sys.path.insert(0, str(ROOT / "helm"))
+    from gen_schema import values_schema
+
+    assert json.loads((CHART / "values.schema.json").read_text()) == json.loads(json.dumps(values_schema()))
+
+
+@pytest.mark.parametrize("values", [{}, PRODUCTION], ids=["defaults", "production"])
+def test_chart_lints_strict_and_renders_valid_manifests(values: dict[str, Any]) -> None:
+    report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == [], report
+    assert all(m["severity"] < 2 for m in report["messages"]), report["messages"]
+    docs = render(values)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ConfigMap", "CronJob", "Job", "Service", "PodDisruptionBudget"} <= kinds
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_production_values_turn_on_gpu_keda_servicemonitor_and_existing_secrets() -> None:
+    docs = render(PRODUCTION)
+    worker = by_kind(docs, "Deployment")[0]
+    container = pod_spec(worker)["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod_spec(worker)["tolerations"] and pod_spec(worker)["nodeSelector"]
+    assert "replicas" not in worker["spec"], "KEDA owns the replica count"
+    trainer = pod_spec(by_kind(docs, "CronJob")[0])["containers"][0]
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1
+    scaled = by_kind(docs, "ScaledObject")[0]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka" and trigger["metadata"]["topic"] == "platform.posts"
+    assert trigger["metadata"]["consumerGroup"] == "factmatch-worker"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    monitor = by_kind(docs, "ServiceMonitor")[0]
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert by_kind(docs, "PersistentVolumeClaim") == []  # the existing claim is used
+    # What the pods will get is a configuration the worker accepts at start-up.
+    data = by_kind(docs, "ConfigMap")[0]["data"]
+    Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        **{k.removeprefix("FACTMATCH_").lower(): v for k, v in data.items()},
+        database_url="postgresql://u:p@db/factmatch",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="from-the-secret",
+    )
+    assert pod_spec(worker)["volumes"][0]["persistentVolumeClaim"]["claimName"] == "factmatch-models"
+
+
+def test_probes_grace_and_hook() -> None:
+    docs = render({})
+    worker = by_kind(docs, "Deployment")[0]
+    spec = pod_spec(worker)
+    container = spec["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert spec["terminationGracePeriodSeconds"] > int(
+        by_kind(docs, "ConfigMap")[0]["data"]["FACTMATCH_SHUTDOWN_GRACE_S"]
+    )
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    job = by_kind(docs, "Job")[0]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert pod_spec(job)["containers"][0]["args"][:2] == ["migrate", "--wait"]
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        render({"worker": {"terminationGracePeriodSeconds": 10}})
+
+
+def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
+    config: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        if name in SECRET_FIELDS:
+            continue
+        value = Settings(_env_file=None).model_dump()[name]  # type: ignore[call-arg]
+        if value is None or name in ("model_store", "metrics_port"):
+            sample = {
+                "kafka_sasl_mechanism": "PLAIN",
+                "kafka_sasl_username": "svc",
+                "kafka_ssl_cafile": "/ca.pem",
+                "model": "/models/m",
+                "model_version": "v-1",
+                "query_prompt": "query: ",
+                "max_seq_length": 256,
+                "model_store": "/models",
+                "metrics_port": 9400,
+            }[name]
+        else:
+            sample = value if not isinstance(value, Path) else str(value)
+        config[name] = sample
+    assert set(config) | SECRET_FIELDS == set(Settings.model_fields)
+    docs = render({"config": config})
+    data = by_kind(docs, "ConfigMap")[0]["data"]
+    for name in config:
+        assert f"FACTMATCH_{name.upper()}" in data, f"{name} did not reach the ConfigMap"
+    # The ConfigMap's strings parse back to the same settings.
+    rebuilt = Settings(
+        _env_file=None,
+        **{
+            k.removeprefix("FACTMATCH_").lower(): v  # type: ignore[arg-type]
+            for k, v in data.items()
+        },
+        database_url="postgresql://x@y/z",
+    )
+    for name, value in config.items():
+        got = getattr(rebuilt, name)
+        assert (str(got) if isinstance(got, Path) else got) == value, name
+    configmap_name = by_kind(docs, "ConfigMap")[0]["metadata"]["name"]
+    for doc in (by_kind(docs, "Deployment")[0], by_kind(docs, "CronJob")[0]):
+        container = pod_spec(doc)["containers"][0]
+        assert {"configMapRef": {"name": configmap_name}} in container["envFrom"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["FACTMATCH_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "factmatch-database",
+            "key": "url",
+        }
+    for doc in docs:
+        text = yaml.safe_dump(doc)
+        assert "FACTMATCH_DATABASE_URL: " not in text and "KAFKA_SASL_PASSWORD: " not in text
+
+
+def test_secrets_come_from_existing_secrets_never_the_configmap() -> None:
+    docs = render(PRODUCTION)
+    data = by_kind(docs, "ConfigMap")[0]["data"]
+    assert not {"FACTMATCH_DATABASE_URL", "FACTMATCH_KAFKA_SASL_PASSWORD", "FACTMATCH_KAFKA_SASL_USERNAME"} & set(data)
+    env = {e["name"]: e for e in pod_spec(by_kind(docs, "Deployment")[0])["containers"][0]["env"]}
+    assert env["FACTMATCH_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "factmatch-kafka-scram"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"config": {"top_k": "five"}},
+        {"config": {"min_score": 3}},
+        {"config": {"no_such_setting": 1}},
+        {"config": {"device": "tpu"}},
+        {"config": {"database_url": "postgresql://in-a-configmap"}},
+        {"worker": {"replicas": "two"}},
+        {"image": {"pullPolicy": "Sometimes"}},
+    ],
+)
+def test_schema_refuses_bad_values(bad: dict[str, Any]) -> None:
+    report = helm.lint(str(CHART), bad, strict=True)
+    assert report["errors"], f"{bad} was accepted"
+
+
+def test_dockerfile_runs_the_cli_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.split(r"(?m)^FROM ", text)
+    final = stages[-1]
+    users = re.findall(r"(?m)^USER\s+(\S+)", final)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    entrypoint = json.loads(re.search(r"(?m)^ENTRYPOINT\s+(\[.*\])", final).group(1))  # type: ignore[union-attr]
+    cmd = json.loads(re.search(r"(?m)^CMD\s+(\[.*\])", final).group(1))  # type: ignore[union-attr]
+    assert entrypoint == ["factmatch"]
+    assert "gcc" not in final and "build-essential" not in final
+    assert (ROOT / ".dockerignore").is_file()
+    # The entrypoint is the project's script and every command the image or chart runs exists in it.
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["factmatch"] == "worker.cli:main"
+    commands = {cmd[0], "migrate", "train", "rollback", "models"}
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, (command, result.stderr)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from trainer.job import run_training
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
+from worker.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
 from worker.evaluation import corpus_from_rows, load_jsonl, load_labelled_set, run_evaluation
 from worker.local import start_database
 from worker.models import ModelManager, bootstrap_active_version, encoder_loader
@@ -36,6 +36,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
+            model=minilm_model_ref(),
             database_url=database.url,
             model_store=out / "models",
             train_epochs=args.epochs,
@@ -66,7 +67,7 @@ async def main(args: argparse.Namespace) -> None:
             labelled = load_labelled_set(
                 DATA / "corpus.jsonl", DATA / f"{split}_queries.jsonl", DATA / f"{split}_qrels.tsv"
             )
-            for name, ref in (("base", default_model_ref()), ("fine-tuned", str(outcome.path))):
+            for name, ref in (("base", minilm_model_ref()), ("fine-tuned", str(outcome.path))):
                 encoder = SentenceTransformerEncoder(ref, EncoderOptions())
                 metrics = await run_evaluation(database.url, labelled, encoder, version=f"bench-{name}-{split}")
                 figures.setdefault(split, {})[name] = metrics

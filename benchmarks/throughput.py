@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.app import WorkerRuntime
+from worker.encoder import minilm_model_ref
 from worker.evaluation import corpus_from_rows, load_jsonl
 from worker.local import local_stack
 from worker.settings import Settings
@@ -90,7 +91,7 @@ async def run_stream(settings: Settings, texts: list[str], count: int) -> float:
         await runtime.stop()
 
 
-async def main(count: int) -> None:
+async def main(count: int, args_model: str) -> None:
     corpus_rows, texts, source = inputs()
     with local_stack() as (broker, database):
         await apply_migrations(database.url)
@@ -103,6 +104,7 @@ async def main(count: int) -> None:
             suffix = uuid.uuid4().hex[:6]
             settings = Settings(  # type: ignore[call-arg]
                 _env_file=None,
+                model=args_model,
                 kafka_bootstrap=broker.bootstrap,
                 database_url=database.url,
                 batch_max_records=batch,
@@ -124,4 +126,6 @@ async def main(count: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", type=int, default=1000)
-    asyncio.run(main(parser.parse_args().posts))
+    parser.add_argument("--model", default=None, help="Model directory (default: MiniLM from its wheel).")
+    args = parser.parse_args()
+    asyncio.run(main(args.posts, args.model or minilm_model_ref()))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA
+from worker.encoder import minilm_model_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 # Measured here: MiniLM (all-MiniLM-L6-v2, no fine-tuning) gives MAP@5 0.779 on CheckThat! 2020 dev
@@ -34,6 +35,8 @@ def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> Non
             "-m",
             "worker.cli",
             "eval",
+            "--model",
+            minilm_model_ref(),
             "--corpus",
             str(SHARED_DATA / "corpus.jsonl"),
             "--queries",

@@ -267,7 +267,7 @@ async def test_minilm_fine_tune_few_steps_beats_base_on_checkthat_dev(
     """The fast version of benchmarks/finetune_checkthat.py: a few dozen steps, a reduced corpus."""
     import random
 
-    from worker.encoder import default_model_ref
+    from worker.encoder import minilm_model_ref
     from worker.models import ModelManager, bootstrap_active_version, encoder_loader
 
     corpus = corpus_from_rows(load_jsonl(SHARED_DATA / "corpus.jsonl"))
@@ -282,7 +282,7 @@ async def test_minilm_fine_tune_few_steps_beats_base_on_checkthat_dev(
     subset = [fc for fc in corpus if fc.id in gold] + distractors
     settings = make_settings(
         database_url=database_url,
-        model=default_model_ref(),
+        model=minilm_model_ref(),
         model_store=tmp_path / "store",
         train_max_steps=24,
         train_batch_size=32,

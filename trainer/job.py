@@ -55,7 +55,7 @@ async def run_training(
     promote_if_better: bool = False,
 ) -> TrainOutcome:
     active = await store.active_version()
-    base_ref = base or (active.path if active else None) or settings.model or default_model_ref()
+    base_ref = base or (active.path if active else None) or settings.model or default_model_ref(settings.model_store)
     data = await collect_data(
         store, settings, train_files=train_files or [], eval_files=eval_files, use_feedback=use_feedback
     )

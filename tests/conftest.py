@@ -160,3 +160,21 @@ async def stack_settings(
     settings = make_settings(kafka_bootstrap=kafka, database_url=database_url)
     await ensure_topics(settings, partitions=3)
     yield settings
+
+
+def checkthat_subset(distractors: int = 1000, seed: int = 7) -> list[Any]:
+    """Every fact-check that a train or dev query points to, plus random distractors: a smaller,
+    faster corpus for the quality tests (the benchmarks use all 10,375)."""
+    import random
+
+    from worker.evaluation import corpus_from_rows, load_jsonl
+
+    corpus = corpus_from_rows(load_jsonl(SHARED_DATA / "corpus.jsonl"))
+    gold = {
+        line.split("\t")[1].strip()
+        for split in ("train", "dev")
+        for line in (SHARED_DATA / f"{split}_qrels.tsv").read_text().splitlines()
+        if "\t" in line
+    }
+    rng = random.Random(seed)
+    return [fc for fc in corpus if fc.id in gold] + rng.sample([fc for fc in corpus if fc.id not in gold], distractors)

@@ -58,9 +58,20 @@ class FakeSearcher:
         self.calls: list[tuple[str, int]] = []
 
     async def search(
-        self, version: str, dimension: int, queries: Vectors, *, top_k: int, min_score: float
+        self,
+        version: str,
+        dimension: int,
+        queries: Vectors,
+        texts: Sequence[str] | None = None,
+        langs: Sequence[str | None] | None = None,
+        *,
+        top_k: int,
+        min_score: float,
+        fusion: object = None,
+        candidates: int = 50,
     ) -> list[list[Match]]:
         self.calls.append((version, len(queries)))
+        self.langs = list(langs or [])
         if self.failures > 0:
             self.failures -= 1
             raise self.error("database unreachable")

@@ -106,3 +106,48 @@ async def test_upsert_delete_and_staleness(database_url: str) -> None:
         assert await store.count_fact_checks() == 1
     finally:
         await store.close()
+
+
+async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(database_url: str) -> None:
+    from worker.fusion import FusionConfig
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        fcs = [
+            FactCheck(id="es-5g", claim="Las antenas 5G no propagan el coronavirus", title="Antenas 5G", lang="es"),
+            FactCheck(id="en-5g", claim="5G masts do not spread the virus", title="5G and COVID", lang="en"),
+            FactCheck(id="en-moon", claim="The moon landing was not faked", lang="en"),
+        ]
+        await store.upsert_fact_checks(fcs)
+        await store.register_version("v1", "/m", 4, status="indexing")
+        # Dense favours the moon fact-check; lexical the 5G ones.
+        await store.write_embeddings(
+            "v1",
+            ["es-5g", "en-5g", "en-moon"],
+            np.array([[0, 1, 0, 0], [0.6, 0.8, 0, 0], [1, 0, 0, 0]], dtype=np.float32),
+        )
+        await store.build_index("v1", 4)
+        query = np.array([[1, 0, 0, 0]], dtype=np.float32)
+        text, lang = ["Are 5G masts spreading the virus?"], ["en"]
+        dense = (await store.search("v1", 4, query, text, lang, top_k=3, min_score=-1, fusion=FusionConfig("dense")))[0]
+        lexical = (
+            await store.search("v1", 4, query, text, lang, top_k=3, min_score=-1, fusion=FusionConfig("lexical"))
+        )[0]
+        hybrid = (await store.search("v1", 4, query, text, lang, top_k=3, min_score=-1, fusion=FusionConfig("hybrid")))[
+            0
+        ]
+    finally:
+        await store.close()
+    assert [m.fact_check_id for m in dense] == ["en-moon", "en-5g", "es-5g"]
+    assert lexical[0].fact_check_id == "en-5g" and lexical[0].lexical_rank == 1
+    assert {m.fact_check_id for m in lexical} <= {"en-5g", "es-5g"}  # only lexical hits
+    assert hybrid[0].fact_check_id == "en-5g"  # second by dense, first by lexical: fused first
+    best = hybrid[0]
+    assert (
+        best.dense_rank == 2 and best.lexical_rank == 1 and best.fused_score == pytest.approx(1 / 62 + 1 / 61, abs=1e-6)
+    )
+    assert best.score == pytest.approx(0.6) and best.dense_score == best.score
+    # English stemming on both sides: "masts"/"spreading" meet "masts"/"spread".
+    assert {"5g", "mast", "spread", "virus"} <= set(best.shared_terms)
+    assert [m.rank for m in hybrid] == [1, 2, 3]

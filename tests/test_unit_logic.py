@@ -154,3 +154,63 @@ def test_retrieval_metrics_on_a_hand_computed_example() -> None:
     assert m["precision@3"] == pytest.approx((1 / 3 + 1 / 3) / 3)
     assert m["ndcg@10"] == pytest.approx((1 + 1 / 1.5849625007211562) / 3)
     assert m["queries"] == 3
+
+
+# --- fusion --------------------------------------------------------------------------
+
+
+def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_modes_apart() -> None:
+    from worker.fusion import Candidate, FusionConfig, fuse
+
+    cands = [
+        Candidate("both", dense_score=0.70, dense_rank=2, lexical_score=0.3, lexical_rank=2),
+        Candidate("dense-top", dense_score=0.80, dense_rank=1, lexical_score=None, lexical_rank=None),
+        Candidate("lex-top", dense_score=0.40, dense_rank=None, lexical_score=0.9, lexical_rank=1),
+        Candidate("weak", dense_score=0.10, dense_rank=3, lexical_score=None, lexical_rank=None),
+    ]
+    hybrid = fuse(cands, FusionConfig("hybrid", rrf_k=60), top_k=10, min_score=0.0)
+    assert next(c.fact_check_id for c, _ in hybrid) == "both"
+    assert hybrid[0][1] == pytest.approx(2 / 62)
+    assert [c.fact_check_id for c, _ in fuse(cands, FusionConfig("dense"), top_k=10, min_score=0.0)] == [
+        "dense-top",
+        "both",
+        "weak",
+    ]
+    assert [c.fact_check_id for c, _ in fuse(cands, FusionConfig("lexical"), top_k=10, min_score=0.0)] == [
+        "lex-top",
+        "both",
+    ]
+    # min_score is a cosine floor in every mode; weights move the balance.
+    assert "weak" not in [c.fact_check_id for c, _ in fuse(cands, FusionConfig("hybrid"), top_k=10, min_score=0.2)]
+    lexical_heavy = fuse(cands, FusionConfig("hybrid", dense_weight=0.0, lexical_weight=1.0), top_k=1, min_score=0)
+    assert lexical_heavy[0][0].fact_check_id == "lex-top"
+
+
+# --- calibration ---------------------------------------------------------------------
+
+
+def test_fit_threshold_takes_the_lowest_cut_that_keeps_precision() -> None:
+    from worker.calibration import fit_threshold, precision_at
+
+    scored = [(0.9, True)] * 30 + [(0.8, True)] * 20 + [(0.8, False)] * 5 + [(0.7, True)] * 5 + [(0.7, False)] * 40
+    threshold, precision, recall = fit_threshold(scored, target=0.9, min_support=10)  # type: ignore[misc]
+    assert threshold == 0.8 and precision == pytest.approx(50 / 55) and recall == pytest.approx(50 / 55)
+    assert precision_at(scored, threshold) == (pytest.approx(50 / 55), 55)
+    assert fit_threshold(scored, target=0.99, min_support=10) == (0.9, 1.0, pytest.approx(30 / 55))
+    assert fit_threshold(scored, target=0.99, min_support=31) is None
+    assert fit_threshold([], target=0.5) is None
+
+
+def test_thresholds_per_language_with_fallback_and_tiers() -> None:
+    from worker.calibration import fit_thresholds, tier_for
+
+    scored = [("en", 0.9, True)] * 30 + [("en", 0.6, False)] * 30 + [("de", 0.95, True)] * 5
+    fitted = fit_thresholds(scored, {"match": 0.9, "suggestion": 0.5}, min_support=10)
+    langs = {(t.lang, t.tier) for t in fitted}
+    assert ("en", "match") in langs and ("*", "match") in langs
+    assert not any(t.lang == "de" for t in fitted), "5 German pairs are too few for their own cut"
+    cuts = {(t.lang, t.tier): t.threshold for t in fitted}
+    assert tier_for(0.92, "en", cuts) == "match"
+    assert tier_for(0.61, "en", cuts) == "suggestion"
+    assert tier_for(0.1, "en", cuts) is None
+    assert tier_for(0.92, "de-AT", cuts) == "match"  # falls back to the all-language cut

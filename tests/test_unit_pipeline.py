@@ -119,3 +119,25 @@ def test_backoff_grows_and_is_capped() -> None:
     for attempt, ceiling in enumerate(ceilings, 1):
         delay = policy.delay(attempt)
         assert ceiling / 2 <= delay <= ceiling
+
+
+async def test_language_is_detected_when_missing_and_matches_get_tiers() -> None:
+    searcher = FakeSearcher()
+    encoder = FakeEncoder()
+    thresholds = {("*", "match"): 0.5, ("*", "suggestion"): -1.0, ("es", "match"): 2.0}
+    models = FakeModels(ServingModel("v1", encoder.dimension, encoder, thresholds))
+    pipe = MatchPipeline(
+        models, searcher, PipelineConfig(), detect_language=lambda text: "es" if "hola" in text else None
+    )
+    outcome = await pipe.process(
+        records(post("a", "hola amigos"), json.dumps({"id": "b", "text": "x", "lang": "en"}).encode(), post("c", "zz"))
+    )
+    by_id = {r.post_id: r for r in outcome.results}
+    assert (by_id["a"].lang, by_id["a"].lang_detected) == ("es", True)
+    assert (by_id["b"].lang, by_id["b"].lang_detected) == ("en", False)
+    assert (by_id["c"].lang, by_id["c"].lang_detected) == (None, False)
+    assert searcher.langs == ["es", "en", None]
+    # Spanish has its own (unreachable) match cut, so its best case is a suggestion.
+    assert by_id["a"].matches[0].tier == "suggestion"
+    score = by_id["b"].matches[0].score
+    assert by_id["b"].matches[0].tier == ("match" if score >= 0.5 else "suggestion")

@@ -344,10 +344,13 @@ class WorkerRuntime:
         self.models = ModelManager(self.store, encoder_loader(settings), metrics=self.metrics)
         transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         retries = self.metrics.retries
+        from worker.language import fasttext_detector
+
         self.pipeline = MatchPipeline(
             self.models,
             self.store,
             PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
+            detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
         )
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
         self.broker = build_broker(

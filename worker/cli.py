@@ -402,6 +402,9 @@ def evaluate(
     qrels: Annotated[Path, typer.Option(help="query_id<TAB>corpus_id TSV.")],
     model: Annotated[str | None, typer.Option(help="Model directory or hub name (default: the active one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON last on stdout.")] = False,
+    modes: Annotated[
+        list[str] | None, typer.Option("--mode", help="dense, lexical, hybrid (repeatable; default: all three).")
+    ] = None,
 ) -> None:
     """Evaluate a model on a labelled set with the worker's encoder and pgvector search."""
     from worker.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
@@ -426,7 +429,14 @@ def evaluate(
             await store.close()
         return mv.path if mv else None
 
-    async def go(url: str) -> dict[str, float]:
+    from worker.fusion import FusionConfig
+
+    chosen = modes or ["dense", "lexical", "hybrid"]
+    if not set(chosen) <= {"dense", "lexical", "hybrid"}:
+        err.print(f"[red]unknown mode in {chosen}; use dense, lexical or hybrid[/red]")
+        raise typer.Exit(2)
+
+    async def go(url: str) -> dict[str, dict[str, float]]:
         ref = (
             model
             or (await active_model_path(url) if settings.database_url else None)
@@ -436,7 +446,14 @@ def evaluate(
         encoder = SentenceTransformerEncoder(ref, EncoderOptions.from_settings(settings))
         err.print(f"evaluating {ref} on {len(labelled.queries)} queries against {len(labelled.corpus)} fact-checks")
         return await run_evaluation(
-            url, labelled, encoder, version=f"eval-{version_name_for(ref)}", ef_search=settings.ef_search
+            url,
+            labelled,
+            encoder,
+            version=f"eval-{version_name_for(ref)}",
+            ef_search=settings.ef_search,
+            modes=chosen,  # type: ignore[arg-type]
+            fusion=FusionConfig("hybrid", settings.rrf_k, settings.dense_weight, settings.lexical_weight),
+            candidates=max(100, settings.retrieval_candidates),
         )
 
     started = time.perf_counter()
@@ -452,12 +469,15 @@ def evaluate(
             database.stop()
     table = Table(title=f"retrieval metrics ({time.perf_counter() - started:.0f}s)")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    for mode in chosen:
+        table.add_column(mode, justify="right")
     for name in METRIC_ORDER:
-        table.add_row(name, f"{metrics[name]:.0f}" if name == "queries" else f"{metrics[name]:.4f}")
+        table.add_row(
+            name, *(f"{metrics[m][name]:.0f}" if name == "queries" else f"{metrics[m][name]:.4f}" for m in chosen)
+        )
     (err if as_json else console).print(table)
     if as_json:
-        print(json.dumps({k: metrics[k] for k in METRIC_ORDER}))
+        print(json.dumps({m: {k: metrics[m][k] for k in METRIC_ORDER} for m in chosen}))
 
 
 @contextlib.asynccontextmanager
@@ -656,6 +676,88 @@ def send_feedback(
 
     _run(go())
     console.print(f"feedback sent: {verdict} {post_id} -> {fact_check_id}")
+
+
+@cli.command()
+def calibrate(
+    queries: Annotated[Path, typer.Option(help="Labelled posts JSONL (id, text, lang?).")],
+    qrels: Annotated[Path, typer.Option(help="query_id<TAB>fact_check_id TSV.")],
+    match_precision: Annotated[float, typer.Option(help="Target precision of the 'match' tier.")] = 0.9,
+    suggestion_precision: Annotated[float, typer.Option(help="Target precision of the 'suggestion' tier.")] = 0.6,
+    min_support: Annotated[int, typer.Option(help="Fewest candidates above a cut for a language's own cut.")] = 20,
+    version: Annotated[str | None, typer.Option(help="Model version (default: the active one).")] = None,
+) -> None:
+    """Fit per-language score thresholds for the active version's tiers and store them with it."""
+    from worker.calibration import fit_thresholds
+    from worker.encoder import EncoderOptions, SentenceTransformerEncoder
+    from worker.evaluation import load_jsonl, score_labelled
+    from worker.fusion import FusionConfig
+
+    settings = load_settings()
+    if not 0 < suggestion_precision <= match_precision <= 1:
+        err.print("[red]need 0 < suggestion precision <= match precision <= 1[/red]")
+        raise typer.Exit(2)
+    rows = load_jsonl(queries)
+    texts = {str(r["id"]): str(r["text"]) for r in rows}
+    langs = {str(r["id"]): (str(r["lang"]) if r.get("lang") else None) for r in rows}
+    relevant: dict[str, set[str]] = {}
+    for line in qrels.read_text(encoding="utf-8").splitlines():
+        parts = line.strip().split("\t")
+        if len(parts) >= 2:
+            relevant.setdefault(parts[0], set()).add(parts[1])
+
+    async def go() -> tuple[str, list[Any]]:
+        async with _store(settings) as store:
+            mv = await store.get_version(version) if version else await store.active_version()
+            if mv is None:
+                raise LookupError("no such model version (and no active one)")
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            fusion = FusionConfig(
+                settings.retrieval_mode, settings.rrf_k, settings.dense_weight, settings.lexical_weight
+            )
+            scored = await score_labelled(
+                store,
+                mv.version,
+                encoder,
+                texts,
+                langs,
+                relevant,
+                fusion=fusion,
+                top_k=settings.top_k,
+                candidates=settings.retrieval_candidates,
+            )
+            fitted = fit_thresholds(scored, {"match": match_precision, "suggestion": suggestion_precision}, min_support)
+            await store.save_thresholds(mv.version, fitted, source=str(queries))
+            return mv.version, fitted
+
+    try:
+        fitted_version, fitted = _run(go())
+    except LookupError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    table = Table(
+        "lang",
+        "tier",
+        "threshold",
+        "target",
+        "precision",
+        "recall",
+        "support",
+        title=f"thresholds for {fitted_version}",
+    )
+    for t in fitted:
+        table.add_row(
+            t.lang,
+            t.tier,
+            f"{t.threshold:.4f}",
+            f"{t.target_precision:.2f}",
+            f"{t.fitted_precision:.3f}",
+            f"{t.fitted_recall:.3f}",
+            str(t.support),
+        )
+    console.print(table)
+    if not fitted:
+        err.print("[yellow]no threshold reached its target precision with enough support[/yellow]")
 
 
 @models_cli.command("list")

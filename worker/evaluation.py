@@ -19,6 +19,8 @@ from worker.wire import FactCheck
 
 if TYPE_CHECKING:
     from worker.encoder import Encoder
+    from worker.fusion import FusionConfig, RetrievalMode
+    from worker.store import Store
 
 K_VALUES = (1, 3, 5, 10)
 
@@ -28,6 +30,7 @@ class LabelledSet:
     corpus: list[FactCheck]
     queries: dict[str, str]
     qrels: dict[str, set[str]]
+    query_langs: dict[str, str | None] | None = None
 
 
 def load_jsonl(path: Path) -> list[dict[str, object]]:
@@ -55,7 +58,9 @@ def corpus_from_rows(rows: Sequence[Mapping[str, object]]) -> list[FactCheck]:
 
 def load_labelled_set(corpus: Path, queries: Path, qrels: Path) -> LabelledSet:
     fact_checks = corpus_from_rows(load_jsonl(corpus))
-    query_texts = {str(r["id"]): str(r["text"]) for r in load_jsonl(queries)}
+    query_rows = load_jsonl(queries)
+    query_texts = {str(r["id"]): str(r["text"]) for r in query_rows}
+    query_langs = {str(r["id"]): (str(r["lang"]) if r.get("lang") else None) for r in query_rows}
     relevant: dict[str, set[str]] = {}
     with qrels.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -69,7 +74,7 @@ def load_labelled_set(corpus: Path, queries: Path, qrels: Path) -> LabelledSet:
             relevant.setdefault(parts[0], set()).add(parts[1])
     # Queries with no gold pair cannot be scored (e.g. CheckThat test query 1198).
     query_texts = {q: t for q, t in query_texts.items() if q in relevant}
-    return LabelledSet(fact_checks, query_texts, relevant)
+    return LabelledSet(fact_checks, query_texts, relevant, query_langs)
 
 
 def retrieval_metrics(ranked: Mapping[str, Sequence[str]], qrels: Mapping[str, set[str]]) -> dict[str, float]:
@@ -125,7 +130,10 @@ async def run_evaluation(
     top_k: int = 100,
     ef_search: int = 100,
     progress: bool = True,
-) -> dict[str, float]:
+    modes: Sequence[RetrievalMode] = ("dense", "lexical", "hybrid"),
+    fusion: FusionConfig | None = None,
+    candidates: int = 100,
+) -> dict[str, dict[str, float]]:
     """Index ``labelled.corpus`` in a private schema, rank every query, score, drop the schema.
 
     The schema keeps an evaluation from ever touching the serving corpus, even when it runs
@@ -138,6 +146,7 @@ async def run_evaluation(
     from psycopg import sql
     from tqdm.auto import tqdm
 
+    from worker.fusion import FusionConfig
     from worker.indexer import index_version
     from worker.store import Store, apply_migrations, with_search_path
 
@@ -155,20 +164,69 @@ async def run_evaluation(
                 await store.register_version(version, version, encoder.dimension, status="indexing")
                 await index_version(store, version, encoder.dimension, encoder, progress=progress)
                 ids = list(labelled.queries)
-                ranked: dict[str, list[str]] = {}
+                langs = labelled.query_langs or {}
+                ranked: dict[str, dict[str, list[str]]] = {mode: {} for mode in modes}
+                base = fusion or FusionConfig()
                 chunk = 64
                 with tqdm(total=len(ids), desc="ranking queries", unit="query", disable=not progress) as bar:
                     for start in range(0, len(ids), chunk):
                         part = ids[start : start + chunk]
-                        vectors = encoder.encode_queries([labelled.queries[q] for q in part])
-                        found = await store.search(
-                            version, encoder.dimension, np.asarray(vectors), top_k=top_k, min_score=-1.0
-                        )
-                        for q, matches in zip(part, found, strict=True):
-                            ranked[q] = [m.fact_check_id for m in matches]
+                        texts = [labelled.queries[q] for q in part]
+                        vectors = np.asarray(encoder.encode_queries(texts))
+                        for mode in modes:
+                            found = await store.search(
+                                version,
+                                encoder.dimension,
+                                vectors,
+                                texts,
+                                [langs.get(q) for q in part],
+                                top_k=top_k,
+                                min_score=-1.0,
+                                candidates=max(candidates, top_k),
+                                fusion=FusionConfig(mode, base.rrf_k, base.dense_weight, base.lexical_weight),
+                            )
+                            for q, matches in zip(part, found, strict=True):
+                                ranked[mode][q] = [m.fact_check_id for m in matches]
                         bar.update(len(part))
             finally:
                 await store.close()
         finally:
             await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    return retrieval_metrics(ranked, labelled.qrels)
+    return {mode: retrieval_metrics(ranked[mode], labelled.qrels) for mode in modes}
+
+
+async def score_labelled(
+    store: Store,
+    version: str,
+    encoder: Encoder,
+    queries: Mapping[str, str],
+    query_langs: Mapping[str, str | None],
+    qrels: Mapping[str, set[str]],
+    *,
+    fusion: FusionConfig,
+    top_k: int = 10,
+    candidates: int = 50,
+) -> list[tuple[str | None, float, bool]]:
+    """(language, cosine, is_correct) for every candidate the worker would publish for each query."""
+    import numpy as np
+
+    out: list[tuple[str | None, float, bool]] = []
+    ids = [q for q in queries if qrels.get(q)]
+    for start in range(0, len(ids), 64):
+        part = ids[start : start + 64]
+        texts = [queries[q] for q in part]
+        vectors = np.asarray(encoder.encode_queries(texts))
+        found = await store.search(
+            version,
+            encoder.dimension,
+            vectors,
+            texts,
+            [query_langs.get(q) for q in part],
+            top_k=top_k,
+            min_score=-1.0,
+            fusion=fusion,
+            candidates=candidates,
+        )
+        for q, matches in zip(part, found, strict=True):
+            out.extend((query_langs.get(q), m.score, m.fact_check_id in qrels[q]) for m in matches)
+    return out

@@ -9,6 +9,7 @@ replicas starting together do it once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
@@ -101,7 +102,8 @@ class ModelManager:
         previous = self._current.version if self._current else None
         # One assignment: a batch that already took its snapshot finishes on the old version,
         # the next batch starts on the new one.
-        self._current = ServingModel(mv.version, mv.dimension, encoder)
+        thresholds = await self.store.thresholds(mv.version)
+        self._current = ServingModel(mv.version, mv.dimension, encoder, thresholds)
         self.switches += previous is not None and previous != mv.version
         if self.metrics is not None:
             self.metrics.model.info({"version": mv.version, "path": mv.path, "dimension": str(mv.dimension)})
@@ -121,7 +123,14 @@ class ModelManager:
     async def refresh(self) -> bool:
         """Serve the active version if it changed; True when a switch happened."""
         active = await self.store.active_version()
-        if active is None or (self._current is not None and active.version == self._current.version):
+        if active is None:
+            return False
+        if self._current is not None and active.version == self._current.version:
+            # Same version; thresholds may have been (re)fitted since.
+            thresholds = await self.store.thresholds(active.version)
+            if thresholds != dict(self._current.thresholds):
+                self._current = dataclasses.replace(self._current, thresholds=thresholds)
+                log.info("thresholds reloaded", extra={"model_version": active.version})
             return False
         if active.indexed_at is None:
             log.error("active version %s has no complete index; keeping %s", active.version, self._current)

@@ -13,14 +13,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
 
 from worker.batching import plan_batches
+from worker.calibration import tier_for
 from worker.encoder import Encoder, Vectors
+from worker.fusion import FusionConfig
 from worker.settings import Settings
 from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord, decode_post
 
@@ -36,6 +38,8 @@ class ServingModel:
     version: str
     dimension: int
     encoder: Encoder
+    # (lang or "*", tier) -> cosine threshold, fitted for this version; empty when not calibrated.
+    thresholds: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 class ModelSource(Protocol):
@@ -44,7 +48,17 @@ class ModelSource(Protocol):
 
 class Searcher(Protocol):
     async def search(
-        self, version: str, dimension: int, queries: Vectors, *, top_k: int, min_score: float
+        self,
+        version: str,
+        dimension: int,
+        queries: Vectors,
+        texts: Sequence[str] | None = None,
+        langs: Sequence[str | None] | None = None,
+        *,
+        top_k: int,
+        min_score: float,
+        fusion: FusionConfig | None = None,
+        candidates: int = 50,
     ) -> list[list[Match]]: ...
 
 
@@ -90,6 +104,8 @@ class PipelineConfig:
     token_budget: int = 16_384
     max_post_chars: int = 20_000
     retry: RetryPolicy = RetryPolicy()
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    candidates: int = 50
 
     @classmethod
     def from_settings(
@@ -103,6 +119,13 @@ class PipelineConfig:
             min_score=settings.min_score,
             token_budget=settings.batch_token_budget,
             max_post_chars=settings.max_post_chars,
+            fusion=FusionConfig(
+                mode=settings.retrieval_mode,
+                rrf_k=settings.rrf_k,
+                dense_weight=settings.dense_weight,
+                lexical_weight=settings.lexical_weight,
+            ),
+            candidates=settings.retrieval_candidates,
             retry=RetryPolicy(
                 attempts=settings.retry_attempts,
                 initial_s=settings.retry_backoff_initial_s,
@@ -127,10 +150,17 @@ class BatchOutcome:
 
 
 class MatchPipeline:
-    def __init__(self, models: ModelSource, searcher: Searcher, config: PipelineConfig) -> None:
+    def __init__(
+        self,
+        models: ModelSource,
+        searcher: Searcher,
+        config: PipelineConfig,
+        detect_language: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.models = models
         self.searcher = searcher
         self.config = config
+        self.detect_language = detect_language
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
@@ -175,6 +205,13 @@ class MatchPipeline:
         self, model: ServingModel, valid: Sequence[tuple[RawRecord, Post]], outcome: BatchOutcome
     ) -> tuple[list[MatchResult], int]:
         texts = [post.text for _, post in valid]
+        langs: list[str | None] = [post.lang for _, post in valid]
+        detected = [False] * len(valid)
+        if self.detect_language is not None:
+            for i, lang in enumerate(langs):
+                if not lang:
+                    langs[i] = await asyncio.to_thread(self.detect_language, texts[i])
+                    detected[i] = langs[i] is not None
         encoder = model.encoder
         started = time.perf_counter()
         counts = await asyncio.to_thread(encoder.count_tokens, texts)
@@ -189,19 +226,32 @@ class MatchPipeline:
         matches = await self.config.retry.run(
             "search",
             lambda: self.searcher.search(
-                model.version, model.dimension, vectors, top_k=self.config.top_k, min_score=self.config.min_score
+                model.version,
+                model.dimension,
+                vectors,
+                texts,
+                langs,
+                top_k=self.config.top_k,
+                min_score=self.config.min_score,
+                fusion=self.config.fusion,
+                candidates=self.config.candidates,
             ),
         )
         outcome.search_seconds += time.perf_counter() - encoded_at
+        if model.thresholds:
+            for found, lang in zip(matches, langs, strict=True):
+                for match in found:
+                    match.tier = tier_for(match.score, lang, model.thresholds)
         results = [
             MatchResult(
                 post_id=post.id,
-                lang=post.lang,
+                lang=lang,
+                lang_detected=was_detected,
                 platform=post.platform,
                 matches=found,
                 model_version=model.version,
                 source=record.source(),
             )
-            for (record, post), found in zip(valid, matches, strict=True)
+            for (record, post), found, lang, was_detected in zip(valid, matches, langs, detected, strict=True)
         ]
         return results, len(groups)

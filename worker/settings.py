@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     gate_margin: float = Field(0.0, ge=-1, le=1, description="A candidate must beat the active version by this.")
 
     # --- Search ------------------------------------------------------------------------
+    retrieval_mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "hybrid", description="Dense vectors, Postgres full-text, or both fused (reciprocal rank fusion)."
+    )
+    rrf_k: int = Field(60, ge=1, le=10_000)
+    dense_weight: float = Field(1.0, ge=0, le=100)
+    lexical_weight: float = Field(1.0, ge=0, le=100)
+    retrieval_candidates: int = Field(50, ge=1, le=1000, description="Candidates each retriever contributes.")
+    detect_language: bool = Field(True, description="Identify the language of posts that carry no lang.")
+    language_min_confidence: float = Field(0.5, ge=0, le=1)
     top_k: int = Field(5, ge=1, le=100)
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
     ef_search: int = Field(100, ge=1, le=1000)

@@ -25,7 +25,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from worker.calibration import Threshold
 from worker.encoder import Vectors
+from worker.fusion import Candidate, FusionConfig, fuse
 from worker.wire import FactCheck, Feedback, Match
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,40 @@ class Store:
                 (version,),
             )
 
+    # --- calibrated thresholds --------------------------------------------------------
+
+    async def save_thresholds(self, version: str, fitted: Sequence[Threshold], source: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM score_thresholds WHERE model_version = %s", (version,))
+            cur = conn.cursor()
+            await cur.executemany(
+                "INSERT INTO score_thresholds (model_version, lang, tier, threshold, target_precision,"
+                " fitted_precision, fitted_recall, support, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        version,
+                        t.lang,
+                        t.tier,
+                        t.threshold,
+                        t.target_precision,
+                        t.fitted_precision,
+                        t.fitted_recall,
+                        t.support,
+                        source,
+                    )
+                    for t in fitted
+                ],
+            )
+            # Workers reload thresholds when the registry notifies them.
+            await conn.execute("SELECT pg_notify('factmatch_model', %s)", (version,))
+
+    async def thresholds(self, version: str) -> dict[tuple[str, str], float]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT lang, tier, threshold FROM score_thresholds WHERE model_version = %s", (version,)
+            )
+            return {(lang, tier): float(t) for lang, tier, t in await cur.fetchall()}
+
     # --- moderator feedback -----------------------------------------------------------
 
     async def insert_feedback(self, items: Sequence[Feedback]) -> int:
@@ -420,52 +456,115 @@ class Store:
         version: str,
         dimension: int,
         queries: Vectors,
+        texts: Sequence[str] | None = None,
+        langs: Sequence[str | None] | None = None,
         *,
         top_k: int,
         min_score: float,
+        fusion: FusionConfig | None = None,
+        candidates: int = 50,
     ) -> list[list[Match]]:
-        """Top-k fact-checks for each query vector under ``version``, in one round trip."""
+        """Top-k fact-checks for each query under ``version``, in one round trip.
+
+        Dense (HNSW over the version's embeddings) and lexical (full-text over title and claim,
+        in the post's language) candidates come back together and are fused in Python; every
+        candidate carries its cosine, both ranks and the terms it shares with the post.
+        """
+        fusion = fusion or FusionConfig(mode="dense")
         if len(queries) == 0:
             return []
         if queries.shape[1] != dimension:
             raise ValueError(f"query vectors have {queries.shape[1]} dimensions, version {version} has {dimension}")
+        texts = list(texts) if texts is not None else [""] * len(queries)
+        langs = list(langs) if langs is not None else [None] * len(queries)
+        if fusion.mode != "dense" and len(texts) != len(queries):
+            raise ValueError("lexical and hybrid search need the query texts")
+        pool = max(candidates, top_k)
         vtype = sql.SQL(vector_type(dimension))
-        dim = sql.Literal(dimension)
-        # The version is a literal, not a parameter: the planner can only use a partial
-        # index whose predicate it can prove, which a generic plan's $n never allows.
-        query = sql.SQL(
-            "SELECT q.ord, m.fact_check_id, m.score, fc.claim, fc.title, fc.url, fc.lang, fc.rating,"
-            " fc.published_at"
-            " FROM unnest(%s::vector[]) WITH ORDINALITY AS q(v, ord)"
-            " CROSS JOIN LATERAL ("
-            "   SELECT e.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> q.v::{vtype}({dim})) AS score"
-            "   FROM fact_check_embeddings e WHERE e.model_version = {version}"
-            "   ORDER BY e.embedding::{vtype}({dim}) <=> q.v::{vtype}({dim}) LIMIT {k}"
-            " ) m JOIN fact_checks fc ON fc.id = m.fact_check_id"
-            " WHERE m.score >= {min_score}"
-        ).format(
-            vtype=vtype,
-            dim=dim,
-            version=sql.Literal(version),
-            k=sql.Literal(top_k),
-            min_score=sql.Literal(float(min_score)),
+        params = {
+            "vtype": vtype,
+            "dim": sql.Literal(dimension),
+            # A literal, not a parameter: the planner can only use a partial index whose
+            # predicate it can prove, which a generic plan's $n never allows.
+            "version": sql.Literal(version),
+            "pool": sql.Literal(pool),
+        }
+        dense = (
+            sql.SQL(
+                "SELECT qt.ord, d.fact_check_id, row_number() OVER (PARTITION BY qt.ord ORDER BY d.dist) AS rnk"
+                " FROM qt CROSS JOIN LATERAL ("
+                "   SELECT e.fact_check_id, e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim}) AS dist"
+                "   FROM fact_check_embeddings e WHERE e.model_version = {version}"
+                "   ORDER BY e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim}) LIMIT {pool}) d"
+            ).format(**params)
+            if fusion.mode != "lexical"
+            else sql.SQL("SELECT NULL::bigint AS ord, NULL::text AS fact_check_id, NULL::bigint AS rnk WHERE false")
         )
+        lexical = (
+            sql.SQL(
+                "SELECT qt.ord, l.id AS fact_check_id, l.score,"
+                " row_number() OVER (PARTITION BY qt.ord ORDER BY l.score DESC, l.id) AS rnk"
+                " FROM qt CROSS JOIN LATERAL ("
+                # ts_rank, not ts_rank_cd: cover density costs 5x the time per matching fact-check
+                # (measured on CheckThat!), and a post's OR query matches hundreds of them.
+                "   SELECT fc.id, ts_rank(fc.search_vector, qt.tq, 1) AS score FROM fact_checks fc"
+                "   WHERE qt.tq IS NOT NULL AND fc.search_vector @@ qt.tq ORDER BY score DESC LIMIT {pool}) l"
+            ).format(**params)
+            if fusion.mode != "dense"
+            else sql.SQL(
+                "SELECT NULL::bigint AS ord, NULL::text AS fact_check_id, NULL::real AS score, NULL::bigint AS rnk"
+                " WHERE false"
+            )
+        )
+        query = sql.SQL(
+            "WITH q AS ("
+            "  SELECT u.ord, u.v, u.txt, factmatch_ts_config(u.lang) AS cfg"
+            "  FROM unnest(%s::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
+            "), qt AS ("
+            "  SELECT q.ord, q.v, to_tsvector(q.cfg, q.txt) AS tv,"
+            # OR of the post's lexemes: a post is long and informal; an AND query would match nothing.
+            "   (SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))"
+            "    FROM unnest(to_tsvector(q.cfg, q.txt))) AS tq"
+            "  FROM q"
+            "), dense AS ({dense}), lex AS ({lexical}), cand AS ("
+            "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
+            "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"
+            "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
+            ")"
+            " SELECT c.ord, c.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim})) AS dense_score,"
+            "  c.dense_rank, c.lexical_score, c.lexical_rank, fc.claim, fc.title, fc.url, fc.lang, fc.rating,"
+            "  fc.published_at,"
+            "  ARRAY(SELECT unnest(tsvector_to_array(fc.search_vector))"
+            "        INTERSECT SELECT unnest(tsvector_to_array(qt.tv))) AS shared"
+            " FROM cand c JOIN qt ON qt.ord = c.ord JOIN fact_checks fc ON fc.id = c.fact_check_id"
+            " JOIN fact_check_embeddings e ON e.model_version = {version} AND e.fact_check_id = c.fact_check_id"
+        ).format(dense=dense, lexical=lexical, **params)
         vectors = [np.asarray(v, dtype=np.float32) for v in queries]
         async with self.pool.connection() as conn:
             cur = conn.cursor(binary=True)
-            await cur.execute(query, (vectors,), prepare=False)
+            await cur.execute(query, (vectors, texts, langs), prepare=False)
             rows = await cur.fetchall()
-        found: list[list[tuple[float, Any]]] = [[] for _ in range(len(queries))]
-        for ord_, fc_id, score, claim, title, url, lang, rating, published_at in rows:
-            found[int(ord_) - 1].append((float(score), (fc_id, claim, title, url, lang, rating, published_at)))
+        per_query: list[list[tuple[Candidate, tuple[Any, ...]]]] = [[] for _ in range(len(queries))]
+        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank, *meta in rows:
+            candidate = Candidate(
+                fact_check_id=fc_id,
+                dense_score=float(dense_score),
+                dense_rank=int(dense_rank) if dense_rank is not None else None,
+                lexical_score=float(lexical_score) if lexical_score is not None else None,
+                lexical_rank=int(lexical_rank) if lexical_rank is not None else None,
+            )
+            per_query[int(ord_) - 1].append((candidate, tuple(meta)))
         results: list[list[Match]] = []
-        for hits in found:
-            hits.sort(key=lambda h: -h[0])
-            results.append(
-                [
+        for found in per_query:
+            meta_by_id = {c.fact_check_id: m for c, m in found}
+            ranked = fuse([c for c, _ in found], fusion, top_k=top_k, min_score=min_score)
+            matches = []
+            for rank, (c, fused) in enumerate(ranked, 1):
+                claim, title, url, lang, rating, published_at, shared = meta_by_id[c.fact_check_id]
+                matches.append(
                     Match(
-                        fact_check_id=fc_id,
-                        score=round(score, 6),
+                        fact_check_id=c.fact_check_id,
+                        score=round(c.dense_score, 6),
                         rank=rank,
                         claim=claim,
                         title=title,
@@ -473,10 +572,15 @@ class Store:
                         lang=lang,
                         rating=rating,
                         published_at=published_at,
+                        dense_score=round(c.dense_score, 6),
+                        dense_rank=c.dense_rank,
+                        lexical_score=round(c.lexical_score, 6) if c.lexical_score is not None else None,
+                        lexical_rank=c.lexical_rank,
+                        fused_score=round(fused, 6),
+                        shared_terms=sorted(shared or []),
                     )
-                    for rank, (score, (fc_id, claim, title, url, lang, rating, published_at)) in enumerate(hits, 1)
-                ]
-            )
+                )
+            results.append(matches)
         return results
 
     async def explain_search(self, version: str, dimension: int, query: Vectors) -> str:

@@ -89,10 +89,10 @@ class Feedback(BaseModel):
 
 
 class Match(BaseModel):
-    """One fact-check that a post matched."""
+    """One fact-check that a post matched, with why: both retrievers' scores and ranks, shared terms."""
 
     fact_check_id: str
-    score: float
+    score: float = Field(description="Cosine similarity of post and fact-check under the model version.")
     rank: int
     claim: str
     title: str | None = None
@@ -100,6 +100,15 @@ class Match(BaseModel):
     lang: str | None = None
     rating: str | None = None
     published_at: datetime | None = None
+    tier: Literal["match", "suggestion"] | None = Field(
+        None, description="Calibrated tier for the post's language, when thresholds exist for the version."
+    )
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    lexical_score: float | None = None
+    lexical_rank: int | None = None
+    fused_score: float | None = None
+    shared_terms: list[str] = Field(default_factory=list)
 
 
 class SourceRef(BaseModel):
@@ -114,6 +123,7 @@ class MatchResult(BaseModel):
     schema_version: int = SCHEMA_VERSION
     post_id: str
     lang: str | None = None
+    lang_detected: bool = False
     platform: str | None = None
     matches: list[Match]
     model_version: str

@@ -1,0 +1,94 @@
+"""Score thresholds that mean the same in every language: fitting them and applying them.
+
+A cosine of 0.8 is a near-certain match for one model and language and noise for another
+(multilingual-e5 scores everything above 0.75). So thresholds are fitted per model version
+and per language on labelled (post, fact-check) pairs, at a target precision: the lowest
+score whose matches at or above it are correct at least that often. Two tiers, as moderators
+use them: "match" (high precision) and "suggestion" (lower precision, more recall). A
+language with too few labelled pairs falls back to the version's all-language threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Tier = Literal["match", "suggestion"]
+ALL_LANGUAGES = "*"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    lang: str
+    tier: Tier
+    threshold: float
+    target_precision: float
+    fitted_precision: float
+    fitted_recall: float
+    support: int
+
+
+def fit_threshold(
+    scored: Sequence[tuple[float, bool]], target: float, min_support: int = 20
+) -> tuple[float, float, float] | None:
+    """(threshold, precision, recall) at the lowest score whose cut keeps precision >= target.
+
+    ``scored`` holds (score, is_correct) for every candidate match; recall counts correct
+    candidates kept. None when fewer than ``min_support`` candidates would clear the cut.
+    """
+    if not scored:
+        return None
+    ordered = sorted(scored, key=lambda s: -s[0])
+    total_correct = sum(1 for _, ok in ordered if ok)
+    best: tuple[float, float, float] | None = None
+    correct = 0
+    for i, (score, ok) in enumerate(ordered, 1):
+        correct += ok
+        # Only cut between distinct scores: a threshold keeps every candidate at or above it.
+        if i < len(ordered) and ordered[i][0] == score:
+            continue
+        precision = correct / i
+        if precision >= target and i >= min_support:
+            best = (score, precision, correct / total_correct if total_correct else 0.0)
+    return best
+
+
+def fit_thresholds(
+    scored: Iterable[tuple[str | None, float, bool]],
+    targets: Mapping[Tier, float],
+    min_support: int = 20,
+) -> list[Threshold]:
+    """Per-language and all-language thresholds for each tier, from (lang, score, is_correct)."""
+    by_lang: dict[str, list[tuple[float, bool]]] = {}
+    everything: list[tuple[float, bool]] = []
+    for lang, score, ok in scored:
+        by_lang.setdefault(normalise_lang(lang), []).append((score, ok))
+        everything.append((score, ok))
+    groups = {ALL_LANGUAGES: everything, **{k: v for k, v in by_lang.items() if k != ALL_LANGUAGES}}
+    fitted: list[Threshold] = []
+    for lang, items in groups.items():
+        for tier, target in targets.items():
+            found = fit_threshold(items, target, min_support)
+            if found is not None:
+                fitted.append(Threshold(lang, tier, found[0], target, found[1], found[2], len(items)))
+    return fitted
+
+
+def normalise_lang(lang: str | None) -> str:
+    return (lang or ALL_LANGUAGES).split("-")[0].lower() or ALL_LANGUAGES
+
+
+def tier_for(score: float, lang: str | None, thresholds: Mapping[tuple[str, str], float]) -> Tier | None:
+    """The tier of one match: its language's thresholds, else the all-language ones."""
+    key = normalise_lang(lang)
+    for tier in ("match", "suggestion"):
+        cut = thresholds.get((key, tier), thresholds.get((ALL_LANGUAGES, tier)))
+        if cut is not None and score >= cut:
+            return tier  # type: ignore[return-value]
+    return None
+
+
+def precision_at(scored: Sequence[tuple[float, bool]], threshold: float) -> tuple[float, int]:
+    kept = [ok for score, ok in scored if score >= threshold]
+    return (sum(kept) / len(kept) if kept else 0.0), len(kept)

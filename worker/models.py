@@ -159,6 +159,14 @@ class ModelManager:
                 await asyncio.sleep(interval_s)
 
 
+def bootstrap_model_ref(settings: Settings) -> str:
+    """The configured model, or the default; a local directory as an absolute path, since the
+    path is registered for every worker and a relative one would depend on each one's cwd."""
+    ref = settings.model or default_model_ref(settings.model_store)
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_dir() else ref
+
+
 async def bootstrap_active_version(store: Store, settings: Settings, manager: ModelManager) -> ModelVersion:
     """Make sure one version is active: register, index and activate the configured model if none is."""
     active = await store.active_version()
@@ -171,7 +179,8 @@ async def bootstrap_active_version(store: Store, settings: Settings, manager: Mo
             active = await store.active_version()
             if active is not None:
                 return active
-            ref = settings.model or default_model_ref(settings.model_store)
+            # Off the loop: the first use of the default model converts it (tens of seconds).
+            ref = await asyncio.to_thread(bootstrap_model_ref, settings)
             version = settings.model_version or version_name_for(ref)
             encoder = await asyncio.to_thread(manager.encoder_for, version, ref)
             mv = await store.get_version(version)

@@ -318,7 +318,8 @@ own engine, which also quantizes activations).
 
 def ensure_default_multilingual(model_store: Path) -> Path:
     """The converted model in ``model_store`` (converted on first use, about 6 s)."""
-    target = model_store / CONVERTED_NAME
+    # Absolute: the path is registered in the database and read by workers in other directories.
+    target = (model_store / CONVERTED_NAME).resolve()
     if (target / "modules.json").is_file():
         return target
     model_store.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,7 @@ def values_schema() -> dict[str, Any]:
                 "properties": {
                     "databaseUrl": _secret_ref("key"),
                     "kafkaSasl": _secret_ref("usernameKey", "passwordKey"),
+                    "kafkaTls": _secret_ref("caKey"),
                 },
             },
             "worker": {

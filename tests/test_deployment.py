@@ -175,6 +175,16 @@ def test_secrets_come_from_existing_secrets_never_the_configmap() -> None:
     assert not {"FACTMATCH_DATABASE_URL", "FACTMATCH_KAFKA_SASL_PASSWORD", "FACTMATCH_KAFKA_SASL_USERNAME"} & set(data)
     env = {e["name"]: e for e in pod_spec(by_kind(docs, "Deployment")[0])["containers"][0]["env"]}
     assert env["FACTMATCH_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "factmatch-kafka-scram"
+    # The brokers' CA comes from a Secret too, mounted where the setting points.
+    for doc in (by_kind(docs, "Deployment")[0], by_kind(docs, "CronJob")[0]):
+        spec = pod_spec(doc)
+        container = spec["containers"][0]
+        tls_env = {e["name"]: e for e in container["env"]}["FACTMATCH_KAFKA_SSL_CAFILE"]
+        assert tls_env["value"] == "/etc/factmatch/kafka-tls/ca.crt"
+        assert {"name": "kafka-tls", "mountPath": "/etc/factmatch/kafka-tls", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert {"name": "kafka-tls", "secret": {"secretName": "kafka-cluster-ca"}} in spec["volumes"]
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,8 @@ def observe_batch(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRec
     produced = {(r.partition, r.offset): r.timestamp_ms for r in raws}
     now = time.time()
     for result in outcome.results:
+        best_tier = result.matches[0].tier if result.matches else None
+        metrics.results_by_language.labels(lang=result.lang or "unknown", tier=best_tier or "none").inc()
         metrics.matches_per_post.observe(len(result.matches))
         if result.matches:
             metrics.best_score.observe(result.matches[0].score)

@@ -34,6 +34,12 @@ class Metrics:
         r = self.registry = registry or CollectorRegistry()
         self.posts_consumed = Counter("factmatch_posts_consumed", "Records consumed from the posts topic.", registry=r)
         self.results_published = Counter("factmatch_results_published", "Match results published.", registry=r)
+        self.results_by_language = Counter(
+            "factmatch_results_by_language",
+            "Results published, by the post's (given or detected) language.",
+            ["lang", "tier"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "factmatch_dead_letters", "Messages sent to the dead-letter topic.", ["source", "reason"], registry=r
         )

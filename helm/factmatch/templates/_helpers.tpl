@@ -69,12 +69,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
+{{- define "factmatch.tlsEnv" -}}
+{{- if .Values.secrets.kafkaTls.existingSecret }}
+- name: FACTMATCH_KAFKA_SSL_CAFILE
+  value: /etc/factmatch/kafka-tls/{{ .Values.secrets.kafkaTls.caKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "factmatch.tlsVolumeMount" -}}
+{{- if .Values.secrets.kafkaTls.existingSecret }}
+- {name: kafka-tls, mountPath: /etc/factmatch/kafka-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "factmatch.tlsVolume" -}}
+{{- if .Values.secrets.kafkaTls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.secrets.kafkaTls.existingSecret }}
+{{- end }}
+{{- end -}}
+
 {{- define "factmatch.podEnv" -}}
 envFrom:
   - configMapRef:
       name: {{ include "factmatch.fullname" . }}
 env:
 {{ include "factmatch.secretEnv" . }}
+{{- include "factmatch.tlsEnv" . }}
 {{- end -}}
 
 {{- define "factmatch.securityContext" -}}

@@ -301,8 +301,11 @@ async def test_minilm_fine_tune_few_steps_beats_base_on_checkthat_dev(
             use_feedback=False,
             promote_if_better=True,
         )
+        # Promotion also fitted the new version's tiers on the held-out (dev) split.
+        thresholds = await store.thresholds(outcome.version)
     finally:
         await store.close()
+    assert ("*", "match") in thresholds and ("*", "suggestion") in thresholds
     assert outcome.active is not None
     print(
         f"dev ({len(subset)} fact-checks): base nDCG@10 {outcome.active['ndcg@10']:.4f} MAP@5 "

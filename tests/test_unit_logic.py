@@ -115,6 +115,8 @@ def test_settings_refuse_bad_values() -> None:
         {"device": "tpu"},
         {"kafka_security_protocol": "SASL_SSL"},
         {"retry_attempts": 50, "retry_backoff_max_s": 300},
+        {"tier_match_precision": 0.6, "tier_suggestion_precision": 0.9},
+        {"retrieval_mode": "psychic"},
     ):
         with pytest.raises(ValidationError):
             Settings(_env_file=None, **bad)  # type: ignore[arg-type]

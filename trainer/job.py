@@ -13,8 +13,18 @@ from typing import Any
 
 from trainer.plots import plot_versions
 from trainer.rollout import promote
-from trainer.train import collect_data, evaluate_model, new_version_name, train_candidate, write_report
+from trainer.train import (
+    TrainingData,
+    collect_data,
+    evaluate_model,
+    new_version_name,
+    train_candidate,
+    write_report,
+)
+from worker.calibration import Tier, fit_thresholds
 from worker.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
+from worker.evaluation import score_labelled
+from worker.fusion import FusionConfig
 from worker.settings import Settings
 from worker.store import Store
 
@@ -41,6 +51,33 @@ def gate(settings: Settings, candidate: dict[str, float], active: dict[str, floa
     if ours > theirs + settings.gate_margin:
         return True, f"{metric} {ours:.4f} beats active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
     return False, f"{metric} {ours:.4f} does not beat active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
+
+
+async def calibrate_on_held_out(
+    store: Store, settings: Settings, version: str, encoder: SentenceTransformerEncoder, data: TrainingData
+) -> int:
+    """Fit the new version's tier thresholds on the held-out split, as the worker would rank it."""
+    fusion = FusionConfig(settings.retrieval_mode, settings.rrf_k, settings.dense_weight, settings.lexical_weight)
+    scored = await score_labelled(
+        store,
+        version,
+        encoder,
+        data.eval_queries,
+        {},
+        data.eval_relevant,
+        fusion=fusion,
+        top_k=settings.top_k,
+        candidates=settings.retrieval_candidates,
+    )
+    targets: dict[Tier, float] = {
+        "match": settings.tier_match_precision,
+        "suggestion": settings.tier_suggestion_precision,
+    }
+    fitted = fit_thresholds(scored, targets, settings.tier_min_support)
+    if fitted:
+        await store.save_thresholds(version, fitted, source="trainer held-out split")
+    log.info("calibrated %d threshold(s) for %s", len(fitted), version)
+    return len(fitted)
 
 
 async def run_training(
@@ -92,6 +129,7 @@ async def run_training(
         encoder = SentenceTransformerEncoder(str(output), EncoderOptions.from_settings(settings))
         await promote(store, settings, version, encoder)
         status = "active"
+        await calibrate_on_held_out(store, settings, version, encoder, data)
     else:
         status = "candidate"
     plot = plot_versions(await store.list_versions(), settings.model_store / "metrics.png")

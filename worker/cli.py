@@ -682,9 +682,9 @@ def send_feedback(
 def calibrate(
     queries: Annotated[Path, typer.Option(help="Labelled posts JSONL (id, text, lang?).")],
     qrels: Annotated[Path, typer.Option(help="query_id<TAB>fact_check_id TSV.")],
-    match_precision: Annotated[float, typer.Option(help="Target precision of the 'match' tier.")] = 0.9,
-    suggestion_precision: Annotated[float, typer.Option(help="Target precision of the 'suggestion' tier.")] = 0.6,
-    min_support: Annotated[int, typer.Option(help="Fewest candidates above a cut for a language's own cut.")] = 20,
+    match_precision: Annotated[float | None, typer.Option(help="Target precision of the 'match' tier.")] = None,
+    suggestion_precision: Annotated[float | None, typer.Option(help="Target precision of 'suggestion'.")] = None,
+    min_support: Annotated[int | None, typer.Option(help="Fewest candidates above a cut for its own cut.")] = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: the active one).")] = None,
 ) -> None:
     """Fit per-language score thresholds for the active version's tiers and store them with it."""
@@ -693,10 +693,11 @@ def calibrate(
     from worker.evaluation import load_jsonl, score_labelled
     from worker.fusion import FusionConfig
 
-    settings = load_settings()
-    if not 0 < suggestion_precision <= match_precision <= 1:
-        err.print("[red]need 0 < suggestion precision <= match precision <= 1[/red]")
-        raise typer.Exit(2)
+    settings = load_settings(
+        tier_match_precision=match_precision,
+        tier_suggestion_precision=suggestion_precision,
+        tier_min_support=min_support,
+    )
     rows = load_jsonl(queries)
     texts = {str(r["id"]): str(r["text"]) for r in rows}
     langs = {str(r["id"]): (str(r["lang"]) if r.get("lang") else None) for r in rows}
@@ -726,7 +727,11 @@ def calibrate(
                 top_k=settings.top_k,
                 candidates=settings.retrieval_candidates,
             )
-            fitted = fit_thresholds(scored, {"match": match_precision, "suggestion": suggestion_precision}, min_support)
+            fitted = fit_thresholds(
+                scored,
+                {"match": settings.tier_match_precision, "suggestion": settings.tier_suggestion_precision},
+                settings.tier_min_support,
+            )
             await store.save_thresholds(mv.version, fitted, source=str(queries))
             return mv.version, fitted
 

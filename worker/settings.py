@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     retrieval_candidates: int = Field(50, ge=1, le=1000, description="Candidates each retriever contributes.")
     detect_language: bool = Field(True, description="Identify the language of posts that carry no lang.")
     language_min_confidence: float = Field(0.5, ge=0, le=1)
+    tier_match_precision: float = Field(0.9, gt=0, le=1, description="Target precision of the 'match' tier.")
+    tier_suggestion_precision: float = Field(0.6, gt=0, le=1, description="Target precision of 'suggestion'.")
+    tier_min_support: int = Field(20, ge=1, description="Fewest labelled candidates above a cut to fit it.")
     top_k: int = Field(5, ge=1, le=100)
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
     ef_search: int = Field(100, ge=1, le=1000)
@@ -153,6 +156,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.tier_suggestion_precision > self.tier_match_precision:
+            raise ValueError("tier_suggestion_precision must not exceed tier_match_precision")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
         if self.retry_backoff_initial_s > self.retry_backoff_max_s:

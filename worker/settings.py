@@ -105,9 +105,10 @@ class Settings(BaseSettings):
     retrieval_mode: Literal["dense", "lexical", "hybrid"] = Field(
         "hybrid", description="Dense vectors, Postgres full-text, or both fused (reciprocal rank fusion)."
     )
-    rrf_k: int = Field(60, ge=1, le=10_000)
+    # Chosen on CheckThat! 2020 dev (benchmarks/fusion_sweep.py) for MiniLM base and fine-tuned.
+    rrf_k: int = Field(10, ge=1, le=10_000)
     dense_weight: float = Field(1.0, ge=0, le=100)
-    lexical_weight: float = Field(1.0, ge=0, le=100)
+    lexical_weight: float = Field(0.5, ge=0, le=100)
     retrieval_candidates: int = Field(50, ge=1, le=1000, description="Candidates each retriever contributes.")
     detect_language: bool = Field(True, description="Identify the language of posts that carry no lang.")
     language_min_confidence: float = Field(0.5, ge=0, le=1)

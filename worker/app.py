@@ -19,9 +19,9 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage
@@ -146,14 +146,36 @@ async def publish_all(
         await asyncio.gather(*pending)
 
 
+T = TypeVar("T")
+
+
+def split_decoded(
+    records: Sequence[Any], decode: Callable[[RawRecord], T | DeadLetter]
+) -> tuple[list[T], list[DeadLetter]]:
+    """Decode each consumed record alone: the good ones, and a dead letter for each bad one."""
+    items: list[T] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        decoded = decode(to_raw(record))
+        if isinstance(decoded, DeadLetter):
+            letters.append(decoded)
+        else:
+            items.append(decoded)
+    return items, letters
+
+
+def count_dead_letters(metrics: Metrics, source: str, letters: Sequence[DeadLetter]) -> None:
+    for letter in letters:
+        metrics.dead_letters.labels(source=source, reason=letter.reason).inc()
+
+
 def observe_batch(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
     metrics.batch_tokens.observe(outcome.tokens)
     metrics.stage_seconds.labels(stage="encode").observe(outcome.encode_seconds)
     metrics.stage_seconds.labels(stage="search").observe(outcome.search_seconds)
     metrics.stage_seconds.labels(stage="publish").observe(publish_s)
     metrics.results_published.inc(len(outcome.results))
-    for letter in outcome.dead_letters:
-        metrics.dead_letters.labels(source="posts", reason=letter.reason).inc()
+    count_dead_letters(metrics, "posts", outcome.dead_letters)
     produced = {(r.partition, r.offset): r.timestamp_ms for r in raws}
     now = time.time()
     for result in outcome.results:
@@ -255,18 +277,13 @@ def build_broker(
         title="factchecks",
     )
     async def on_factchecks(records: list[Any]) -> None:
-        events: list[FactCheckEvent] = []
-        letters: list[DeadLetter] = []
-        for record in records:
-            decoded = decode_fact_check_event(to_raw(record))
-            (letters if isinstance(decoded, DeadLetter) else events).append(decoded)  # type: ignore[arg-type]
+        events, letters = split_decoded(records, decode_fact_check_event)
         try:
             change = await deps.corpus.apply(events)
             await publish_all(matches, dead, [], letters)
             metrics.corpus_changes.labels(op="upsert").inc(change.upserted)
             metrics.corpus_changes.labels(op="delete").inc(change.deleted)
-            for letter in letters:
-                metrics.dead_letters.labels(source="factchecks", reason=letter.reason).inc()
+            count_dead_letters(metrics, "factchecks", letters)
         except Exception:
             log.exception("fact-check batch of %d failed; it will be redelivered", len(records))
             await asyncio.sleep(settings.retry_backoff_max_s)
@@ -296,20 +313,12 @@ def build_broker(
         title="match-feedback",
     )
     async def on_feedback(records: list[Any]) -> None:
-        items: list[Feedback] = []
-        letters: list[DeadLetter] = []
-        for record in records:
-            decoded = decode_feedback(to_raw(record))
-            if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
-            else:
-                items.append(decoded)
+        items, letters = split_decoded(records, decode_feedback)
         try:
             stored = await deps.feedback.insert_feedback(items)
             await publish_all(matches, dead, [], letters)
             metrics.feedback_stored.inc(stored)
-            for letter in letters:
-                metrics.dead_letters.labels(source="feedback", reason=letter.reason).inc()
+            count_dead_letters(metrics, "feedback", letters)
         except Exception:
             log.exception("feedback batch of %d failed; it will be redelivered", len(records))
             await asyncio.sleep(settings.retry_backoff_max_s)

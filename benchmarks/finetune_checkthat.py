@@ -19,12 +19,19 @@ import time
 from pathlib import Path
 
 from trainer.job import run_training
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
-from worker.evaluation import corpus_from_rows, load_jsonl, load_labelled_set, run_evaluation
-from worker.local import start_database
-from worker.models import ModelManager, bootstrap_active_version, encoder_loader
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
+from worker.core.models import ModelManager, bootstrap_active_version, encoder_loader
+from worker.local.stack import start_database
+from worker.retrieval.evaluation import (
+    corpus_from_rows,
+    evaluation_config,
+    load_jsonl,
+    load_labelled_set,
+    run_evaluation,
+)
+from worker.retrieval.modes import MODE_NAMES
 from worker.settings import Settings
-from worker.store import Store, apply_migrations
+from worker.storage import Store, apply_migrations
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checkthat2020"
 
@@ -69,7 +76,14 @@ async def main(args: argparse.Namespace) -> None:
             )
             for name, ref in (("base", minilm_model_ref()), ("fine-tuned", str(outcome.path))):
                 encoder = SentenceTransformerEncoder(ref, EncoderOptions())
-                by_mode = await run_evaluation(database.url, labelled, encoder, version=f"bench-{name}-{split}")
+                by_mode = await run_evaluation(
+                    database.url,
+                    labelled,
+                    encoder,
+                    evaluation_config(settings),
+                    version=f"bench-{name}-{split}",
+                    modes=MODE_NAMES,
+                )
                 figures.setdefault(split, {})[name] = by_mode
     finally:
         database.stop()

@@ -21,12 +21,12 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder
-from worker.evaluation import load_labelled_set, retrieval_metrics
-from worker.fusion import Candidate, FusionConfig, fuse
-from worker.indexer import index_version
-from worker.local import start_database
-from worker.store import Store, apply_migrations, with_search_path
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.core.indexer import index_version
+from worker.local.stack import start_database
+from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
+from worker.retrieval.modes import Candidate, FusionConfig, fuse
+from worker.storage import Store, apply_migrations, with_search_path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checkthat2020"
 KS = (10, 30, 60, 100)
@@ -57,22 +57,16 @@ async def candidates_for(url: str, model: str) -> dict[str, dict[str, list[Candi
                 part = ids[start : start + 64]
                 texts = [labelled.queries[q] for q in part]
                 vectors = np.asarray(encoder.encode_queries(texts))
-                found = await store.search(
+                found = await store.candidates(
                     "m",
                     encoder.dimension,
                     vectors,
                     texts,
                     [(labelled.query_langs or {}).get(q) for q in part],
-                    top_k=400,
-                    min_score=-1.0,
-                    fusion=FusionConfig("hybrid"),
-                    candidates=100,
+                    sources=frozenset({"dense", "lexical"}),
+                    limit=100,
                 )
-                for q, matches in zip(part, found, strict=True):
-                    out[split][q] = [
-                        Candidate(m.fact_check_id, m.score, m.dense_rank, m.lexical_score, m.lexical_rank)
-                        for m in matches
-                    ]
+                out[split].update(zip(part, found, strict=True))
         await store.close()
         await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     return out
@@ -108,8 +102,8 @@ async def main(models: list[str], out: Path) -> None:
         rows = {}
         for split in ("dev", "test"):
             for mode, config in (
-                ("dense", FusionConfig("dense")),
-                ("lexical", FusionConfig("lexical")),
+                ("dense", FusionConfig("dense", 60, 1.0, 1.0)),
+                ("lexical", FusionConfig("lexical", 60, 1.0, 1.0)),
                 ("hybrid", chosen),
             ):
                 metrics = score(per_model[m][split], qrels[split], config)

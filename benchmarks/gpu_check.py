@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.tiny_models import build_tiny_bert, build_tiny_gemma2
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 
 TEXTS = [f"post {i}: 5G towers spread the coronavirus, says thread number {i}" * (1 + i % 4) for i in range(64)]
 

@@ -18,17 +18,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker.app import WorkerRuntime
-from worker.encoder import minilm_model_ref
-from worker.evaluation import corpus_from_rows, load_jsonl
-from worker.local import local_stack
+from worker.adapter.runtime import WorkerRuntime
+from worker.adapter.topics import ensure_topics
+from worker.core.encoder import minilm_model_ref
+from worker.local.stack import local_stack
+from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 from worker.settings import Settings
-from worker.store import Store, apply_migrations
-from worker.topics import ensure_topics
+from worker.storage import Store, apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "checkthat2020"
-DEMO = ROOT / "worker" / "demo_data"
+DEMO = ROOT / "worker" / "local" / "demo_data"
 
 
 def inputs() -> tuple[list[dict[str, Any]], list[str], str]:

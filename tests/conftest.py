@@ -37,7 +37,7 @@ def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[str]:
-    from worker.local import start_broker
+    from worker.local.stack import start_broker
 
     broker = start_broker()
     try:
@@ -48,7 +48,7 @@ def kafka() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from worker.local import start_database
+    from worker.local.stack import start_database
 
     database = start_database(tmp_path_factory.mktemp("pg"))
     try:
@@ -66,7 +66,7 @@ def database_url(postgres: Any) -> Iterator[str]:
     params = conninfo_to_dict(postgres.url)
     params["dbname"] = name
     url = make_conninfo(**params)  # type: ignore[arg-type]
-    from worker.store import apply_migrations
+    from worker.storage import apply_migrations
 
     asyncio.run(apply_migrations(url))
     yield url
@@ -155,7 +155,7 @@ async def stack_settings(
     kafka: str, database_url: str, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Settings]:
     """Settings pointing at the real broker (this test's own topics) and a fresh database."""
-    from worker.topics import ensure_topics
+    from worker.adapter.topics import ensure_topics
 
     settings = make_settings(kafka_bootstrap=kafka, database_url=database_url)
     await ensure_topics(settings, partitions=3)
@@ -167,7 +167,7 @@ def checkthat_subset(distractors: int = 1000, seed: int = 7) -> list[Any]:
     faster corpus for the quality tests (the benchmarks use all 10,375)."""
     import random
 
-    from worker.evaluation import corpus_from_rows, load_jsonl
+    from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 
     corpus = corpus_from_rows(load_jsonl(SHARED_DATA / "corpus.jsonl"))
     gold = {

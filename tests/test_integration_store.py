@@ -8,8 +8,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from worker.store import Store, apply_migrations, index_name
-from worker.wire import FactCheck
+from worker.retrieval.modes import FusionConfig, ModeName
+from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.storage import Store, apply_migrations, index_name
+from worker.wire import FactCheck, Match
 
 pytestmark = pytest.mark.integration
 
@@ -17,6 +19,24 @@ pytestmark = pytest.mark.integration
 def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+async def search(
+    store: Store,
+    version: str,
+    dim: int,
+    queries: np.ndarray,
+    texts: list[str] | None = None,
+    langs: list[str | None] | None = None,
+    *,
+    mode: ModeName = "dense",
+    top_k: int = 5,
+    min_score: float = -1.0,
+) -> list[list[Match]]:
+    """The worker's retriever over the store, textbook RRF (k=60, equal weights)."""
+    retriever = Retriever(store, RetrievalConfig(FusionConfig(mode, 60, 1.0, 1.0), top_k, min_score, 50))
+    n = len(queries)
+    return await retriever.search(version, dim, queries, texts or [""] * n, langs or [None] * n)
 
 
 async def test_migrations_are_idempotent(database_url: str) -> None:
@@ -65,7 +85,7 @@ async def test_search_matches_exact_neighbours_and_uses_the_version_index(databa
 
         queries = docs[:20] + 0.05 * unit(20, dim, seed=2)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        found = await store.search("v1", dim, queries, top_k=5, min_score=-1)
+        found = await search(store, "v1", dim, queries, top_k=5, min_score=-1)
         exact = np.argsort(-(queries @ docs.T), axis=1)[:, :5]
         recall = np.mean(
             [len({m.fact_check_id for m in f} & {f"f{j}" for j in e}) / 5 for f, e in zip(found, exact, strict=False)]
@@ -83,7 +103,7 @@ async def test_search_matches_exact_neighbours_and_uses_the_version_index(databa
             ).fetchone()  # type: ignore[misc]
         assert ("halfvec(2304)" if dim > 2000 else "vector(16)") in definition
 
-        high = await store.search("v1", dim, queries[:3], top_k=5, min_score=0.9)
+        high = await search(store, "v1", dim, queries[:3], top_k=5, min_score=0.9)
         assert all(all(m.score >= 0.9 for m in f) for f in high) and all(len(f) >= 1 for f in high)
     finally:
         await store.close()
@@ -109,8 +129,6 @@ async def test_upsert_delete_and_staleness(database_url: str) -> None:
 
 
 async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(database_url: str) -> None:
-    from worker.fusion import FusionConfig
-
     store = Store(database_url)
     await store.open()
     try:
@@ -130,13 +148,9 @@ async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(datab
         await store.build_index("v1", 4)
         query = np.array([[1, 0, 0, 0]], dtype=np.float32)
         text, lang = ["Are 5G masts spreading the virus?"], ["en"]
-        dense = (await store.search("v1", 4, query, text, lang, top_k=3, min_score=-1, fusion=FusionConfig("dense")))[0]
-        lexical = (
-            await store.search("v1", 4, query, text, lang, top_k=3, min_score=-1, fusion=FusionConfig("lexical"))
-        )[0]
-        hybrid = (await store.search("v1", 4, query, text, lang, top_k=3, min_score=-1, fusion=FusionConfig("hybrid")))[
-            0
-        ]
+        dense = (await search(store, "v1", 4, query, text, lang, mode="dense", top_k=3))[0]
+        lexical = (await search(store, "v1", 4, query, text, lang, mode="lexical", top_k=3))[0]
+        hybrid = (await search(store, "v1", 4, query, text, lang, mode="hybrid", top_k=3))[0]
     finally:
         await store.close()
     assert [m.fact_check_id for m in dense] == ["en-moon", "en-5g", "es-5g"]

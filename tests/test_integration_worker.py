@@ -6,8 +6,6 @@ import asyncio
 import base64
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +14,14 @@ import psycopg
 import pytest
 
 from tests.conftest import consume_until, produce
-from worker.app import WorkerRuntime
-from worker.evaluation import corpus_from_rows, load_jsonl
+from worker.adapter.runtime import running
+from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 from worker.settings import Settings
-from worker.store import Store, index_name
+from worker.storage import Store, index_name
 
 pytestmark = pytest.mark.integration
 
-DEMO_FACT_CHECKS = Path(__file__).resolve().parents[1] / "worker" / "demo_data" / "factchecks.jsonl"
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[WorkerRuntime]:
-    runtime = WorkerRuntime(settings)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
+DEMO_FACT_CHECKS = Path(__file__).resolve().parents[1] / "worker" / "local" / "demo_data" / "factchecks.jsonl"
 
 
 async def seed_corpus(settings: Settings) -> None:
@@ -177,7 +165,7 @@ async def test_a_fact_check_published_to_the_topic_is_matchable_by_the_next_post
 async def test_seed_format_gemma2_model_runs_end_to_end_with_halfvec_index(
     kafka: str, database_url: str, make_settings: Any, tiny_gemma: Path
 ) -> None:
-    from worker.topics import ensure_topics
+    from worker.adapter.topics import ensure_topics
 
     settings = make_settings(
         kafka_bootstrap=kafka, database_url=database_url, model=str(tiny_gemma), model_version="tiny-gemma2-seed"

@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATA, checkthat_subset
-from worker.calibration import fit_thresholds, precision_at
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
-from worker.evaluation import load_labelled_set, score_labelled
-from worker.fusion import FusionConfig
-from worker.store import Store
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
+from worker.retrieval.calibrate import score_labelled
+from worker.retrieval.evaluation import load_labelled_set
+from worker.retrieval.modes import FusionConfig
+from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.retrieval.tiers import fit_thresholds, precision_at
+from worker.storage import Store
 
 pytestmark = [
     pytest.mark.quality,
@@ -24,7 +26,7 @@ TOLERANCE = 0.05
 
 
 async def test_thresholds_fitted_on_train_hold_their_precision_on_dev(database_url: str, make_settings: Any) -> None:
-    from worker.models import ModelManager, bootstrap_active_version, encoder_loader
+    from worker.core.models import ModelManager, bootstrap_active_version, encoder_loader
 
     settings = make_settings(database_url=database_url, model=minilm_model_ref())
     store = Store(database_url)
@@ -33,21 +35,14 @@ async def test_thresholds_fitted_on_train_hold_their_precision_on_dev(database_u
         await store.upsert_fact_checks(checkthat_subset())
         mv = await bootstrap_active_version(store, settings, ModelManager(store, encoder_loader(settings)))
         encoder = SentenceTransformerEncoder(mv.path, EncoderOptions(device="cpu"))
-        fusion = FusionConfig("hybrid")
+        retriever = Retriever(store, RetrievalConfig(FusionConfig("hybrid", 60, 1.0, 1.0), 5, -1.0, 50))
         splits = {}
         for split in ("train", "dev"):
             labelled = load_labelled_set(
                 SHARED_DATA / "corpus.jsonl", SHARED_DATA / f"{split}_queries.jsonl", SHARED_DATA / f"{split}_qrels.tsv"
             )
             splits[split] = await score_labelled(
-                store,
-                mv.version,
-                encoder,
-                labelled.queries,
-                labelled.query_langs or {},
-                labelled.qrels,
-                fusion=fusion,
-                top_k=5,
+                retriever, mv.version, encoder, labelled.queries, labelled.query_langs or {}, labelled.qrels
             )
         fitted = fit_thresholds(splits["train"], TARGETS)
         await store.save_thresholds(mv.version, fitted, source="checkthat2020 train")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ CROSSLINGUAL = [
 
 @pytest.fixture(scope="module")
 def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from worker.multilingual import ensure_default_multilingual
+    from worker.local.multilingual import ensure_default_multilingual
 
     return ensure_default_multilingual(tmp_path_factory.mktemp("store"))
 
@@ -102,7 +102,8 @@ def test_the_converted_model_fine_tunes(e5_dir: Path, tmp_path: Path) -> None:
         train_learning_rate=1e-5,
     )
     metrics = train_candidate(settings, str(e5_dir), data, tmp_path / "ft")
-    assert 0.0 <= metrics["ndcg@10"] <= 1.0
+    # Two small steps must not break cross-lingual retrieval (chance is 0.25 over four fact-checks).
+    assert metrics["accuracy@1"] >= 0.75, metrics
     tuned = SentenceTransformerEncoder(str(tmp_path / "ft"), EncoderOptions(device="cpu"))
     assert tuned.dimension == 384 and tuned.query_prompt == "query: " and tuned.document_prompt == "passage: "
     before = SentenceTransformerEncoder(str(e5_dir), EncoderOptions(device="cpu")).encode_queries(["x y z"])

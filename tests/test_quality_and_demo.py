@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA
-from worker.encoder import minilm_model_ref
+from worker.core.encoder import minilm_model_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 # Measured here: MiniLM (all-MiniLM-L6-v2, no fine-tuning) gives MAP@5 0.779 on CheckThat! 2020 dev

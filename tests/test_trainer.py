@@ -16,12 +16,12 @@ import torch
 from tests.conftest import SHARED_DATA, consume_until, produce
 from tests.test_integration_worker import DEMO_FACT_CHECKS, running, seed_corpus
 from trainer.job import gate, run_training
-from trainer.rollout import rollback, rollback_target
 from trainer.train import collect_data
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder
-from worker.evaluation import corpus_from_rows, load_jsonl
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.core.versions import rollback, rollback_target
+from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 from worker.settings import Settings
-from worker.store import Store
+from worker.storage import Store
 from worker.wire import Feedback, document_text
 
 
@@ -267,8 +267,8 @@ async def test_minilm_fine_tune_few_steps_beats_base_on_checkthat_dev(
     """The fast version of benchmarks/finetune_checkthat.py: a few dozen steps, a reduced corpus."""
     import random
 
-    from worker.encoder import minilm_model_ref
-    from worker.models import ModelManager, bootstrap_active_version, encoder_loader
+    from worker.core.encoder import minilm_model_ref
+    from worker.core.models import ModelManager, bootstrap_active_version, encoder_loader
 
     corpus = corpus_from_rows(load_jsonl(SHARED_DATA / "corpus.jsonl"))
     gold = {

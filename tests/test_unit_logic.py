@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from worker.batching import plan_batches
-from worker.evaluation import retrieval_metrics
+from worker.core.batching import plan_batches
+from worker.retrieval.evaluation import retrieval_metrics
 from worker.settings import Settings
 from worker.wire import DeadLetter, FactCheckEvent, Post, RawRecord, decode_fact_check_event, decode_post, document_text
 
@@ -161,8 +163,14 @@ def test_retrieval_metrics_on_a_hand_computed_example() -> None:
 # --- fusion --------------------------------------------------------------------------
 
 
+def fc(mode: str = "hybrid", k: int = 60, dense: float = 1.0, lexical: float = 1.0) -> Any:
+    from worker.retrieval.modes import FusionConfig
+
+    return FusionConfig(mode, k, dense, lexical)  # type: ignore[arg-type]
+
+
 def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_modes_apart() -> None:
-    from worker.fusion import Candidate, FusionConfig, fuse
+    from worker.retrieval.modes import Candidate, fuse
 
     cands = [
         Candidate("both", dense_score=0.70, dense_rank=2, lexical_score=0.3, lexical_rank=2),
@@ -170,29 +178,90 @@ def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_modes_apart() -> Non
         Candidate("lex-top", dense_score=0.40, dense_rank=None, lexical_score=0.9, lexical_rank=1),
         Candidate("weak", dense_score=0.10, dense_rank=3, lexical_score=None, lexical_rank=None),
     ]
-    hybrid = fuse(cands, FusionConfig("hybrid", rrf_k=60), top_k=10, min_score=0.0)
+    hybrid = fuse(cands, fc("hybrid"), top_k=10, min_score=0.0)
     assert next(c.fact_check_id for c, _ in hybrid) == "both"
     assert hybrid[0][1] == pytest.approx(2 / 62)
-    assert [c.fact_check_id for c, _ in fuse(cands, FusionConfig("dense"), top_k=10, min_score=0.0)] == [
+    assert [c.fact_check_id for c, _ in fuse(cands, fc("dense"), top_k=10, min_score=0.0)] == [
         "dense-top",
         "both",
         "weak",
     ]
-    assert [c.fact_check_id for c, _ in fuse(cands, FusionConfig("lexical"), top_k=10, min_score=0.0)] == [
+    assert [c.fact_check_id for c, _ in fuse(cands, fc("lexical"), top_k=10, min_score=0.0)] == [
         "lex-top",
         "both",
     ]
     # min_score is a cosine floor in every mode; weights move the balance.
-    assert "weak" not in [c.fact_check_id for c, _ in fuse(cands, FusionConfig("hybrid"), top_k=10, min_score=0.2)]
-    lexical_heavy = fuse(cands, FusionConfig("hybrid", dense_weight=0.0, lexical_weight=1.0), top_k=1, min_score=0)
+    assert "weak" not in [c.fact_check_id for c, _ in fuse(cands, fc("hybrid"), top_k=10, min_score=0.2)]
+    lexical_heavy = fuse(cands, fc("hybrid", dense=0.0, lexical=1.0), top_k=1, min_score=0)
     assert lexical_heavy[0][0].fact_check_id == "lex-top"
+
+
+def test_every_mode_name_has_one_class_and_settings_take_exactly_those_names() -> None:
+    from typing import get_args
+
+    from worker.retrieval.modes import MODE_NAMES, MODES, FusionConfig
+
+    assert set(MODES) == set(MODE_NAMES)
+    assert set(get_args(Settings.model_fields["retrieval_mode"].annotation)) == set(MODE_NAMES)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    # One source of defaults: the fusion config is the settings' own.
+    config = FusionConfig.from_settings(settings)
+    assert (config.mode, config.rrf_k, config.dense_weight, config.lexical_weight) == (
+        settings.retrieval_mode,
+        settings.rrf_k,
+        settings.dense_weight,
+        settings.lexical_weight,
+    )
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, retrieval_mode="bm25")  # type: ignore[call-arg]
+
+
+async def test_retriever_cuts_to_top_k_fetches_details_for_those_only_and_tiers_rank_by_post_language() -> None:
+    from worker.retrieval.modes import Candidate
+    from worker.retrieval.retriever import CandidateDetails, RetrievalConfig, Retriever
+
+    class Source:
+        def __init__(self) -> None:
+            self.asked: list[tuple[int, str]] = []
+            self.sources: frozenset[str] = frozenset()
+
+        async def candidates(self, version, dimension, queries, texts, langs, *, sources, limit):  # type: ignore[no-untyped-def]
+            self.sources = sources
+            return [
+                [
+                    Candidate(f"q{qi}-a", 0.91, 1, 0.5, 2),
+                    Candidate(f"q{qi}-b", 0.70, 2, 0.9, 1),
+                    Candidate(f"q{qi}-c", 0.20, 3, None, None),
+                ]
+                for qi in range(len(queries))
+            ]
+
+        async def details(self, wanted, texts, langs):  # type: ignore[no-untyped-def]
+            self.asked = list(wanted)
+            return {w: CandidateDetails(f"claim {w[1]}", None, None, "en", None, None, ["x"]) for w in wanted}
+
+    source = Source()
+    retriever = Retriever(source, RetrievalConfig(fc("hybrid"), top_k=2, min_score=0.3, candidates=50))
+    vectors = np.zeros((2, 4), dtype=np.float32)
+    thresholds = {("*", "match"): 0.9, ("*", "suggestion"): 0.6, ("de", "match"): 0.95}
+    found = await retriever.search("v1", 4, vectors, ["a", "b"], ["en", "de"], thresholds)
+    assert source.sources == {"dense", "lexical"}
+    assert [[m.fact_check_id for m in ms] for ms in found] == [["q0-a", "q0-b"], ["q1-a", "q1-b"]]
+    # Details only for what is published; "c" is below the cosine floor anyway.
+    assert sorted(source.asked) == [(0, "q0-a"), (0, "q0-b"), (1, "q1-a"), (1, "q1-b")]
+    assert [m.tier for m in found[0]] == ["match", "suggestion"]
+    assert [m.tier for m in found[1]] == ["suggestion", "suggestion"]  # German has its own, higher match cut
+    assert found[0][0].claim == "claim q0-a" and found[0][0].rank == 1 and found[0][1].rank == 2
+    dense_only = Retriever(source, RetrievalConfig(fc("dense"), top_k=5, min_score=-1, candidates=50))
+    await dense_only.search("v1", 4, vectors, ["a", "b"], ["en", "de"])
+    assert source.sources == {"dense"}
 
 
 # --- calibration ---------------------------------------------------------------------
 
 
 def test_fit_threshold_takes_the_lowest_cut_that_keeps_precision() -> None:
-    from worker.calibration import fit_threshold, precision_at
+    from worker.retrieval.tiers import fit_threshold, precision_at
 
     scored = [(0.9, True)] * 30 + [(0.8, True)] * 20 + [(0.8, False)] * 5 + [(0.7, True)] * 5 + [(0.7, False)] * 40
     threshold, precision, recall = fit_threshold(scored, target=0.9, min_support=10)  # type: ignore[misc]
@@ -204,7 +273,7 @@ def test_fit_threshold_takes_the_lowest_cut_that_keeps_precision() -> None:
 
 
 def test_thresholds_per_language_with_fallback_and_tiers() -> None:
-    from worker.calibration import fit_thresholds, tier_for
+    from worker.retrieval.tiers import fit_thresholds, tier_for
 
     scored = [("en", 0.9, True)] * 30 + [("en", 0.6, False)] * 30 + [("de", 0.95, True)] * 5
     fitted = fit_thresholds(scored, {"match": 0.9, "suggestion": 0.5}, min_support=10)

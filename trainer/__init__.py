@@ -1,6 +1,7 @@
-"""The trainer: fine-tunes, evaluates and rolls out model versions.
+"""The trainer: fine-tunes, evaluates, gates and registers model versions, and rolls them out.
 
-It imports the serving core from ``worker`` (settings, encoder, store, indexer) so that
-re-embedding the corpus under a new version uses exactly the worker's prompts and
-normalisation. The training job itself is tracked in its own issue and not built yet.
+It imports the serving core from ``worker`` (settings, encoder, storage, version lifecycle)
+so that re-embedding the corpus under a new version uses exactly the worker's prompts and
+normalisation. ``train.py`` is the fine-tune in numbered steps; ``job.py`` the whole run
+(data, train, gate, register, promote); ``plots.py`` the metrics plot.
 """

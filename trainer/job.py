@@ -12,21 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from trainer.plots import plot_versions
-from trainer.rollout import promote
 from trainer.train import (
-    TrainingData,
     collect_data,
     evaluate_model,
     new_version_name,
     train_candidate,
     write_report,
 )
-from worker.calibration import Tier, fit_thresholds
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
-from worker.evaluation import score_labelled
-from worker.fusion import FusionConfig
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
+from worker.core.versions import promote
+from worker.retrieval.calibrate import calibrate_version
 from worker.settings import Settings
-from worker.store import Store
+from worker.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,33 +48,6 @@ def gate(settings: Settings, candidate: dict[str, float], active: dict[str, floa
     if ours > theirs + settings.gate_margin:
         return True, f"{metric} {ours:.4f} beats active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
     return False, f"{metric} {ours:.4f} does not beat active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
-
-
-async def calibrate_on_held_out(
-    store: Store, settings: Settings, version: str, encoder: SentenceTransformerEncoder, data: TrainingData
-) -> int:
-    """Fit the new version's tier thresholds on the held-out split, as the worker would rank it."""
-    fusion = FusionConfig(settings.retrieval_mode, settings.rrf_k, settings.dense_weight, settings.lexical_weight)
-    scored = await score_labelled(
-        store,
-        version,
-        encoder,
-        data.eval_queries,
-        {},
-        data.eval_relevant,
-        fusion=fusion,
-        top_k=settings.top_k,
-        candidates=settings.retrieval_candidates,
-    )
-    targets: dict[Tier, float] = {
-        "match": settings.tier_match_precision,
-        "suggestion": settings.tier_suggestion_precision,
-    }
-    fitted = fit_thresholds(scored, targets, settings.tier_min_support)
-    if fitted:
-        await store.save_thresholds(version, fitted, source="trainer held-out split")
-    log.info("calibrated %d threshold(s) for %s", len(fitted), version)
-    return len(fitted)
 
 
 async def run_training(
@@ -129,8 +99,52 @@ async def run_training(
         encoder = SentenceTransformerEncoder(str(output), EncoderOptions.from_settings(settings))
         await promote(store, settings, version, encoder)
         status = "active"
-        await calibrate_on_held_out(store, settings, version, encoder, data)
+        # Tier thresholds for the new version, fitted on its held-out split as the worker ranks it.
+        fitted = await calibrate_version(
+            store,
+            settings,
+            version,
+            encoder,
+            data.eval_queries,
+            {},
+            data.eval_relevant,
+            source="trainer held-out split",
+        )
+        log.info("calibrated %d threshold(s) for %s", len(fitted), version)
     else:
         status = "candidate"
     plot = plot_versions(await store.list_versions(), settings.model_store / "metrics.png")
     return TrainOutcome(version, status, candidate, active_metrics, reason, output, plot)
+
+
+async def run_training_job(settings: Settings, **kwargs: Any) -> TrainOutcome:
+    """:func:`run_training` as a job: its own metrics port (the CronJob's pod is scraped like a
+    worker), the run's outcome, held-out metrics and duration exported."""
+    import time
+
+    from worker.observability import HealthServer, Metrics
+    from worker.storage import open_store
+
+    metrics = Metrics()
+
+    async def alive() -> tuple[bool, str]:
+        return True, "training"
+
+    server = HealthServer(metrics, {"trainer": alive}, port=settings.metrics_port)
+    if settings.metrics_enabled:
+        await server.start()
+    started = time.perf_counter()
+    try:
+        async with open_store(settings) as store:
+            outcome = await run_training(store, settings, **kwargs)
+        metrics.trainer_runs.labels(outcome=outcome.status).inc()
+        for role, values in (("candidate", outcome.candidate), ("active", outcome.active or {})):
+            for name, value in values.items():
+                metrics.trainer_heldout.labels(model_version=outcome.version, role=role, metric=name).set(value)
+        return outcome
+    except Exception:
+        metrics.trainer_runs.labels(outcome="failed").inc()
+        raise
+    finally:
+        metrics.trainer_seconds.set(time.perf_counter() - started)
+        await server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.store import ModelVersion
+from worker.storage import ModelVersion
 
 METRICS = ("ndcg@10", "map@5", "mrr@10", "accuracy@1")
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from worker.encoder import EncoderOptions, SentenceTransformerEncoder
-from worker.evaluation import load_jsonl
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.retrieval.evaluation import read_qrels, read_queries
 from worker.settings import Settings
-from worker.store import Store
+from worker.storage import Store
 from worker.wire import document_text
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,8 @@ def _file_digest(path: Path) -> str:
 
 def _read_labelled(queries: Path, qrels: Path) -> list[tuple[str, str, str]]:
     """(query id, query text, fact-check id) triples from the shared/data layout."""
-    texts = {str(r["id"]): str(r["text"]) for r in load_jsonl(queries)}
-    rows = []
-    for line in qrels.read_text(encoding="utf-8").splitlines():
-        parts = line.strip().split("\t")
-        if len(parts) >= 2 and parts[0] in texts and not (len(parts) >= 3 and parts[-1] in ("0", "0.0")):
-            rows.append((parts[0], texts[parts[0]], parts[1]))
-    return rows
+    texts, _ = read_queries(queries)
+    return [(q, texts[q], fc) for q, relevant in read_qrels(qrels).items() if q in texts for fc in sorted(relevant)]
 
 
 def _held_out(query_id: str, fraction: float, seed: int) -> bool:
@@ -77,7 +72,7 @@ async def collect_data(
 ) -> TrainingData:
     """Step 2's inputs: labelled files and moderator feedback, fact-check texts from Postgres."""
     data = TrainingData()
-    fact_checks = await store.iter_fact_checks()
+    fact_checks = await store.all_fact_checks()
     data.corpus = {fc.id: document_text(fc.title, fc.claim) for fc in tqdm(fact_checks, desc="corpus", unit="doc")}
     labelled: list[tuple[str, str, str]] = []
     for queries, qrels in train_files:

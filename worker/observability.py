@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -194,7 +193,3 @@ async def watch_lag(metrics: Metrics, consumers: Callable[[], Iterable[Any]], in
         except Exception as exc:
             log.debug("lag update failed: %r", exc)
         await asyncio.sleep(interval_s)
-
-
-def now() -> float:
-    return time.time()

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.retrieval.modes import ModeName
+
 ENV_PREFIX = "FACTMATCH_"
 
 
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
         16_384, ge=16, description="Most padded tokens (rows x longest row) one encoder call may take."
     )
     max_post_chars: int = Field(20_000, ge=1, description="Posts longer than this are dead-lettered.")
+    factchecks_batch_max_records: int = Field(256, ge=1, le=10_000, description="Fact-check changes per batch.")
+    factchecks_batch_max_wait_ms: int = Field(200, ge=1, le=60_000)
+    feedback_batch_max_records: int = Field(500, ge=1, le=10_000, description="Moderator verdicts per batch.")
+    feedback_batch_max_wait_ms: int = Field(200, ge=1, le=60_000)
 
     # --- Postgres ----------------------------------------------------------------------
     database_url: SecretStr | None = Field(
@@ -102,7 +108,7 @@ class Settings(BaseSettings):
     gate_margin: float = Field(0.0, ge=-1, le=1, description="A candidate must beat the active version by this.")
 
     # --- Search ------------------------------------------------------------------------
-    retrieval_mode: Literal["dense", "lexical", "hybrid"] = Field(
+    retrieval_mode: ModeName = Field(
         "hybrid", description="Dense vectors, Postgres full-text, or both fused (reciprocal rank fusion)."
     )
     # Chosen on CheckThat! 2020 dev (benchmarks/fusion_sweep.py) for MiniLM base and fine-tuned.

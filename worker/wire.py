@@ -11,9 +11,9 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 
@@ -22,25 +22,28 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _id_to_str(value: Any) -> Any:
+    # Platforms often use numeric ids; a bool is never an id.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# An id as platforms send it: text, or a number taken as its text.
+Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=512)]
+
+
 class Post(BaseModel):
     """A social-media post, as platforms produce it to the posts topic (keyed by ``id``)."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    id: str = Field(min_length=1, max_length=512)
+    id: Id
     text: str = Field(min_length=1)
     lang: str | None = Field(None, max_length=35)
     platform: str | None = Field(None, max_length=100)
     created_at: datetime | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_to_str(cls, value: Any) -> Any:
-        # Platforms often use numeric ids; a bool is never an id.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
 
 class FactCheck(BaseModel):
@@ -48,7 +51,7 @@ class FactCheck(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    id: str = Field(min_length=1, max_length=512)
+    id: Id
     claim: str = Field(min_length=1)
     title: str | None = None
     url: str | None = None
@@ -57,13 +60,6 @@ class FactCheck(BaseModel):
     published_at: datetime | None = None
     source: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_to_str(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
 
 class FactCheckEvent(FactCheck):

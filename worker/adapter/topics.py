@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from worker.adapter import kafka
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ async def ensure_topics(settings: Settings, partitions: int = 3, replication: in
         settings.topic_factchecks,
         settings.topic_feedback,
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="factmatch-admin")
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

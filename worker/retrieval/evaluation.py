@@ -1,4 +1,4 @@
-"""Retrieval metrics and labelled-set loading for ``factmatch eval`` (and the trainer's gate).
+"""Retrieval metrics, labelled-set loading and ranking for ``factmatch eval``, calibration and the trainer.
 
 The metric set is sentence-transformers' InformationRetrievalEvaluator's (accuracy,
 precision and recall at 1/3/5/10, nDCG@10, MRR@10, MAP@100) plus MAP@5, the CheckThat!
@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.wire import FactCheck
+from worker.retrieval.modes import FusionConfig
+from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.wire import FactCheck, Match
 
 if TYPE_CHECKING:
-    from worker.encoder import Encoder
-    from worker.fusion import FusionConfig, RetrievalMode
-    from worker.store import Store
+    from worker.core.encoder import Encoder
+    from worker.retrieval.modes import ModeName
+    from worker.settings import Settings
 
 K_VALUES = (1, 3, 5, 10)
 
@@ -56,22 +58,37 @@ def corpus_from_rows(rows: Sequence[Mapping[str, object]]) -> list[FactCheck]:
     return out
 
 
-def load_labelled_set(corpus: Path, queries: Path, qrels: Path) -> LabelledSet:
-    fact_checks = corpus_from_rows(load_jsonl(corpus))
-    query_rows = load_jsonl(queries)
-    query_texts = {str(r["id"]): str(r["text"]) for r in query_rows}
-    query_langs = {str(r["id"]): (str(r["lang"]) if r.get("lang") else None) for r in query_rows}
+def read_queries(path: Path) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Query texts and languages by id, from ``{"id", "text", "lang"?}`` JSONL."""
+    rows = load_jsonl(path)
+    texts = {str(r["id"]): str(r["text"]) for r in rows}
+    langs = {str(r["id"]): (str(r["lang"]) if r.get("lang") else None) for r in rows}
+    return texts, langs
+
+
+def read_qrels(path: Path) -> dict[str, set[str]]:
+    """The relevant fact-checks of each query, from ``query_id<TAB>corpus_id[<TAB>relevance]`` lines.
+
+    The one parser of labelled pairs: a relevance of 0 means not relevant, everywhere.
+    """
     relevant: dict[str, set[str]] = {}
-    with qrels.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
-            parts = line.strip().split("\t")
+            parts = [p.strip() for p in line.rstrip("\n").split("\t")]
             if not parts or not parts[0]:
                 continue
-            if len(parts) < 2:
-                raise ValueError(f"{qrels}:{number}: expected query_id<TAB>corpus_id")
-            if len(parts) >= 3 and parts[-1].strip() in ("0", "0.0"):
+            if len(parts) < 2 or not parts[1]:
+                raise ValueError(f"{path}:{number}: expected query_id<TAB>corpus_id")
+            if len(parts) >= 3 and parts[-1] in ("0", "0.0"):
                 continue
             relevant.setdefault(parts[0], set()).add(parts[1])
+    return relevant
+
+
+def load_labelled_set(corpus: Path, queries: Path, qrels: Path) -> LabelledSet:
+    fact_checks = corpus_from_rows(load_jsonl(corpus))
+    query_texts, query_langs = read_queries(queries)
+    relevant = read_qrels(qrels)
     # Queries with no gold pair cannot be scored (e.g. CheckThat test query 1198).
     query_texts = {q: t for q, t in query_texts.items() if q in relevant}
     return LabelledSet(fact_checks, query_texts, relevant, query_langs)
@@ -121,34 +138,68 @@ METRIC_ORDER = (
 )
 
 
+def evaluation_config(settings: Settings, top_k: int = 100) -> RetrievalConfig:
+    """The serving configuration, ranking deeper (top 100, no cosine floor) so every metric is defined."""
+    return RetrievalConfig(
+        fusion=FusionConfig.from_settings(settings),
+        top_k=top_k,
+        min_score=-1.0,
+        candidates=max(top_k, settings.retrieval_candidates),
+    )
+
+
+async def rank_queries(
+    retriever: Retriever,
+    version: str,
+    encoder: Encoder,
+    queries: Mapping[str, str],
+    query_langs: Mapping[str, str | None],
+    *,
+    progress: bool = False,
+    chunk: int = 64,
+) -> dict[str, list[Match]]:
+    """Every query's published matches, as the worker would rank them (encoder, retriever, tiers off)."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    ids = list(queries)
+    ranked: dict[str, list[Match]] = {}
+    with tqdm(total=len(ids), desc="ranking queries", unit="query", disable=not progress) as bar:
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            texts = [queries[q] for q in part]
+            vectors = np.asarray(encoder.encode_queries(texts))
+            found = await retriever.search(
+                version, encoder.dimension, vectors, texts, [query_langs.get(q) for q in part]
+            )
+            ranked.update(zip(part, found, strict=True))
+            bar.update(len(part))
+    return ranked
+
+
 async def run_evaluation(
     conninfo: str,
     labelled: LabelledSet,
     encoder: Encoder,
+    config: RetrievalConfig,
     *,
     version: str,
-    top_k: int = 100,
+    modes: Sequence[ModeName],
     ef_search: int = 100,
     progress: bool = True,
-    modes: Sequence[RetrievalMode] = ("dense", "lexical", "hybrid"),
-    fusion: FusionConfig | None = None,
-    candidates: int = 100,
 ) -> dict[str, dict[str, float]]:
-    """Index ``labelled.corpus`` in a private schema, rank every query, score, drop the schema.
+    """Index ``labelled.corpus`` in a private schema, rank every query in each mode, score, drop the schema.
 
     The schema keeps an evaluation from ever touching the serving corpus, even when it runs
     against the production database.
     """
     import secrets
 
-    import numpy as np
     import psycopg
     from psycopg import sql
-    from tqdm.auto import tqdm
 
-    from worker.fusion import FusionConfig
-    from worker.indexer import index_version
-    from worker.store import Store, apply_migrations, with_search_path
+    from worker.core.indexer import index_version
+    from worker.storage import Store, apply_migrations, with_search_path
 
     schema = f"factmatch_eval_{secrets.token_hex(4)}"
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
@@ -157,76 +208,25 @@ async def run_evaluation(
         try:
             scoped = with_search_path(conninfo, schema)
             await apply_migrations(scoped)
-            store = Store(scoped, min_size=1, max_size=2, ef_search=max(ef_search, top_k))
+            store = Store(scoped, min_size=1, max_size=2, ef_search=max(ef_search, config.top_k))
             await store.open()
             try:
                 await store.upsert_fact_checks(labelled.corpus)
                 await store.register_version(version, version, encoder.dimension, status="indexing")
                 await index_version(store, version, encoder.dimension, encoder, progress=progress)
-                ids = list(labelled.queries)
-                langs = labelled.query_langs or {}
-                ranked: dict[str, dict[str, list[str]]] = {mode: {} for mode in modes}
-                base = fusion or FusionConfig()
-                chunk = 64
-                with tqdm(total=len(ids), desc="ranking queries", unit="query", disable=not progress) as bar:
-                    for start in range(0, len(ids), chunk):
-                        part = ids[start : start + chunk]
-                        texts = [labelled.queries[q] for q in part]
-                        vectors = np.asarray(encoder.encode_queries(texts))
-                        for mode in modes:
-                            found = await store.search(
-                                version,
-                                encoder.dimension,
-                                vectors,
-                                texts,
-                                [langs.get(q) for q in part],
-                                top_k=top_k,
-                                min_score=-1.0,
-                                candidates=max(candidates, top_k),
-                                fusion=FusionConfig(mode, base.rrf_k, base.dense_weight, base.lexical_weight),
-                            )
-                            for q, matches in zip(part, found, strict=True):
-                                ranked[mode][q] = [m.fact_check_id for m in matches]
-                        bar.update(len(part))
+                ranked: dict[str, dict[str, list[str]]] = {}
+                for mode in modes:
+                    found = await rank_queries(
+                        Retriever(store, config.with_mode(mode)),
+                        version,
+                        encoder,
+                        labelled.queries,
+                        labelled.query_langs or {},
+                        progress=progress,
+                    )
+                    ranked[mode] = {q: [m.fact_check_id for m in matches] for q, matches in found.items()}
             finally:
                 await store.close()
         finally:
             await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     return {mode: retrieval_metrics(ranked[mode], labelled.qrels) for mode in modes}
-
-
-async def score_labelled(
-    store: Store,
-    version: str,
-    encoder: Encoder,
-    queries: Mapping[str, str],
-    query_langs: Mapping[str, str | None],
-    qrels: Mapping[str, set[str]],
-    *,
-    fusion: FusionConfig,
-    top_k: int = 10,
-    candidates: int = 50,
-) -> list[tuple[str | None, float, bool]]:
-    """(language, cosine, is_correct) for every candidate the worker would publish for each query."""
-    import numpy as np
-
-    out: list[tuple[str | None, float, bool]] = []
-    ids = [q for q in queries if qrels.get(q)]
-    for start in range(0, len(ids), 64):
-        part = ids[start : start + 64]
-        texts = [queries[q] for q in part]
-        vectors = np.asarray(encoder.encode_queries(texts))
-        found = await store.search(
-            version,
-            encoder.dimension,
-            vectors,
-            texts,
-            [query_langs.get(q) for q in part],
-            top_k=top_k,
-            min_score=-1.0,
-            fusion=fusion,
-            candidates=candidates,
-        )
-        for q, matches in zip(part, found, strict=True):
-            out.extend((query_langs.get(q), m.score, m.fact_check_id in qrels[q]) for m in matches)
-    return out

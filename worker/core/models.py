@@ -1,9 +1,9 @@
 """Which model version serves, and where its encoder comes from.
 
 The database's ``model_versions`` table is the source of truth: a worker serves the one
-active version, loaded from the path registered there. On a fresh database the configured
-bootstrap model is registered, indexed and activated first, under an advisory lock so that
-replicas starting together do it once.
+active version, loaded from the path registered there, and follows the registry's NOTIFY
+channel (with polling as the bound on lag) to switch between two batches. On a fresh
+database the configured bootstrap model is promoted first (:mod:`worker.core.versions`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import psycopg
-
-from worker.encoder import Encoder, EncoderOptions, SentenceTransformerEncoder, default_model_ref
-from worker.indexer import index_version
+from worker.core.encoder import Encoder, EncoderOptions, SentenceTransformerEncoder, default_model_ref
+from worker.core.indexer import CorpusIndexer
+from worker.core.lifecycle import NOTIFY_CHANNEL
+from worker.core.pipeline import ServingModel
+from worker.core.versions import bootstrap
 from worker.observability import Metrics
-from worker.pipeline import ServingModel
 from worker.settings import Settings
-from worker.store import ModelVersion, Store
+from worker.storage import ModelVersion, Store
+from worker.wire import FactCheck
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_LOCK_ID = 0x66616375
 Loader = Callable[[str], Encoder]
 
 
@@ -65,7 +65,6 @@ class ModelManager:
         self._current: ServingModel | None = None
         self._lock = threading.Lock()
         self.switching = False
-        self.switches = 0
 
     def current(self) -> ServingModel:
         if self._current is None:
@@ -90,7 +89,7 @@ class ModelManager:
     async def load_active(self) -> ServingModel:
         active = await self.store.active_version()
         if active is None:
-            raise RuntimeError("no active model version; run `factmatch models bootstrap` or start a worker")
+            raise RuntimeError("no active model version: start a worker (it bootstraps one) or run `factmatch load`")
         return await self.serve(active)
 
     async def serve(self, mv: ModelVersion) -> ServingModel:
@@ -104,7 +103,6 @@ class ModelManager:
         # the next batch starts on the new one.
         thresholds = await self.store.thresholds(mv.version)
         self._current = ServingModel(mv.version, mv.dimension, encoder, thresholds)
-        self.switches += previous is not None and previous != mv.version
         if self.metrics is not None:
             self.metrics.model.info({"version": mv.version, "path": mv.path, "dimension": str(mv.dimension)})
             if previous is not None and previous != mv.version:
@@ -146,12 +144,8 @@ class ModelManager:
         """Follow the active version: Postgres NOTIFY for promptness, polling as the bound on lag."""
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.store.conninfo, autocommit=True) as conn:
-                    await conn.execute("LISTEN factmatch_model")
-                    while True:
-                        await self.refresh()
-                        async for _ in conn.notifies(timeout=interval_s, stop_after=1):
-                            pass
+                async for _ in self.store.notifications(NOTIFY_CHANNEL, interval_s):
+                    await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -168,40 +162,33 @@ def bootstrap_model_ref(settings: Settings) -> str:
 
 
 async def bootstrap_active_version(store: Store, settings: Settings, manager: ModelManager) -> ModelVersion:
-    """Make sure one version is active: register, index and activate the configured model if none is."""
-    active = await store.active_version()
-    if active is not None:
-        return active
-    # The lock lives on its own connection so that a pool of one can still do the work.
-    async with await psycopg.AsyncConnection.connect(store.conninfo, autocommit=True) as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK_ID,))
-        try:
+    """Make sure one version is active: the configured model, promoted if none is."""
+    return await bootstrap(
+        store, settings, lambda: bootstrap_model_ref(settings), manager.encoder_for, version_name_for
+    )
+
+
+async def load_fact_checks(store: Store, settings: Settings, fact_checks: Sequence[FactCheck]) -> int:
+    """Load fact-checks and embed them under every serving version (bootstrapping one if none is active)."""
+    manager = ModelManager(store, encoder_loader(settings))
+    if await store.active_version() is None:
+        # Rows first, index after: the bootstrap embeds everything, then builds the index.
+        await store.upsert_fact_checks(fact_checks)
+        await bootstrap_active_version(store, settings, manager)
+        return len({fc.id for fc in fact_checks})
+    change = await CorpusIndexer(store, manager.encoder_for).upsert(fact_checks, progress=True)
+    return change.upserted
+
+
+async def eval_model_ref(settings: Settings, model: str | None) -> str:
+    """The model an evaluation uses: the one named, else the active version's, else the configured default."""
+    if model:
+        return model
+    if settings.database_url is not None:
+        from worker.storage import open_store
+
+        async with open_store(settings, migrate_first=False) as store:
             active = await store.active_version()
-            if active is not None:
-                return active
-            # Off the loop: the first use of the default model converts it (tens of seconds).
-            ref = await asyncio.to_thread(bootstrap_model_ref, settings)
-            version = settings.model_version or version_name_for(ref)
-            encoder = await asyncio.to_thread(manager.encoder_for, version, ref)
-            mv = await store.get_version(version)
-            if mv is None:
-                mv = await store.register_version(version, ref, encoder.dimension, status="indexing", base=ref)
-            elif mv.status not in ("indexing", "ready", "retired"):
-                raise RuntimeError(f"model version {version} exists with status {mv.status}; pick another name")
-            else:
-                await store.set_status(version, "indexing")
-            log.info("bootstrapping model version %s from %s", version, ref)
-            await index_version(
-                store,
-                version,
-                encoder.dimension,
-                encoder,
-                hnsw_m=settings.hnsw_m,
-                hnsw_ef_construction=settings.hnsw_ef_construction,
-            )
-            await store.activate(version)
-            result = await store.get_version(version)
-            assert result is not None
-            return result
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (BOOTSTRAP_LOCK_ID,))
+        if active is not None:
+            return active.path
+    return settings.model or default_model_ref(settings.model_store)

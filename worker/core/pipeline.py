@@ -1,7 +1,8 @@
 """Encode, search, decide: the matching pipeline, with no knowledge of Kafka.
 
 The FastStream handler hands it raw records and publishes what it returns. It depends on
-two narrow protocols (a model source and a searcher), so unit tests drive it with fakes.
+two narrow protocols (a model source and a searcher, :class:`worker.retrieval.Retriever` in
+production), so unit tests drive it with fakes.
 Failures split in two: a message's own fault becomes a dead letter; a dependency's fault
 (Postgres unreachable) is retried with backoff and then raised, so the caller leaves the
 offsets uncommitted and the batch comes back.
@@ -19,10 +20,8 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from worker.batching import plan_batches
-from worker.calibration import tier_for
-from worker.encoder import Encoder, Vectors
-from worker.fusion import FusionConfig
+from worker.core.batching import plan_batches
+from worker.core.encoder import Encoder, Vectors
 from worker.settings import Settings
 from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord, decode_post
 
@@ -52,13 +51,9 @@ class Searcher(Protocol):
         version: str,
         dimension: int,
         queries: Vectors,
-        texts: Sequence[str] | None = None,
-        langs: Sequence[str | None] | None = None,
-        *,
-        top_k: int,
-        min_score: float,
-        fusion: FusionConfig | None = None,
-        candidates: int = 50,
+        texts: Sequence[str],
+        langs: Sequence[str | None],
+        thresholds: Mapping[tuple[str, str], float] | None = None,
     ) -> list[list[Match]]: ...
 
 
@@ -68,9 +63,9 @@ class DependencyUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5
-    initial_s: float = 0.5
-    max_s: float = 8.0
+    attempts: int
+    initial_s: float
+    max_s: float
     transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
     on_retry: Callable[[str], None] | None = field(default=None, compare=False)
@@ -99,13 +94,11 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    top_k: int = 5
-    min_score: float = 0.3
-    token_budget: int = 16_384
-    max_post_chars: int = 20_000
-    retry: RetryPolicy = RetryPolicy()
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    candidates: int = 50
+    """The pipeline's share of ``Settings`` (whose defaults are the only ones)."""
+
+    token_budget: int
+    max_post_chars: int
+    retry: RetryPolicy
 
     @classmethod
     def from_settings(
@@ -115,17 +108,8 @@ class PipelineConfig:
         on_retry: Callable[[str], None] | None = None,
     ) -> PipelineConfig:
         return cls(
-            top_k=settings.top_k,
-            min_score=settings.min_score,
             token_budget=settings.batch_token_budget,
             max_post_chars=settings.max_post_chars,
-            fusion=FusionConfig(
-                mode=settings.retrieval_mode,
-                rrf_k=settings.rrf_k,
-                dense_weight=settings.dense_weight,
-                lexical_weight=settings.lexical_weight,
-            ),
-            candidates=settings.retrieval_candidates,
             retry=RetryPolicy(
                 attempts=settings.retry_attempts,
                 initial_s=settings.retry_backoff_initial_s,
@@ -225,23 +209,9 @@ class MatchPipeline:
         outcome.encode_seconds += encoded_at - started
         matches = await self.config.retry.run(
             "search",
-            lambda: self.searcher.search(
-                model.version,
-                model.dimension,
-                vectors,
-                texts,
-                langs,
-                top_k=self.config.top_k,
-                min_score=self.config.min_score,
-                fusion=self.config.fusion,
-                candidates=self.config.candidates,
-            ),
+            lambda: self.searcher.search(model.version, model.dimension, vectors, texts, langs, model.thresholds),
         )
         outcome.search_seconds += time.perf_counter() - encoded_at
-        if model.thresholds:
-            for found, lang in zip(matches, langs, strict=True):
-                for match in found:
-                    match.tier = tier_for(match.score, lang, model.thresholds)
         results = [
             MatchResult(
                 post_id=post.id,

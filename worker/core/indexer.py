@@ -11,12 +11,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from worker.encoder import Encoder
-from worker.store import SERVING_STATUSES, Store
+from worker.core.encoder import Encoder
+from worker.core.lifecycle import SERVING_STATUSES
 from worker.wire import FactCheck, FactCheckEvent, document_text
+
+if TYPE_CHECKING:
+    from worker.storage.interfaces import EmbeddingIndex, IndexingStore
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ EncoderFor = Callable[[str, str], Encoder]
 
 
 async def embed_fact_checks(
-    store: Store,
+    store: EmbeddingIndex,
     version: str,
     encoder: Encoder,
     fact_checks: Sequence[FactCheck],
@@ -47,7 +51,7 @@ async def embed_fact_checks(
 
 
 async def index_version(
-    store: Store,
+    store: IndexingStore,
     version: str,
     dimension: int,
     encoder: Encoder,
@@ -76,7 +80,7 @@ class CorpusChange:
 class CorpusIndexer:
     """Applies fact-check upserts and deletes, embedding under every serving version."""
 
-    def __init__(self, store: Store, encoder_for: EncoderFor) -> None:
+    def __init__(self, store: IndexingStore, encoder_for: EncoderFor) -> None:
         self.store = store
         self.encoder_for = encoder_for
 

@@ -1,0 +1,244 @@
+"""The FastStream adapter: Kafka in, processor, sinks out.
+
+Thin on purpose. Each subscribed topic hands its raw records to a processor (the match
+pipeline for posts, the side-topic processors for fact-checks and verdicts), gives the
+outcome to every :class:`~worker.adapter.sinks.ResultSink`, and commits only after all of
+them returned. A dependency that stays down leaves the batch uncommitted (nack: the
+consumer seeks back and the batch returns after the pipeline's backoff), so nothing is lost
+and nothing spins. Every topic is declared through :func:`subscribe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from faststream import AckPolicy
+from faststream.exceptions import NackMessage
+from faststream.kafka import KafkaBroker
+
+from worker.adapter import kafka
+from worker.adapter.sinks import KafkaTopicsSink, ResultSink
+from worker.core.pipeline import BatchOutcome, DependencyUnavailable
+from worker.core.side_topics import SideOutcome
+from worker.observability import Metrics
+from worker.settings import Settings
+from worker.wire import DeadLetter, MatchResult, RawRecord
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(Protocol):
+    @property
+    def results(self) -> list[MatchResult]: ...
+    @property
+    def dead_letters(self) -> list[DeadLetter]: ...
+
+
+class PostProcessor(Protocol):
+    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome: ...
+
+
+class SideProcessor(Protocol):
+    async def process(self, records: Sequence[RawRecord]) -> SideOutcome: ...
+
+
+@dataclass
+class WorkerDeps:
+    """What the handlers call; real ones in production, fakes in the in-memory tests."""
+
+    pipeline: PostProcessor
+    factchecks: SideProcessor
+    feedback: SideProcessor
+    # Beside the Kafka topics; each gets every batch's outcome before the commit.
+    sinks: list[ResultSink] = field(default_factory=list)
+
+
+def to_raw(record: Any) -> RawRecord:
+    return RawRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        timestamp_ms=record.timestamp,
+    )
+
+
+async def _raw_records(message: Any) -> Any:
+    # Bodies are validated one record at a time by the processors, so that one bad message
+    # goes to the dead-letter topic instead of failing its whole batch.
+    raw = message.raw_message
+    return list(raw) if isinstance(raw, (list, tuple)) else [raw]
+
+
+def count_dead_letters(metrics: Metrics, source: str, letters: Sequence[DeadLetter]) -> None:
+    for letter in letters:
+        metrics.dead_letters.labels(source=source, reason=letter.reason).inc()
+
+
+def observe_posts(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
+    metrics.batch_tokens.observe(outcome.tokens)
+    metrics.stage_seconds.labels(stage="encode").observe(outcome.encode_seconds)
+    metrics.stage_seconds.labels(stage="search").observe(outcome.search_seconds)
+    metrics.stage_seconds.labels(stage="publish").observe(publish_s)
+    metrics.results_published.inc(len(outcome.results))
+    produced = {(r.partition, r.offset): r.timestamp_ms for r in raws}
+    now = time.time()
+    for result in outcome.results:
+        best_tier = result.matches[0].tier if result.matches else None
+        metrics.results_by_language.labels(lang=result.lang or "unknown", tier=best_tier or "none").inc()
+        metrics.matches_per_post.observe(len(result.matches))
+        if result.matches:
+            metrics.best_score.observe(result.matches[0].score)
+        stamp = produced.get((result.source.partition, result.source.offset)) if result.source else None
+        if stamp:
+            metrics.end_to_end_seconds.observe(max(0.0, now - stamp / 1000))
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One consumed topic: where it is read, how its batches are cut, and what a done batch records."""
+
+    title: Literal["posts", "factchecks", "feedback"]
+    topic: str
+    group_id: str
+    max_records: int
+    max_wait_ms: int
+    auto_offset_reset: Literal["earliest", "latest"]
+    observe: Callable[[Any, Sequence[RawRecord], float], None]
+
+
+def subscribe(
+    broker: KafkaBroker,
+    settings: Settings,
+    metrics: Metrics,
+    sub: Subscription,
+    processor: PostProcessor | SideProcessor,
+    sinks: Sequence[ResultSink],
+) -> None:
+    """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
+
+    async def handle(records: list[Any]) -> None:
+        raws = [to_raw(r) for r in records]
+        batch_id = uuid.uuid4().hex[:12]
+        context = {"batch_id": batch_id, "topic": sub.title, "records": len(raws)}
+        try:
+            outcome: Outcome = await processor.process(raws)
+            started = time.perf_counter()
+            for sink in sinks:
+                await sink.publish(outcome.results, outcome.dead_letters)
+            sub.observe(outcome, raws, time.perf_counter() - started)
+            count_dead_letters(metrics, sub.title, outcome.dead_letters)
+        except DependencyUnavailable as exc:
+            metrics.errors.labels(stage="dependency").inc()
+            log.error("batch left uncommitted: %s", exc, extra=context)
+            raise NackMessage() from exc
+        except Exception:
+            # Not a dependency we know: still never commit what was not published. Back off
+            # first so a persistent fault cannot turn redelivery into a busy loop.
+            metrics.errors.labels(stage="unexpected").inc()
+            log.exception("batch failed; it will be redelivered", extra=context)
+            await asyncio.sleep(settings.retry_backoff_max_s)
+            raise
+        for letter in outcome.dead_letters:
+            log.warning(
+                "dead-lettered",
+                extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
+            )
+
+    broker.subscriber(
+        sub.topic,
+        batch=True,
+        group_id=sub.group_id,
+        auto_offset_reset=sub.auto_offset_reset,
+        max_records=sub.max_records,
+        batch_timeout_ms=sub.max_wait_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_raw_records,
+        title=sub.title,
+    )(handle)
+
+
+def subscriptions(
+    settings: Settings, metrics: Metrics, deps: WorkerDeps
+) -> list[tuple[Subscription, PostProcessor | SideProcessor]]:
+    """The worker's three topics, each with the processor it feeds."""
+
+    def posts_done(outcome: BatchOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
+        metrics.posts_consumed.inc(len(raws))
+        metrics.batch_records.observe(len(raws))
+        observe_posts(metrics, outcome, raws, publish_s)
+        log.debug(
+            "batch done",
+            extra={
+                "records": len(raws),
+                "post_ids": [r.post_id for r in outcome.results][:100],
+                "results": len(outcome.results),
+                "dead_letters": len(outcome.dead_letters),
+                "model_version": outcome.model_version,
+            },
+        )
+
+    def factchecks_done(outcome: SideOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
+        metrics.corpus_changes.labels(op="upsert").inc(outcome.counts.get("upserted", 0))
+        metrics.corpus_changes.labels(op="delete").inc(outcome.counts.get("deleted", 0))
+        log.info("corpus updated", extra={**outcome.counts, "dead_letters": len(outcome.dead_letters)})
+
+    def feedback_done(outcome: SideOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
+        metrics.feedback_stored.inc(outcome.counts.get("stored", 0))
+        log.info("feedback stored", extra={**outcome.counts, "dead_letters": len(outcome.dead_letters)})
+
+    s = settings
+    return [
+        (
+            Subscription(
+                "posts", s.topic_posts, s.group_id, s.batch_max_records, s.batch_max_wait_ms, s.auto_offset_reset,
+                posts_done,
+            ),
+            deps.pipeline,
+        ),
+        (
+            Subscription(
+                "factchecks", s.topic_factchecks, s.indexer_group_id, s.factchecks_batch_max_records,
+                s.factchecks_batch_max_wait_ms, "earliest", factchecks_done,
+            ),
+            deps.factchecks,
+        ),
+        (
+            Subscription(
+                "feedback", s.topic_feedback, s.feedback_group_id, s.feedback_batch_max_records,
+                s.feedback_batch_max_wait_ms, "earliest", feedback_done,
+            ),
+            deps.feedback,
+        ),
+    ]  # fmt: skip
+
+
+def build_broker(
+    settings: Settings, deps: WorkerDeps, broker: KafkaBroker | None = None, metrics: Metrics | None = None
+) -> KafkaBroker:
+    """Declare the publishers and the three subscribers on ``broker``."""
+    broker = broker or kafka.broker(settings)
+    metrics = metrics or Metrics()
+    matches = broker.publisher(
+        settings.topic_matches, title="matches", description="One MatchResult per post.", schema=MatchResult
+    )
+    dead = broker.publisher(
+        settings.topic_dead_letter,
+        title="dead-letters",
+        description="Messages that could not be processed.",
+        schema=DeadLetter,
+    )
+    sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead), *deps.sinks]
+    for sub, processor in subscriptions(settings, metrics, deps):
+        subscribe(broker, settings, metrics, sub, processor, sinks)
+    return broker

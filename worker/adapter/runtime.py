@@ -1,0 +1,168 @@
+"""The composition root: the production worker's parts, built once from ``Settings`` and wired.
+
+Store, model manager, retriever, pipeline, side-topic processors, sinks and broker are
+created here and nowhere else; health checks and background tasks (model watcher, lag,
+corpus size) start and stop with the worker. ``create_app`` runs it under FastStream; the
+demo and the tests start it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from faststream import FastStream
+
+from worker.adapter.broker import WorkerDeps, build_broker
+from worker.adapter.sinks import ResultSink
+from worker.observability import HealthServer, Metrics, watch_lag
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    """The production worker's parts: store, models, pipeline, corpus indexer and broker."""
+
+    def __init__(self, settings: Settings, extra_sinks: list[ResultSink] | None = None) -> None:
+        import psycopg
+        import psycopg_pool
+
+        from worker.core.indexer import CorpusIndexer
+        from worker.core.language import fasttext_detector
+        from worker.core.models import ModelManager, encoder_loader
+        from worker.core.pipeline import MatchPipeline, PipelineConfig
+        from worker.core.side_topics import FactCheckEvents, FeedbackEvents
+        from worker.retrieval.retriever import RetrievalConfig, Retriever
+        from worker.storage import store_from_settings
+
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = store_from_settings(settings)
+        self.models = ModelManager(self.store, encoder_loader(settings), metrics=self.metrics)
+        transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+        retries = self.metrics.retries
+        self.pipeline = MatchPipeline(
+            self.models,
+            Retriever(self.store, RetrievalConfig.from_settings(settings)),
+            PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
+            detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
+        )
+        self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
+        deps = WorkerDeps(
+            pipeline=self.pipeline,
+            factchecks=FactCheckEvents(self.corpus),
+            feedback=FeedbackEvents(self.store),
+            sinks=list(extra_sinks or []),
+        )
+        self.broker = build_broker(settings, deps, metrics=self.metrics)
+        self.health = HealthServer(
+            self.metrics,
+            {
+                "consumer": self._check_consumer,
+                "model": self._check_model,
+                "database": self._check_database,
+                "index": self._check_index,
+            },
+            port=settings.metrics_port,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def consumers(self) -> list[Any]:
+        return [c for sub in self.broker.subscribers if (c := getattr(sub, "consumer", None)) is not None]
+
+    async def _check_consumer(self) -> tuple[bool, str]:
+        consumers = self.consumers()
+        if not consumers:
+            return False, "consumers not started"
+        posts = [c for c in consumers if self.settings.topic_posts in c.subscription()]
+        # A replica beyond the partition count is a healthy group member with nothing assigned.
+        joined = [c for c in posts if c.assignment() or getattr(getattr(c, "_coordinator", None), "member_id", "")]
+        return (bool(joined), f"{sum(len(c.assignment()) for c in posts)} partition(s) assigned")
+
+    async def _check_model(self) -> tuple[bool, str]:
+        if not self.models.loaded:
+            return False, "no model loaded"
+        if self.models.switching:
+            return False, "model switch in flight"
+        return True, self.models.current().version
+
+    async def _check_database(self) -> tuple[bool, str]:
+        return (True, "reachable") if await self.store.ping() else (False, "unreachable")
+
+    async def _check_index(self) -> tuple[bool, str]:
+        active = await self.store.active_version()
+        if active is None or active.indexed_at is None:
+            return False, "active version has no complete index"
+        if self.models.loaded and active.version != self.models.current().version:
+            return False, f"active version is {active.version}, switch pending"
+        return True, f"{active.version} indexed at {active.indexed_at:%Y-%m-%dT%H:%M:%S}"
+
+    async def _stats(self) -> None:
+        from worker.core.lifecycle import SERVING_STATUSES
+
+        while True:
+            try:
+                for mv in await self.store.versions_with_status(SERVING_STATUSES):
+                    size = await self.store.count_embeddings(mv.version)
+                    self.metrics.corpus_size.labels(model_version=mv.version).set(size)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("corpus stats failed: %r", exc)
+            await asyncio.sleep(max(15.0, self.settings.lag_interval_s))
+
+    async def start_services(self) -> None:
+        from worker.core.models import bootstrap_active_version
+
+        if self.settings.metrics_enabled:
+            await self.health.start()
+        await self.store.open()
+        await bootstrap_active_version(self.store, self.settings, self.models)
+        await self.models.load_active()
+        self._tasks = [
+            asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s)),
+            asyncio.create_task(watch_lag(self.metrics, self.consumers, self.settings.lag_interval_s)),
+            asyncio.create_task(self._stats()),
+        ]
+
+    async def stop_services(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.health.stop()
+        await self.store.close()
+
+    async def start(self) -> None:
+        await self.start_services()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.stop_services()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[WorkerRuntime]:
+    """A started worker for the length of the block (the demo, ``factmatch up``, tests)."""
+    runtime = WorkerRuntime(settings)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    """The production worker app: real store, real model, real broker."""
+    from worker.logs import configure_logging
+
+    settings = settings or Settings()
+    configure_logging(settings.log_level, secrets=settings.secrets())
+    runtime = WorkerRuntime(settings)
+    return FastStream(runtime.broker, on_startup=[runtime.start_services], after_shutdown=[runtime.stop_services])

@@ -1,0 +1,63 @@
+"""What every command shares: one ``Settings`` from the environment plus flags, the consoles,
+and turning a library error into a clear message and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from worker.settings import ENV_PREFIX, Settings
+
+STATE_FILE = Path(".factmatch") / "stack.env"
+T = TypeVar("T")
+
+# Piped output (CI, `| tee`) would otherwise wrap tables at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, ``.env`` and the local stack's state file, then flags."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    env_files = [p for p in (Path(".env"), STATE_FILE) if p.is_file()]
+    try:
+        return Settings(_env_file=env_files or None, **clean)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        err.print("[red]invalid settings:[/red]")
+        for e in exc.errors():
+            name = ".".join(str(p) for p in e["loc"]) or "settings"
+            err.print(f"  {ENV_PREFIX}{name.upper()}: {e['msg']}")
+        raise typer.Exit(2) from None
+
+
+def run(coro: Coroutine[Any, Any, T], *, failures: tuple[type[BaseException], ...] = (), code: int = 1) -> T:
+    """Run ``coro``; an expected failure prints its message (never a traceback) and exits with ``code``."""
+    try:
+        return asyncio.run(coro)
+    except failures as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code) from None
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]{message}[/red]")
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def local_services(data_dir: Path | None) -> Iterator[tuple[str, str]]:
+    """The embedded broker and Postgres for demo and up: (bootstrap, database URL)."""
+    from worker.local.stack import local_stack
+
+    with console.status("starting tansu broker and embedded Postgres..."), contextlib.ExitStack() as stack:
+        broker, database = stack.enter_context(local_stack(data_dir))
+        console.print(f"broker [bold]{broker.bootstrap}[/bold], Postgres [bold]{database.url}[/bold]")
+        yield broker.bootstrap, database.url

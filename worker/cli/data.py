@@ -1,0 +1,53 @@
+"""Commands that change what is stored: the schema and the fact-check corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from worker.cli.common import console, err, fail, load_settings, run
+
+app = typer.Typer()
+
+
+@app.command()
+def migrate(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the database to accept connections.")] = 0.0,
+) -> None:
+    """Apply the database migrations (idempotent; safe to run from several pods at once)."""
+    import psycopg
+
+    from worker.storage import migrate as apply
+
+    settings = load_settings()
+    try:
+        applied = run(apply(settings.require_database_url(), wait))
+    except psycopg.OperationalError as exc:
+        # libpq's message may quote the connection string: print only the error class.
+        err.print(f"[red]database unreachable after {wait:.0f}s: {type(exc).__name__}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
+
+
+@app.command()
+def load(
+    path: Annotated[Path, typer.Argument(help="Fact-checks JSONL: id, claim (or text), title, url, lang, ...")],
+) -> None:
+    """Load fact-checks and embed them under every serving model version."""
+    from worker.core.models import load_fact_checks
+    from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+    from worker.storage import open_store
+
+    settings = load_settings()
+    try:
+        fact_checks = corpus_from_rows(load_jsonl(path))
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read {path}: {exc}") from None
+
+    async def go() -> int:
+        async with open_store(settings) as store:
+            return await load_fact_checks(store, settings, fact_checks)
+
+    console.print(f"loaded {run(go())} fact-check(s)")

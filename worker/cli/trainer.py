@@ -1,0 +1,142 @@
+"""Commands that make and move model versions: train, roll out, roll back, and moderator feedback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from worker.cli.common import console, fail, load_settings, run
+from worker.core.lifecycle import LifecycleError
+
+app = typer.Typer()
+
+
+@app.command()
+def train(
+    queries: Annotated[list[Path] | None, typer.Option(help="Training queries JSONL (repeatable).")] = None,
+    qrels: Annotated[list[Path] | None, typer.Option(help="query_id<TAB>fact_check_id TSV, one per --queries.")] = None,
+    eval_queries: Annotated[Path | None, typer.Option(help="Held-out queries (default: a share of the data).")] = None,
+    eval_qrels: Annotated[Path | None, typer.Option()] = None,
+    base: Annotated[str | None, typer.Option(help="Start from this model (default: the active version).")] = None,
+    version: Annotated[str | None, typer.Option(help="Name of the new version.")] = None,
+    feedback: Annotated[bool, typer.Option(help="Use moderator feedback from match_feedback.")] = True,
+    promote: Annotated[bool, typer.Option(help="Roll the candidate out if it passes the gate.")] = False,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    mini_batch_size: Annotated[int | None, typer.Option()] = None,
+    gate_margin: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """Fine-tune a candidate, evaluate it against the active version, gate it, and optionally roll it out."""
+    from trainer.job import run_training_job
+
+    settings = load_settings(
+        train_epochs=epochs,
+        train_max_steps=max_steps,
+        train_learning_rate=learning_rate,
+        train_batch_size=batch_size,
+        train_mini_batch_size=mini_batch_size,
+        gate_margin=gate_margin,
+    )
+    queries, qrels = queries or [], qrels or []
+    if len(queries) != len(qrels):
+        raise fail("give one --qrels for each --queries")
+    if (eval_queries is None) != (eval_qrels is None):
+        raise fail("--eval-queries and --eval-qrels go together")
+    started = time.perf_counter()
+    outcome = run(
+        run_training_job(
+            settings,
+            base=base,
+            train_files=list(zip(queries, qrels, strict=True)),
+            eval_files=(eval_queries, eval_qrels) if eval_queries and eval_qrels else None,
+            use_feedback=feedback,
+            version=version,
+            promote_if_better=promote,
+        ),
+        failures=(ValueError,),
+        code=2,
+    )
+    table = Table(title=f"{outcome.version}: {outcome.status} ({time.perf_counter() - started:.0f}s)")
+    table.add_column("metric")
+    table.add_column("active", justify="right")
+    table.add_column("candidate", justify="right")
+    for name in ("ndcg@10", "map@5", "map@100", "mrr@10", "accuracy@1", "accuracy@5", "recall@10"):
+        active = f"{outcome.active[name]:.4f}" if outcome.active and name in outcome.active else ""
+        table.add_row(name, active, f"{outcome.candidate.get(name, 0.0):.4f}")
+    console.print(table)
+    console.print(f"gate: {outcome.reason}")
+    console.print(f"model: {outcome.path}")
+    if outcome.plot:
+        console.print(f"plot: {outcome.plot}")
+
+
+@app.command()
+def rollout(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
+    """Re-embed the corpus under VERSION, build its index, then make it active."""
+    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+    from worker.core.versions import promote
+    from worker.storage import open_store
+
+    settings = load_settings()
+
+    async def go() -> None:
+        async with open_store(settings) as store:
+            mv = await store.get_version(version)
+            if mv is None:
+                raise LookupError(f"unknown model version {version!r}")
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            await promote(store, settings, version, encoder)
+
+    run(go(), failures=(LookupError, RuntimeError))
+    console.print(f"{version} is active")
+
+
+@app.command()
+def rollback(version: Annotated[str | None, typer.Argument(help="Default: the most recently retired.")] = None) -> None:
+    """Make a retained earlier version active again, at once."""
+    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+    from worker.core.versions import rollback as roll_back
+    from worker.core.versions import rollback_target
+    from worker.storage import open_store
+
+    settings = load_settings()
+
+    async def go() -> str:
+        async with open_store(settings) as store:
+            mv = await rollback_target(store, version)
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            await roll_back(store, settings, mv, encoder)
+            return mv.version
+
+    target = run(go(), failures=(LookupError, RuntimeError, LifecycleError))
+    console.print(f"rolled back: {target} is active")
+
+
+@app.command("feedback")
+def send_feedback(
+    post_id: Annotated[str, typer.Argument()],
+    fact_check_id: Annotated[str, typer.Argument()],
+    verdict: Annotated[str, typer.Argument(help="confirm or reject")],
+    text: Annotated[str, typer.Option(help="The post's text.")],
+    moderator: Annotated[str, typer.Option(help="Who decided.")],
+    note: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Send a moderator's verdict on a match to the match-feedback topic."""
+    from worker.adapter.tools import send_feedback as send
+    from worker.wire import Feedback
+
+    fields = {"post_id": post_id, "post_text": text, "fact_check_id": fact_check_id}
+    try:
+        item = Feedback.model_validate({**fields, "verdict": verdict, "moderator": moderator, "note": note})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(f"invalid feedback: {first['loc'][0]}: {first['msg']}") from None
+    run(send(load_settings(), item))
+    console.print(f"feedback sent: {verdict} {post_id} -> {fact_check_id}")

@@ -1,0 +1,83 @@
+"""The side topics' processors: fact-check changes and moderator verdicts.
+
+They sit at the pipeline's layer and take the same raw records, so every topic is decoded
+one record at a time in one place: a bad record becomes a dead letter, the good ones are
+applied, and the adapter publishes and commits the same way for every topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from worker.core.indexer import CorpusChange
+from worker.wire import (
+    DeadLetter,
+    FactCheckEvent,
+    Feedback,
+    MatchResult,
+    RawRecord,
+    decode_fact_check_event,
+    decode_feedback,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class SideOutcome:
+    """What a side-topic batch did: counts for the metrics, and a dead letter per bad record."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Side topics publish no results; the field keeps every outcome publishable the same way.
+    results: list[MatchResult] = field(default_factory=list)
+
+
+def split_decoded(
+    records: Sequence[RawRecord], decode: Callable[[RawRecord], T | DeadLetter]
+) -> tuple[list[T], list[DeadLetter]]:
+    """Decode each record alone: the good ones, and a dead letter for each bad one."""
+    items: list[T] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        decoded = decode(record)
+        if isinstance(decoded, DeadLetter):
+            letters.append(decoded)
+        else:
+            items.append(decoded)
+    return items, letters
+
+
+class CorpusUpdater(Protocol):
+    async def apply(self, events: Sequence[FactCheckEvent]) -> CorpusChange: ...
+
+
+class FeedbackSink(Protocol):
+    async def insert_feedback(self, items: Sequence[Feedback]) -> int: ...
+
+
+class FactCheckEvents:
+    """The factchecks topic: upserts and deletes, embedded under every serving version."""
+
+    def __init__(self, corpus: CorpusUpdater) -> None:
+        self.corpus = corpus
+
+    async def process(self, records: Sequence[RawRecord]) -> SideOutcome:
+        events, letters = split_decoded(records, decode_fact_check_event)
+        change = await self.corpus.apply(events)
+        counts = {"upserted": change.upserted, "deleted": change.deleted, "embedded": change.embedded}
+        return SideOutcome(counts=counts, dead_letters=letters)
+
+
+class FeedbackEvents:
+    """The match-feedback topic: moderator verdicts stored for the trainer."""
+
+    def __init__(self, sink: FeedbackSink) -> None:
+        self.sink = sink
+
+    async def process(self, records: Sequence[RawRecord]) -> SideOutcome:
+        items, letters = split_decoded(records, decode_feedback)
+        stored = await self.sink.insert_feedback(items)
+        return SideOutcome(counts={"stored": stored}, dead_letters=letters)

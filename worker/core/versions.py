@@ -1,0 +1,131 @@
+"""Moving model versions through their lifecycle: bootstrap, promote, roll back, retain.
+
+Every path goes through the same steps, checked by :func:`worker.core.lifecycle.check_transition`:
+``indexing`` (from then on workers embed every changed fact-check under the version too),
+the corpus embedded with the worker's own encoder and indexer code, the HNSW index built,
+``ready``, then ``active`` in one transaction that NOTIFYs the workers. A fresh database's
+bootstrap is a promotion of the configured model; a rollback re-activates a retained
+version whose index was kept, after catching up the fact-checks that changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from worker.core.encoder import Encoder
+from worker.core.indexer import embed_fact_checks, index_version
+from worker.core.lifecycle import check_transition
+from worker.settings import Settings
+from worker.storage import ModelVersion, Store
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_LOCK_ID = 0x66616375
+
+
+async def _index_and_activate(
+    store: Store, settings: Settings, mv: ModelVersion, encoder: Encoder, *, progress: bool
+) -> int:
+    check_transition(mv.version, mv.status, "indexing")
+    await store.set_status(mv.version, "indexing")
+    count = await index_version(
+        store,
+        mv.version,
+        mv.dimension,
+        encoder,
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construction=settings.hnsw_ef_construction,
+        progress=progress,
+    )
+    check_transition(mv.version, "indexing", "ready")
+    await store.set_status(mv.version, "ready")
+    await store.activate(mv.version)
+    log.info("version %s is active (%d fact-checks embedded)", mv.version, count)
+    await apply_retention(store, settings.retain_versions)
+    return count
+
+
+async def promote(store: Store, settings: Settings, version: str, encoder: Encoder, *, progress: bool = True) -> int:
+    """candidate (or ready, or an interrupted indexing) -> indexing -> ready -> active."""
+    mv = await store.get_version(version)
+    if mv is None:
+        raise LookupError(f"unknown model version {version!r}")
+    if mv.status not in ("candidate", "ready", "indexing"):
+        raise RuntimeError(f"version {version} is {mv.status}; only a candidate or ready version can be promoted")
+    return await _index_and_activate(store, settings, mv, encoder, progress=progress)
+
+
+async def bootstrap(
+    store: Store,
+    settings: Settings,
+    model_ref: Callable[[], str],
+    encoder_for: Callable[[str, str], Encoder],
+    version_name: Callable[[str], str],
+) -> ModelVersion:
+    """Make sure one version is active: register and promote the configured model if none is.
+
+    Under an advisory lock, so replicas starting together on a fresh database do it once.
+    ``model_ref`` may be slow (the default model is converted on first use): call it off the loop.
+    """
+    import asyncio
+
+    active = await store.active_version()
+    if active is not None:
+        return active
+    async with store.advisory_lock(BOOTSTRAP_LOCK_ID):
+        active = await store.active_version()
+        if active is not None:
+            return active
+        ref = await asyncio.to_thread(model_ref)
+        version = settings.model_version or version_name(ref)
+        encoder = await asyncio.to_thread(encoder_for, version, ref)
+        mv = await store.get_version(version)
+        if mv is None:
+            mv = await store.register_version(version, ref, encoder.dimension, status="candidate", base=ref)
+        elif mv.status not in ("indexing", "ready", "retired"):
+            raise RuntimeError(f"model version {version} exists with status {mv.status}; pick another name")
+        log.info("bootstrapping model version %s from %s", version, ref)
+        await _index_and_activate(store, settings, mv, encoder, progress=False)
+        result = await store.get_version(version)
+        assert result is not None
+        return result
+
+
+async def rollback_target(store: Store, version: str | None) -> ModelVersion:
+    """The named version, or the most recently retired one whose index was kept."""
+    if version is not None:
+        mv = await store.get_version(version)
+        if mv is None:
+            raise LookupError(f"unknown model version {version!r}")
+    else:
+        retired = [v for v in await store.versions_with_status(["retired"]) if v.indexed_at is not None]
+        if not retired:
+            raise LookupError("no retired version with a kept index to roll back to")
+        mv = max(retired, key=lambda v: v.retired_at or v.created_at)
+    if mv.status == "active":
+        raise RuntimeError(f"version {mv.version} is already active")
+    if mv.indexed_at is None:
+        raise RuntimeError(f"version {mv.version} has no kept index (retention dropped it); promote it again")
+    return mv
+
+
+async def rollback(store: Store, settings: Settings, mv: ModelVersion, encoder: Encoder) -> int:
+    """Re-activate ``mv`` at once; fact-checks that changed while it was retired are embedded first."""
+    check_transition(mv.version, mv.status, "active")
+    stale = await store.fact_checks_missing(mv.version)
+    count = await embed_fact_checks(store, mv.version, encoder, stale)
+    await store.activate(mv.version)
+    log.info("rolled back to %s (%d fact-checks caught up)", mv.version, count)
+    await apply_retention(store, settings.retain_versions)
+    return count
+
+
+async def apply_retention(store: Store, keep: int) -> list[str]:
+    """Drop the embeddings of retired versions beyond the newest ``keep``."""
+    retired = [v for v in await store.versions_with_status(["retired"]) if v.indexed_at is not None]
+    retired.sort(key=lambda v: v.retired_at or v.created_at, reverse=True)
+    dropped = [v.version for v in retired[keep:]]
+    for version in dropped:
+        await store.drop_version_index(version)
+    return dropped

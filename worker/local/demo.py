@@ -1,0 +1,52 @@
+"""What ``factmatch demo`` and ``factmatch up`` do with the embedded stack: prepare the
+database, run a worker in-process, and judge the demo's results against its labels."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from worker.adapter.runtime import WorkerRuntime, running
+from worker.adapter.topics import ensure_topics
+from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+from worker.settings import Settings
+from worker.storage import apply_migrations, open_store
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
+# Three kinds of bad input the demo mixes into its stream; each must come back as a dead letter.
+MALFORMED = [b"{not json", b'{"id": "p-bad", "text": ""}', b"\xff\xfe not utf-8"]
+
+
+async def prepare_database(settings: Settings, fact_checks_file: Path | None) -> None:
+    """Migrations, then the fact-check rows (embedded when the worker bootstraps its model)."""
+    await apply_migrations(settings.require_database_url())
+    if fact_checks_file is not None:
+        async with open_store(settings, migrate_first=False) as store:
+            await store.upsert_fact_checks(corpus_from_rows(load_jsonl(fact_checks_file)))
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
+    await ensure_topics(settings)
+    async with running(settings) as runtime:
+        yield runtime
+
+
+def expected_fact_check(post: dict[str, Any]) -> str | None:
+    meta = post.get("meta")
+    value = meta.get("expected_fact_check_id") if isinstance(meta, dict) else None
+    return str(value) if value else None
+
+
+def correct_best_matches(posts: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """(posts whose best match is their labelled fact-check, posts with a label)."""
+    expected = {str(p["id"]): expected_fact_check(p) for p in posts}
+    labelled = [pid for pid, fc in expected.items() if fc]
+    hits = sum(
+        1
+        for pid in labelled
+        if pid in results and results[pid]["matches"] and results[pid]["matches"][0]["fact_check_id"] == expected[pid]
+    )
+    return hits, len(labelled)

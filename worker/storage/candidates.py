@@ -1,0 +1,136 @@
+"""Candidate retrieval's SQL: dense (HNSW) and lexical (full-text) candidates, and the details
+of the few that will be published.
+
+Two round trips per batch. The first fetches, for every post at once, each source's
+candidates with their ranks and the dense cosine; the retriever fuses and cuts them to the
+top-k. The second fetches metadata and the shared terms for those top-k only, so the
+explanation is never computed for a candidate nobody sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from psycopg import sql
+
+from worker.core.encoder import Vectors
+from worker.retrieval.modes import Candidate, Source
+from worker.retrieval.retriever import CandidateDetails
+from worker.storage.db import Database
+from worker.storage.embeddings import vector_type
+
+_NO_DENSE = sql.SQL("SELECT NULL::bigint AS ord, NULL::text AS fact_check_id, NULL::bigint AS rnk WHERE false")
+_NO_LEXICAL = sql.SQL(
+    "SELECT NULL::bigint AS ord, NULL::text AS fact_check_id, NULL::real AS score, NULL::bigint AS rnk WHERE false"
+)
+_DENSE = (
+    "SELECT qt.ord, d.fact_check_id, row_number() OVER (PARTITION BY qt.ord ORDER BY d.dist) AS rnk"
+    " FROM qt CROSS JOIN LATERAL ("
+    "   SELECT e.fact_check_id, e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim}) AS dist"
+    "   FROM fact_check_embeddings e WHERE e.model_version = {version}"
+    "   ORDER BY e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim}) LIMIT {pool}) d"
+)
+_LEXICAL = (
+    "SELECT qt.ord, l.id AS fact_check_id, l.score,"
+    " row_number() OVER (PARTITION BY qt.ord ORDER BY l.score DESC, l.id) AS rnk"
+    " FROM qt CROSS JOIN LATERAL ("
+    # ts_rank, not ts_rank_cd: cover density costs 5x the time per matching fact-check
+    # (measured on CheckThat!), and a post's OR query matches hundreds of them.
+    "   SELECT fc.id, ts_rank(fc.search_vector, qt.tq, 1) AS score FROM fact_checks fc"
+    "   WHERE qt.tq IS NOT NULL AND fc.search_vector @@ qt.tq ORDER BY score DESC LIMIT {pool}) l"
+)
+# OR of the post's lexemes: a post is long and informal; an AND query would match nothing.
+_TSQUERY = (
+    "(SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))"
+    " FROM unnest(to_tsvector(factmatch_ts_config(u.lang), u.txt)))"
+)
+
+
+class CandidateQueries(Database):
+    async def candidates(
+        self,
+        version: str,
+        dimension: int,
+        queries: Vectors,
+        texts: Sequence[str],
+        langs: Sequence[str | None],
+        *,
+        sources: frozenset[Source],
+        limit: int,
+    ) -> list[list[Candidate]]:
+        """Each source's top ``limit`` candidates for every query under ``version``, with the dense cosine."""
+        if len(queries) == 0:
+            return []
+        if queries.shape[1] != dimension:
+            raise ValueError(f"query vectors have {queries.shape[1]} dimensions, version {version} has {dimension}")
+        params = {
+            "vtype": sql.SQL(vector_type(dimension)),
+            "dim": sql.Literal(dimension),
+            # A literal, not a parameter: the planner can only use a partial index whose
+            # predicate it can prove, which a generic plan's $n never allows.
+            "version": sql.Literal(version),
+            "pool": sql.Literal(limit),
+        }
+        lexical = "lexical" in sources
+        query = sql.SQL(
+            "WITH qt AS ("
+            "  SELECT u.ord, u.v, {tsquery} AS tq"
+            "  FROM unnest(%s::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
+            "), dense AS ({dense}), lex AS ({lexical}), cand AS ("
+            "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
+            "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"
+            "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
+            ")"
+            " SELECT c.ord, c.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim})),"
+            "  c.dense_rank, c.lexical_score, c.lexical_rank"
+            " FROM cand c JOIN qt ON qt.ord = c.ord"
+            " JOIN fact_check_embeddings e ON e.model_version = {version} AND e.fact_check_id = c.fact_check_id"
+        ).format(
+            tsquery=sql.SQL(_TSQUERY if lexical else "NULL::tsquery"),
+            dense=sql.SQL(_DENSE).format(**params) if "dense" in sources else _NO_DENSE,
+            lexical=sql.SQL(_LEXICAL).format(**params) if lexical else _NO_LEXICAL,
+            **params,
+        )
+        vectors = [np.asarray(v, dtype=np.float32) for v in queries]
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(binary=True)
+            await cur.execute(query, (vectors, list(texts), list(langs)), prepare=False)
+            rows = await cur.fetchall()
+        per_query: list[list[Candidate]] = [[] for _ in range(len(queries))]
+        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank in rows:
+            per_query[int(ord_) - 1].append(
+                Candidate(
+                    fact_check_id=fc_id,
+                    dense_score=float(dense_score),
+                    dense_rank=int(dense_rank) if dense_rank is not None else None,
+                    lexical_score=float(lexical_score) if lexical_score is not None else None,
+                    lexical_rank=int(lexical_rank) if lexical_rank is not None else None,
+                )
+            )
+        return per_query
+
+    async def details(
+        self, wanted: Sequence[tuple[int, str]], texts: Sequence[str], langs: Sequence[str | None]
+    ) -> dict[tuple[int, str], CandidateDetails]:
+        """Metadata and shared terms of (query index, fact-check id) pairs: what a published match shows."""
+        if not wanted:
+            return {}
+        query = (
+            "WITH q AS ("
+            "  SELECT u.ord - 1 AS qi, to_tsvector(factmatch_ts_config(u.lang), u.txt) AS tv"
+            "  FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(txt, lang, ord)"
+            "), p AS (SELECT * FROM unnest(%s::bigint[], %s::text[]) AS p(qi, fact_check_id))"
+            " SELECT p.qi, fc.id, fc.claim, fc.title, fc.url, fc.lang, fc.rating, fc.published_at,"
+            "  ARRAY(SELECT unnest(tsvector_to_array(fc.search_vector))"
+            "        INTERSECT SELECT unnest(tsvector_to_array(q.tv)))"
+            " FROM p JOIN q ON q.qi = p.qi JOIN fact_checks fc ON fc.id = p.fact_check_id"
+        )
+        params = (list(texts), list(langs), [qi for qi, _ in wanted], [fc for _, fc in wanted])
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params, prepare=False)
+            rows = await cur.fetchall()
+        return {
+            (int(qi), fc_id): CandidateDetails(claim, title, url, lang, rating, published_at, sorted(shared or []))
+            for qi, fc_id, claim, title, url, lang, rating, published_at, shared in rows
+        }

@@ -1,0 +1,112 @@
+"""Embeddings and their per-version HNSW indexes.
+
+One ``fact_check_embeddings`` table carries every model version. Each version's index is a
+partial HNSW index over a cast of the column to that version's dimension, built after its
+rows are loaded (``halfvec`` above 2,000 dimensions, the limit of pgvector's ``vector`` HNSW).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from psycopg import sql
+
+from worker.core.encoder import Vectors
+from worker.storage.db import Database
+
+HNSW_VECTOR_MAX_DIMS = 2000
+
+
+def vector_type(dimension: int) -> str:
+    """The type the index (and the query) casts to: HNSW takes ``vector`` up to 2,000 dims."""
+    return "vector" if dimension <= HNSW_VECTOR_MAX_DIMS else "halfvec"
+
+
+def index_name(version: str) -> str:
+    return "fce_hnsw_" + hashlib.sha1(version.encode()).hexdigest()[:16]
+
+
+class EmbeddingQueries(Database):
+    async def write_embeddings(self, version: str, ids: Sequence[str], vectors: Vectors) -> None:
+        """Insert or replace the embeddings of ``ids`` under ``version`` (binary COPY through a stage)."""
+        if len(ids) != len(vectors):
+            raise ValueError("ids and vectors differ in length")
+        if not ids:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("CREATE TEMP TABLE fce_stage (fact_check_id text, embedding vector) ON COMMIT DROP")
+            async with conn.cursor().copy(
+                "COPY fce_stage (fact_check_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "vector"])
+                for fc_id, vector in zip(ids, vectors, strict=True):
+                    await copy.write_row((fc_id, np.asarray(vector, dtype=np.float32)))
+            # clock_timestamp(), not now(): a fact-check updated earlier in this same
+            # transaction must not look newer than its embedding.
+            await conn.execute(
+                "INSERT INTO fact_check_embeddings (model_version, fact_check_id, embedding, embedded_at)"
+                " SELECT %s, s.fact_check_id, s.embedding, clock_timestamp() FROM fce_stage s"
+                " JOIN fact_checks fc ON fc.id = s.fact_check_id"
+                " ON CONFLICT (model_version, fact_check_id) DO UPDATE"
+                " SET embedding = EXCLUDED.embedding, embedded_at = EXCLUDED.embedded_at",
+                (version,),
+            )
+
+    async def count_embeddings(self, version: str) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM fact_check_embeddings WHERE model_version = %s", (version,))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def build_index(self, version: str, dimension: int, *, m: int = 16, ef_construction: int = 64) -> None:
+        """Build ``version``'s HNSW index (after its rows are loaded) and mark the version indexed."""
+        vtype = vector_type(dimension)
+        statement = sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {name} ON fact_check_embeddings USING hnsw"
+            " ((embedding::{vtype}({dim})) {ops}) WITH (m = {m}, ef_construction = {efc})"
+            " WHERE model_version = {version}"
+        ).format(
+            name=sql.Identifier(index_name(version)),
+            vtype=sql.SQL(vtype),
+            dim=sql.Literal(dimension),
+            ops=sql.SQL(f"{vtype}_cosine_ops"),
+            m=sql.Literal(m),
+            efc=sql.Literal(ef_construction),
+            version=sql.Literal(version),
+        )
+        async with self.pool.connection() as conn:
+            await conn.execute("SET maintenance_work_mem = '512MB'")
+            try:
+                await conn.execute(statement)
+            finally:
+                await conn.execute("RESET maintenance_work_mem")
+            # Fresh statistics, or the planner prefers the primary key for a version it thinks is tiny.
+            await conn.execute("ANALYZE fact_check_embeddings")
+            await conn.execute("UPDATE model_versions SET indexed_at = now() WHERE version = %s", (version,))
+
+    async def explain_search(self, version: str, dimension: int, query: Vectors) -> str:
+        """The plan of one search with sequential scans and sorts disabled.
+
+        Proves the version's HNSW index matches the query (expression, operator class and
+        partial predicate); on a small table the planner may still rightly prefer an exact sort.
+        """
+        vtype = sql.SQL(vector_type(dimension))
+        dim = sql.Literal(dimension)
+        statement = sql.SQL(
+            "EXPLAIN SELECT fact_check_id FROM fact_check_embeddings WHERE model_version = {version}"
+            " ORDER BY embedding::{vtype}({dim}) <=> %s::vector::{vtype}({dim}) LIMIT 5"
+        ).format(vtype=vtype, dim=dim, version=sql.Literal(version))
+        switches = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+        async with self.pool.connection() as conn:
+            for name in switches:
+                await conn.execute(sql.SQL("SET {} = off").format(sql.Identifier(name)))
+            try:
+                cur = await conn.execute(statement, (np.asarray(query, dtype=np.float32),))
+                rows = await cur.fetchall()
+            finally:
+                for name in switches:
+                    await conn.execute(sql.SQL("RESET {}").format(sql.Identifier(name)))
+        # The plan quotes the query vector; keep only the node lines.
+        return "\n".join(r[0] for r in rows if "Sort Key" not in r[0] and "Order By" not in r[0])

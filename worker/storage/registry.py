@@ -1,0 +1,150 @@
+"""The model registry's SQL: versions, their statuses, metrics, and calibrated tier thresholds.
+
+At most one version is ``active`` (a unique partial index enforces it); activating one
+retires the previous and NOTIFYs the workers in the same transaction. Which moves are
+allowed is decided in :mod:`worker.core.lifecycle`, not here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from worker.core.lifecycle import NOTIFY_CHANNEL, VersionStatus
+from worker.retrieval.tiers import Threshold
+from worker.storage.db import Database
+from worker.storage.embeddings import index_name
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    path: str
+    dimension: int
+    status: VersionStatus
+    base: str | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    indexed_at: datetime | None
+    activated_at: datetime | None
+    notes: str | None = None
+    data_snapshot: dict[str, Any] | None = None
+    retired_at: datetime | None = None
+
+
+def _version(row: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(**{k: row[k] for k in ModelVersion.__dataclass_fields__})
+
+
+class RegistryQueries(Database):
+    async def get_version(self, version: str) -> ModelVersion | None:
+        rows = await self._versions("WHERE version = %s", (version,))
+        return rows[0] if rows else None
+
+    async def active_version(self) -> ModelVersion | None:
+        rows = await self._versions("WHERE status = 'active'", ())
+        return rows[0] if rows else None
+
+    async def list_versions(self) -> list[ModelVersion]:
+        return await self._versions("ORDER BY created_at, version", ())
+
+    async def versions_with_status(self, statuses: Sequence[VersionStatus]) -> list[ModelVersion]:
+        return await self._versions("WHERE status = ANY(%s) ORDER BY created_at", (list(statuses),))
+
+    async def _versions(self, where: str, params: tuple[Any, ...]) -> list[ModelVersion]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT * FROM model_versions {where}".encode(), params)
+            return [_version(r) for r in await cur.fetchall()]
+
+    async def register_version(
+        self,
+        version: str,
+        path: str,
+        dimension: int,
+        *,
+        status: VersionStatus = "candidate",
+        base: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        data_snapshot: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "INSERT INTO model_versions (version, path, dimension, status, base, metrics, data_snapshot)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                (version, path, dimension, status, base, json.dumps(metrics or {}), json.dumps(data_snapshot or {})),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return _version(row)
+
+    async def set_status(self, version: str, status: VersionStatus, *, notes: str | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE model_versions SET status = %s, notes = COALESCE(%s, notes) WHERE version = %s",
+                (status, notes, version),
+            )
+
+    async def activate(self, version: str) -> None:
+        """Make ``version`` the one active version in one transaction; its index must be complete."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT indexed_at FROM model_versions WHERE version = %s FOR UPDATE", (version,))
+            row = await cur.fetchone()
+            if row is None:
+                raise LookupError(f"unknown model version {version!r}")
+            if row[0] is None:
+                raise RuntimeError(f"model version {version!r} has no complete index yet")
+            await conn.execute(
+                "UPDATE model_versions SET status = 'retired', retired_at = now()"
+                " WHERE status = 'active' AND version <> %s",
+                (version,),
+            )
+            await conn.execute(
+                "UPDATE model_versions SET status = 'active', activated_at = now() WHERE version = %s",
+                (version,),
+            )
+            await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, version))
+
+    async def set_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE model_versions SET metrics = metrics || %s::jsonb WHERE version = %s",
+                (json.dumps(metrics), version),
+            )
+
+    async def drop_version_index(self, version: str) -> None:
+        """Free a retired version's embeddings and index; it can no longer be rolled back to."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(version))))
+            await conn.execute("DELETE FROM fact_check_embeddings WHERE model_version = %s", (version,))
+            await conn.execute(
+                "UPDATE model_versions SET indexed_at = NULL,"
+                " notes = concat_ws('; ', notes, 'embeddings dropped by retention') WHERE version = %s",
+                (version,),
+            )
+
+    async def save_thresholds(self, version: str, fitted: Sequence[Threshold], source: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM score_thresholds WHERE model_version = %s", (version,))
+            cur = conn.cursor()
+            await cur.executemany(
+                "INSERT INTO score_thresholds (model_version, lang, tier, threshold, target_precision,"
+                " fitted_precision, fitted_recall, support, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(version, *astuple(t), source) for t in fitted],
+            )
+            # Workers reload thresholds when the registry notifies them.
+            await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, version))
+
+    async def thresholds(self, version: str) -> dict[tuple[str, str], float]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT lang, tier, threshold FROM score_thresholds WHERE model_version = %s", (version,)
+            )
+            return {(lang, tier): float(t) for lang, tier, t in await cur.fetchall()}

@@ -12,6 +12,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
 from worker.adapter.broker import WorkerDeps, build_broker
+from worker.core.decoding import Limits
 from worker.core.indexer import CorpusChange
 from worker.core.pipeline import BatchOutcome, MatchPipeline, PipelineConfig, RetryPolicy, ServingModel
 from worker.core.side_topics import FactCheckEvents, FeedbackEvents
@@ -50,6 +51,9 @@ class BrokenPipeline:
         raise DependencyUnavailable("postgres down")
 
 
+LIMITS = Limits(max_record_bytes=1_048_576, max_depth=32, max_text_chars=20_000)
+
+
 async def no_sleep(_: float) -> None:
     return None
 
@@ -77,7 +81,7 @@ def wire(deps: WorkerDeps) -> tuple[KafkaBroker, dict[str, list[tuple[bytes | No
 def fake_deps(corpus: RecordingCorpus | None = None) -> WorkerDeps:
     encoder = FakeEncoder()
     retry = RetryPolicy(attempts=2, initial_s=0.01, max_s=0.01, sleep=no_sleep)
-    config = PipelineConfig(token_budget=16_384, max_post_chars=20_000, retry=retry)
+    config = PipelineConfig(token_budget=16_384, limits=LIMITS, retry=retry)
     pipeline = MatchPipeline(FakeModels(ServingModel("v7", 8, encoder)), FakeSearcher(), config)
     return deps_with(pipeline, corpus)
 
@@ -85,8 +89,8 @@ def fake_deps(corpus: RecordingCorpus | None = None) -> WorkerDeps:
 def deps_with(pipeline: Any, corpus: RecordingCorpus | None = None, sinks: list[Any] | None = None) -> WorkerDeps:
     return WorkerDeps(
         pipeline=pipeline,
-        factchecks=FactCheckEvents(corpus or RecordingCorpus()),
-        feedback=FeedbackEvents(RecordingFeedback()),
+        factchecks=FactCheckEvents(corpus or RecordingCorpus(), LIMITS),
+        feedback=FeedbackEvents(RecordingFeedback(), LIMITS),
         sinks=sinks or [],
     )
 

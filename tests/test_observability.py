@@ -120,7 +120,10 @@ async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_setting
     from worker.adapter import kafka
     from worker.adapter.broker import WorkerDeps, build_broker
     from worker.adapter.runtime import WorkerRuntime
+    from worker.core.decoding import Limits
     from worker.core.side_topics import FactCheckEvents, FeedbackEvents
+
+    LIMITS = Limits.from_settings(stack_settings)
 
     await seed_corpus(stack_settings)
     runtime = WorkerRuntime(stack_settings)
@@ -131,7 +134,9 @@ async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_setting
     runtime.broker = build_broker(
         stack_settings,
         WorkerDeps(
-            pipeline=blocking, factchecks=FactCheckEvents(runtime.corpus), feedback=FeedbackEvents(runtime.store)
+            pipeline=blocking,
+            factchecks=FactCheckEvents(runtime.corpus, LIMITS),
+            feedback=FeedbackEvents(runtime.store, LIMITS),
         ),
         kafka.broker(stack_settings),
         metrics=runtime.metrics,

@@ -11,11 +11,16 @@ import pytest
 from pydantic import ValidationError
 
 from worker.core.batching import plan_batches
+from worker.core.decoding import Limits, decode_fact_check_event, decode_post
 from worker.retrieval.evaluation import retrieval_metrics
 from worker.settings import Settings
-from worker.wire import DeadLetter, FactCheckEvent, Post, RawRecord, decode_fact_check_event, decode_post, document_text
+from worker.wire import DeadLetter, FactCheckEvent, Post, RawRecord, document_text
 
 pytestmark = pytest.mark.unit
+
+
+def limits(max_text_chars: int = 20_000) -> Limits:
+    return Limits(max_record_bytes=1_048_576, max_depth=32, max_text_chars=max_text_chars)
 
 
 def record(value: bytes | None, key: bytes | None = b"k", offset: int = 7) -> RawRecord:
@@ -56,7 +61,7 @@ def test_plan_batches_rejects_bad_budget() -> None:
 
 
 def test_valid_post_decodes_and_numeric_id_becomes_text() -> None:
-    post = decode_post(record(json.dumps({"id": 42, "text": " hi ", "lang": "en"}).encode()), 100)
+    post = decode_post(record(json.dumps({"id": 42, "text": " hi ", "lang": "en"}).encode()), limits(100))
     assert isinstance(post, Post)
     assert post.id == "42" and post.text == "hi" and post.lang == "en"
 
@@ -77,7 +82,7 @@ def test_valid_post_decodes_and_numeric_id_becomes_text() -> None:
     ],
 )
 def test_bad_posts_become_dead_letters_with_original_bytes(value: bytes, reason: str) -> None:
-    letter = decode_post(record(value), 100)
+    letter = decode_post(record(value), limits(100))
     assert isinstance(letter, DeadLetter)
     assert letter.reason == reason
     assert letter.original_value() == value
@@ -87,14 +92,14 @@ def test_bad_posts_become_dead_letters_with_original_bytes(value: bytes, reason:
 
 
 def test_fact_check_events() -> None:
-    upsert = decode_fact_check_event(record(b'{"id": "f1", "claim": "c", "title": "t"}'))
+    upsert = decode_fact_check_event(record(b'{"id": "f1", "claim": "c", "title": "t"}'), limits())
     assert isinstance(upsert, FactCheckEvent) and upsert.op == "upsert"
-    delete = decode_fact_check_event(record(b'{"id": "f1", "op": "delete"}'))
+    delete = decode_fact_check_event(record(b'{"id": "f1", "op": "delete"}'), limits())
     assert isinstance(delete, FactCheckEvent) and delete.op == "delete"
-    tombstone = decode_fact_check_event(record(None, key=b"f2"))
+    tombstone = decode_fact_check_event(record(None, key=b"f2"), limits())
     assert isinstance(tombstone, FactCheckEvent) and tombstone.id == "f2" and tombstone.op == "delete"
-    assert isinstance(decode_fact_check_event(record(b'{"id": "f1"}')), DeadLetter)
-    assert isinstance(decode_fact_check_event(record(None, key=None)), DeadLetter)
+    assert isinstance(decode_fact_check_event(record(b'{"id": "f1"}'), limits()), DeadLetter)
+    assert isinstance(decode_fact_check_event(record(None, key=None), limits()), DeadLetter)
 
 
 def test_document_text_joins_title_and_claim() -> None:

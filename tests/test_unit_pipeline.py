@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
+from worker.core.decoding import Limits
 from worker.core.pipeline import DependencyUnavailable, MatchPipeline, PipelineConfig, RetryPolicy, ServingModel
 from worker.wire import RawRecord
 
@@ -27,7 +28,8 @@ def post(pid: str, text: str) -> bytes:
 
 def config(token_budget: int = 16_384, max_post_chars: int = 20_000) -> PipelineConfig:
     retry = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.02, sleep=no_sleep)
-    return PipelineConfig(token_budget=token_budget, max_post_chars=max_post_chars, retry=retry)
+    limits = Limits(max_record_bytes=1_048_576, max_depth=32, max_text_chars=max_post_chars)
+    return PipelineConfig(token_budget=token_budget, limits=limits, retry=retry)
 
 
 def pipeline(searcher: FakeSearcher, encoder: FakeEncoder | None = None, **overrides: int) -> MatchPipeline:

@@ -122,17 +122,24 @@ class HealthServer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def readiness(self) -> tuple[bool, dict[str, str]]:
-        results: dict[str, str] = {}
-        ok = True
-        for name, check in self.ready_checks.items():
+    async def readiness(self, timeout_s: float = 1.5) -> tuple[bool, dict[str, str]]:
+        """Every check at once, each bounded: a probe gets its answer within ``timeout_s`` even
+        while a dependency hangs."""
+
+        async def run(check: Check) -> tuple[bool, str]:
             try:
-                passed, detail = await asyncio.wait_for(check(), timeout=3.0)
+                return await asyncio.wait_for(check(), timeout=timeout_s)
+            except TimeoutError:
+                return False, f"no answer within {timeout_s:.1f}s"
             except Exception as exc:
-                passed, detail = False, f"{type(exc).__name__}: {exc}"
-            ok = ok and passed
-            results[name] = ("ok: " if passed else "FAIL: ") + detail
-        return ok, results
+                return False, f"{type(exc).__name__}: {exc}"
+
+        outcomes = await asyncio.gather(*(run(check) for check in self.ready_checks.values()))
+        results = {
+            name: ("ok: " if passed else "FAIL: ") + detail
+            for name, (passed, detail) in zip(self.ready_checks, outcomes, strict=True)
+        }
+        return all(passed for passed, _ in outcomes), results
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         10_000, ge=3_000, le=300_000, description="Consumer session; a dead worker's partitions move after this."
     )
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    kafka_metadata_max_age_ms: int = Field(
+        5_000, ge=500, le=600_000, description="Longest before a consumer sees new topics or partitions."
+    )
+    kafka_max_request_bytes: int = Field(
+        1_048_576, ge=65_536, description="Largest message the brokers accept (their message.max.bytes)."
+    )
+    topic_partitions: int = Field(3, ge=1, le=10_000, description="Partitions `factmatch topics` creates.")
+    topic_replication: int = Field(1, ge=1, le=10, description="Replication factor `factmatch topics` creates.")
 
     # --- Micro-batching ----------------------------------------------------------------
     batch_max_records: int = Field(64, ge=1, le=10_000, description="Most records fetched into one batch.")
@@ -62,6 +70,17 @@ class Settings(BaseSettings):
         16_384, ge=16, description="Most padded tokens (rows x longest row) one encoder call may take."
     )
     max_post_chars: int = Field(20_000, ge=1, description="Posts longer than this are dead-lettered.")
+    max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this are dead-lettered unread.")
+    max_json_depth: int = Field(32, ge=2, le=500, description="Deeper JSON is dead-lettered before parsing.")
+    dead_letter_max_value_bytes: int = Field(
+        262_144, ge=1_024, description="Original bytes a dead letter carries; beyond, a prefix plus size and SHA-256."
+    )
+    dead_letter_archive: bool = Field(
+        False, description="Keep the full original of every truncated dead letter in Postgres."
+    )
+    max_record_attempts: int = Field(
+        3, ge=1, le=100, description="A record whose batch failed this often is dead-lettered with the last error."
+    )
     factchecks_batch_max_records: int = Field(256, ge=1, le=10_000, description="Fact-check changes per batch.")
     factchecks_batch_max_wait_ms: int = Field(200, ge=1, le=60_000)
     feedback_batch_max_records: int = Field(500, ge=1, le=10_000, description="Moderator verdicts per batch.")
@@ -74,6 +93,9 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(1, ge=0, le=100)
     db_pool_max: int = Field(4, ge=1, le=100)
     db_connect_timeout_s: float = Field(10.0, gt=0)
+    db_pool_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Longest wait for a pooled connection; short, so an outage is retried promptly."
+    )
 
     # --- Model -------------------------------------------------------------------------
     model: str | None = Field(None, description="Bootstrap model: a local directory or a hub name.")
@@ -130,7 +152,9 @@ class Settings(BaseSettings):
     # --- Failure handling --------------------------------------------------------------
     retry_attempts: int = Field(5, ge=1, le=50, description="Tries of a batch against an unhealthy dependency.")
     retry_backoff_initial_s: float = Field(0.5, gt=0, le=60)
-    retry_backoff_max_s: float = Field(8.0, gt=0, le=300)
+    retry_backoff_max_s: float = Field(
+        2.0, gt=0, le=300, description="Longest pause between retries: bounds recovery once a dependency is back."
+    )
     shutdown_grace_s: float = Field(30.0, gt=0, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -184,6 +208,11 @@ class Settings(BaseSettings):
             raise ValueError("the five topic names must differ")
         if len({self.group_id, self.indexer_group_id, self.feedback_group_id}) != 3:
             raise ValueError("group_id, indexer_group_id and feedback_group_id must differ")
+        # A dead letter carries its original base64-encoded (4/3) plus headers and fields.
+        if self.dead_letter_max_value_bytes * 4 // 3 + 65_536 > self.kafka_max_request_bytes:
+            raise ValueError(
+                "dead_letter_max_value_bytes must leave room within kafka_max_request_bytes (x4/3 + 64 KiB)"
+            )
         # A batch that retries longer than the poll interval would get the worker evicted from its group.
         worst_case = self.retry_attempts * self.retry_backoff_max_s
         if worst_case * 1000 >= self.max_poll_interval_ms:

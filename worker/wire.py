@@ -1,19 +1,19 @@
 """The wire contract: every message factmatch reads from or writes to Kafka.
 
 Producers and moderators code against these models, so they live in one module and
-change only in backward-compatible ways. Decoding a raw record never raises: a record
-that is not a valid post becomes a :class:`DeadLetter` carrying its original bytes.
+change only in backward-compatible ways. Decoding raw records into these models lives in
+:mod:`worker.core.decoding`.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -52,9 +52,10 @@ class FactCheck(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     id: Id
-    claim: str = Field(min_length=1)
-    title: str | None = None
-    url: str | None = None
+    # Bounded so that a result carrying five of them always fits a Kafka message.
+    claim: str = Field(min_length=1, max_length=20_000)
+    title: str | None = Field(None, max_length=2_000)
+    url: str | None = Field(None, max_length=4_000)
     lang: str | None = Field(None, max_length=35)
     rating: str | None = None
     published_at: datetime | None = None
@@ -66,7 +67,7 @@ class FactCheckEvent(FactCheck):
     """A change to the corpus on the factchecks topic: an upsert, or a delete by id."""
 
     op: Literal["upsert", "delete"] = "upsert"
-    claim: str = ""
+    claim: str = Field("", max_length=20_000)
 
 
 class Feedback(BaseModel):
@@ -75,7 +76,7 @@ class Feedback(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     post_id: str = Field(min_length=1, max_length=512)
-    post_text: str = Field(min_length=1)
+    post_text: str = Field(min_length=1, max_length=100_000)
     fact_check_id: str = Field(min_length=1, max_length=512)
     verdict: Literal["confirm", "reject"]
     moderator: str = Field(min_length=1, max_length=200)
@@ -133,6 +134,8 @@ DeadLetterReason = Literal[
     "invalid_schema",
     "empty_text",
     "text_too_long",
+    "too_large",
+    "too_deep",
     "processing_error",
 ]
 
@@ -149,10 +152,23 @@ class DeadLetter(BaseModel):
     timestamp_ms: int | None = None
     key_b64: str | None = None
     value_b64: str
+    value_size: int | None = Field(None, description="Bytes in the original value.")
+    value_sha256: str | None = Field(None, description="SHA-256 of the original value, hex.")
+    value_truncated: bool = Field(False, description="value_b64 holds only the first bytes of the original.")
     failed_at: datetime = Field(default_factory=utcnow)
 
     def original_value(self) -> bytes:
         return base64.b64decode(self.value_b64)
+
+    def fitted(self, max_value_bytes: int) -> DeadLetter:
+        """This letter with at most ``max_value_bytes`` of the original value: a dead letter must
+        always fit the topic it goes to, or it would fail its batch forever. Size and SHA-256
+        still identify the whole original."""
+        value = self.original_value()
+        if len(value) <= max_value_bytes:
+            return self
+        head = base64.b64encode(value[:max_value_bytes]).decode()
+        return self.model_copy(update={"value_b64": head, "value_truncated": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +183,7 @@ class RawRecord:
     timestamp_ms: int | None = None
 
     def dead_letter(self, reason: DeadLetterReason, error: str) -> DeadLetter:
+        value = self.value or b""
         return DeadLetter(
             reason=reason,
             error=error[:2000],
@@ -175,79 +192,13 @@ class RawRecord:
             offset=self.offset,
             timestamp_ms=self.timestamp_ms,
             key_b64=base64.b64encode(self.key).decode() if self.key is not None else None,
-            value_b64=base64.b64encode(self.value or b"").decode(),
+            value_b64=base64.b64encode(value).decode(),
+            value_size=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
         )
 
     def source(self) -> SourceRef:
         return SourceRef(topic=self.topic, partition=self.partition, offset=self.offset)
-
-
-def _parse_json_object(record: RawRecord) -> dict[str, Any] | DeadLetter:
-    try:
-        text = (record.value or b"").decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return record.dead_letter("invalid_utf8", f"value is not UTF-8: {exc}")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return record.dead_letter("invalid_json", f"value is not JSON: {exc}")
-    if not isinstance(data, dict):
-        return record.dead_letter("invalid_schema", f"expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-
-
-def decode_post(record: RawRecord, max_chars: int) -> Post | DeadLetter:
-    """Validate one record as a post, or say exactly why it is not one."""
-    data = _parse_json_object(record)
-    if isinstance(data, DeadLetter):
-        return data
-    text = data.get("text")
-    if isinstance(text, str):
-        if not text.strip():
-            return record.dead_letter("empty_text", "text is empty")
-        if len(text) > max_chars:
-            return record.dead_letter("text_too_long", f"text has {len(text)} characters, limit {max_chars}")
-    try:
-        return Post.model_validate(data)
-    except ValidationError as exc:
-        return record.dead_letter("invalid_schema", _describe(exc))
-
-
-def decode_fact_check_event(record: RawRecord) -> FactCheckEvent | DeadLetter:
-    """A factchecks-topic record: a JSON fact-check (upsert), ``{"id", "op": "delete"}``, or a tombstone."""
-    if record.value is None:
-        if not record.key:
-            return record.dead_letter("invalid_schema", "tombstone without a key")
-        try:
-            return FactCheckEvent(id=record.key.decode("utf-8"), op="delete")
-        except (UnicodeDecodeError, ValidationError) as exc:
-            return record.dead_letter("invalid_schema", f"tombstone key is not a fact-check id: {exc}")
-    data = _parse_json_object(record)
-    if isinstance(data, DeadLetter):
-        return data
-    try:
-        event = FactCheckEvent.model_validate(data)
-    except ValidationError as exc:
-        return record.dead_letter("invalid_schema", _describe(exc))
-    if event.op == "upsert" and not event.claim.strip():
-        return record.dead_letter("empty_text", "an upserted fact-check needs a claim")
-    return event
-
-
-def decode_feedback(record: RawRecord) -> Feedback | DeadLetter:
-    data = _parse_json_object(record)
-    if isinstance(data, DeadLetter):
-        return data
-    if isinstance(data.get("post_text"), str) and not data["post_text"].strip():
-        return record.dead_letter("empty_text", "post_text is empty")
-    try:
-        return Feedback.model_validate(data)
-    except ValidationError as exc:
-        return record.dead_letter("invalid_schema", _describe(exc))
 
 
 def document_text(title: str | None, claim: str) -> str:

@@ -23,6 +23,7 @@ from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
 
 from worker.adapter import kafka
+from worker.adapter.attempts import AttemptLog
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable
 from worker.core.side_topics import SideOutcome
@@ -124,33 +125,42 @@ def subscribe(
 ) -> None:
     """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
 
+    attempts = AttemptLog(settings.max_record_attempts)
+
     async def handle(records: list[Any]) -> None:
         raws = [to_raw(r) for r in records]
         batch_id = uuid.uuid4().hex[:12]
-        context = {"batch_id": batch_id, "topic": sub.title, "records": len(raws)}
-        try:
-            outcome: Outcome = await processor.process(raws)
-            started = time.perf_counter()
-            for sink in sinks:
-                await sink.publish(outcome.results, outcome.dead_letters)
-            sub.observe(outcome, raws, time.perf_counter() - started)
-            count_dead_letters(metrics, sub.title, outcome.dead_letters)
-        except DependencyUnavailable as exc:
-            metrics.errors.labels(stage="dependency").inc()
-            log.error("batch left uncommitted: %s", exc, extra=context)
-            raise NackMessage() from exc
-        except Exception:
-            # Not a dependency we know: still never commit what was not published. Back off
-            # first so a persistent fault cannot turn redelivery into a busy loop.
-            metrics.errors.labels(stage="unexpected").inc()
-            log.exception("batch failed; it will be redelivered", extra=context)
-            await asyncio.sleep(settings.retry_backoff_max_s)
-            raise
-        for letter in outcome.dead_letters:
-            log.warning(
-                "dead-lettered",
-                extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
-            )
+        # After a failure, one record at a time: the one that keeps failing is isolated.
+        groups = [[r] for r in raws] if attempts.suspect(raws) else [raws]
+        for group in groups:
+            context = {"batch_id": batch_id, "topic": sub.title, "records": len(group)}
+            fresh, exhausted = attempts.split(group)
+            try:
+                outcome: Outcome = await processor.process(fresh)
+                outcome.dead_letters.extend(exhausted)
+                started = time.perf_counter()
+                for sink in sinks:
+                    await sink.publish(outcome.results, outcome.dead_letters)
+                sub.observe(outcome, group, time.perf_counter() - started)
+                count_dead_letters(metrics, sub.title, outcome.dead_letters)
+            except DependencyUnavailable as exc:
+                metrics.errors.labels(stage="dependency").inc()
+                log.error("batch left uncommitted: %s", exc, extra=context)
+                raise NackMessage() from exc
+            except Exception as exc:
+                # Not a dependency we know: never commit what was not published, count the try
+                # against each record, and back off so redelivery cannot become a busy loop.
+                attempts.failed(fresh, exc)
+                metrics.errors.labels(stage="unexpected").inc()
+                log.exception("batch failed; it will be redelivered", extra=context)
+                await asyncio.sleep(settings.retry_backoff_max_s)
+                raise
+            attempts.forget(group)
+            for letter in outcome.dead_letters:
+                log.warning(
+                    "dead-lettered",
+                    extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
+                )
 
     broker.subscriber(
         sub.topic,
@@ -238,7 +248,7 @@ def build_broker(
         description="Messages that could not be processed.",
         schema=DeadLetter,
     )
-    sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead), *deps.sinks]
+    sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead, settings.dead_letter_max_value_bytes), *deps.sinks]
     for sub, processor in subscriptions(settings, metrics, deps):
         subscribe(broker, settings, metrics, sub, processor, sinks)
     return broker

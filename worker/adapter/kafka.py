@@ -11,17 +11,33 @@ import logging
 import ssl
 from typing import Any
 
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.metadata import MetadataRequest
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from worker.settings import Settings
 
 CLIENT_ID = "factmatch"
-# Results carry fact-check texts; aiokafka's 16 KiB default batch is too small for many.
-MAX_BATCH_BYTES = 1024 * 1024
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+class _MetadataRequestNoAutoCreate(MetadataRequest):  # type: ignore[misc]
+    """A metadata request that never asks the broker to create a topic.
+
+    aiokafka has no consumer option for it and asks for auto-creation in every metadata
+    request, so a worker whose broker lost its topics (a restart, a wiped cluster) re-created
+    them itself with the broker's default partition count, and stayed on the wrong partitions.
+    Topics belong to ``factmatch topics create`` (or the cluster's own provisioning).
+    """
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None) -> None:
+        super().__init__(topics, False)
+
+
+# Every aiokafka client in this process builds its metadata requests through this name.
+aiokafka.client.MetadataRequest = _MetadataRequestNoAutoCreate  # type: ignore[misc]
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -67,13 +83,23 @@ def broker_security(settings: Settings) -> BaseSecurity | None:
 
 
 def producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
-    options: dict[str, Any] = {"client_id": CLIENT_ID, "acks": "all", "linger_ms": 5}
+    options: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_request_size": settings.kafka_max_request_bytes,
+        "metadata_max_age_ms": settings.kafka_metadata_max_age_ms,
+    }
     options.update(kwargs)
     return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **client_security(settings), **options)
 
 
 def consumer(settings: Settings, *topics: str, **kwargs: Any) -> AIOKafkaConsumer:
-    options: dict[str, Any] = {"client_id": CLIENT_ID, "enable_auto_commit": False}
+    options: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "enable_auto_commit": False,
+        "metadata_max_age_ms": settings.kafka_metadata_max_age_ms,
+    }
     options.update(kwargs)
     return AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap, **client_security(settings), **options)
 
@@ -93,8 +119,13 @@ def broker(settings: Settings, **kwargs: Any) -> KafkaBroker:
         client_id=CLIENT_ID,
         acks="all",
         linger_ms=5,
-        max_batch_size=MAX_BATCH_BYTES,
-        max_request_size=MAX_REQUEST_BYTES,
+        # Results carry fact-check texts; aiokafka's 16 KiB default batch is too small for many,
+        # and any message the brokers accept must fit one batch.
+        max_batch_size=settings.kafka_max_request_bytes,
+        max_request_size=settings.kafka_max_request_bytes,
+        # New partitions and re-created topics are seen within this; topics are never auto-created.
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+        allow_auto_create_topics=False,
         graceful_timeout=settings.shutdown_grace_s,
         # Per-message "Received/Processed" lines go to DEBUG; our own batch logs say more.
         log_level=logging.DEBUG,

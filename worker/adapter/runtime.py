@@ -17,7 +17,7 @@ from typing import Any
 from faststream import FastStream
 
 from worker.adapter.broker import WorkerDeps, build_broker
-from worker.adapter.sinks import ResultSink
+from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.observability import HealthServer, Metrics, watch_lag
 from worker.settings import Settings
 
@@ -31,6 +31,7 @@ class WorkerRuntime:
         import psycopg
         import psycopg_pool
 
+        from worker.core.decoding import Limits
         from worker.core.indexer import CorpusIndexer
         from worker.core.language import fasttext_detector
         from worker.core.models import ModelManager, encoder_loader
@@ -52,11 +53,19 @@ class WorkerRuntime:
             detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
         )
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
+        limits = Limits.from_settings(settings)
         deps = WorkerDeps(
             pipeline=self.pipeline,
-            factchecks=FactCheckEvents(self.corpus),
-            feedback=FeedbackEvents(self.store),
-            sinks=list(extra_sinks or []),
+            factchecks=FactCheckEvents(self.corpus, limits),
+            feedback=FeedbackEvents(self.store, limits),
+            sinks=[
+                *(
+                    [DeadLetterArchive(self.store, settings.dead_letter_max_value_bytes)]
+                    if settings.dead_letter_archive
+                    else []
+                ),
+                *(extra_sinks or []),
+            ],
         )
         self.broker = build_broker(settings, deps, metrics=self.metrics)
         self.health = HealthServer(
@@ -71,6 +80,11 @@ class WorkerRuntime:
         )
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _archive(self) -> list[ResultSink]:
+        if not self.settings.dead_letter_archive:
+            return []
+        return [DeadLetterArchive(self.store, self.settings.dead_letter_max_value_bytes)]
+
     def consumers(self) -> list[Any]:
         return [c for sub in self.broker.subscribers if (c := getattr(sub, "consumer", None)) is not None]
 
@@ -79,9 +93,17 @@ class WorkerRuntime:
         if not consumers:
             return False, "consumers not started"
         posts = [c for c in consumers if self.settings.topic_posts in c.subscription()]
-        # A replica beyond the partition count is a healthy group member with nothing assigned.
-        joined = [c for c in posts if c.assignment() or getattr(getattr(c, "_coordinator", None), "member_id", "")]
-        return (bool(joined), f"{sum(len(c.assignment()) for c in posts)} partition(s) assigned")
+        assigned = sum(len(c.assignment()) for c in posts)
+        if not assigned:
+            # Also a replica beyond the partition count: it serves nothing until a rebalance.
+            return False, "no partition of the posts topic assigned"
+        try:
+            # The consumer's own client: is the cluster answering it now? (aiokafka keeps its
+            # last metadata while the brokers are gone, so the assignment alone cannot tell.)
+            await posts[0]._client.fetch_all_metadata()
+        except Exception as exc:
+            return False, f"broker unreachable: {type(exc).__name__}"
+        return True, f"{assigned} partition(s) assigned"
 
     async def _check_model(self) -> tuple[bool, str]:
         if not self.models.loaded:

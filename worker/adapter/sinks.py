@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from faststream.kafka.publisher.usecase import DefaultPublisher
 
 from worker.wire import DeadLetter, MatchResult
+
+# (kind, topic, partition, offset) of a record whose output a sink already delivered.
+Delivered = tuple[str, str, int, int]
 
 
 class ResultSink(Protocol):
@@ -25,24 +29,90 @@ class ResultSink(Protocol):
         ...
 
 
-class KafkaTopicsSink:
-    """Results to the matches topic keyed by post id, dead letters to the dead-letter topic."""
+class DeliveredLog:
+    """The records whose output is already acknowledged, so a redelivered batch (after a partial
+    failure) never publishes it twice. Bounded: the oldest entries go first."""
 
-    def __init__(self, matches: DefaultPublisher, dead: DefaultPublisher) -> None:
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[Delivered, None] = OrderedDict()
+
+    def __contains__(self, key: Delivered) -> bool:
+        return key in self._seen
+
+    def add(self, key: Delivered) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
+class KafkaTopicsSink:
+    """Results to the matches topic keyed by post id, dead letters to the dead-letter topic.
+
+    Every dead letter is fitted to ``max_dead_letter_value_bytes`` first, so it always fits a
+    Kafka message. What one try delivered is remembered: when a batch is redelivered after a
+    partial failure, only what was not acknowledged goes out again.
+    """
+
+    def __init__(self, matches: DefaultPublisher, dead: DefaultPublisher, max_dead_letter_value_bytes: int) -> None:
         self.matches = matches
         self.dead = dead
+        self.max_value_bytes = max_dead_letter_value_bytes
+        self.delivered = DeliveredLog()
 
     async def publish(self, results: Sequence[MatchResult], dead_letters: Sequence[DeadLetter]) -> None:
         # Sent without waiting, then every ack awaited: one round trip's latency for the batch.
-        futures: list[Any] = []
+        pending: list[tuple[Delivered, Any]] = []
+        failures: list[BaseException] = []
+
+        async def send(key: Delivered, publishing: Awaitable[Any]) -> None:
+            try:
+                pending.append((key, await publishing))
+            except Exception as exc:  # refused before sending (too large, not connected): the rest still go
+                failures.append(exc)
+
         for result in results:
-            futures.append(await self.matches.publish(result, key=result.post_id.encode(), no_confirm=True))
+            source = result.source
+            key = ("result", source.topic, source.partition, source.offset) if source else ("result", "", 0, id(result))
+            if key not in self.delivered:
+                await send(key, self.matches.publish(result, key=result.post_id.encode(), no_confirm=True))
         for letter in dead_letters:
-            key = None if letter.key_b64 is None else base64.b64decode(letter.key_b64)
-            futures.append(
-                await self.dead.publish(letter, key=key, headers={"factmatch-reason": letter.reason}, no_confirm=True)
-            )
+            key = ("dead", letter.topic, letter.partition, letter.offset)
+            if key not in self.delivered:
+                record_key = None if letter.key_b64 is None else base64.b64decode(letter.key_b64)
+                fitted = letter.fitted(self.max_value_bytes)
+                headers = {"factmatch-reason": str(letter.reason)}
+                await send(key, self.dead.publish(fitted, key=record_key, headers=headers, no_confirm=True))
         # The in-memory test broker confirms at once and hands back no future.
-        pending = [f for f in futures if inspect.isawaitable(f)]
-        if pending:
-            await asyncio.gather(*pending)
+        waiting = [(key, f) for key, f in pending if inspect.isawaitable(f)]
+        acks = await asyncio.gather(*(f for _, f in waiting), return_exceptions=True)
+        failures += [a for a in acks if isinstance(a, BaseException)]
+        for key, future in pending:
+            if not inspect.isawaitable(future):
+                self.delivered.add(key)
+        for (key, _), ack in zip(waiting, acks, strict=True):
+            if not isinstance(ack, BaseException):
+                self.delivered.add(key)
+        if failures:
+            raise failures[0]
+
+
+class DeadLetterArchive:
+    """Keeps the full original of every dead letter too large for the dead-letter topic, in
+    Postgres (``dead_letter_payloads``, by SHA-256), so nothing is lost when it is truncated."""
+
+    def __init__(self, store: PayloadStore, max_value_bytes: int) -> None:
+        self.store = store
+        self.max_value_bytes = max_value_bytes
+
+    async def publish(self, results: Sequence[MatchResult], dead_letters: Sequence[DeadLetter]) -> None:
+        large = [letter for letter in dead_letters if (letter.value_size or 0) > self.max_value_bytes]
+        if large:
+            await self.store.archive_payloads(
+                [(letter.value_sha256 or "", letter.original_value()) for letter in large]
+            )
+
+
+class PayloadStore(Protocol):
+    async def archive_payloads(self, payloads: Sequence[tuple[str, bytes]]) -> None: ...

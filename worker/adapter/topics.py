@@ -19,7 +19,10 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings, partitions: int = 3, replication: int = 1) -> list[str]:
+async def ensure_topics(settings: Settings, partitions: int | None = None, replication: int | None = None) -> list[str]:
+    """Create the missing topics (``topic_partitions`` x ``topic_replication`` unless given); the created names."""
+    partitions = partitions or settings.topic_partitions
+    replication = replication or settings.topic_replication
     names = [
         settings.topic_posts,
         settings.topic_matches,

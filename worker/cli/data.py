@@ -51,3 +51,15 @@ def load(
             return await load_fact_checks(store, settings, fact_checks)
 
     console.print(f"loaded {run(go())} fact-check(s)")
+
+
+@app.command()
+def topics(
+    partitions: Annotated[int | None, typer.Option(help="Default: FACTMATCH_TOPIC_PARTITIONS.")] = None,
+    replication: Annotated[int | None, typer.Option(help="Default: FACTMATCH_TOPIC_REPLICATION.")] = None,
+) -> None:
+    """Create factmatch's topics where missing (workers never create them); existing ones are left as they are."""
+    from worker.adapter.topics import ensure_topics
+
+    created = run(ensure_topics(load_settings(), partitions, replication))
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or 'none needed'}")

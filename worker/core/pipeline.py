@@ -21,9 +21,10 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from worker.core.batching import plan_batches
+from worker.core.decoding import Limits, decode_post
 from worker.core.encoder import Encoder, Vectors
 from worker.settings import Settings
-from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord, decode_post
+from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class PipelineConfig:
     """The pipeline's share of ``Settings`` (whose defaults are the only ones)."""
 
     token_budget: int
-    max_post_chars: int
+    limits: Limits
     retry: RetryPolicy
 
     @classmethod
@@ -109,7 +110,7 @@ class PipelineConfig:
     ) -> PipelineConfig:
         return cls(
             token_budget=settings.batch_token_budget,
-            max_post_chars=settings.max_post_chars,
+            limits=Limits.from_settings(settings),
             retry=RetryPolicy(
                 attempts=settings.retry_attempts,
                 initial_s=settings.retry_backoff_initial_s,
@@ -150,7 +151,7 @@ class MatchPipeline:
         outcome = BatchOutcome()
         valid: list[tuple[RawRecord, Post]] = []
         for record in records:
-            decoded = decode_post(record, self.config.max_post_chars)
+            decoded = decode_post(record, self.config.limits)
             if isinstance(decoded, DeadLetter):
                 outcome.dead_letters.append(decoded)
             else:

@@ -11,16 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from worker.core.decoding import Limits, decode_fact_check_event, decode_feedback
 from worker.core.indexer import CorpusChange
-from worker.wire import (
-    DeadLetter,
-    FactCheckEvent,
-    Feedback,
-    MatchResult,
-    RawRecord,
-    decode_fact_check_event,
-    decode_feedback,
-)
+from worker.wire import DeadLetter, FactCheckEvent, Feedback, MatchResult, RawRecord
 
 T = TypeVar("T")
 
@@ -36,13 +29,13 @@ class SideOutcome:
 
 
 def split_decoded(
-    records: Sequence[RawRecord], decode: Callable[[RawRecord], T | DeadLetter]
+    records: Sequence[RawRecord], decode: Callable[[RawRecord, Limits], T | DeadLetter], limits: Limits
 ) -> tuple[list[T], list[DeadLetter]]:
     """Decode each record alone: the good ones, and a dead letter for each bad one."""
     items: list[T] = []
     letters: list[DeadLetter] = []
     for record in records:
-        decoded = decode(record)
+        decoded = decode(record, limits)
         if isinstance(decoded, DeadLetter):
             letters.append(decoded)
         else:
@@ -61,11 +54,12 @@ class FeedbackSink(Protocol):
 class FactCheckEvents:
     """The factchecks topic: upserts and deletes, embedded under every serving version."""
 
-    def __init__(self, corpus: CorpusUpdater) -> None:
+    def __init__(self, corpus: CorpusUpdater, limits: Limits) -> None:
         self.corpus = corpus
+        self.limits = limits
 
     async def process(self, records: Sequence[RawRecord]) -> SideOutcome:
-        events, letters = split_decoded(records, decode_fact_check_event)
+        events, letters = split_decoded(records, decode_fact_check_event, self.limits)
         change = await self.corpus.apply(events)
         counts = {"upserted": change.upserted, "deleted": change.deleted, "embedded": change.embedded}
         return SideOutcome(counts=counts, dead_letters=letters)
@@ -74,10 +68,11 @@ class FactCheckEvents:
 class FeedbackEvents:
     """The match-feedback topic: moderator verdicts stored for the trainer."""
 
-    def __init__(self, sink: FeedbackSink) -> None:
+    def __init__(self, sink: FeedbackSink, limits: Limits) -> None:
         self.sink = sink
+        self.limits = limits
 
     async def process(self, records: Sequence[RawRecord]) -> SideOutcome:
-        items, letters = split_decoded(records, decode_feedback)
+        items, letters = split_decoded(records, decode_feedback, self.limits)
         stored = await self.sink.insert_feedback(items)
         return SideOutcome(counts={"stored": stored}, dead_letters=letters)

@@ -53,12 +53,13 @@ class Broker:
                 self.process.wait()
 
 
-def start_broker(log_dir: Path | None = None, attempts: int = 5) -> Broker:
-    """Start tansu (memory storage) on a free port; it exits if the port is taken, so retry."""
+def start_broker(log_dir: Path | None = None, attempts: int = 5, port: int | None = None) -> Broker:
+    """Start tansu (memory storage) on ``port`` or a free one; it exits if the port is taken, so retry."""
     binary = tansu_binary()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="factmatch-tansu-"))
+    wanted = port
     for _ in range(attempts):
-        port = free_port()
+        port = wanted or free_port()
         url = f"tcp://127.0.0.1:{port}"
         log_path = log_dir / f"tansu-{port}.log"
         log_file = log_path.open("wb")

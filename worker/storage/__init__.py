@@ -2,8 +2,8 @@
 
 The storage layer is split along its seams, one module each: ``db`` (pool, migrations,
 locks, notifications), ``registry`` (model versions and thresholds), ``corpus``
-(fact-checks), ``embeddings`` (vectors and HNSW indexes), ``feedback`` (moderator verdicts)
-and ``candidates`` (retrieval). :class:`Store` is all of them on one pool, the way
+(fact-checks), ``embeddings`` (vectors and HNSW indexes), ``feedback`` (moderator verdicts),
+``candidates`` (retrieval) and ``dead_letters`` (archived payloads). :class:`Store` is all of them on one pool, the way
 hasher-matcher-actioner's unified store implements its narrow storage interfaces; callers
 type against the protocols in ``interfaces`` where they need one seam only.
 """
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from worker.storage.candidates import CandidateQueries
 from worker.storage.corpus import CorpusQueries
 from worker.storage.db import apply_migrations, migrate, with_search_path
+from worker.storage.dead_letters import DeadLetterQueries
 from worker.storage.embeddings import EmbeddingQueries, index_name, vector_type
 from worker.storage.feedback import FeedbackQueries
 from worker.storage.registry import ModelVersion, RegistryQueries
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class Store(RegistryQueries, CorpusQueries, EmbeddingQueries, FeedbackQueries, CandidateQueries):
+class Store(RegistryQueries, CorpusQueries, EmbeddingQueries, FeedbackQueries, CandidateQueries, DeadLetterQueries):
     """Every seam's queries on one connection pool."""
 
 
@@ -48,6 +49,7 @@ def store_from_settings(settings: Settings, conninfo: str | None = None) -> Stor
         max_size=settings.db_pool_max,
         ef_search=settings.ef_search,
         connect_timeout_s=settings.db_connect_timeout_s,
+        pool_timeout_s=settings.db_pool_timeout_s,
     )
 
 

@@ -80,6 +80,7 @@ class Database:
         max_size: int = 4,
         ef_search: int = 100,
         connect_timeout_s: float = 10.0,
+        pool_timeout_s: float = 2.0,
     ) -> None:
         self.conninfo = conninfo
         self.ef_search = ef_search
@@ -88,7 +89,8 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            timeout=connect_timeout_s,
+            # Short: during an outage the caller's retry policy paces the attempts, not the pool.
+            timeout=pool_timeout_s,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))},
             configure=self._configure,
             check=AsyncConnectionPool.check_connection,
@@ -105,9 +107,9 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout_s: float = 1.0) -> bool:
         try:
-            async with self.pool.connection(timeout=2.0) as conn:
+            async with asyncio.timeout(timeout_s), self.pool.connection(timeout=timeout_s) as conn:
                 await conn.execute("SELECT 1")
             return True
         except Exception:

@@ -204,17 +204,22 @@ class Bench:
         self.produce(settings, [post(i) for i in range(total)])
         worker = self.start_worker(settings)
         rng = random.Random(7)
+        restarts: list[float] = []
         for _ in range(self.args.kills):
             seen = sum(consumer.results.values())
             consumer.until(lambda s=seen: sum(consumer.results.values()) > s + rng.randint(50, 300), 120)
             worker.send_signal(signal.SIGKILL)
             worker.wait()
+            consumer.drain(0.5)
+            before = sum(consumer.results.values())
             worker = self.start_worker(settings)
+            restarts.append(consumer.until(lambda b=before: sum(consumer.results.values()) > b, 120))
         waited = consumer.until(lambda: len(consumer.results) >= total, 600)
         worker.terminate()
         worker.wait(60)
         consumer.drain(2)
-        self.report("kills", total, consumer, None, f"{self.args.kills} SIGKILLs; drained {waited:.0f}s after last")
+        note = f"{self.args.kills} SIGKILLs; restart to first result max {max(restarts):.1f}s; drained {waited:.0f}s"
+        self.report("kills", total, consumer, sum(restarts) / len(restarts), note)
 
     def group(self) -> None:
         settings = self.settings("group")

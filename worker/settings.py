@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     feedback_group_id: str = Field("factmatch-feedback", min_length=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(
-        10_000, ge=3_000, le=300_000, description="Consumer session; a dead worker's partitions move after this."
+        6_000, ge=3_000, le=300_000, description="Consumer session; a dead worker's partitions move after this."
     )
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     kafka_metadata_max_age_ms: int = Field(

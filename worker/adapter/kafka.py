@@ -7,6 +7,7 @@ clusters the worker can reach; nothing builds a raw client with only a bootstrap
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -110,9 +111,26 @@ def admin(settings: Settings) -> AIOKafkaAdminClient:
     )
 
 
+class Broker(KafkaBroker):
+    """FastStream's Kafka broker, joining its consumer groups at once.
+
+    FastStream starts subscribers one after another, and each aiokafka consumer's start waits
+    for its group's assignment (seconds each: the coordinator's rebalance delay, or a dead
+    predecessor's session). Three groups joined in a row made a restarted worker wait for all
+    three; started together, the wait is that of the slowest.
+    """
+
+    async def start(self) -> None:
+        await self.connect()
+        await asyncio.gather(*(subscriber.start() for subscriber in self.subscribers))
+        for publisher in self.publishers:
+            await publisher.start()
+        self.running = True
+
+
 def broker(settings: Settings, **kwargs: Any) -> KafkaBroker:
     """The worker's FastStream broker: acks from all replicas, batches sized for match results."""
-    return KafkaBroker(
+    return Broker(
         # One entry per server: FastStream hands a single "a:1,b:2" string on as one host.
         [server.strip() for server in settings.kafka_bootstrap.split(",")],
         security=broker_security(settings),

@@ -135,6 +135,9 @@ async def test_after_a_broker_restart_every_partition_is_consumed_again(database
             )
             ids = Counter(json.loads(r.value)["post_id"] for r in after)
             print(f"all partitions consumed {time.monotonic() - restarted:.1f}s after the topics were re-created")
-            assert set(ids) == {f"post-{i}" for i in range(100, 160)} and max(ids.values()) == 1
+            assert set(ids) == {f"post-{i}" for i in range(100, 160)}, "a post was lost"
+            # The broker lost the group's committed offsets too: at-least-once may repeat what the
+            # worker did after the restart and before its first commit there, never more than a batch.
+            assert sum(ids.values()) - len(ids) <= settings.batch_max_records
     finally:
         broker.stop()

@@ -24,6 +24,7 @@ from faststream.kafka import KafkaBroker
 
 from worker.adapter import kafka
 from worker.adapter.attempts import AttemptLog
+from worker.adapter.broker_watch import BrokerWatch, ResyncAfterOutage
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable
 from worker.core.side_topics import SideOutcome
@@ -122,6 +123,7 @@ def subscribe(
     sub: Subscription,
     processor: PostProcessor | SideProcessor,
     sinks: Sequence[ResultSink],
+    watch: BrokerWatch | None = None,
 ) -> None:
     """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
 
@@ -162,7 +164,10 @@ def subscribe(
                     extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
                 )
 
-    broker.subscriber(
+    listener = None
+    if watch is not None:
+        listener = ResyncAfterOutage(watch, lambda: subscriber.consumer, sub.auto_offset_reset)
+    subscriber = broker.subscriber(
         sub.topic,
         batch=True,
         group_id=sub.group_id,
@@ -175,7 +180,9 @@ def subscribe(
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_raw_records,
         title=sub.title,
-    )(handle)
+        listener=listener,
+    )
+    subscriber(handle)
 
 
 def subscriptions(
@@ -234,7 +241,11 @@ def subscriptions(
 
 
 def build_broker(
-    settings: Settings, deps: WorkerDeps, broker: KafkaBroker | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    deps: WorkerDeps,
+    broker: KafkaBroker | None = None,
+    metrics: Metrics | None = None,
+    watch: BrokerWatch | None = None,
 ) -> KafkaBroker:
     """Declare the publishers and the three subscribers on ``broker``."""
     broker = broker or kafka.broker(settings)
@@ -250,5 +261,5 @@ def build_broker(
     )
     sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead, settings.dead_letter_max_value_bytes), *deps.sinks]
     for sub, processor in subscriptions(settings, metrics, deps):
-        subscribe(broker, settings, metrics, sub, processor, sinks)
+        subscribe(broker, settings, metrics, sub, processor, sinks, watch)
     return broker

@@ -17,6 +17,7 @@ from typing import Any
 from faststream import FastStream
 
 from worker.adapter.broker import WorkerDeps, build_broker
+from worker.adapter.broker_watch import BrokerWatch
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.observability import HealthServer, Metrics, watch_lag
 from worker.settings import Settings
@@ -67,7 +68,8 @@ class WorkerRuntime:
                 *(extra_sinks or []),
             ],
         )
-        self.broker = build_broker(settings, deps, metrics=self.metrics)
+        self.broker_watch = BrokerWatch(settings, self.consumers)
+        self.broker = build_broker(settings, deps, metrics=self.metrics, watch=self.broker_watch)
         self.health = HealthServer(
             self.metrics,
             {
@@ -97,12 +99,8 @@ class WorkerRuntime:
         if not assigned:
             # Also a replica beyond the partition count: it serves nothing until a rebalance.
             return False, "no partition of the posts topic assigned"
-        try:
-            # The consumer's own client: is the cluster answering it now? (aiokafka keeps its
-            # last metadata while the brokers are gone, so the assignment alone cannot tell.)
-            await posts[0]._client.fetch_all_metadata()
-        except Exception as exc:
-            return False, f"broker unreachable: {type(exc).__name__}"
+        if not self.broker_watch.reachable:
+            return False, "brokers unreachable; consumption paused"
         return True, f"{assigned} partition(s) assigned"
 
     async def _check_model(self) -> tuple[bool, str]:
@@ -149,6 +147,7 @@ class WorkerRuntime:
             asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s)),
             asyncio.create_task(watch_lag(self.metrics, self.consumers, self.settings.lag_interval_s)),
             asyncio.create_task(self._stats()),
+            asyncio.create_task(self.broker_watch.run()),
         ]
 
     async def stop_services(self) -> None:

@@ -30,8 +30,8 @@ class ResultSink(Protocol):
 
 
 class DeliveredLog:
-    """The records whose output is already acknowledged, so a redelivered batch (after a partial
-    failure) never publishes it twice. Bounded: the oldest entries go first."""
+    """The records of a failed batch whose output was nevertheless acknowledged, so the batch's
+    redelivery never publishes it twice. Entries leave once their batch went out whole; bounded."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
@@ -39,6 +39,9 @@ class DeliveredLog:
 
     def __contains__(self, key: Delivered) -> bool:
         return key in self._seen
+
+    def discard(self, key: Delivered) -> None:
+        self._seen.pop(key, None)
 
     def add(self, key: Delivered) -> None:
         self._seen[key] = None
@@ -51,8 +54,8 @@ class KafkaTopicsSink:
     """Results to the matches topic keyed by post id, dead letters to the dead-letter topic.
 
     Every dead letter is fitted to ``max_dead_letter_value_bytes`` first, so it always fits a
-    Kafka message. What one try delivered is remembered: when a batch is redelivered after a
-    partial failure, only what was not acknowledged goes out again.
+    Kafka message. What a failed try delivered is remembered: when the batch is redelivered,
+    only what was not acknowledged goes out again.
     """
 
     def __init__(self, matches: DefaultPublisher, dead: DefaultPublisher, max_dead_letter_value_bytes: int) -> None:
@@ -88,14 +91,18 @@ class KafkaTopicsSink:
         waiting = [(key, f) for key, f in pending if inspect.isawaitable(f)]
         acks = await asyncio.gather(*(f for _, f in waiting), return_exceptions=True)
         failures += [a for a in acks if isinstance(a, BaseException)]
+        if not failures:
+            # The batch will be committed: its positions may come back only in a re-created log.
+            for key, _ in pending:
+                self.delivered.discard(key)
+            return
         for key, future in pending:
             if not inspect.isawaitable(future):
                 self.delivered.add(key)
         for (key, _), ack in zip(waiting, acks, strict=True):
             if not isinstance(ack, BaseException):
                 self.delivered.add(key)
-        if failures:
-            raise failures[0]
+        raise failures[0]
 
 
 class DeadLetterArchive:

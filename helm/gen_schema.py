@@ -94,6 +94,7 @@ def values_schema() -> dict[str, Any]:
                 "required": ["databaseUrl"],
                 "properties": {
                     "databaseUrl": _secret_ref("key"),
+                    "adminDatabaseUrl": _secret_ref("key"),
                     "kafkaSasl": _secret_ref("usernameKey", "passwordKey"),
                     "kafkaTls": _secret_ref("caKey"),
                 },

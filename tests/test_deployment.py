@@ -226,3 +226,17 @@ def test_dockerfile_runs_the_cli_as_non_root() -> None:
             [sys.executable, "-m", "worker.cli", command, "--help"], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, (command, result.stderr)
+
+
+def test_workers_log_in_with_their_own_database_url_and_migrations_and_trainer_with_the_admin_one() -> None:
+    docs = render({"secrets": {"adminDatabaseUrl": {"existingSecret": "factmatch-db-owner", "key": "url"}}})
+
+    def database_secret(doc: dict[str, Any]) -> str:
+        container = pod_spec(doc)["containers"][0]
+        env = {e["name"]: e for e in container.get("env", [])}
+        return str(env["FACTMATCH_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"])
+
+    assert database_secret(by_kind(docs, "Deployment")[0]) == "factmatch-database"
+    assert database_secret(by_kind(docs, "CronJob")[0]) == "factmatch-db-owner"
+    migrations = [d for d in by_kind(docs, "Job") if "migrat" in d["metadata"]["name"]]
+    assert migrations and database_secret(migrations[0]) == "factmatch-db-owner"

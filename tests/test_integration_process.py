@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import consume_until, produce, settings_env
 from tests.test_integration_worker import post, running, seed_corpus
+from tests.test_observability import http_get
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -135,6 +136,11 @@ async def test_postgres_outage_leaves_posts_uncommitted_and_they_match_after_rec
 
             database.server.cleanup()  # stops the server; the data directory stays
             assert not await runtime.store.ping()
+            if runtime.health.port:
+                asked = time.monotonic()
+                status, body = await http_get(runtime.health.port, "/readyz")
+                # Every check at once, each bounded: the probe answers while Postgres is gone.
+                assert status == 503 and "database: FAIL" in body and time.monotonic() - asked < 2.5
             await produce(kafka, settings.topic_posts, [post(i) for i in range(20, 40)])
             await asyncio.sleep(4)  # several retry rounds against the dead database
             during = await consume_until(

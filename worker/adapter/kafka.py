@@ -149,3 +149,37 @@ def broker(settings: Settings, **kwargs: Any) -> KafkaBroker:
         log_level=logging.DEBUG,
         **kwargs,
     )
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers could not be reached, or refused the configured credentials, at start-up."""
+
+
+def describe_connection(settings: Settings) -> str:
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL"):
+        who = f"{settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username!r}"
+        return f"{settings.kafka_bootstrap} over {protocol} ({who})"
+    return f"{settings.kafka_bootstrap} over {protocol}"
+
+
+async def preflight(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Connect once as the worker will, so a wrong address or credential stops start-up with a
+    clear message instead of a consumer retrying in the background."""
+    client = admin(settings)
+    try:
+        await asyncio.wait_for(client.start(), timeout_s)
+        await asyncio.wait_for(client.describe_cluster(), timeout_s)
+    except Exception as exc:
+        # aiokafka reports a refused SCRAM login as a KeyError from the server's final message.
+        refused = isinstance(exc, KeyError) or "Authentication" in type(exc).__name__
+        hint = (
+            "authentication failed: check kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
+            if refused and settings.kafka_security_protocol.startswith("SASL")
+            else "no broker answered, or one closed the connection (a listener that wants TLS or SASL?)"
+        )
+        raise KafkaUnavailable(
+            f"cannot use Kafka at {describe_connection(settings)}: {hint} [{type(exc).__name__}]"
+        ) from exc
+    finally:
+        await client.close()

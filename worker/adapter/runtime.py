@@ -16,6 +16,7 @@ from typing import Any
 
 from faststream import FastStream
 
+from worker.adapter import kafka
 from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
@@ -140,6 +141,7 @@ class WorkerRuntime:
 
         if self.settings.metrics_enabled:
             await self.health.start()
+        await kafka.preflight(self.settings)
         await self.store.open()
         await bootstrap_active_version(self.store, self.settings, self.models)
         await self.models.load_active()

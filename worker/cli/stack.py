@@ -155,6 +155,7 @@ def post(
 @app.command()
 def worker() -> None:
     """Run the worker (the same app as `faststream run worker.app:app`)."""
+    from worker.adapter.kafka import KafkaUnavailable
     from worker.adapter.runtime import create_app
 
-    run(create_app(load_settings()).run())
+    run(create_app(load_settings()).run(), failures=(KafkaUnavailable,))

@@ -53,7 +53,9 @@ class Broker:
                 self.process.wait()
 
 
-def start_broker(log_dir: Path | None = None, attempts: int = 5, port: int | None = None) -> Broker:
+def start_broker(
+    log_dir: Path | None = None, attempts: int = 5, port: int | None = None, extra_args: tuple[str, ...] = ()
+) -> Broker:
     """Start tansu (memory storage) on ``port`` or a free one; it exits if the port is taken, so retry."""
     binary = tansu_binary()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="factmatch-tansu-"))
@@ -65,7 +67,7 @@ def start_broker(log_dir: Path | None = None, attempts: int = 5, port: int | Non
         log_file = log_path.open("wb")
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url, *extra_args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,

@@ -48,13 +48,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default 9400 .Values.config.metrics_port -}}
 {{- end -}}
 
-{{/* Secrets as env vars, from Secrets the user already has; never in the ConfigMap. */}}
+{{/* Secrets as env vars, from Secrets the user already has; never in the ConfigMap.
+     Called with (list . "worker") or (list . "admin"): migrations and the trainer use
+     secrets.adminDatabaseUrl when set (a login of the schema owner or factmatch_trainer),
+     workers secrets.databaseUrl (a login in factmatch_worker). */}}
 {{- define "factmatch.secretEnv" -}}
+{{- $root := index . 0 -}}
+{{- $db := $root.Values.secrets.databaseUrl -}}
+{{- if and (eq (index . 1) "admin") $root.Values.secrets.adminDatabaseUrl.existingSecret -}}
+{{- $db = $root.Values.secrets.adminDatabaseUrl -}}
+{{- end -}}
+{{- with $root }}
 - name: FACTMATCH_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ required "secrets.databaseUrl.existingSecret is required" .Values.secrets.databaseUrl.existingSecret }}
-      key: {{ .Values.secrets.databaseUrl.key }}
+      name: {{ required "secrets.databaseUrl.existingSecret is required" $db.existingSecret }}
+      key: {{ $db.key }}
 {{- if .Values.secrets.kafkaSasl.existingSecret }}
 - name: FACTMATCH_KAFKA_SASL_USERNAME
   valueFrom:
@@ -66,6 +75,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef:
       name: {{ .Values.secrets.kafkaSasl.existingSecret }}
       key: {{ .Values.secrets.kafkaSasl.passwordKey }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -90,13 +100,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
+{{/* Called with (list . "worker") or (list . "admin"), as factmatch.secretEnv. */}}
 {{- define "factmatch.podEnv" -}}
+{{- $root := index . 0 -}}
 envFrom:
   - configMapRef:
-      name: {{ include "factmatch.fullname" . }}
+      name: {{ include "factmatch.fullname" $root }}
 env:
-{{ include "factmatch.secretEnv" . }}
-{{- include "factmatch.tlsEnv" . }}
+{{- include "factmatch.secretEnv" . }}
+{{- include "factmatch.tlsEnv" $root }}
 {{- end -}}
 
 {{- define "factmatch.securityContext" -}}

@@ -143,8 +143,8 @@ async def test_after_a_broker_restart_every_partition_is_consumed_again(database
         broker.stop()
 
 
-async def test_a_wrong_credential_or_protocol_stops_start_up_with_a_clear_message(
-    database_url: str, make_settings: Any
+async def test_a_wrong_credential_protocol_or_missing_topic_stops_start_up_with_a_clear_message(
+    database_url: str, make_settings: Any, kafka: str
 ) -> None:
     """tansu with --authentication: SASL with a password it does not know, and PLAINTEXT against
     it, both stop the worker at start-up, at once, naming what to check. (tansu 0.6 from the
@@ -165,14 +165,16 @@ async def test_a_wrong_credential_or_protocol_stops_start_up_with_a_clear_messag
             kafka_sasl_password="not-the-password",
         )
         plain = make_settings(kafka_bootstrap=broker.bootstrap, database_url=database_url)
-        for settings, expected in ((sasl, "authentication failed"), (plain, "no broker answered")):
+        missing = make_settings(kafka_bootstrap=kafka, database_url=database_url)
+        cases = ((sasl, "authentication failed"), (plain, "no broker answered"), (missing, "run `factmatch topics`"))
+        for settings, expected in cases:
             runtime = WorkerRuntime(settings)
             started = time.monotonic()
             with pytest.raises(KafkaUnavailable) as caught:
                 await runtime.start_services()
             await runtime.stop_services()
             assert time.monotonic() - started < 15, "start-up must fail promptly, not hang"
-            assert expected in str(caught.value) and broker.bootstrap in str(caught.value)
+            assert expected in str(caught.value) and settings.kafka_bootstrap in str(caught.value)
             assert "not-the-password" not in str(caught.value)
     finally:
         broker.stop()

@@ -17,6 +17,7 @@ from tests.conftest import SHARED_DATA, consume_until, produce
 from tests.test_integration_worker import DEMO_FACT_CHECKS, running, seed_corpus
 from trainer.job import gate, run_training
 from trainer.train import collect_data
+from worker.adapter.topics import ensure_topics
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 from worker.core.versions import rollback, rollback_target
 from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
@@ -117,6 +118,7 @@ async def test_worse_candidate_is_rejected_and_the_active_version_stays(
         train_learning_rate=1e-9,
         train_batch_size=8,
     )
+    await ensure_topics(settings)
     await seed_corpus(settings)
     queries, qrels = write_labelled(tmp_path)
     broken = broken_copy(tiny_model, tmp_path / "broken")

@@ -169,7 +169,7 @@ async def preflight(settings: Settings, timeout_s: float = 30.0) -> None:
     client = admin(settings)
     try:
         await asyncio.wait_for(client.start(), timeout_s)
-        await asyncio.wait_for(client.describe_cluster(), timeout_s)
+        existing = set(await asyncio.wait_for(client.list_topics(), timeout_s))
     except Exception as exc:
         # aiokafka reports a refused SCRAM login as a KeyError from the server's final message.
         refused = isinstance(exc, KeyError) or "Authentication" in type(exc).__name__
@@ -183,3 +183,19 @@ async def preflight(settings: Settings, timeout_s: float = 30.0) -> None:
         ) from exc
     finally:
         await client.close()
+    missing = [t for t in topic_names(settings) if t not in existing]
+    if missing:
+        # Workers never create topics (see _MetadataRequestNoAutoCreate): say which, and how.
+        raise KafkaUnavailable(
+            f"topics missing at {settings.kafka_bootstrap}: {', '.join(missing)}; run `factmatch topics`"
+        )
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [
+        settings.topic_posts,
+        settings.topic_matches,
+        settings.topic_dead_letter,
+        settings.topic_factchecks,
+        settings.topic_feedback,
+    ]

@@ -23,13 +23,7 @@ async def ensure_topics(settings: Settings, partitions: int | None = None, repli
     """Create the missing topics (``topic_partitions`` x ``topic_replication`` unless given); the created names."""
     partitions = partitions or settings.topic_partitions
     replication = replication or settings.topic_replication
-    names = [
-        settings.topic_posts,
-        settings.topic_matches,
-        settings.topic_dead_letter,
-        settings.topic_factchecks,
-        settings.topic_feedback,
-    ]
+    names = kafka.topic_names(settings)
     admin = kafka.admin(settings)
     await admin.start()
     try:

@@ -59,7 +59,30 @@ def _gpu() -> dict[str, Any]:
     }
 
 
+# Free-form maps the user fills with Kubernetes' own keys; every other object refuses unknown keys.
+OPEN_MAPS = {"nodeSelector", "affinity", "annotations", "podAnnotations", "labels", "limits", "requests", "config"}
+
+
+def _strict(node: Any, name: str = "") -> Any:
+    """additionalProperties: false on every object with declared properties, except free-form maps."""
+    if isinstance(node, dict):
+        out = {
+            k: (_strict(v, k) if k != "properties" else {p: _strict(s, p) for p, s in v.items()})
+            for k, v in node.items()
+        }
+        if "properties" in out and "additionalProperties" not in out and name not in OPEN_MAPS:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_strict(v, name) for v in node]
+    return node
+
+
 def values_schema() -> dict[str, Any]:
+    return _strict(_values_schema())
+
+
+def _values_schema() -> dict[str, Any]:
     scheduling = {"nodeSelector": {"type": "object"}, "tolerations": {"type": "array"}, "affinity": {"type": "object"}}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
@@ -131,6 +154,7 @@ def values_schema() -> dict[str, Any]:
                             "lagThreshold": {"type": "integer", "minimum": 1},
                             "pollingInterval": {"type": "integer", "minimum": 1},
                             "authenticationRef": {"type": "string"},
+                            "scaleDownStabilizationSeconds": {"type": "integer", "minimum": 0},
                         },
                     },
                     "hpa": {
@@ -151,12 +175,19 @@ def values_schema() -> dict[str, Any]:
                     "resources": _resources(),
                     "gpu": _gpu(),
                     "backoffLimit": {"type": "integer", "minimum": 0},
+                    "timeZone": {"type": "string", "minLength": 1},
+                    "startingDeadlineSeconds": {"type": "integer", "minimum": 10},
+                    "activeDeadlineSeconds": {"type": "integer", "minimum": 60},
                     **scheduling,
                 },
             },
             "migrations": {
                 "type": "object",
-                "properties": {"enabled": {"type": "boolean"}, "waitSeconds": {"type": "integer", "minimum": 0}},
+                # waitSeconds + 60 (the Job's deadline) must stay within Helm's default 5-minute --timeout.
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "waitSeconds": {"type": "integer", "minimum": 0, "maximum": 230},
+                },
             },
             "modelStore": {
                 "type": "object",

@@ -22,7 +22,12 @@ CHART = ROOT / "helm" / "factmatch"
 PRODUCTION = yaml.safe_load((ROOT / "helm" / "values-production.yaml").read_text())
 SECRET_FIELDS = {"database_url", "kafka_sasl_password"}
 # Custom resources have no schema in kubernetes-validate; they are checked by shape below.
-CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "TriggerAuthentication"}
+# What a first install must name: the workers' database Secret and a model store that pods can share.
+REQUIRED = {
+    "secrets": {"databaseUrl": {"existingSecret": "factmatch-database"}},
+    "modelStore": {"storageClassName": "shared-rwx"},
+}
 KUBE_VERSION = "1.31.0"
 
 helm = pytest.importorskip("helm_python")
@@ -56,7 +61,7 @@ def test_values_schema_is_generated_from_settings() -> None:
     assert json.loads((CHART / "values.schema.json").read_text()) == json.loads(json.dumps(values_schema()))
 
 
-@pytest.mark.parametrize("values", [{}, PRODUCTION], ids=["defaults", "production"])
+@pytest.mark.parametrize("values", [REQUIRED, PRODUCTION], ids=["defaults", "production"])
 def test_chart_lints_strict_and_renders_valid_manifests(values: dict[str, Any]) -> None:
     report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == [], report
@@ -100,12 +105,13 @@ def test_production_values_turn_on_gpu_keda_servicemonitor_and_existing_secrets(
 
 
 def test_probes_grace_and_hook() -> None:
-    docs = render({})
+    docs = render(REQUIRED)
     worker = by_kind(docs, "Deployment")[0]
     spec = pod_spec(worker)
     container = spec["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/startupz", "probe the slow part: the model load"
     assert spec["terminationGracePeriodSeconds"] > int(
         by_kind(docs, "ConfigMap")[0]["data"]["FACTMATCH_SHUTDOWN_GRACE_S"]
     )
@@ -114,7 +120,7 @@ def test_probes_grace_and_hook() -> None:
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert pod_spec(job)["containers"][0]["args"][:2] == ["migrate", "--wait"]
     with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
-        render({"worker": {"terminationGracePeriodSeconds": 10}})
+        render({**REQUIRED, "worker": {"terminationGracePeriodSeconds": 10}})
 
 
 def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
@@ -139,7 +145,7 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
             sample = value if not isinstance(value, Path) else str(value)
         config[name] = sample
     assert set(config) | SECRET_FIELDS == set(Settings.model_fields)
-    docs = render({"config": config})
+    docs = render({**REQUIRED, "config": config})
     data = by_kind(docs, "ConfigMap")[0]["data"]
     for name in config:
         assert f"FACTMATCH_{name.upper()}" in data, f"{name} did not reach the ConfigMap"
@@ -197,10 +203,13 @@ def test_secrets_come_from_existing_secrets_never_the_configmap() -> None:
         {"config": {"database_url": "postgresql://in-a-configmap"}},
         {"worker": {"replicas": "two"}},
         {"image": {"pullPolicy": "Sometimes"}},
+        {"workers": {"replicas": 2}},
+        {"autoscaling": {"keda": {"enable": True}}},
+        {"migrations": {"waitSeconds": 600}},
     ],
 )
 def test_schema_refuses_bad_values(bad: dict[str, Any]) -> None:
-    report = helm.lint(str(CHART), bad, strict=True)
+    report = helm.lint(str(CHART), {**REQUIRED, **bad}, strict=True)
     assert report["errors"], f"{bad} was accepted"
 
 
@@ -229,7 +238,8 @@ def test_dockerfile_runs_the_cli_as_non_root() -> None:
 
 
 def test_workers_log_in_with_their_own_database_url_and_migrations_and_trainer_with_the_admin_one() -> None:
-    docs = render({"secrets": {"adminDatabaseUrl": {"existingSecret": "factmatch-db-owner", "key": "url"}}})
+    secrets = {**REQUIRED["secrets"], "adminDatabaseUrl": {"existingSecret": "factmatch-db-owner", "key": "url"}}
+    docs = render({**REQUIRED, "secrets": secrets})
 
     def database_secret(doc: dict[str, Any]) -> str:
         container = pod_spec(doc)["containers"][0]
@@ -240,3 +250,55 @@ def test_workers_log_in_with_their_own_database_url_and_migrations_and_trainer_w
     assert database_secret(by_kind(docs, "CronJob")[0]) == "factmatch-db-owner"
     migrations = [d for d in by_kind(docs, "Job") if "migrat" in d["metadata"]["name"]]
     assert migrations and database_secret(migrations[0]) == "factmatch-db-owner"
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        ({}, "secrets.databaseUrl.existingSecret"),
+        ({"secrets": REQUIRED["secrets"]}, "modelStore"),
+        ({**REQUIRED, "config": {"metrics_enabled": False}}, "config.metrics_enabled"),
+        (
+            {**REQUIRED, "config": {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "PLAIN"}},
+            "secrets.kafkaSasl.existingSecret",
+        ),
+        ({**REQUIRED, "autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}}}, "autoscaling.keda"),
+    ],
+)
+def test_combinations_that_would_break_pods_fail_the_render_naming_the_value(
+    values: dict[str, Any], names: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(names)):
+        render(values)
+
+
+def test_names_stay_within_kubernetes_limits_for_a_long_release() -> None:
+    docs = render({**REQUIRED, "fullnameOverride": "f" * 70, "autoscaling": {"keda": {"enabled": True}}})
+    for doc in docs:
+        limit = 52 if doc["kind"] == "CronJob" else 63
+        assert len(doc["metadata"]["name"]) <= limit, doc["metadata"]["name"]
+    names = [d["metadata"]["name"] for d in docs]
+    assert len(names) == len(set(names)) or len({(d["kind"], d["metadata"]["name"]) for d in docs}) == len(docs)
+    assert any(n.endswith("-worker") for n in names) and any(n.endswith("-trainer") for n in names)
+
+
+def test_hook_trainer_and_keda_settings_a_real_cluster_needs() -> None:
+    docs = render(PRODUCTION)
+    job = next(d for d in by_kind(docs, "Job") if d["metadata"]["annotations"].get("helm.sh/hook"))
+    assert not re.search(r"-\d+$", job["metadata"]["name"]), "a fixed name, so before-hook-creation cleans up"
+    assert job["spec"]["activeDeadlineSeconds"] < 300 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    cron = by_kind(docs, "CronJob")[0]
+    assert cron["spec"]["timeZone"] and cron["spec"]["startingDeadlineSeconds"] > 0
+    assert cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+    scaled = by_kind(docs, "ScaledObject")[0]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["metadata"]["offsetResetPolicy"] == "earliest"
+    behaviour = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behaviour["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    assert trigger["metadata"]["sasl"] in {"plaintext", "scram_sha256", "scram_sha512"}
+    assert trigger["metadata"]["tls"] == "enable"
+    auth = by_kind(docs, "TriggerAuthentication")[0]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"username", "password", "ca"}
+    assert refs["password"]["name"] == "factmatch-kafka-scram" and refs["ca"]["name"] == "kafka-cluster-ca"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -107,6 +107,8 @@ class HealthServer:
     metrics: Metrics
     ready_checks: dict[str, Check]
     host: str = "0.0.0.0"
+    # /startupz: what a start waits for (the model), so a startup probe measures the slow part.
+    startup_checks: dict[str, Check] = field(default_factory=dict)
     port: int = 9400
     _server: asyncio.AbstractServer | None = None
 
@@ -122,7 +124,7 @@ class HealthServer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def readiness(self, timeout_s: float = 1.5) -> tuple[bool, dict[str, str]]:
+    async def readiness(self, timeout_s: float = 1.5, startup: bool = False) -> tuple[bool, dict[str, str]]:
         """Every check at once, each bounded: a probe gets its answer within ``timeout_s`` even
         while a dependency hangs."""
 
@@ -134,10 +136,11 @@ class HealthServer:
             except Exception as exc:
                 return False, f"{type(exc).__name__}: {exc}"
 
-        outcomes = await asyncio.gather(*(run(check) for check in self.ready_checks.values()))
+        checks = self.startup_checks if startup else self.ready_checks
+        outcomes = await asyncio.gather(*(run(check) for check in checks.values()))
         results = {
             name: ("ok: " if passed else "FAIL: ") + detail
-            for name, (passed, detail) in zip(self.ready_checks, outcomes, strict=True)
+            for name, (passed, detail) in zip(checks, outcomes, strict=True)
         }
         return all(passed for passed, _ in outcomes), results
 
@@ -152,8 +155,8 @@ class HealthServer:
                 status, body, ctype = 200, self.metrics.scrape(), CONTENT_TYPE_LATEST
             elif path == "/healthz":
                 status, body, ctype = 200, b"ok\n", "text/plain"
-            elif path == "/readyz":
-                ok, results = await self.readiness()
+            elif path in ("/readyz", "/startupz"):
+                ok, results = await self.readiness(startup=path == "/startupz")
                 status = 200 if ok else 503
                 body = "".join(f"{k}: {v}\n" for k, v in results.items()).encode()
                 ctype = "text/plain"

@@ -80,6 +80,7 @@ class WorkerRuntime:
                 "index": self._check_index,
             },
             port=settings.metrics_port,
+            startup_checks={"model": self._check_model},
         )
         self._tasks: list[asyncio.Task[None]] = []
 

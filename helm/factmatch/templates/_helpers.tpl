@@ -15,6 +15,37 @@
 {{- end -}}
 {{- end -}}
 
+{{/* A component's name: (list . "worker") or (list . "trainer" 52). The suffix is kept whole and
+     the release part truncated, so the name never exceeds the limit (63; a CronJob's is 52, since
+     its Jobs append 11 characters). */}}
+{{- define "factmatch.component" -}}
+{{- $root := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $max := 63 -}}
+{{- if gt (len .) 2 }}{{ $max = index . 2 }}{{ end -}}
+{{- $base := include "factmatch.fullname" $root | trunc (int (sub $max (add1 (len $suffix)))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $base $suffix -}}
+{{- end -}}
+
+{{/* Combinations that render fine but break pods: refuse them at install time, naming the value. */}}
+{{- define "factmatch.checks" -}}
+{{- if not .Values.secrets.databaseUrl.existingSecret -}}
+{{- fail "secrets.databaseUrl.existingSecret: name the Secret that holds the workers' postgresql:// URL (create it first)" -}}
+{{- end -}}
+{{- if and (not .Values.modelStore.existingClaim) (not .Values.modelStore.storageClassName) -}}
+{{- fail "modelStore: set modelStore.existingClaim, or modelStore.storageClassName to a ReadWriteMany class (EBS, PD and local-path cannot share a volume between the trainer and the workers)" -}}
+{{- end -}}
+{{- if eq (toString .Values.config.metrics_enabled) "false" -}}
+{{- fail "config.metrics_enabled: the probes need /healthz, /readyz and /startupz; keep it true" -}}
+{{- end -}}
+{{- if and (hasPrefix "SASL" (toString .Values.config.kafka_security_protocol)) (not .Values.secrets.kafkaSasl.existingSecret) -}}
+{{- fail "secrets.kafkaSasl.existingSecret: a SASL kafka_security_protocol needs the Secret with the username and password" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled -}}
+{{- fail "enable autoscaling.keda or autoscaling.hpa, not both" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "factmatch.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "factmatch.name" . }}
@@ -41,7 +72,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "factmatch.pvcName" -}}
-{{- default (printf "%s-models" (include "factmatch.fullname" .)) .Values.modelStore.existingClaim -}}
+{{- default (include "factmatch.component" (list . "models")) .Values.modelStore.existingClaim -}}
 {{- end -}}
 
 {{- define "factmatch.metricsPort" -}}

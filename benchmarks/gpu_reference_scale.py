@@ -14,7 +14,10 @@ speed and memory check needs.
 Token lengths: words x 1.35 + the prompt's 24 tokens (Gemma's tokenizer on English tweets;
 the tokenizer itself is not available offline), capped at 512.
 
-    python benchmarks/gpu_reference_scale.py --lengths lengths.json [--out results.json]
+    python benchmarks/gpu_reference_scale.py [--lengths lengths.json] [--out results.json]
+
+``--lengths`` is a JSON list of post word counts (default: the CheckThat! 2020 test tweets in
+../shared/data, which a GPU machine may not have: write the list here and carry it).
 """
 
 from __future__ import annotations
@@ -193,13 +196,18 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=Path, required=True, help="JSON list of post word counts.")
+    parser.add_argument("--lengths", type=Path, help="JSON list of post word counts.")
     parser.add_argument("--out", type=Path, default=Path("gpu_reference_scale.json"))
     parser.add_argument("--mini-batch", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--smoke", action="store_true", help="Tiny sizes on the CPU: check the script, no figures.")
     args = parser.parse_args()
-    lengths = token_lengths(json.loads(args.lengths.read_text()))
+    if args.lengths is not None:
+        words = json.loads(args.lengths.read_text())
+    else:
+        shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "checkthat2020" / "test_queries.jsonl"
+        words = [len(json.loads(line)["text"].split()) for line in shared.read_text().splitlines() if line.strip()]
+    lengths = token_lengths(words)
     if args.smoke:
         global DEVICE
         DEVICE = "cpu"

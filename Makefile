@@ -7,11 +7,13 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt tests/crd/package-lock.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,local]"
+	# The CRDs' schemas (KEDA, Prometheus Operator) that the chart's tests validate against.
+	npm ci --silent --no-audit --no-fund --prefix tests/crd
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -60,7 +60,19 @@ def _gpu() -> dict[str, Any]:
 
 
 # Free-form maps the user fills with Kubernetes' own keys; every other object refuses unknown keys.
-OPEN_MAPS = {"nodeSelector", "affinity", "annotations", "podAnnotations", "labels", "limits", "requests", "config"}
+OPEN_MAPS = {
+    "nodeSelector",
+    "affinity",
+    "annotations",
+    "podAnnotations",
+    "labels",
+    "limits",
+    "requests",
+    "config",
+    "podLabels",
+    "podSecurityContext",
+    "containerSecurityContext",
+}
 
 
 def _strict(node: Any, name: str = "") -> Any:
@@ -98,10 +110,22 @@ def _values_schema() -> dict[str, Any]:
                 "properties": {
                     "repository": {"type": "string", "minLength": 1},
                     "tag": {"type": "string"},
+                    "digest": {"type": "string", "pattern": "^(|sha256:[a-f0-9]{64})$"},
                     "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                 },
             },
             "imagePullSecrets": {"type": "array"},
+            "podSecurityContext": {"type": "object"},
+            "containerSecurityContext": {"type": "object"},
+            "podLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "priorityClassName": {"type": "string"},
+            "runtimeClassName": {"type": "string"},
+            "extraEnv": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+            "extraVolumes": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+            "extraVolumeMounts": {
+                "type": "array",
+                "items": {"type": "object", "required": ["name", "mountPath"]},
+            },
             "serviceAccount": {
                 "type": "object",
                 "properties": {
@@ -139,6 +163,8 @@ def _values_schema() -> dict[str, Any]:
                         },
                     },
                     "startupFailureThreshold": {"type": "integer", "minimum": 1},
+                    "progressDeadlineSeconds": {"type": "integer", "minimum": 60},
+                    "topologySpreadConstraints": {"type": "array"},
                     **scheduling,
                 },
             },
@@ -208,7 +234,25 @@ def _values_schema() -> dict[str, Any]:
                             "interval": {"type": "string"},
                             "labels": {"type": "object"},
                         },
-                    }
+                    },
+                    "prometheusRule": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "labels": {"type": "object"},
+                            "lagThreshold": {"type": "integer", "minimum": 1},
+                            "deadLettersPerSecond": {"type": "number", "exclusiveMinimum": 0},
+                        },
+                    },
+                    "grafanaDashboard": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "label": {"type": "string", "minLength": 1},
+                            "labelValue": {"type": "string"},
+                            "annotations": {"type": "object"},
+                        },
+                    },
                 },
             },
         },

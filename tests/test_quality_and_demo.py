@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,14 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, (completed.stdout[-3000:], completed.stderr[-3000:])
     assert "40/40 posts matched and published, 3/3 malformed messages dead-lettered" in completed.stdout
+    # The default model ships with its decision model: the demo abstains on its chit-chat posts
+    # (measured: 9 of 9) and still shows the right fact-check for most posts that have one (24 of 31).
+    text = " ".join(completed.stdout.split())
+    found = re.search(r"best match correct for (\d+)/31 .*?no match for (\d+)/9 posts that have none", text)
+    assert found, completed.stdout[-2000:]
+    correct, abstained = int(found.group(1)), int(found.group(2))
+    assert abstained >= 8 and correct >= 20, (correct, abstained)
+    assert "suggestion" in completed.stdout or "match " in completed.stdout
 
 
 @pytest.mark.unit

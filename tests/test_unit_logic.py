@@ -248,8 +248,12 @@ async def test_retriever_cuts_to_top_k_fetches_details_for_those_only_and_tiers_
     source = Source()
     retriever = Retriever(source, RetrievalConfig(fc("hybrid"), top_k=2, min_score=0.3, candidates=50))
     vectors = np.zeros((2, 4), dtype=np.float32)
+    from tests.test_unit_decisions import cosine_is_probability
+    from worker.retrieval.decision import Decisions
+
     thresholds = {("*", "match"): 0.9, ("*", "suggestion"): 0.6, ("de", "match"): 0.95}
-    found = await retriever.search("v1", 4, vectors, ["a", "b"], ["en", "de"], thresholds)
+    decisions = Decisions(cosine_is_probability(), thresholds)
+    found = await retriever.search("v1", 4, vectors, ["a", "b"], ["en", "de"], decisions)
     assert source.sources == {"dense", "lexical"}
     assert [[m.fact_check_id for m in ms] for ms in found] == [["q0-a", "q0-b"], ["q1-a", "q1-b"]]
     # Details only for what is published; "c" is below the cosine floor anyway.

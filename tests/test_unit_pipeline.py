@@ -127,11 +127,14 @@ def test_backoff_grows_and_is_capped() -> None:
         assert ceiling / 2 <= delay <= ceiling
 
 
-async def test_language_is_detected_when_missing_and_the_versions_thresholds_reach_the_searcher() -> None:
+async def test_language_is_detected_when_missing_and_the_versions_decisions_reach_the_searcher() -> None:
+    from tests.test_unit_decisions import cosine_is_probability
+    from worker.retrieval.decision import Decisions
+
     searcher = FakeSearcher()
     encoder = FakeEncoder()
-    thresholds = {("*", "match"): 0.5, ("*", "suggestion"): -1.0, ("es", "match"): 2.0}
-    models = FakeModels(ServingModel("v1", encoder.dimension, encoder, thresholds))
+    decisions = Decisions(cosine_is_probability(), {("*", "match"): 0.5, ("es", "match"): 0.9})
+    models = FakeModels(ServingModel("v1", encoder.dimension, encoder, decisions))
     pipe = MatchPipeline(models, searcher, config(), detect_language=lambda text: "es" if "hola" in text else None)
     outcome = await pipe.process(
         records(post("a", "hola amigos"), json.dumps({"id": "b", "text": "x", "lang": "en"}).encode(), post("c", "zz"))
@@ -141,4 +144,4 @@ async def test_language_is_detected_when_missing_and_the_versions_thresholds_rea
     assert (by_id["b"].lang, by_id["b"].lang_detected) == ("en", False)
     assert (by_id["c"].lang, by_id["c"].lang_detected) == (None, False)
     assert searcher.langs == ["es", "en", None]
-    assert searcher.thresholds == thresholds
+    assert searcher.decisions == decisions

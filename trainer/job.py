@@ -13,6 +13,7 @@ from typing import Any
 
 from trainer.plots import plot_versions
 from trainer.train import (
+    TrainingData,
     collect_data,
     evaluate_model,
     new_version_name,
@@ -21,9 +22,10 @@ from trainer.train import (
 )
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
 from worker.core.versions import promote
-from worker.retrieval.calibrate import calibrate_version
+from worker.retrieval.calibrate import LabelledPosts, calibrate_version
+from worker.retrieval.openset import open_set_split
 from worker.settings import Settings
-from worker.storage import Store
+from worker.storage import ModelVersion, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ async def run_training(
     output = settings.model_store / version
     output.mkdir(parents=True, exist_ok=False)
     candidate = await asyncio.to_thread(train_candidate, settings, base_ref, data, output)
+    if settings.rerank_top_n > 0 and active is not None:
+        candidate.update(await train_version_reranker(store, settings, active, data, output))
     passed, reason = gate(settings, candidate, active_metrics)
 
     dimension = SentenceTransformerEncoder(str(output), EncoderOptions(device="cpu")).dimension
@@ -99,22 +103,45 @@ async def run_training(
         encoder = SentenceTransformerEncoder(str(output), EncoderOptions.from_settings(settings))
         await promote(store, settings, version, encoder)
         status = "active"
-        # Tier thresholds for the new version, fitted on its held-out split as the worker ranks it.
-        fitted = await calibrate_version(
-            store,
-            settings,
-            version,
-            encoder,
-            data.eval_queries,
-            {},
-            data.eval_relevant,
-            source="trainer held-out split",
-        )
-        log.info("calibrated %d threshold(s) for %s", len(fitted), version)
+        # The new version's decision model and tiers, fitted on an open-set split of its held-out
+        # posts (half of them lose their fact-checks, as most posts of a stream have none).
+        split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed)
+        labelled = LabelledPosts(dict(data.eval_queries), {}, split.qrels, exclude=split.removed)
+        try:
+            calibration = await calibrate_version(
+                store, settings, version, encoder, labelled, source="trainer held-out split (open-set half)"
+            )
+        except ValueError as exc:
+            log.warning("version %s is not calibrated: %s", version, exc)
+        else:
+            log.info(
+                "calibrated %s: %d tier cut(s), open-set report %s",
+                version,
+                len(calibration.thresholds),
+                calibration.report,
+            )
     else:
         status = "candidate"
     plot = plot_versions(await store.list_versions(), settings.model_store / "metrics.png")
     return TrainOutcome(version, status, candidate, active_metrics, reason, output, plot)
+
+
+async def train_version_reranker(
+    store: Store, settings: Settings, active: ModelVersion, data: TrainingData, output: Path
+) -> dict[str, float]:
+    """The candidate's reranker (rerank_top_n > 0): its own weights as a cross-encoder, trained on
+    the training posts with hard negatives mined by the serving version's retriever."""
+    from trainer.rerank import mine_pairs, train_reranker
+
+    miner = SentenceTransformerEncoder(active.path, EncoderOptions.from_settings(settings))
+    train = await mine_pairs(
+        store, settings, active.version, miner, LabelledPosts(data.train_queries, {}, data.train_relevant)
+    )
+    heldout = await mine_pairs(
+        store, settings, active.version, miner, LabelledPosts(data.eval_queries, {}, data.eval_relevant)
+    )
+    metrics = await asyncio.to_thread(train_reranker, settings, str(output), train, output, heldout=heldout)
+    return {f"reranker_{k}": v for k, v in metrics.items()}
 
 
 async def run_training_job(settings: Settings, **kwargs: Any) -> TrainOutcome:

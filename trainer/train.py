@@ -44,6 +44,9 @@ class TrainingData:
     eval_queries: dict[str, str] = field(default_factory=dict)
     eval_relevant: dict[str, set[str]] = field(default_factory=dict)
     corpus: dict[str, str] = field(default_factory=dict)
+    # The training posts by id with their fact-check ids: what the reranker mines negatives for.
+    train_queries: dict[str, str] = field(default_factory=dict)
+    train_relevant: dict[str, set[str]] = field(default_factory=dict)
     snapshot: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,6 +103,8 @@ async def collect_data(
             data.eval_relevant.setdefault(qid, set()).add(fc)
             continue
         positive = data.corpus[fc]
+        data.train_queries[qid] = text
+        data.train_relevant.setdefault(qid, set()).add(fc)
         hard = sorted(n for n in negatives.get(qid, ()) if n in data.corpus and n != fc)
         if hard:
             data.triplets.extend((text, positive, data.corpus[n]) for n in hard)

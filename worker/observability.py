@@ -63,12 +63,24 @@ class Metrics:
         )
         self.matches_per_post = Histogram(
             "factmatch_matches_per_post",
-            "Matches above the threshold per post.",
+            "Matches published per post (0: the worker abstained).",
             buckets=(0, 1, 2, 3, 5, 10, 20, 50, 100),
             registry=r,
         )
         self.best_score = Histogram(
             "factmatch_best_score", "Score of each post's best match.", buckets=_SCORE_BUCKETS, registry=r
+        )
+        self.best_probability = Histogram(
+            "factmatch_best_probability",
+            "Match probability of each post's best match (calibrated versions).",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
+        self.overmatch_flags = Counter(
+            "factmatch_overmatch_flags",
+            "Fact-checks flagged for matching a far larger share of posts than their baseline.",
+            ["fact_check_id"],
+            registry=r,
         )
         self.model = Info("factmatch_model", "The model version serving.", registry=r)
         self.model_loads = Counter("factmatch_model_loads", "Model versions loaded.", registry=r)

@@ -138,10 +138,44 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.0, ge=0, le=100)
     lexical_weight: float = Field(0.5, ge=0, le=100)
     retrieval_candidates: int = Field(50, ge=1, le=1000, description="Candidates each retriever contributes.")
+    language_aware_fusion: bool = Field(
+        True,
+        description="A fact-check in another language than the post is not ranked down for lacking lexical overlap.",
+    )
     detect_language: bool = Field(True, description="Identify the language of posts that carry no lang.")
     language_min_confidence: float = Field(0.5, ge=0, le=1)
-    tier_match_precision: float = Field(0.9, gt=0, le=1, description="Target precision of the 'match' tier.")
-    tier_suggestion_precision: float = Field(0.6, gt=0, le=1, description="Target precision of 'suggestion'.")
+    decision_pool: int = Field(
+        20, ge=1, le=1000, description="Fused candidates the decision model scores; rank 1 is its most probable."
+    )
+    rerank_top_n: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="Candidates per post the version's cross-encoder rereads (0: off). Costs one"
+        " transformer pass per candidate: see README's reranking figures before turning it on.",
+    )
+    publish_untiered: bool = Field(
+        False,
+        description="Also publish matches below every tier (the version has a decision model); off: a post"
+        " with nothing above the 'suggestion' cut gets an empty match list.",
+    )
+    overmatch_window: int = Field(2000, ge=10, le=1_000_000, description="Recent posts the over-match watch sees.")
+    overmatch_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Share of the window's posts one fact-check may match (tier 'match') before it is flagged.",
+    )
+    overmatch_factor: float = Field(
+        5.0, ge=1, le=1000, description="...and this many times its own baseline share (over earlier windows)."
+    )
+    overmatch_min_matches: int = Field(20, ge=1, description="Fewest matches in the window before flagging.")
+    overmatch_quarantine: bool = Field(
+        True, description="Withhold a flagged fact-check from tier 'match' until `factmatch quarantine clear`."
+    )
+    quarantine_refresh_s: float = Field(10.0, gt=0, le=3600, description="How often workers re-read quarantines.")
+    tier_match_precision: float = Field(0.95, gt=0, le=1, description="Target precision of the 'match' tier.")
+    tier_suggestion_precision: float = Field(0.8, gt=0, le=1, description="Target precision of 'suggestion'.")
     tier_min_support: int = Field(20, ge=1, description="Fewest labelled candidates above a cut to fit it.")
     top_k: int = Field(5, ge=1, le=100)
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")

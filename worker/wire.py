@@ -98,7 +98,12 @@ class Match(BaseModel):
     rating: str | None = None
     published_at: datetime | None = None
     tier: Literal["match", "suggestion"] | None = Field(
-        None, description="Calibrated tier for the post's language, when thresholds exist for the version."
+        None, description="The tier of the probability in the post's language, when the version is calibrated."
+    )
+    probability: float | None = Field(
+        None,
+        description="Calibrated probability that this fact-check verifies or debunks the post"
+        " (the version's decision model); None when the version has none.",
     )
     dense_score: float | None = None
     dense_rank: int | None = None

@@ -98,6 +98,8 @@ def observe_posts(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRec
         metrics.matches_per_post.observe(len(result.matches))
         if result.matches:
             metrics.best_score.observe(result.matches[0].score)
+            if result.matches[0].probability is not None:
+                metrics.best_probability.observe(result.matches[0].probability)
         stamp = produced.get((result.source.partition, result.source.offset)) if result.source else None
         if stamp:
             metrics.end_to_end_seconds.observe(max(0.0, now - stamp / 1000))

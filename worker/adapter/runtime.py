@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,21 +37,33 @@ class WorkerRuntime:
         from worker.core.decoding import Limits
         from worker.core.indexer import CorpusIndexer
         from worker.core.language import fasttext_detector
-        from worker.core.models import ModelManager, encoder_loader
+        from worker.core.models import ModelManager, encoder_loader, reranker_loader
         from worker.core.pipeline import MatchPipeline, PipelineConfig
         from worker.core.side_topics import FactCheckEvents, FeedbackEvents
+        from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
         from worker.retrieval.retriever import RetrievalConfig, Retriever
         from worker.storage import store_from_settings
 
         self.settings = settings
         self.metrics = Metrics()
         self.store = store_from_settings(settings)
-        self.models = ModelManager(self.store, encoder_loader(settings), metrics=self.metrics)
+        self.models = ModelManager(
+            self.store, encoder_loader(settings), metrics=self.metrics, rerankers=reranker_loader(settings)
+        )
         transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         retries = self.metrics.retries
+        flags = self.metrics.overmatch_flags
+        guard = QuarantineGuard(
+            self.store,
+            OverMatchWatch(OverMatchConfig.from_settings(settings)),
+            refresh_s=settings.quarantine_refresh_s,
+            enforce=settings.overmatch_quarantine,
+            worker_id=f"worker@{socket.gethostname()}",
+            on_flag=lambda flag: flags.labels(fact_check_id=flag.fact_check_id).inc(),
+        )
         self.pipeline = MatchPipeline(
             self.models,
-            Retriever(self.store, RetrievalConfig.from_settings(settings)),
+            Retriever(self.store, RetrievalConfig.from_settings(settings), guard),
             PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
             detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
         )

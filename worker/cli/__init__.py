@@ -1,7 +1,8 @@
 """``factmatch``: one command line for the demo, the local stack, the worker and its tools.
 
 One module per command group (``stack``: demo, up, post, worker; ``data``: migrate, load;
-``model``: eval, calibrate, models; ``trainer``: train, rollout, rollback, feedback). Each
+``model``: eval, calibrate, models; ``trainer``: train, rollout, rollback, feedback;
+``quarantine``: list, clear, add). Each
 command parses its flags into one :class:`~worker.settings.Settings` and calls library
 functions; a new command is a function in the group it belongs to.
 """
@@ -12,7 +13,7 @@ import sys
 
 import typer
 
-from worker.cli import data, model, stack, trainer
+from worker.cli import data, model, quarantine, stack, trainer
 
 cli = typer.Typer(
     add_completion=False,
@@ -22,6 +23,7 @@ cli = typer.Typer(
 for group in (stack.app, data.app, model.app, trainer.app):
     cli.registered_commands.extend(group.registered_commands)
 cli.add_typer(model.models, name="models")
+cli.add_typer(quarantine.app, name="quarantine")
 
 
 def main() -> None:

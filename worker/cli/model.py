@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -20,32 +21,58 @@ models = typer.Typer(no_args_is_help=True, help="Model versions.")
 @app.command("eval")
 def evaluate(
     corpus: Annotated[Path, typer.Option(help="Fact-checks JSONL (id, text/claim, title).")],
-    queries: Annotated[Path, typer.Option(help="Queries JSONL (id, text).")],
+    queries: Annotated[Path, typer.Option(help="Posts JSONL (id, text, lang?); a post with no qrels line has none.")],
     qrels: Annotated[Path, typer.Option(help="query_id<TAB>corpus_id TSV.")],
     model: Annotated[str | None, typer.Option(help="Model directory or hub name (default: the active one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON last on stdout.")] = False,
     modes: Annotated[
         list[str] | None, typer.Option("--mode", help=f"{', '.join(MODE_NAMES)} (repeatable; default: all).")
     ] = None,
+    holdout_share: Annotated[
+        float, typer.Option(help="Open-set split: this share of posts lose their fact-checks from the corpus.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the open-set split.")] = 0,
+    decisions: Annotated[
+        str | None,
+        typer.Option(help="Decision model to judge with: a version name, or a JSON file (default: the active one's)."),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the open-set precision/recall plot (PNG) here.")] = None,
 ) -> None:
-    """Evaluate a model on a labelled set with the worker's encoder and pgvector search."""
+    """Evaluate a model on a labelled set with the worker's encoder and pgvector search.
+
+    With a decision model (the active version's, or --decisions), the posts are also judged
+    open-set: per-tier precision, recall and false alarms, and the AUROC.
+    """
     from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
     from worker.core.models import eval_model_ref, version_name_for
-    from worker.retrieval.evaluation import METRIC_ORDER, evaluation_config, load_labelled_set, run_evaluation
+    from worker.retrieval.evaluation import (
+        METRIC_ORDER,
+        Evaluation,
+        evaluation_config,
+        load_labelled_set,
+        run_evaluation,
+        with_open_set,
+    )
 
     settings = load_settings()
     chosen: list[ModeName] = [m for m in MODE_NAMES if m in (modes or MODE_NAMES)]
     if modes and set(modes) - set(MODE_NAMES):
         raise fail(f"unknown mode in {modes}; use {', '.join(MODE_NAMES)}")
+    if settings.retrieval_mode in chosen:  # the serving mode first: the open-set figures use it
+        chosen.remove(settings.retrieval_mode)
+        chosen.insert(0, settings.retrieval_mode)
     try:
-        labelled = load_labelled_set(corpus, queries, qrels)
+        labelled = load_labelled_set(corpus, queries, qrels, open_set=True)
+        if holdout_share:
+            labelled = with_open_set(labelled, holdout_share, seed)
     except (OSError, ValueError) as exc:
         raise fail(f"cannot read the labelled set: {exc}") from None
 
-    async def go(url: str) -> dict[str, dict[str, float]]:
+    async def go(url: str) -> Evaluation:
         ref = await eval_model_ref(settings, model)
+        judge = await load_decisions(settings, decisions, default_active=model is None)
         encoder = SentenceTransformerEncoder(ref, EncoderOptions.from_settings(settings))
-        err.print(f"evaluating {ref} on {len(labelled.queries)} queries against {len(labelled.corpus)} fact-checks")
+        err.print(f"evaluating {ref} on {len(labelled.queries)} posts against {len(labelled.corpus)} fact-checks")
         return await run_evaluation(
             url,
             labelled,
@@ -54,20 +81,22 @@ def evaluate(
             version=f"eval-{version_name_for(ref)}",
             modes=chosen,
             ef_search=settings.ef_search,
+            decisions=judge,
         )
 
     started = time.perf_counter()
     if settings.database_url is not None:
-        metrics = run(go(settings.require_database_url()))
+        result = run(go(settings.require_database_url()), failures=(LookupError, ValueError))
     else:
         from worker.local.stack import start_database
 
         database = start_database()
         try:
-            metrics = run(go(database.url))
+            result = run(go(database.url), failures=(LookupError, ValueError))
         finally:
             database.stop()
-    table = Table(title=f"retrieval metrics ({time.perf_counter() - started:.0f}s)")
+    metrics = result.by_mode
+    table = Table(title=f"retrieval metrics, posts with a fact-check ({time.perf_counter() - started:.0f}s)")
     table.add_column("metric")
     for mode in chosen:
         table.add_column(mode, justify="right")
@@ -75,24 +104,75 @@ def evaluate(
         table.add_row(
             name, *(f"{metrics[m][name]:.0f}" if name == "queries" else f"{metrics[m][name]:.4f}" for m in chosen)
         )
-    (err if as_json else console).print(table)
+    out = err if as_json else console
+    out.print(table)
+    if result.open_set is not None:
+        out.print(open_set_table(result.open_set, f"open-set decisions ({chosen[0]})"))
+        if plot is not None and result.curve:
+            from worker.retrieval.openset import plot_precision_recall
+
+            out.print(f"plot: {plot_precision_recall({chosen[0]: result.curve}, plot)}")
     if as_json:
-        print(json.dumps({m: {k: metrics[m][k] for k in METRIC_ORDER} for m in chosen}))
+        print(
+            json.dumps({**{m: {k: metrics[m][k] for k in METRIC_ORDER} for m in chosen}, "open_set": result.open_set})
+        )
+
+
+async def load_decisions(settings: Any, ref: str | None, *, default_active: bool) -> Any:
+    """A decision model from a JSON file or a version (the active one by default); None without one."""
+    from worker.retrieval.decision import Decisions
+
+    if ref is not None and ref.endswith(".json"):
+        return await asyncio.to_thread(Decisions.read, Path(ref))
+    if settings.database_url is None or (ref is None and not default_active):
+        return None
+    from worker.storage import open_store
+
+    async with open_store(settings, migrate_first=False) as store:
+        mv = await store.get_version(ref) if ref else await store.active_version()
+        if mv is None:
+            if ref:
+                raise LookupError(f"no model version {ref}")
+            return None
+        found = await store.decisions(mv.version)
+    return found if found.model is not None else None
+
+
+def open_set_table(report: dict[str, Any], title: str) -> Table:
+    from worker.retrieval.openset import fmt
+
+    table = Table("tier", "precision", "recall", "false alarms", "shown", title=title)
+    for tier in ("match", "match_or_suggestion"):
+        row = report[tier]
+        table.add_row(tier, fmt(row["precision"]), fmt(row["recall"]), fmt(row["false_alarm"]), str(row["shown"]))
+    table.caption = (
+        f"{report['answerable']} posts with a fact-check, {report['unanswerable']} without;"
+        f" AUROC of the rank-1 probability {fmt(report['auroc'])}"
+    )
+    return table
 
 
 @app.command()
 def calibrate(
-    queries: Annotated[Path, typer.Option(help="Labelled posts JSONL (id, text, lang?).")],
+    queries: Annotated[
+        Path, typer.Option(help="Labelled posts JSONL (id, text, lang?); no qrels line: no fact-check.")
+    ],
     qrels: Annotated[Path, typer.Option(help="query_id<TAB>fact_check_id TSV.")],
     match_precision: Annotated[float | None, typer.Option(help="Target precision of the 'match' tier.")] = None,
     suggestion_precision: Annotated[float | None, typer.Option(help="Target precision of 'suggestion'.")] = None,
     min_support: Annotated[int | None, typer.Option(help="Fewest candidates above a cut for its own cut.")] = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: the active one).")] = None,
+    holdout_share: Annotated[
+        float, typer.Option(help="Open-set split: this share of posts have their fact-checks left out.")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the open-set split.")] = 0,
+    feedback: Annotated[bool, typer.Option(help="Include the moderators' verdicts.")] = True,
 ) -> None:
-    """Fit per-language score thresholds for the active version's tiers and store them with it."""
+    """Fit the version's decision model (match probability) and its per-language tier cuts, and store them."""
     from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
-    from worker.retrieval.calibrate import calibrate_version
+    from worker.retrieval.calibrate import Calibration, LabelledPosts, calibrate_version
     from worker.retrieval.evaluation import read_qrels, read_queries
+    from worker.retrieval.openset import open_set_split
     from worker.storage import open_store
 
     settings = load_settings(
@@ -100,32 +180,43 @@ def calibrate(
         tier_suggestion_precision=suggestion_precision,
         tier_min_support=min_support,
     )
-    texts, langs = read_queries(queries)
-    relevant = read_qrels(qrels)
+    try:
+        texts, langs = read_queries(queries)
+        split = open_set_split(list(texts), read_qrels(qrels), holdout_share, seed)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read the labelled posts: {exc}") from None
+    labelled = LabelledPosts(texts, langs, split.qrels, exclude=split.removed)
 
-    async def go() -> tuple[str, list[Any]]:
+    async def go() -> tuple[str, Calibration]:
         async with open_store(settings) as store:
             mv = await store.get_version(version) if version else await store.active_version()
             if mv is None:
                 raise LookupError("no such model version (and no active one)")
             encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
             fitted = await calibrate_version(
-                store, settings, mv.version, encoder, texts, langs, relevant, source=str(queries)
+                store,
+                settings,
+                mv.version,
+                encoder,
+                labelled,
+                source=str(queries),
+                use_feedback=feedback,
+                progress=True,
             )
             return mv.version, fitted
 
-    fitted_version, fitted = run(go(), failures=(LookupError,))
+    fitted_version, calibration = run(go(), failures=(LookupError, ValueError))
     table = Table(
         "lang",
         "tier",
-        "threshold",
+        "probability cut",
         "target",
         "precision",
         "recall",
         "support",
-        title=f"thresholds for {fitted_version}",
+        title=f"tiers of {fitted_version}",
     )
-    for t in fitted:
+    for t in calibration.thresholds:
         table.add_row(
             t.lang,
             t.tier,
@@ -136,8 +227,9 @@ def calibrate(
             str(t.support),
         )
     console.print(table)
-    if not fitted:
-        err.print("[yellow]no threshold reached its target precision with enough support[/yellow]")
+    console.print(open_set_table(calibration.report, "open-set decisions (cross-validated)"))
+    if not calibration.thresholds:
+        err.print("[yellow]no tier reached its target precision with enough support[/yellow]")
 
 
 @models.command("list")
@@ -147,18 +239,27 @@ def models_list() -> None:
 
     settings = load_settings()
 
-    async def go() -> list[Any]:
+    async def go() -> list[tuple[Any, dict[str, Any] | None]]:
         async with open_store(settings, migrate_first=False) as store:
-            return await store.list_versions()
+            return [(mv, await store.decision_report(mv.version)) for mv in await store.list_versions()]
 
-    table = Table("version", "status", "dim", "created", "activated", "path")
-    for mv in run(go()):
+    table = Table("version", "status", "dim", "created", "activated", "decision (open-set)", "path")
+    for mv, report in run(go()):
         table.add_row(
             mv.version,
             mv.status,
             str(mv.dimension),
             f"{mv.created_at:%Y-%m-%d %H:%M}",
             f"{mv.activated_at:%Y-%m-%d %H:%M}" if mv.activated_at else "",
+            decision_summary(report),
             mv.path,
         )
     console.print(table)
+
+
+def decision_summary(report: dict[str, Any] | None) -> str:
+    """One cell: how the version's decision model did when it was fitted (or "none")."""
+    if not report or "match" not in report:
+        return "none" if report is None else "shipped"
+    m = report["match"]
+    return f"match P {m['precision']:.2f} R {m['recall']:.2f} FA {m['false_alarm']:.2f}, AUROC {report['auroc']:.2f}"

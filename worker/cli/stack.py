@@ -18,7 +18,15 @@ from worker.local.demo import DEMO_DIR
 
 app = typer.Typer()
 
-_COLUMNS = (("post", 6), ("lang", 4), ("text", 44), ("best fact-check", 44), ("score", 6), ("model version", 24))
+_COLUMNS = (
+    ("post", 6),
+    ("lang", 4),
+    ("text", 40),
+    ("best fact-check", 40),
+    ("tier", 10),
+    ("prob.", 5),
+    ("model version", 22),
+)
 
 
 def _row(post: dict[str, Any], result: dict[str, Any]) -> Table:
@@ -31,7 +39,8 @@ def _row(post: dict[str, Any], result: dict[str, Any]) -> Table:
         str(post.get("lang") or ""),
         str(post.get("text", "")),
         (best.get("title") or best["claim"]) if best else "[dim]no match[/dim]",
-        f"{best['score']:.3f}" if best else "",
+        (best.get("tier") or "-") if best else "",
+        f"{best['probability']:.2f}" if best and best.get("probability") is not None else "",
         result["model_version"],
     )
     return table
@@ -47,7 +56,7 @@ def demo(
 ) -> None:
     """Start a local broker and Postgres, index the sample fact-checks, stream the sample posts, print matches."""
     from worker.adapter.tools import stream_and_collect
-    from worker.local.demo import MALFORMED, correct_best_matches, prepare_database, running_worker
+    from worker.local.demo import MALFORMED, abstentions, correct_best_matches, prepare_database, running_worker
     from worker.retrieval.evaluation import load_jsonl
 
     wall = time.perf_counter()
@@ -80,9 +89,11 @@ def demo(
 
         results, dead, seconds = run(go())
     hits, labelled = correct_best_matches(posts, results)
+    quiet, unlabelled = abstentions(posts, results)
     console.print(
         f"\n{len(results)}/{len(posts)} posts matched and published, {len(dead)}/{len(MALFORMED)} malformed messages "
-        f"dead-lettered; best match correct for {hits}/{labelled} posts with a known fact-check. "
+        f"dead-lettered; best match correct for {hits}/{labelled} posts with a known fact-check; "
+        f"no match for {quiet}/{unlabelled} posts that have none. "
         f"Stream time {seconds:.1f}s, wall time {time.perf_counter() - wall:.1f}s."
     )
     if len(results) != len(posts) or len(dead) != len(MALFORMED):

@@ -23,6 +23,7 @@ from worker.core.lifecycle import NOTIFY_CHANNEL
 from worker.core.pipeline import ServingModel
 from worker.core.versions import bootstrap
 from worker.observability import Metrics
+from worker.retrieval.rerank import Reranker
 from worker.settings import Settings
 from worker.storage import ModelVersion, Store
 from worker.wire import FactCheck
@@ -54,11 +55,29 @@ def encoder_loader(settings: Settings) -> Loader:
     return lambda ref: SentenceTransformerEncoder(ref, options)
 
 
+def reranker_loader(settings: Settings) -> Callable[[str], Reranker | None] | None:
+    """Loads a version's cross-encoder when reranking is on (``rerank_top_n`` > 0)."""
+    if settings.rerank_top_n == 0:
+        return None
+    from worker.core.encoder import resolve_device
+    from worker.retrieval.rerank import load_reranker
+
+    device = resolve_device(settings.device)
+    return lambda path: load_reranker(path, device)
+
+
 class ModelManager:
     """Holds the loaded encoders by version and the one that currently serves."""
 
-    def __init__(self, store: Store, loader: Loader, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        loader: Loader,
+        metrics: Metrics | None = None,
+        rerankers: Callable[[str], Reranker | None] | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.rerankers = rerankers
         self.store = store
         self.loader = loader
         self._encoders: dict[str, Encoder] = {}
@@ -101,8 +120,10 @@ class ModelManager:
         previous = self._current.version if self._current else None
         # One assignment: a batch that already took its snapshot finishes on the old version,
         # the next batch starts on the new one.
-        thresholds = await self.store.thresholds(mv.version)
-        self._current = ServingModel(mv.version, mv.dimension, encoder, thresholds)
+        decisions = await self.store.decisions(mv.version)
+        if self.rerankers is not None:
+            decisions = dataclasses.replace(decisions, reranker=await asyncio.to_thread(self.rerankers, mv.path))
+        self._current = ServingModel(mv.version, mv.dimension, encoder, decisions)
         if self.metrics is not None:
             self.metrics.model.info({"version": mv.version, "path": mv.path, "dimension": str(mv.dimension)})
             if previous is not None and previous != mv.version:
@@ -124,11 +145,13 @@ class ModelManager:
         if active is None:
             return False
         if self._current is not None and active.version == self._current.version:
-            # Same version; thresholds may have been (re)fitted since.
-            thresholds = await self.store.thresholds(active.version)
-            if thresholds != dict(self._current.thresholds):
-                self._current = dataclasses.replace(self._current, thresholds=thresholds)
-                log.info("thresholds reloaded", extra={"model_version": active.version})
+            # Same version; its decision model and tiers may have been (re)fitted since.
+            decisions = dataclasses.replace(
+                await self.store.decisions(active.version), reranker=self._current.decisions.reranker
+            )
+            if decisions != self._current.decisions:
+                self._current = dataclasses.replace(self._current, decisions=decisions)
+                log.info("decision model reloaded", extra={"model_version": active.version})
             return False
         if active.indexed_at is None:
             log.error("active version %s has no complete index; keeping %s", active.version, self._current)

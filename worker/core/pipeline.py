@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -23,6 +23,7 @@ import numpy as np
 from worker.core.batching import plan_batches
 from worker.core.decoding import Limits, decode_post
 from worker.core.encoder import Encoder, Vectors
+from worker.retrieval.decision import Decisions
 from worker.settings import Settings
 from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord
 
@@ -38,8 +39,8 @@ class ServingModel:
     version: str
     dimension: int
     encoder: Encoder
-    # (lang or "*", tier) -> cosine threshold, fitted for this version; empty when not calibrated.
-    thresholds: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Its decision model and tier cuts; empty when the version was never calibrated.
+    decisions: Decisions = field(default_factory=Decisions)
 
 
 class ModelSource(Protocol):
@@ -54,7 +55,7 @@ class Searcher(Protocol):
         queries: Vectors,
         texts: Sequence[str],
         langs: Sequence[str | None],
-        thresholds: Mapping[tuple[str, str], float] | None = None,
+        decisions: Decisions | None = None,
     ) -> list[list[Match]]: ...
 
 
@@ -210,7 +211,7 @@ class MatchPipeline:
         outcome.encode_seconds += encoded_at - started
         matches = await self.config.retry.run(
             "search",
-            lambda: self.searcher.search(model.version, model.dimension, vectors, texts, langs, model.thresholds),
+            lambda: self.searcher.search(model.version, model.dimension, vectors, texts, langs, model.decisions),
         )
         outcome.search_seconds += time.perf_counter() - encoded_at
         results = [

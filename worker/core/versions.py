@@ -16,6 +16,7 @@ from collections.abc import Callable
 from worker.core.encoder import Encoder
 from worker.core.indexer import embed_fact_checks, index_version
 from worker.core.lifecycle import check_transition
+from worker.retrieval.shipped import shipped_decisions
 from worker.settings import Settings
 from worker.storage import ModelVersion, Store
 
@@ -86,6 +87,11 @@ async def bootstrap(
         elif mv.status not in ("indexing", "ready", "retired"):
             raise RuntimeError(f"model version {version} exists with status {mv.status}; pick another name")
         log.info("bootstrapping model version %s from %s", version, ref)
+        shipped = await asyncio.to_thread(shipped_decisions, ref)
+        if shipped is not None and (await store.decisions(version)).model is None:
+            model, thresholds, report, path = shipped
+            await store.save_decision(version, model, thresholds, source=f"shipped: {path.name}", report=report)
+            log.info("version %s decides with the decision model shipped in %s", version, path)
         await _index_and_activate(store, settings, mv, encoder, progress=False)
         result = await store.get_version(version)
         assert result is not None

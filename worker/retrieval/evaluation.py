@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from worker.retrieval.modes import FusionConfig
 from worker.retrieval.retriever import RetrievalConfig, Retriever
@@ -21,6 +21,7 @@ from worker.wire import FactCheck, Match
 
 if TYPE_CHECKING:
     from worker.core.encoder import Encoder
+    from worker.retrieval.decision import Decisions
     from worker.retrieval.modes import ModeName
     from worker.settings import Settings
 
@@ -85,13 +86,24 @@ def read_qrels(path: Path) -> dict[str, set[str]]:
     return relevant
 
 
-def load_labelled_set(corpus: Path, queries: Path, qrels: Path) -> LabelledSet:
+def load_labelled_set(corpus: Path, queries: Path, qrels: Path, *, open_set: bool = False) -> LabelledSet:
+    """The labelled set; with ``open_set``, queries with no qrels line stay in as posts with nothing to find."""
     fact_checks = corpus_from_rows(load_jsonl(corpus))
     query_texts, query_langs = read_queries(queries)
     relevant = read_qrels(qrels)
-    # Queries with no gold pair cannot be scored (e.g. CheckThat test query 1198).
-    query_texts = {q: t for q, t in query_texts.items() if q in relevant}
+    if not open_set:
+        # Queries with no gold pair cannot be ranked (e.g. CheckThat test query 1198).
+        query_texts = {q: t for q, t in query_texts.items() if q in relevant}
     return LabelledSet(fact_checks, query_texts, relevant, query_langs)
+
+
+def with_open_set(labelled: LabelledSet, share: float, seed: int) -> LabelledSet:
+    """``labelled`` with ``share`` of its answerable posts made unanswerable: their golds leave the corpus."""
+    from worker.retrieval.openset import open_set_split
+
+    split = open_set_split(list(labelled.queries), labelled.qrels, share, seed)
+    corpus = [fc for fc in labelled.corpus if fc.id not in split.removed]
+    return LabelledSet(corpus, labelled.queries, split.qrels, labelled.query_langs)
 
 
 def retrieval_metrics(ranked: Mapping[str, Sequence[str]], qrels: Mapping[str, set[str]]) -> dict[str, float]:
@@ -177,6 +189,14 @@ async def rank_queries(
     return ranked
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    by_mode: dict[str, dict[str, float]]
+    # With a decision model: the open-set report and rank-1 precision/recall curve of the first mode.
+    open_set: dict[str, Any] | None = None
+    curve: list[tuple[float, float, float, float]] | None = None
+
+
 async def run_evaluation(
     conninfo: str,
     labelled: LabelledSet,
@@ -187,11 +207,13 @@ async def run_evaluation(
     modes: Sequence[ModeName],
     ef_search: int = 100,
     progress: bool = True,
-) -> dict[str, dict[str, float]]:
+    decisions: Decisions | None = None,
+) -> Evaluation:
     """Index ``labelled.corpus`` in a private schema, rank every query in each mode, score, drop the schema.
 
     The schema keeps an evaluation from ever touching the serving corpus, even when it runs
-    against the production database.
+    against the production database. With ``decisions`` (a decision model and its tiers),
+    the posts are also judged open-set as the worker would publish them, in the first mode.
     """
     import secrets
 
@@ -225,8 +247,24 @@ async def run_evaluation(
                         progress=progress,
                     )
                     ranked[mode] = {q: [m.fact_check_id for m in matches] for q, matches in found.items()}
+                report = curve = None
+                if decisions is not None and decisions.model is not None:
+                    from worker.retrieval.calibrate import LabelledPosts, evaluate_decisions
+                    from worker.retrieval.openset import open_set_report, precision_recall_curve
+
+                    posts = LabelledPosts(dict(labelled.queries), dict(labelled.query_langs or {}), labelled.qrels)
+                    judged = await evaluate_decisions(
+                        Retriever(store, replace(config.with_mode(modes[0]), top_k=5)),
+                        version,
+                        encoder,
+                        posts,
+                        decisions,
+                        progress=progress,
+                    )
+                    report = open_set_report(judged, labelled.qrels)
+                    curve = precision_recall_curve(judged, labelled.qrels)
             finally:
                 await store.close()
         finally:
             await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    return {mode: retrieval_metrics(ranked[mode], labelled.qrels) for mode in modes}
+    return Evaluation({mode: retrieval_metrics(ranked[mode], labelled.qrels) for mode in modes}, report, curve)

@@ -7,7 +7,13 @@ source also needs its SQL in ``worker/storage/candidates.py``.
 Hybrid uses reciprocal rank fusion (Cormack et al., 2009), which needs no score calibration
 between the two retrievers: each candidate scores ``w_dense / (k + dense_rank) +
 w_lexical / (k + lexical_rank)``. Every candidate keeps its dense cosine, so ``min_score``
-and the calibrated thresholds mean the same whichever mode ranked it.
+and the decision model see the same evidence whichever mode ranked it.
+
+Fusion knows languages: lexical evidence can only exist between texts in the same language.
+A fact-check in another language than the post (both known) takes its dense rank in the
+lexical slot, so same-language fact-checks that merely share a name or a number with the
+post are not fused above it (on a cross-lingual check, plain RRF lost 20 points of
+accuracy@1 to dense this way).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class Candidate:
     dense_rank: int | None
     lexical_score: float | None
     lexical_rank: int | None
+    lang: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,17 +47,24 @@ class FusionConfig:
     rrf_k: int
     dense_weight: float
     lexical_weight: float
+    language_aware: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, mode: ModeName | None = None) -> FusionConfig:
-        return cls(mode or settings.retrieval_mode, settings.rrf_k, settings.dense_weight, settings.lexical_weight)
+        return cls(
+            mode or settings.retrieval_mode,
+            settings.rrf_k,
+            settings.dense_weight,
+            settings.lexical_weight,
+            settings.language_aware_fusion,
+        )
 
 
 class Mode(Protocol):
     name: ClassVar[ModeName]
     sources: ClassVar[frozenset[Source]]
 
-    def score(self, c: Candidate, config: FusionConfig) -> float:
+    def score(self, c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
         """The candidate's ranking score; 0 when this mode cannot rank it."""
         ...
 
@@ -59,11 +73,34 @@ def _rrf(rank: int | None, k: int, weight: float = 1.0) -> float:
     return weight / (k + rank) if rank else 0.0
 
 
+def _base_lang(lang: str | None) -> str | None:
+    return lang.split("-")[0].lower() if lang else None
+
+
+def cross_lingual(post_lang: str | None, fact_check_lang: str | None) -> bool:
+    """True only when both languages are known and differ."""
+    a, b = _base_lang(post_lang), _base_lang(fact_check_lang)
+    return bool(a and b and a != b)
+
+
+def effective_lexical_rank(c: Candidate, post_lang: str | None) -> int | None:
+    """The lexical rank, or for a cross-lingual candidate the better of it and its dense rank."""
+    if cross_lingual(post_lang, c.lang) and c.dense_rank:
+        return min(c.lexical_rank or c.dense_rank, c.dense_rank)
+    return c.lexical_rank
+
+
+def hybrid_rrf(c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
+    return _rrf(c.dense_rank, config.rrf_k, config.dense_weight) + _rrf(
+        effective_lexical_rank(c, post_lang), config.rrf_k, config.lexical_weight
+    )
+
+
 class Dense:
     name: ClassVar[ModeName] = "dense"
     sources: ClassVar[frozenset[Source]] = frozenset({"dense"})
 
-    def score(self, c: Candidate, config: FusionConfig) -> float:
+    def score(self, c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
         return _rrf(c.dense_rank, config.rrf_k)
 
 
@@ -71,7 +108,7 @@ class Lexical:
     name: ClassVar[ModeName] = "lexical"
     sources: ClassVar[frozenset[Source]] = frozenset({"lexical"})
 
-    def score(self, c: Candidate, config: FusionConfig) -> float:
+    def score(self, c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
         return _rrf(c.lexical_rank, config.rrf_k)
 
 
@@ -79,10 +116,10 @@ class Hybrid:
     name: ClassVar[ModeName] = "hybrid"
     sources: ClassVar[frozenset[Source]] = frozenset({"dense", "lexical"})
 
-    def score(self, c: Candidate, config: FusionConfig) -> float:
-        return _rrf(c.dense_rank, config.rrf_k, config.dense_weight) + _rrf(
-            c.lexical_rank, config.rrf_k, config.lexical_weight
-        )
+    def score(self, c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
+        if not config.language_aware:
+            post_lang = None
+        return hybrid_rrf(c, config, post_lang)
 
 
 MODES: dict[ModeName, Mode] = {m.name: m for m in (Dense(), Lexical(), Hybrid())}
@@ -90,18 +127,23 @@ MODE_NAMES: tuple[ModeName, ...] = get_args(ModeName)
 assert set(MODES) == set(MODE_NAMES), "every mode name needs a class in MODES"
 
 
-def fused_score(c: Candidate, config: FusionConfig) -> float:
-    return MODES[config.mode].score(c, config)
+def fused_score(c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
+    return MODES[config.mode].score(c, config, post_lang)
 
 
 def fuse(
-    candidates: Sequence[Candidate], config: FusionConfig, *, top_k: int, min_score: float
+    candidates: Sequence[Candidate],
+    config: FusionConfig,
+    *,
+    top_k: int,
+    min_score: float,
+    post_lang: str | None = None,
 ) -> list[tuple[Candidate, float]]:
     """The top ``top_k`` candidates by the mode's ranking, each with its fused score."""
     mode = MODES[config.mode]
     # A candidate found only by a source outside the mode cannot be ranked by it.
     scored = [
-        (c, mode.score(c, config))
+        (c, mode.score(c, config, post_lang))
         for c in candidates
         if c.dense_score >= min_score
         and ((c.dense_rank and "dense" in mode.sources) or (c.lexical_rank and "lexical" in mode.sources))

@@ -1,21 +1,31 @@
-"""From query vectors to published matches: candidates, fusion, cut, tiers, explanations.
+"""From query vectors to published matches: candidates, fusion, decision, tiers, explanations.
 
 The pipeline's searcher. It asks the storage layer (a :class:`CandidateSource`) for each
-source's candidates, lets the configured mode rank them, keeps the top-k above the cosine
-floor, fetches the details of those alone, and builds the wire :class:`Match` objects with
-their calibrated tier. Nothing here knows SQL or Kafka.
+source's candidates, lets the configured mode rank them into a pool, lets the version's
+decision model give each pooled candidate its match probability and reorder the pool by it
+(so rank 1 is the candidate the decision prefers, and a tier can never skip rank 1), cuts
+the tiers per language, withholds quarantined fact-checks from tier "match", fetches the
+details of the published matches alone, and builds the wire :class:`Match` objects. Nothing
+here knows SQL or Kafka.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from worker.retrieval.decision import Decisions, features
 from worker.retrieval.modes import MODES, Candidate, FusionConfig, ModeName, Source, fuse
-from worker.retrieval.tiers import tier_for
-from worker.wire import Match
+from worker.retrieval.overmatch import QuarantineGuard
+from worker.retrieval.rerank import Reranker
+from worker.retrieval.tiers import Tier, tier_for
+from worker.wire import Match, document_text
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from worker.core.encoder import Vectors
@@ -59,6 +69,9 @@ class RetrievalConfig:
     top_k: int
     min_score: float
     candidates: int
+    decision_pool: int = 20
+    publish_untiered: bool = False
+    rerank_top_n: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, mode: ModeName | None = None) -> RetrievalConfig:
@@ -67,32 +80,55 @@ class RetrievalConfig:
             top_k=settings.top_k,
             min_score=settings.min_score,
             candidates=settings.retrieval_candidates,
+            decision_pool=settings.decision_pool,
+            publish_untiered=settings.publish_untiered,
+            rerank_top_n=settings.rerank_top_n,
         )
 
     def with_mode(self, mode: ModeName) -> RetrievalConfig:
         return replace(self, fusion=replace(self.fusion, mode=mode))
 
 
-class Retriever:
-    """Ranks the fact-checks of one model version for a batch of posts."""
+@dataclass(frozen=True)
+class Scored:
+    """A pooled candidate with what fusion and the decision model made of it."""
 
-    def __init__(self, source: CandidateSource, config: RetrievalConfig) -> None:
+    candidate: Candidate
+    fused: float
+    features: tuple[float, ...] | None = None
+    probability: float | None = None
+
+
+class Retriever:
+    """Ranks the fact-checks of one model version for a batch of posts, and decides."""
+
+    def __init__(self, source: CandidateSource, config: RetrievalConfig, guard: QuarantineGuard | None = None) -> None:
         self.source = source
         self.config = config
+        self.guard = guard
 
-    async def search(
+    async def pools(
         self,
         version: str,
         dimension: int,
         queries: Vectors,
         texts: Sequence[str],
         langs: Sequence[str | None],
-        thresholds: Mapping[tuple[str, str], float] | None = None,
-    ) -> list[list[Match]]:
-        """Top-k matches for each query under ``version``, each with its tier when thresholds exist."""
+        decisions: Decisions | None = None,
+        *,
+        exclude: Collection[str] = frozenset(),
+        featurize: bool = False,
+    ) -> list[list[Scored]]:
+        """Each post's fused pool, ordered by match probability when the version has a decision model.
+
+        ``exclude`` drops fact-checks as if they were not in the corpus (the other candidates'
+        ranks close up): how an open-set split is made on a live corpus. ``featurize`` keeps
+        each candidate's decision features (to fit a decision model).
+        """
         if len(texts) != len(queries) or len(langs) != len(queries):
             raise ValueError("one text and one language per query vector")
         config = self.config
+        model = decisions.model if decisions else None
         found = await self.source.candidates(
             version,
             dimension,
@@ -102,27 +138,121 @@ class Retriever:
             sources=MODES[config.fusion.mode].sources,
             limit=max(config.candidates, config.top_k),
         )
-        ranked = [fuse(c, config.fusion, top_k=config.top_k, min_score=config.min_score) for c in found]
+        if exclude:
+            found = [_without(cands, exclude) for cands in found]
+        deciding = model is not None or featurize
+        pool = max(config.decision_pool, config.top_k) if deciding else config.top_k
+        fused_pools = [
+            fuse(cands, config.fusion, top_k=pool, min_score=config.min_score, post_lang=langs[qi])
+            for qi, cands in enumerate(found)
+        ]
+        reranker = decisions.reranker if decisions else None
+        rerank = None
+        if deciding and reranker is not None and config.rerank_top_n > 0 and (featurize or model.uses_rerank):  # type: ignore[union-attr]
+            rerank = await self._rerank(reranker, fused_pools, texts, langs)
+        elif model is not None and model.uses_rerank:
+            log.error(
+                "version %s decides with a reranker it does not have here; rerank_top_n is 0 or it is missing", version
+            )
+        out: list[list[Scored]] = []
+        for qi, fused in enumerate(fused_pools):
+            if not deciding or not fused:
+                out.append([Scored(c, f) for c, f in fused])
+                continue
+            neutral = model.neutral_lexical if model else 0.0
+            scores = rerank[qi] if rerank is not None else ([0.0] * len(fused) if model and model.uses_rerank else None)
+            x = features([c for c, _ in fused], config.fusion, texts[qi], langs[qi], neutral, scores)
+            if model is None:
+                out.append([Scored(c, f, tuple(row)) for (c, f), row in zip(fused, x, strict=True)])
+                continue
+            raw = model.raw(x)
+            prob = model.probability(raw)
+            order = sorted(range(len(fused)), key=lambda i: (-raw[i], -fused[i][1], fused[i][0].fact_check_id))
+            out.append(
+                [
+                    Scored(fused[i][0], fused[i][1], tuple(x[i]) if featurize else None, round(float(prob[i]), 6))
+                    for i in order
+                ]
+            )
+        return out
+
+    async def _rerank(
+        self,
+        reranker: Reranker,
+        pools: Sequence[Sequence[tuple[Candidate, float]]],
+        texts: Sequence[str],
+        langs: Sequence[str | None],
+    ) -> list[list[float]]:
+        """The cross-encoder's logit for each post's top ``rerank_top_n``; the rest get the lowest seen."""
+        n = self.config.rerank_top_n
+        wanted = [(qi, c.fact_check_id) for qi, fused in enumerate(pools) for c, _ in fused[:n]]
+        details = await self.source.details(wanted, texts, langs)
+        pairs = [(texts[qi], document_text(details[w].title, details[w].claim)) for w in wanted for qi in (w[0],)]
+        logits = iter((await asyncio.to_thread(reranker.score, pairs)).tolist())
+        out = []
+        for fused in pools:
+            top = [next(logits) for _ in fused[:n]]
+            floor = min(top) if top else 0.0
+            out.append(top + [floor] * (len(fused) - len(top)))
+        return out
+
+    async def search(
+        self,
+        version: str,
+        dimension: int,
+        queries: Vectors,
+        texts: Sequence[str],
+        langs: Sequence[str | None],
+        decisions: Decisions | None = None,
+        *,
+        exclude: Collection[str] = frozenset(),
+    ) -> list[list[Match]]:
+        """The published matches of each post under ``version``: its top-k, tiered when the version is calibrated."""
+        pools = await self.pools(version, dimension, queries, texts, langs, decisions, exclude=exclude)
+        cuts = decisions.thresholds if decisions and decisions.model else {}
+        quarantined = await self.guard.current() if self.guard else frozenset()
+        published: list[list[tuple[Scored, Tier | None]]] = []
+        for qi, pool in enumerate(pools):
+            kept = []
+            for s in pool[: self.config.top_k]:
+                tier = tier_for(s.probability, langs[qi], cuts) if cuts and s.probability is not None else None
+                if tier == "match" and s.candidate.fact_check_id in quarantined:
+                    tier = "suggestion"
+                if tier is not None or not cuts or self.config.publish_untiered:
+                    kept.append((s, tier))
+            published.append(kept)
+        if self.guard:
+            await self.guard.observe(
+                frozenset(s.candidate.fact_check_id for s, t in kept if t == "match") for kept in published
+            )
         details = await self.source.details(
-            [(qi, c.fact_check_id) for qi, kept in enumerate(ranked) for c, _ in kept], texts, langs
+            [(qi, s.candidate.fact_check_id) for qi, kept in enumerate(published) for s, _ in kept], texts, langs
         )
         return [
-            [
-                _match(c, fused, rank, details[(qi, c.fact_check_id)], langs[qi], thresholds)
-                for rank, (c, fused) in enumerate(kept, 1)
-            ]
-            for qi, kept in enumerate(ranked)
+            [_match(s, rank, tier, details[(qi, s.candidate.fact_check_id)]) for rank, (s, tier) in enumerate(kept, 1)]
+            for qi, kept in enumerate(published)
         ]
 
 
-def _match(
-    c: Candidate,
-    fused: float,
-    rank: int,
-    d: CandidateDetails,
-    post_lang: str | None,
-    thresholds: Mapping[tuple[str, str], float] | None,
-) -> Match:
+def _without(cands: Sequence[Candidate], exclude: Collection[str]) -> list[Candidate]:
+    kept = [c for c in cands if c.fact_check_id not in exclude]
+    dense = {c.fact_check_id: r for r, c in enumerate(sorted((c for c in kept if c.dense_rank), key=_dense_key), 1)}
+    lexical = {
+        c.fact_check_id: r for r, c in enumerate(sorted((c for c in kept if c.lexical_rank), key=_lexical_key), 1)
+    }
+    return [replace(c, dense_rank=dense.get(c.fact_check_id), lexical_rank=lexical.get(c.fact_check_id)) for c in kept]
+
+
+def _dense_key(c: Candidate) -> int:
+    return c.dense_rank or 0
+
+
+def _lexical_key(c: Candidate) -> int:
+    return c.lexical_rank or 0
+
+
+def _match(s: Scored, rank: int, tier: Tier | None, d: CandidateDetails) -> Match:
+    c = s.candidate
     score = round(c.dense_score, 6)
     return Match(
         fact_check_id=c.fact_check_id,
@@ -134,11 +264,12 @@ def _match(
         lang=d.lang,
         rating=d.rating,
         published_at=d.published_at,
-        tier=tier_for(score, post_lang, thresholds) if thresholds else None,
+        tier=tier,
+        probability=s.probability,
         dense_score=score,
         dense_rank=c.dense_rank,
         lexical_score=round(c.lexical_score, 6) if c.lexical_score is not None else None,
         lexical_rank=c.lexical_rank,
-        fused_score=round(fused, 6),
+        fused_score=round(s.fused, 6),
         shared_terms=d.shared_terms,
     )

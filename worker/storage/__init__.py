@@ -3,7 +3,8 @@
 The storage layer is split along its seams, one module each: ``db`` (pool, migrations,
 locks, notifications), ``registry`` (model versions and thresholds), ``corpus``
 (fact-checks), ``embeddings`` (vectors and HNSW indexes), ``feedback`` (moderator verdicts),
-``candidates`` (retrieval) and ``dead_letters`` (archived payloads). :class:`Store` is all of them on one pool, the way
+``candidates`` (retrieval), ``decisions`` (decision models, quarantines) and ``dead_letters``
+(archived payloads). :class:`Store` is all of them on one pool, the way
 hasher-matcher-actioner's unified store implements its narrow storage interfaces; callers
 type against the protocols in ``interfaces`` where they need one seam only.
 """
@@ -18,6 +19,7 @@ from worker.storage.candidates import CandidateQueries
 from worker.storage.corpus import CorpusQueries
 from worker.storage.db import apply_migrations, migrate, with_search_path
 from worker.storage.dead_letters import DeadLetterQueries
+from worker.storage.decisions import DecisionQueries
 from worker.storage.embeddings import EmbeddingQueries, index_name, vector_type
 from worker.storage.feedback import FeedbackQueries
 from worker.storage.registry import ModelVersion, RegistryQueries
@@ -38,7 +40,15 @@ __all__ = [
 ]
 
 
-class Store(RegistryQueries, CorpusQueries, EmbeddingQueries, FeedbackQueries, CandidateQueries, DeadLetterQueries):
+class Store(
+    RegistryQueries,
+    CorpusQueries,
+    EmbeddingQueries,
+    FeedbackQueries,
+    CandidateQueries,
+    DecisionQueries,
+    DeadLetterQueries,
+):
     """Every seam's queries on one connection pool."""
 
 

@@ -83,9 +83,11 @@ class CandidateQueries(Database):
             "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
             ")"
             " SELECT c.ord, c.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim})),"
-            "  c.dense_rank, c.lexical_score, c.lexical_rank"
+            "  c.dense_rank, c.lexical_score, c.lexical_rank, fc.lang"
             " FROM cand c JOIN qt ON qt.ord = c.ord"
             " JOIN fact_check_embeddings e ON e.model_version = {version} AND e.fact_check_id = c.fact_check_id"
+            # The fact-check's language: fusion and the decision know cross-lingual candidates.
+            " JOIN fact_checks fc ON fc.id = c.fact_check_id"
         ).format(
             tsquery=sql.SQL(_TSQUERY if lexical else "NULL::tsquery"),
             dense=sql.SQL(_DENSE).format(**params) if "dense" in sources else _NO_DENSE,
@@ -98,7 +100,7 @@ class CandidateQueries(Database):
             await cur.execute(query, (vectors, list(texts), list(langs)), prepare=False)
             rows = await cur.fetchall()
         per_query: list[list[Candidate]] = [[] for _ in range(len(queries))]
-        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank in rows:
+        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank, lang in rows:
             per_query[int(ord_) - 1].append(
                 Candidate(
                     fact_check_id=fc_id,
@@ -106,6 +108,7 @@ class CandidateQueries(Database):
                     dense_rank=int(dense_rank) if dense_rank is not None else None,
                     lexical_score=float(lexical_score) if lexical_score is not None else None,
                     lexical_rank=int(lexical_rank) if lexical_rank is not None else None,
+                    lang=lang,
                 )
             )
         return per_query

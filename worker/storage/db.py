@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The migrations package ships its SQL as package data, so installed and source trees read the same files.
+MIGRATIONS_DIR = Path(str(importlib.resources.files("migrations")))
 MIGRATION_LOCK_ID = 0x66616374  # "fact": serialises concurrent migrators (helm hook, replicas)
 
 

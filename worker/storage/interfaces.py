@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from worker.core.encoder import Vectors
 from worker.core.lifecycle import VersionStatus
+from worker.retrieval.decision import Decisions
 from worker.retrieval.tiers import Threshold
 from worker.storage.registry import ModelVersion
 from worker.wire import FactCheck, Feedback
@@ -24,6 +25,7 @@ class VersionRegistry(Protocol):
     async def activate(self, version: str) -> None: ...
     async def thresholds(self, version: str) -> dict[tuple[str, str], float]: ...
     async def save_thresholds(self, version: str, fitted: Sequence[Threshold], source: str) -> None: ...
+    async def decisions(self, version: str) -> Decisions: ...
 
 
 class Corpus(Protocol):

@@ -1,0 +1,344 @@
+"""Open-set decisions on CheckThat! 2020: fit on train/dev, report test once.
+
+For each model the 10,375 fact-checks (and the cross-lingual check's own) are indexed once in
+a private schema and every post's candidates are fetched once through the worker's SQL
+(cached under --cache, so reruns take seconds). Everything after that is the worker's own
+``Retriever`` over those candidates: fusion, decision features, probabilities, tiers. Every
+split is made open-set: half of its posts (seeded) lose their gold fact-checks, which are
+left out of the candidates exactly as if they were not in the corpus.
+
+Printed per model: test open-set precision / recall / false alarms per tier, the AUROC of
+the rank-1 probability (and of the cosine alone), MAP@5 on the full test set for today's
+hybrid and for hybrid reordered by the decision, and the cross-lingual check
+(benchmarks/data/crosslingual.jsonl: posts in 10 languages whose fact-check is in another).
+With --rerank, a cross-encoder is trained from the model's own weights on train (mined hard
+negatives), the decision is fitted on dev with and without its score, and test is reported
+for both, with the throughput cost.
+
+    .venv/bin/python benchmarks/decisions.py                        # default model and MiniLM
+    .venv/bin/python benchmarks/decisions.py --ship                 # also write the shipped files
+    .venv/bin/python benchmarks/decisions.py --model DIR --rerank   # a fine-tuned model, reranked
+
+``--ship`` writes each model's decision model (fitted on train+dev) to
+worker/retrieval/shipped_decisions/, which bootstraps it with the model on a fresh install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import pickle
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref, minilm_model_ref
+from worker.retrieval.calibrate import LabelledPosts, collect_pools, decision_rows, evaluate_decisions, fit_calibration
+from worker.retrieval.decision import Decisions
+from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
+from worker.retrieval.modes import Candidate
+from worker.retrieval.openset import (
+    auroc,
+    fmt,
+    open_set_report,
+    open_set_split,
+    plot_precision_recall,
+    precision_recall_curve,
+)
+from worker.retrieval.retriever import CandidateDetails, RetrievalConfig, Retriever
+from worker.retrieval.shipped import shipped_path
+from worker.settings import Settings
+from worker.wire import FactCheck
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT.parents[1] / "shared" / "data" / "checkthat2020"
+SEEDS = {"train": 11, "dev": 12, "test": 13}
+
+
+@dataclass
+class Gathered:
+    """What the worker's SQL returned for every post, and the fact-checks' texts."""
+
+    candidates: dict[str, list[Candidate]]
+    corpus: dict[str, FactCheck]
+    dimension: int
+
+
+class CachedSource:
+    """The worker's candidate source, replayed: the SQL ran once, in :func:`gather`."""
+
+    def __init__(self, gathered: Gathered) -> None:
+        self.g = gathered
+
+    async def candidates(self, version, dimension, queries, texts, langs, *, sources, limit):  # type: ignore[no-untyped-def]
+        out = []
+        for text in texts:
+            kept = []
+            for c in self.g.candidates[text]:
+                if "lexical" not in sources:  # what the dense-only SQL would have returned
+                    c = replace(c, lexical_rank=None, lexical_score=None)
+                if "dense" not in sources:
+                    c = replace(c, dense_rank=None)
+                if c.dense_rank or c.lexical_rank:
+                    kept.append(c)
+            out.append(kept)
+        return out
+
+    async def details(self, wanted, texts, langs):  # type: ignore[no-untyped-def]
+        out = {}
+        for qi, fc in wanted:
+            f = self.g.corpus[fc]
+            out[(qi, fc)] = CandidateDetails(f.claim, f.title, f.url, f.lang, f.rating, f.published_at, [])
+        return out
+
+
+class NoEncoder:
+    """Vectors were only needed by the SQL, which already ran."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+
+    def encode_queries(self, texts: list[str]) -> Any:
+        return np.zeros((len(texts), self.dimension), dtype=np.float32)
+
+
+def split_posts(split: str) -> tuple[LabelledPosts, dict[str, set[str]]]:
+    labelled = load_labelled_set(DATA / "corpus.jsonl", DATA / f"{split}_queries.jsonl", DATA / f"{split}_qrels.tsv")
+    cut = open_set_split(list(labelled.queries), labelled.qrels, 0.5, SEEDS[split])
+    langs = dict(labelled.query_langs or {})
+    return LabelledPosts(dict(labelled.queries), langs, cut.qrels, exclude=cut.removed), labelled.qrels
+
+
+def crosslingual() -> tuple[list[FactCheck], LabelledPosts, LabelledPosts]:
+    rows = [json.loads(line) for line in (ROOT / "data" / "crosslingual.jsonl").read_text().splitlines() if line]
+    fcs = [FactCheck(id=r["id"], claim=r["claim"], lang=r["lang"]) for r in rows]
+
+    def posts(prefix: str, text: str, lang: str) -> LabelledPosts:
+        return LabelledPosts(
+            {f"{prefix}-{r['id']}": r[text] for r in rows},
+            {f"{prefix}-{r['id']}": r[lang] for r in rows},
+            {f"{prefix}-{r['id']}": {r["id"]} for r in rows},
+        )
+
+    return fcs, posts("x", "post", "post_lang"), posts("s", "same_post", "lang")
+
+
+async def gather(url: str, model: str, settings: Settings, posts: list[LabelledPosts], cache: Path) -> Gathered:
+    """Index the corpus in a private schema and fetch every post's candidates once (cached)."""
+    import psycopg
+    from psycopg import sql
+
+    from worker.core.indexer import index_version
+    from worker.storage import Store, apply_migrations, with_search_path
+
+    path = cache / f"{Path(model).name if Path(model).name != 'model' else Path(model).parent.name}.pkl"
+    if path.is_file():
+        cached: Gathered = pickle.loads(path.read_bytes())
+        return cached
+    encoder = SentenceTransformerEncoder(model, EncoderOptions.from_settings(settings))
+    fcs, _, _ = crosslingual()
+    corpus = load_labelled_set(DATA / "corpus.jsonl", DATA / "test_queries.jsonl", DATA / "test_qrels.tsv").corpus
+    corpus = [*corpus, *fcs]
+    schema = f"decisions_{secrets.token_hex(4)}"
+    found: dict[str, list[Candidate]] = {}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        store = Store(with_search_path(url, schema), ef_search=200)
+        try:
+            await apply_migrations(with_search_path(url, schema))
+            await store.open()
+            await store.upsert_fact_checks(corpus)
+            await store.register_version("m", model, encoder.dimension, status="indexing")
+            await index_version(store, "m", encoder.dimension, encoder, progress=True)
+            texts = sorted({t for p in posts for t in p.queries.values()})
+            langs = {t: lang for p in posts for q, t in p.queries.items() for lang in (p.langs.get(q),)}
+            from tqdm.auto import tqdm
+
+            for start in tqdm(range(0, len(texts), 64), desc="candidates", unit="batch"):
+                part = texts[start : start + 64]
+                vectors = np.asarray(encoder.encode_queries(part))
+                rows = await store.candidates(
+                    "m",
+                    encoder.dimension,
+                    vectors,
+                    part,
+                    [langs[t] for t in part],
+                    sources=frozenset({"dense", "lexical"}),
+                    limit=settings.retrieval_candidates,
+                )
+                found.update(zip(part, rows, strict=True))
+        finally:
+            await store.close()
+            await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    gathered = Gathered(found, {fc.id: fc for fc in corpus}, encoder.dimension)
+    cache.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a benchmark, nothing else runs
+    path.write_bytes(pickle.dumps(gathered))
+    return gathered
+
+
+def merged(*parts: LabelledPosts) -> LabelledPosts:
+    return LabelledPosts(
+        {k: v for p in parts for k, v in p.queries.items()},
+        {k: v for p in parts for k, v in p.langs.items()},
+        {k: v for p in parts for k, v in p.qrels.items()},
+        exclude=frozenset().union(*(p.exclude for p in parts)),
+    )
+
+
+async def fit(
+    retriever: Retriever,
+    enc: Any,
+    parts: list[LabelledPosts],
+    settings: Settings,
+    note: str,
+    decisions: Decisions | None = None,
+) -> Any:
+    rows = []
+    for part in parts:
+        pools = await collect_pools(retriever, "m", enc, part, featurize=True, decisions=decisions)
+        rows += decision_rows(pools, part)
+    targets = {"match": settings.tier_match_precision, "suggestion": settings.tier_suggestion_precision}
+    return fit_calibration(
+        rows,
+        merged(*parts),
+        targets,  # type: ignore[arg-type]
+        top_k=settings.top_k,
+        min_support=settings.tier_min_support,
+        fitted_on={"data": note},
+    )
+
+
+async def judge(
+    retriever: Retriever, enc: Any, posts: LabelledPosts, decisions: Decisions
+) -> tuple[dict[str, Any], Any]:
+    judged = await evaluate_decisions(retriever, "m", enc, posts, decisions)
+    return open_set_report(judged, posts.qrels), precision_recall_curve(judged, posts.qrels)
+
+
+async def run_model(
+    url: str, model: str, settings: Settings, *, ship: bool, rerank: bool, cache: Path
+) -> dict[str, Any]:
+    train, _ = split_posts("train")
+    dev, _ = split_posts("dev")
+    test, test_full_qrels = split_posts("test")
+    _, cross, same = crosslingual()
+    gathered = await gather(url, model, settings, [train, dev, test, cross, same], cache)
+    enc = NoEncoder(gathered.dimension)
+    config = replace(RetrievalConfig.from_settings(settings), min_score=-1.0)
+    retriever = Retriever(CachedSource(gathered), config)
+    out: dict[str, Any] = {"model": model}
+
+    # 1. The shipped decision: fitted on train + dev (open-set), as `factmatch calibrate` fits it.
+    fitted = await fit(retriever, enc, [train, dev], settings, "CheckThat! 2020 train+dev, open-set halves")
+    decisions = Decisions(fitted.model, {(t.lang, t.tier): t.threshold for t in fitted.thresholds})
+    out["fit"] = fitted.report
+    out["thresholds"] = [t.__dict__ for t in fitted.thresholds]
+    out["coefficients"] = dict(zip(fitted.model.features, fitted.model.coef, strict=True))
+
+    # 2. Test, open-set, as the worker publishes (reported once).
+    out["test_open_set"], out["curve"] = await judge(retriever, enc, test, decisions)
+    plain = await collect_pools(retriever, "m", enc, test)
+    answerable = [q for q in test.queries if test.qrels.get(q)]
+    unanswerable = [q for q in test.queries if not test.qrels.get(q)]
+
+    def top_cos(q: str) -> float:
+        return max((s.candidate.dense_score for s in plain[q]), default=0.0)
+
+    out["test_cosine_auroc"] = auroc([top_cos(q) for q in answerable], [top_cos(q) for q in unanswerable])
+
+    # 3. Ranking on the full test set (every post answerable): today's hybrid vs reordered by the decision.
+    full = LabelledPosts({q: t for q, t in test.queries.items() if q in test_full_qrels}, test.langs, test_full_qrels)
+    out["test_map5"] = {}
+    for name, use in (("hybrid", None), ("hybrid+decision", decisions)):
+        pools = await collect_pools(retriever, "m", enc, full, decisions=use)
+        ranked = {q: [s.candidate.fact_check_id for s in pool] for q, pool in pools.items()}
+        out["test_map5"][name] = retrieval_metrics(ranked, test_full_qrels)["map@5"]
+
+    # 4. Cross-lingual: accuracy@1 dense vs hybrid (plain RRF, language-aware), and abstention.
+    xl: dict[str, Any] = {}
+    for name, fusion in (
+        ("dense", replace(config.fusion, mode="dense")),
+        ("hybrid (plain RRF)", replace(config.fusion, mode="hybrid", language_aware=False)),
+        ("hybrid (language-aware)", replace(config.fusion, mode="hybrid", language_aware=True)),
+    ):
+        r = Retriever(retriever.source, replace(config, fusion=fusion))
+        pools = await collect_pools(r, "m", enc, cross)
+        xl[f"accuracy@1 {name}"] = retrieval_metrics(
+            {q: [s.candidate.fact_check_id for s in p] for q, p in pools.items()}, cross.qrels
+        )["accuracy@1"]
+    for name, posts in (("cross-lingual", cross), ("same-language", same)):
+        report, _ = await judge(retriever, enc, posts, decisions)
+        xl[f"{name}: match recall"] = report["match"]["recall"]
+        xl[f"{name}: match-or-suggestion recall"] = report["match_or_suggestion"]["recall"]
+        xl[f"{name}: rank-1 correct"] = report["rank1_correct_share"]
+    out["crosslingual"] = xl
+
+    if rerank:
+        from rerank_check import rerank_experiment  # benchmarks/rerank_check.py
+
+        out["rerank"] = await rerank_experiment(model, settings, gathered, retriever, enc, train, dev, test, fit, judge)
+    if ship:
+        path = shipped_path(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Decisions.write(path, fitted.model, fitted.thresholds, {"fit": fitted.report, "test": out["test_open_set"]})
+        out["shipped"] = str(path)
+    return out
+
+
+def show(result: dict[str, Any]) -> None:
+    print(f"\n== {Path(result['model']).name}")
+    reports = [("train+dev fit", result["test_open_set"])]
+    for name, r in result.get("rerank", {}).get("test", {}).items():
+        reports.append((name, r))
+    for name, t in reports:
+        print(f"test open-set [{name}]: {t['answerable']} posts with a fact-check, {t['unanswerable']} without")
+        for tier in ("match", "match_or_suggestion"):
+            r = t[tier]
+            print(
+                f"  {tier:20s} precision {fmt(r['precision'])}  recall {fmt(r['recall'])}"
+                f"  false alarms {fmt(r['false_alarm'])}  (shown {r['shown']})"
+            )
+        print(f"  AUROC rank-1 probability {fmt(t['auroc'])}")
+    print(f"  AUROC cosine alone {fmt(result['test_cosine_auroc'])}")
+    print(f"  MAP@5 full test: {json.dumps(result['test_map5'])}")
+    for k, v in result["crosslingual"].items():
+        print(f"  {k}: {v:.3f}")
+    if "rerank" in result:
+        print(f"  rerank: { {k: v for k, v in result['rerank'].items() if k != 'test'} }")
+
+
+async def main(models: list[str], ship: bool, rerank: bool, out: Path, cache: Path) -> None:
+    if not (DATA / "corpus.jsonl").is_file():
+        print(f"skipped: {DATA} not found")
+        return
+    from worker.local.stack import start_database
+
+    settings = Settings()
+    database = start_database()
+    try:
+        results = []
+        for model in models:
+            results.append(await run_model(database.url, model, settings, ship=ship, rerank=rerank, cache=cache))
+            show(results[-1])
+    finally:
+        database.stop()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = plot_precision_recall({Path(r["model"]).name: r.pop("curve") for r in results}, out.with_suffix(".png"))
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")  # noqa: ASYNC240
+    print(f"\nwrote {out} and {plot}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", help="Model directory (repeatable).")
+    parser.add_argument("--ship", action="store_true", help="Write each model's decision model for shipping.")
+    parser.add_argument("--rerank", action="store_true", help="Also train and measure a reranker per model.")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "decisions.json")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"), help="Candidate cache.")
+    args = parser.parse_args()
+    models = args.model or [default_model_ref(Settings().model_store), minilm_model_ref()]
+    asyncio.run(main(models, args.ship, args.rerank, args.out, args.cache))

@@ -1,0 +1,111 @@
+"""Reranking, measured: a cross-encoder from the model's own weights, as a decision feature.
+
+Called by ``benchmarks/decisions.py --rerank``. Trained on CheckThat! 2020 train with hard
+negatives mined from the retriever; the decision model is fitted on dev (open-set) with and
+without the reranker's score, so both see the same data; test is reported once for each.
+Throughput: the encoder alone vs encoder plus the cross-encoder over the top-N, on the
+test posts, side by side in one run on this machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.rerank import Pair, train_reranker
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.retrieval.calibrate import LabelledPosts, collect_pools
+from worker.retrieval.decision import Decisions
+from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
+from worker.retrieval.rerank import CrossEncoderReranker
+from worker.retrieval.retriever import Retriever
+from worker.wire import document_text
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checkthat2020"
+TOP_N = 10
+NEGATIVES = 4
+
+
+class CachedReranker:
+    """Scores each (post, fact-check) once: fitting and judging reread the same pairs."""
+
+    def __init__(self, inner: CrossEncoderReranker) -> None:
+        self.inner = inner
+        self.cache: dict[tuple[str, str], float] = {}
+
+    def score(self, pairs: Any) -> Any:
+        todo = [p for p in dict.fromkeys(pairs) if p not in self.cache]
+        if todo:
+            self.cache.update(zip(todo, self.inner.score(todo).tolist(), strict=True))
+        return np.asarray([self.cache[p] for p in pairs], dtype=np.float64)
+
+
+async def rerank_experiment(
+    model: str,
+    settings: Any,
+    gathered: Any,
+    retriever: Any,
+    enc: Any,
+    train: Any,
+    dev: Any,
+    test: Any,
+    fit: Any,
+    judge: Any,
+) -> dict[str, Any]:
+    data = DATA
+    full_train = load_labelled_set(data / "corpus.jsonl", data / "train_queries.jsonl", data / "train_qrels.tsv")
+    posts = LabelledPosts(dict(full_train.queries), {}, full_train.qrels)
+    texts = {fc_id: document_text(fc.title, fc.claim) for fc_id, fc in gathered.corpus.items()}
+    pools = await collect_pools(retriever, "m", enc, posts)
+    pairs: list[Pair] = []
+    for q, pool in pools.items():
+        gold = posts.qrels[q]
+        pairs += [(posts.queries[q], texts[fc], 1.0) for fc in sorted(gold) if fc in texts]
+        wrong = [s.candidate.fact_check_id for s in pool if s.candidate.fact_check_id not in gold][:NEGATIVES]
+        pairs += [(posts.queries[q], texts[fc], 0.0) for fc in wrong]
+    out: dict[str, Any] = {"train_pairs": len(pairs), "top_n": TOP_N}
+    with tempfile.TemporaryDirectory(prefix="factmatch-rerank-") as tmp:
+        started = time.perf_counter()
+        train_reranker(settings, model, pairs, Path(tmp))
+        out["train_seconds"] = round(time.perf_counter() - started, 1)
+        inner = CrossEncoderReranker(str(Path(tmp) / "reranker"))
+    reranker = CachedReranker(inner)
+    reranking = Retriever(retriever.source, replace(retriever.config, rerank_top_n=TOP_N))
+    with_r = await fit(reranking, enc, [dev], settings, "dev, open-set, with reranker", Decisions(reranker=reranker))
+    without = await fit(retriever, enc, [dev], settings, "dev, open-set")
+    d_with = Decisions(with_r.model, {(t.lang, t.tier): t.threshold for t in with_r.thresholds}, reranker)
+    d_without = Decisions(without.model, {(t.lang, t.tier): t.threshold for t in without.thresholds})
+    out["test"] = {
+        "dev fit, no reranker": (await judge(retriever, enc, test, d_without))[0],
+        f"dev fit, reranker top-{TOP_N}": (await judge(reranking, enc, test, d_with))[0],
+    }
+    full_qrels = load_labelled_set(data / "corpus.jsonl", data / "test_queries.jsonl", data / "test_qrels.tsv").qrels
+    full = LabelledPosts({q: t for q, t in test.queries.items() if q in full_qrels}, test.langs, full_qrels)
+    for name, r, d in (("no reranker", retriever, d_without), ("reranker", reranking, d_with)):
+        pools = await collect_pools(r, "m", enc, full, decisions=d)
+        ranked = {q: [s.candidate.fact_check_id for s in p] for q, p in pools.items()}
+        out[f"test MAP@5 hybrid+decision, {name}"] = retrieval_metrics(ranked, full_qrels)["map@5"]
+    out["rerank coefficient"] = dict(zip(with_r.model.features, with_r.model.coef, strict=True)).get("rerank")
+
+    # Throughput, side by side: the encoder alone vs the encoder plus the cross-encoder over the top-N.
+    encoder = SentenceTransformerEncoder(model, EncoderOptions.from_settings(settings))
+    sample = list(full.queries.values())
+    test_pools = await collect_pools(retriever, "m", enc, full)
+    rerank_pairs = [
+        (full.queries[q], texts[s.candidate.fact_check_id]) for q, pool in test_pools.items() for s in pool[:TOP_N]
+    ]
+    encoder.encode_queries(sample[:16])  # warm-up
+    started = time.perf_counter()
+    encoder.encode_queries(sample)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    inner.score(rerank_pairs)
+    rerank_s = time.perf_counter() - started
+    out["posts/s encoder only"] = round(len(sample) / encode_s, 1)
+    out["posts/s encoder + reranker"] = round(len(sample) / (encode_s + rerank_s), 1)
+    return out

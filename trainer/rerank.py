@@ -1,0 +1,139 @@
+"""Train a version's reranker: a cross-encoder made from its own encoder, on mined hard negatives.
+
+In numbered steps like the encoder's training script:
+1. model, 2. data, 3. loss, 4. evaluator, 5. train, 6. evaluate, 7. save.
+
+The negatives are the retriever's own mistakes: for each labelled post, the fused candidates
+of the serving version that are not its fact-check. A reranker that learns to push those
+down is learning exactly what the first stage gets wrong. The result is saved as
+``reranker/`` inside the version's directory (:mod:`worker.retrieval.rerank`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worker.retrieval.calibrate import LabelledPosts, collect_pools
+from worker.retrieval.rerank import RERANKER_DIR
+from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.wire import document_text
+
+if TYPE_CHECKING:
+    from worker.core.encoder import Encoder
+    from worker.settings import Settings
+    from worker.storage import Store
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str, float]  # (post, fact-check text, 1 right / 0 wrong)
+
+
+async def mine_pairs(
+    store: Store,
+    settings: Settings,
+    version: str,
+    encoder: Encoder,
+    labelled: LabelledPosts,
+    *,
+    negatives: int = 7,
+    progress: bool = False,
+) -> list[Pair]:
+    """Each labelled post with its fact-checks and ``negatives`` wrong candidates of the retriever."""
+    texts = {fc.id: document_text(fc.title, fc.claim) for fc in await store.all_fact_checks()}
+    retriever = Retriever(store, replace(RetrievalConfig.from_settings(settings), min_score=-1.0))
+    pools = await collect_pools(retriever, version, encoder, labelled, progress=progress)
+    pairs: list[Pair] = []
+    for q, pool in pools.items():
+        gold = labelled.qrels.get(q, set())
+        post = labelled.queries[q]
+        pairs += [(post, texts[fc], 1.0) for fc in sorted(gold) if fc in texts]
+        wrong = [s.candidate.fact_check_id for s in pool if s.candidate.fact_check_id not in gold]
+        pairs += [(post, texts[fc], 0.0) for fc in wrong[:negatives] if fc in texts]
+    return pairs
+
+
+def train_reranker(
+    settings: Settings,
+    encoder_path: str,
+    train: Sequence[Pair],
+    output_dir: Path,
+    *,
+    heldout: Sequence[Pair] = (),
+    epochs: int = 1,
+    batch_size: int = 16,
+    learning_rate: float = 3e-5,
+    max_length: int = 256,
+) -> dict[str, float]:
+    """Fine-tune a cross-encoder from ``encoder_path``'s weights; saves it to ``output_dir/reranker``."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderClassificationEvaluator
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    # 1. Model: the version's own encoder turned into a cross-encoder with a fresh one-logit head.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = CrossEncoder(encoder_path, num_labels=1, max_length=max_length, device=device)
+    # The word embeddings stay as the encoder learned them: a multilingual vocabulary is most of
+    # the weights (96M of e5-small's 118M), updating it costs most of each step, and the few
+    # thousand English pairs here would only pull rows of it away from the other languages.
+    for name, parameter in model.named_parameters():
+        if "word_embeddings" in name:
+            parameter.requires_grad_(False)
+
+    # 2. Data: (post, fact-check, label) with the retriever's hard negatives, shuffled.
+    rows = list(train)
+    random.Random(settings.train_seed).shuffle(rows)
+    dataset = Dataset.from_dict(
+        {"post": [p for p, _, _ in rows], "fact_check": [d for _, d, _ in rows], "label": [y for _, _, y in rows]}
+    )
+
+    # 3. Loss: binary cross-entropy, positives weighted up to balance the mined negatives.
+    positives = max(1.0, sum(y for _, _, y in rows))
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(rows) - positives) / positives))
+
+    # 4. Evaluator: held-out pairs, right vs wrong.
+    evaluator = (
+        CrossEncoderClassificationEvaluator(
+            [[p, d] for p, d, _ in heldout], [int(y) for _, _, y in heldout], name="heldout"
+        )
+        if heldout
+        else None
+    )
+
+    # 5. Train.
+    with tempfile.TemporaryDirectory(prefix="factmatch-rerank-") as checkpoints:
+        args = CrossEncoderTrainingArguments(
+            output_dir=checkpoints,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_steps=0.1,
+            save_strategy="no",
+            logging_steps=20,
+            seed=settings.train_seed,
+            report_to=[],
+            disable_tqdm=False,
+        )
+        CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss).train()
+
+    # 6. Evaluate.
+    metrics: dict[str, float] = {}
+    if evaluator is not None:
+        metrics = {k: float(v) for k, v in _as_dict(evaluator(model)).items()}
+        log.info("reranker held-out: %s", metrics)
+
+    # 7. Save inside the version, so it ships, rolls out and rolls back with the encoder.
+    model.save_pretrained(str(output_dir / RERANKER_DIR))
+    return metrics
+
+
+def _as_dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

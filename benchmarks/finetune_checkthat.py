@@ -76,7 +76,7 @@ async def main(args: argparse.Namespace) -> None:
             )
             for name, ref in (("base", minilm_model_ref()), ("fine-tuned", str(outcome.path))):
                 encoder = SentenceTransformerEncoder(ref, EncoderOptions())
-                by_mode = await run_evaluation(
+                evaluation = await run_evaluation(
                     database.url,
                     labelled,
                     encoder,
@@ -84,7 +84,7 @@ async def main(args: argparse.Namespace) -> None:
                     version=f"bench-{name}-{split}",
                     modes=MODE_NAMES,
                 )
-                figures.setdefault(split, {})[name] = by_mode
+                figures.setdefault(split, {})[name] = evaluation.by_mode
     finally:
         database.stop()
 

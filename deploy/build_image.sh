@@ -60,7 +60,8 @@ user=$(buildah inspect --format '{{.OCIv1.Config.User}}' "$ctr")
 echo "runtime user: $user"
 buildah run --user "$user" "$ctr" -- factmatch --help > "${TMPDIR:-/tmp}/factmatch-help.txt"
 grep -E "demo|worker|migrate|calibrate|quarantine" "${TMPDIR:-/tmp}/factmatch-help.txt" | head -6
-buildah run --user "$user" "$ctr" -- factmatch migrate --help | grep -m1 "Usage"
+buildah run --user "$user" "$ctr" -- factmatch migrate --help > "${TMPDIR:-/tmp}/factmatch-migrate-help.txt"
+grep -m1 "Usage" "${TMPDIR:-/tmp}/factmatch-migrate-help.txt"
 buildah run "$ctr" -- python -c "import migrations, importlib.resources as r; print(sorted(p.name for p in r.files('migrations').iterdir() if p.name.endswith('.sql')))"
 buildah run --user 10001:0 "$ctr" -- sh -c 'touch /opt/venv/x 2>/dev/null && echo "code writable!" || echo "code read-only to the runtime user: ok"' || true
 

@@ -53,7 +53,9 @@ def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> Non
         timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    by_mode = json.loads(completed.stdout.strip().splitlines()[-1])
+    printed = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert printed.pop("open_set") is None  # no decision model named: ranking only
+    by_mode = printed
     metrics = by_mode["dense"]
     for mode, m in by_mode.items():
         print(
@@ -64,6 +66,58 @@ def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> Non
     assert metrics["map@5"] >= DEV_MAP5_FLOOR
     # Dense and lexical rankings miss different posts: their fusion beats either.
     assert by_mode["hybrid"]["map@5"] > max(by_mode["dense"]["map@5"], by_mode["lexical"]["map@5"])
+
+
+@pytest.mark.quality
+@pytest.mark.skipif(not (SHARED_DATA / "corpus.jsonl").is_file(), reason="../shared/data/checkthat2020 is absent")
+def test_eval_cli_judges_an_open_set_split_with_the_shipped_decision_model(tmp_path: Path) -> None:
+    from worker.retrieval.shipped import shipped_path
+
+    decisions = shipped_path(minilm_model_ref())
+    assert decisions.is_file(), "MiniLM ships a decision model (benchmarks/decisions.py --ship)"
+    plot = tmp_path / "pr.png"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "eval",
+            "--model",
+            minilm_model_ref(),
+            "--corpus",
+            str(SHARED_DATA / "corpus.jsonl"),
+            "--queries",
+            str(SHARED_DATA / "dev_queries.jsonl"),
+            "--qrels",
+            str(SHARED_DATA / "dev_qrels.tsv"),
+            "--mode",
+            "hybrid",
+            "--holdout-share",
+            "0.5",
+            "--seed",
+            "3",
+            "--decisions",
+            str(decisions),
+            "--plot",
+            str(plot),
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])["open_set"]
+    print(f"MiniLM, CheckThat! 2020 dev, open-set half, shipped decision model: {report}")
+    # Half of the posts lost their fact-checks (fewer where a kept post shares one).
+    assert report["unanswerable"] >= 60 and report["answerable"] >= 90
+    assert report["auroc"] >= 0.8
+    shown = report["match_or_suggestion"]
+    assert shown["false_alarm"] <= 0.35 and shown["recall"] >= 0.5
+    assert plot.is_file() and plot.stat().st_size > 10_000
+    assert "false alarms" in completed.stderr
 
 
 @pytest.mark.integration

@@ -303,11 +303,15 @@ async def test_minilm_fine_tune_few_steps_beats_base_on_checkthat_dev(
             use_feedback=False,
             promote_if_better=True,
         )
-        # Promotion also fitted the new version's tiers on the held-out (dev) split.
-        thresholds = await store.thresholds(outcome.version)
+        # Promotion also fitted the new version's decision model and tiers on an open-set half of
+        # the held-out (dev) split: half its posts lost their fact-checks.
+        decisions = await store.decisions(outcome.version)
+        report = await store.decision_report(outcome.version)
     finally:
         await store.close()
-    assert ("*", "match") in thresholds and ("*", "suggestion") in thresholds
+    assert decisions.model is not None and ("*", "suggestion") in decisions.thresholds
+    assert report is not None and report["answerable"] > 0 and report["unanswerable"] > 0
+    print(f"trainer's open-set report: {report}")
     assert outcome.active is not None
     print(
         f"dev ({len(subset)} fact-checks): base nDCG@10 {outcome.active['ndcg@10']:.4f} MAP@5 "

@@ -10,7 +10,7 @@ left out of the candidates exactly as if they were not in the corpus.
 Printed per model: test open-set precision / recall / false alarms per tier, the AUROC of
 the rank-1 probability (and of the cosine alone), MAP@5 on the full test set for today's
 hybrid and for hybrid reordered by the decision, and the cross-lingual check
-(benchmarks/data/crosslingual.jsonl: posts in 10 languages whose fact-check is in another).
+(benchmarks/data/crosslingual.jsonl: posts in 11 languages whose fact-check is in another).
 With --rerank, a cross-encoder is trained from the model's own weights on train (mined hard
 negatives), the decision is fitted on dev with and without its score, and test is reported
 for both, with the throughput cost.

@@ -164,14 +164,16 @@ class Settings(BaseSettings):
         0.05,
         gt=0,
         le=1,
-        description="Share of the window's posts one fact-check may match (tier 'match') before it is flagged.",
+        description="Share of the window's posts one fact-check may be shown to (any tier) before it is flagged.",
     )
     overmatch_factor: float = Field(
         5.0, ge=1, le=1000, description="...and this many times its own baseline share (over earlier windows)."
     )
     overmatch_min_matches: int = Field(20, ge=1, description="Fewest matches in the window before flagging.")
     overmatch_quarantine: bool = Field(
-        True, description="Withhold a flagged fact-check from tier 'match' until `factmatch quarantine clear`."
+        True,
+        description="Demote a flagged fact-check one tier (never 'match'; a suggestion is withheld)"
+        " until `factmatch quarantine clear`.",
     )
     quarantine_refresh_s: float = Field(10.0, gt=0, le=3600, description="How often workers re-read quarantines.")
     tier_match_precision: float = Field(0.95, gt=0, le=1, description="Target precision of the 'match' tier.")

@@ -1,4 +1,4 @@
-"""``factmatch quarantine``: the fact-checks withheld from tier "match", and clearing them.
+"""``factmatch quarantine``: the fact-checks demoted for over-matching, and clearing them.
 
 A worker's over-match watch quarantines a fact-check that suddenly matches far more posts
 than its baseline (:mod:`worker.retrieval.overmatch`); a moderator looks at it, fixes the
@@ -16,7 +16,7 @@ from rich.table import Table
 
 from worker.cli.common import console, fail, load_settings, run
 
-app = typer.Typer(no_args_is_help=True, help="Fact-checks withheld from tier 'match' for over-matching.")
+app = typer.Typer(no_args_is_help=True, help="Fact-checks demoted a tier (never 'match') for over-matching.")
 
 
 @app.command("list")
@@ -44,10 +44,10 @@ def list_quarantine(
 
 @app.command()
 def clear(
-    fact_check_id: Annotated[str, typer.Argument(help="The fact-check to let back into tier 'match'.")],
+    fact_check_id: Annotated[str, typer.Argument(help="The fact-check to give its tiers back.")],
     by: Annotated[str | None, typer.Option(help="Who clears it (default: the login name).")] = None,
 ) -> None:
-    """Let a quarantined fact-check back into tier 'match'."""
+    """Give a quarantined fact-check its tiers back."""
     from worker.storage import open_store
 
     settings = load_settings()
@@ -63,11 +63,11 @@ def clear(
 
 @app.command()
 def add(
-    fact_check_id: Annotated[str, typer.Argument(help="The fact-check to withhold from tier 'match'.")],
+    fact_check_id: Annotated[str, typer.Argument(help="The fact-check to demote.")],
     reason: Annotated[str, typer.Option(help="Why (shown by `quarantine list`).")],
     by: Annotated[str | None, typer.Option(help="Who (default: the login name).")] = None,
 ) -> None:
-    """Withhold a fact-check from tier 'match' by hand."""
+    """Demote a fact-check by hand (never 'match'; a suggestion is withheld)."""
     from worker.storage import open_store
 
     settings = load_settings()

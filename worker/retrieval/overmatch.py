@@ -2,7 +2,7 @@
 
 A generic claim ("this is false"), a bad edit or an encoding bug can make one fact-check the
 best match of everything. Each worker keeps a sliding window of its recent posts and, per
-fact-check, how many of them it matched in tier "match"; a fact-check is flagged when its
+fact-check, how many of them showed it in a tier; a fact-check is flagged when its
 share of the window passes ``overmatch_share``, with at least ``overmatch_min_matches``
 matches, and is ``overmatch_factor`` times its own baseline (its share over earlier windows,
 so a fact-check about this week's viral rumour that always matched a lot is judged against
@@ -69,7 +69,7 @@ class OverMatchWatch:
         self._flagged: set[str] = set()
 
     def observe(self, matched: Iterable[frozenset[str]]) -> list[Flag]:
-        """Record each post's tier-"match" fact-checks; the newly flagged fact-checks."""
+        """Record each post's tiered fact-checks; the newly flagged fact-checks."""
         touched: set[str] = set()
         for ids in matched:
             self._window.append(ids)

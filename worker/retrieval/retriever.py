@@ -216,14 +216,15 @@ class Retriever:
             kept = []
             for s in pool[: self.config.top_k]:
                 tier = tier_for(s.probability, langs[qi], cuts) if cuts and s.probability is not None else None
-                if tier == "match" and s.candidate.fact_check_id in quarantined:
-                    tier = "suggestion"
+                if tier is not None and s.candidate.fact_check_id in quarantined:
+                    tier = _DEMOTED[tier]
                 if tier is not None or not cuts or self.config.publish_untiered:
                     kept.append((s, tier))
             published.append(kept)
         if self.guard:
+            # What moderators are shown: every tiered match, so a version with no "match" cut is watched too.
             await self.guard.observe(
-                frozenset(s.candidate.fact_check_id for s, t in kept if t == "match") for kept in published
+                frozenset(s.candidate.fact_check_id for s, t in kept if t is not None) for kept in published
             )
         details = await self.source.details(
             [(qi, s.candidate.fact_check_id) for qi, kept in enumerate(published) for s, _ in kept], texts, langs
@@ -232,6 +233,10 @@ class Retriever:
             [_match(s, rank, tier, details[(qi, s.candidate.fact_check_id)]) for rank, (s, tier) in enumerate(kept, 1)]
             for qi, kept in enumerate(published)
         ]
+
+
+# A quarantined fact-check is demoted one tier: never "match"; a suggestion is withheld.
+_DEMOTED: dict[Tier, Tier | None] = {"match": "suggestion", "suggestion": None}
 
 
 def _without(cands: Sequence[Candidate], exclude: Collection[str]) -> list[Candidate]:

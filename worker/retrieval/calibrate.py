@@ -11,7 +11,7 @@ version in one transaction, which NOTIFYs the workers to reload them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,31 @@ class LabelledPosts:
         return replace(self, queries=queries, langs=langs, qrels=qrels, judged=judged)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A slice of labelled posts, encoded: what one retriever call takes."""
+
+    ids: list[str]
+    texts: list[str]
+    langs: list[str | None]
+    vectors: np.ndarray[Any, Any]
+
+
+def encoded_chunks(
+    encoder: Encoder, labelled: LabelledPosts, *, chunk: int = 64, desc: str = "ranking posts", progress: bool = False
+) -> Iterator[Chunk]:
+    """The posts in chunks, each encoded as the worker encodes them, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    ids = list(labelled.queries)
+    with tqdm(total=len(ids), desc=desc, unit="post", disable=not progress) as bar:
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            texts = [labelled.queries[q] for q in part]
+            yield Chunk(part, texts, [labelled.langs.get(q) for q in part], np.asarray(encoder.encode_queries(texts)))
+            bar.update(len(part))
+
+
 async def collect_pools(
     retriever: Retriever,
     version: str,
@@ -68,31 +93,22 @@ async def collect_pools(
     *,
     decisions: Decisions | None = None,
     featurize: bool = False,
-    chunk: int = 64,
     progress: bool = False,
 ) -> dict[str, list[Scored]]:
     """Every post's pool as the worker would build it (fact-checks in ``labelled.exclude`` left out)."""
-    from tqdm.auto import tqdm
-
-    ids = list(labelled.queries)
     pools: dict[str, list[Scored]] = {}
-    with tqdm(total=len(ids), desc="ranking posts", unit="post", disable=not progress) as bar:
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            texts = [labelled.queries[q] for q in part]
-            vectors = np.asarray(encoder.encode_queries(texts))
-            found = await retriever.pools(
-                version,
-                encoder.dimension,
-                vectors,
-                texts,
-                [labelled.langs.get(q) for q in part],
-                decisions,
-                exclude=labelled.exclude,
-                featurize=featurize,
-            )
-            pools.update(zip(part, found, strict=True))
-            bar.update(len(part))
+    for c in encoded_chunks(encoder, labelled, progress=progress):
+        found = await retriever.pools(
+            version,
+            encoder.dimension,
+            c.vectors,
+            c.texts,
+            c.langs,
+            decisions,
+            exclude=labelled.exclude,
+            featurize=featurize,
+        )
+        pools.update(zip(c.ids, found, strict=True))
     return pools
 
 
@@ -215,26 +231,12 @@ async def evaluate_decisions(
     """What the worker would publish for each post (untiered matches kept, so rankings stay measurable)."""
     config = replace(retriever.config, publish_untiered=True, min_score=-1.0)
     judge = Retriever(retriever.source, config)
-    from tqdm.auto import tqdm
-
-    ids = list(labelled.queries)
     out: dict[str, list[Published]] = {}
-    with tqdm(total=len(ids), desc="deciding", unit="post", disable=not progress) as bar:
-        for start in range(0, len(ids), 64):
-            part = ids[start : start + 64]
-            texts = [labelled.queries[q] for q in part]
-            vectors = np.asarray(encoder.encode_queries(texts))
-            found = await judge.search(
-                version,
-                encoder.dimension,
-                vectors,
-                texts,
-                [labelled.langs.get(q) for q in part],
-                decisions,
-                exclude=labelled.exclude,
-            )
-            for q, matches in zip(part, found, strict=True):
-                gold = labelled.qrels.get(q, set())
-                out[q] = [Published(m.probability, m.tier, m.fact_check_id in gold) for m in matches]
-            bar.update(len(part))
+    for c in encoded_chunks(encoder, labelled, desc="deciding", progress=progress):
+        found = await judge.search(
+            version, encoder.dimension, c.vectors, c.texts, c.langs, decisions, exclude=labelled.exclude
+        )
+        for q, matches in zip(c.ids, found, strict=True):
+            gold = labelled.qrels.get(q, set())
+            out[q] = [Published(m.probability, m.tier, m.fact_check_id in gold) for m in matches]
     return out

@@ -1,4 +1,4 @@
-"""The model registry's SQL: versions, their statuses, metrics, and calibrated tier thresholds.
+"""The model registry's SQL: versions, their statuses and metrics (decisions and tier cuts: ``decisions``).
 
 At most one version is ``active`` (a unique partial index enforces it); activating one
 retires the previous and NOTIFYs the workers in the same transaction. Which moves are
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,6 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from worker.core.lifecycle import NOTIFY_CHANNEL, VersionStatus
-from worker.retrieval.tiers import Threshold
 from worker.storage.db import Database
 from worker.storage.embeddings import index_name
 
@@ -129,22 +128,3 @@ class RegistryQueries(Database):
                 " notes = concat_ws('; ', notes, 'embeddings dropped by retention') WHERE version = %s",
                 (version,),
             )
-
-    async def save_thresholds(self, version: str, fitted: Sequence[Threshold], source: str) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("DELETE FROM score_thresholds WHERE model_version = %s", (version,))
-            cur = conn.cursor()
-            await cur.executemany(
-                "INSERT INTO score_thresholds (model_version, lang, tier, threshold, target_precision,"
-                " fitted_precision, fitted_recall, support, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(version, *astuple(t), source) for t in fitted],
-            )
-            # Workers reload thresholds when the registry notifies them.
-            await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, version))
-
-    async def thresholds(self, version: str) -> dict[tuple[str, str], float]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT lang, tier, threshold FROM score_thresholds WHERE model_version = %s", (version,)
-            )
-            return {(lang, tier): float(t) for lang, tier, t in await cur.fetchall()}

@@ -93,7 +93,10 @@ class DecisionModel:
             data[key] = tuple(data[key])
         model = cls(**data)
         if model.features not in (FEATURES, (*FEATURES, RERANK)):
-            raise ValueError(f"decision model has features {model.features}, this worker computes {FEATURES}")
+            raise ValueError(
+                f"decision model has features {model.features}, this worker computes {FEATURES}:"
+                " refit it for this release with `factmatch calibrate`"
+            )
         return model
 
     @property

@@ -37,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref, minilm_model_ref
-from worker.retrieval.calibrate import LabelledPosts, collect_pools, decision_rows, evaluate_decisions, fit_calibration
+from worker.retrieval.calibrate import (
+    LabelledPosts,
+    collect_pools,
+    decision_rows,
+    evaluate_decisions,
+    fit_calibration,
+    tier_targets,
+)
 from worker.retrieval.decision import Decisions
 from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
 from worker.retrieval.modes import Candidate
@@ -50,7 +57,7 @@ from worker.retrieval.openset import (
     precision_recall_curve,
 )
 from worker.retrieval.retriever import CandidateDetails, RetrievalConfig, Retriever
-from worker.retrieval.shipped import shipped_path
+from worker.retrieval.shipped import model_key, shipped_path
 from worker.settings import Settings
 from worker.wire import FactCheck
 
@@ -135,7 +142,7 @@ async def gather(url: str, model: str, settings: Settings, posts: list[LabelledP
     from worker.core.indexer import index_version
     from worker.storage import Store, apply_migrations, with_search_path
 
-    path = cache / f"{Path(model).name if Path(model).name != 'model' else Path(model).parent.name}.pkl"
+    path = cache / f"{model_key(model)}.pkl"
     if path.is_file():
         cached: Gathered = pickle.loads(path.read_bytes())
         return cached
@@ -201,11 +208,10 @@ async def fit(
     for part in parts:
         pools = await collect_pools(retriever, "m", enc, part, featurize=True, decisions=decisions)
         rows += decision_rows(pools, part)
-    targets = {"match": settings.tier_match_precision, "suggestion": settings.tier_suggestion_precision}
     return fit_calibration(
         rows,
         merged(*parts),
-        targets,  # type: ignore[arg-type]
+        tier_targets(settings),
         top_k=settings.top_k,
         min_support=settings.tier_min_support,
         fitted_on={"data": note},
@@ -234,7 +240,7 @@ async def run_model(
 
     # 1. The shipped decision: fitted on train + dev (open-set), as `factmatch calibrate` fits it.
     fitted = await fit(retriever, enc, [train, dev], settings, "CheckThat! 2020 train+dev, open-set halves")
-    decisions = Decisions(fitted.model, {(t.lang, t.tier): t.threshold for t in fitted.thresholds})
+    decisions = fitted.decisions()
     out["fit"] = fitted.report
     out["thresholds"] = [t.__dict__ for t in fitted.thresholds]
     out["coefficients"] = dict(zip(fitted.model.features, fitted.model.coef, strict=True))

@@ -78,8 +78,8 @@ async def rerank_experiment(
     reranking = Retriever(retriever.source, replace(retriever.config, rerank_top_n=TOP_N))
     with_r = await fit(reranking, enc, [dev], settings, "dev, open-set, with reranker", Decisions(reranker=reranker))
     without = await fit(retriever, enc, [dev], settings, "dev, open-set")
-    d_with = Decisions(with_r.model, {(t.lang, t.tier): t.threshold for t in with_r.thresholds}, reranker)
-    d_without = Decisions(without.model, {(t.lang, t.tier): t.threshold for t in without.thresholds})
+    d_with = with_r.decisions(reranker)
+    d_without = without.decisions()
     out["test"] = {
         "dev fit, no reranker": (await judge(retriever, enc, test, d_without))[0],
         f"dev fit, reranker top-{TOP_N}": (await judge(reranking, enc, test, d_with))[0],

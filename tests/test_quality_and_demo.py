@@ -27,10 +27,9 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FACTMATCH_")}
 
 
-@pytest.mark.quality
-@pytest.mark.skipif(not (SHARED_DATA / "corpus.jsonl").is_file(), reason="../shared/data/checkthat2020 is absent")
-def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> None:
-    completed = subprocess.run(
+def eval_minilm_on_dev(cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`factmatch eval --json` with MiniLM on CheckThat! 2020 dev, as a user runs it."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -44,14 +43,21 @@ def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> Non
             str(SHARED_DATA / "dev_queries.jsonl"),
             "--qrels",
             str(SHARED_DATA / "dev_qrels.tsv"),
+            *options,
             "--json",
         ],
-        cwd=tmp_path,
+        cwd=cwd,
         env=clean_env(),
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+@pytest.mark.quality
+@pytest.mark.skipif(not (SHARED_DATA / "corpus.jsonl").is_file(), reason="../shared/data/checkthat2020 is absent")
+def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> None:
+    completed = eval_minilm_on_dev(tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     printed = json.loads(completed.stdout.strip().splitlines()[-1])
     assert printed.pop("open_set") is None  # no decision model named: ranking only
@@ -76,37 +82,18 @@ def test_eval_cli_judges_an_open_set_split_with_the_shipped_decision_model(tmp_p
     decisions = shipped_path(minilm_model_ref())
     assert decisions.is_file(), "MiniLM ships a decision model (benchmarks/decisions.py --ship)"
     plot = tmp_path / "pr.png"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "eval",
-            "--model",
-            minilm_model_ref(),
-            "--corpus",
-            str(SHARED_DATA / "corpus.jsonl"),
-            "--queries",
-            str(SHARED_DATA / "dev_queries.jsonl"),
-            "--qrels",
-            str(SHARED_DATA / "dev_qrels.tsv"),
-            "--mode",
-            "hybrid",
-            "--holdout-share",
-            "0.5",
-            "--seed",
-            "3",
-            "--decisions",
-            str(decisions),
-            "--plot",
-            str(plot),
-            "--json",
-        ],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    completed = eval_minilm_on_dev(
+        tmp_path,
+        "--mode",
+        "hybrid",
+        "--holdout-share",
+        "0.5",
+        "--seed",
+        "3",
+        "--decisions",
+        str(decisions),
+        "--plot",
+        str(plot),
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])["open_set"]

@@ -282,14 +282,14 @@ def test_fit_threshold_takes_the_lowest_cut_that_keeps_precision() -> None:
 
 
 def test_thresholds_per_language_with_fallback_and_tiers() -> None:
-    from worker.retrieval.tiers import fit_thresholds, tier_for
+    from worker.retrieval.tiers import cuts_of, fit_thresholds, tier_for
 
     scored = [("en", 0.9, True)] * 30 + [("en", 0.6, False)] * 30 + [("de", 0.95, True)] * 5
     fitted = fit_thresholds(scored, {"match": 0.9, "suggestion": 0.5}, min_support=10)
     langs = {(t.lang, t.tier) for t in fitted}
     assert ("en", "match") in langs and ("*", "match") in langs
     assert not any(t.lang == "de" for t in fitted), "5 German pairs are too few for their own cut"
-    cuts = {(t.lang, t.tier): t.threshold for t in fitted}
+    cuts = cuts_of(fitted)
     assert tier_for(0.92, "en", cuts) == "match"
     assert tier_for(0.61, "en", cuts) == "suggestion"
     assert tier_for(0.1, "en", cuts) is None

@@ -24,6 +24,7 @@ from worker.core.pipeline import ServingModel
 from worker.core.versions import bootstrap
 from worker.observability import Metrics
 from worker.retrieval.rerank import Reranker
+from worker.retrieval.shipped import model_key
 from worker.settings import Settings
 from worker.storage import ModelVersion, Store
 from worker.wire import FactCheck
@@ -37,7 +38,7 @@ def version_name_for(model_ref: str) -> str:
     """A readable, stable version name for a model directory or hub name."""
     path = Path(model_ref).expanduser()
     if path.is_dir():
-        name = path.name if path.name not in ("model", "models", "") else path.parent.name
+        name = model_key(str(path))
         digest = hashlib.sha1()
         for file in ("modules.json", "config.json", "config_sentence_transformers.json"):
             if (path / file).is_file():

@@ -19,8 +19,9 @@ import numpy as np
 
 from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision
 from worker.retrieval.openset import Published, open_set_report
+from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import RetrievalConfig, Retriever, Scored
-from worker.retrieval.tiers import Threshold, Tier, fit_thresholds, tier_for
+from worker.retrieval.tiers import Threshold, Tier, cuts_of, fit_thresholds, tier_for
 
 if TYPE_CHECKING:
     from worker.core.encoder import Encoder
@@ -131,6 +132,15 @@ class Calibration:
     thresholds: list[Threshold]
     report: dict[str, Any]
 
+    def decisions(self, reranker: Reranker | None = None) -> Decisions:
+        """What a worker decides with, from this fit."""
+        return Decisions(self.model, cuts_of(self.thresholds), reranker)
+
+
+def tier_targets(settings: Settings) -> dict[Tier, float]:
+    """The tiers' target precisions, from the settings."""
+    return {"match": settings.tier_match_precision, "suggestion": settings.tier_suggestion_precision}
+
 
 def fit_calibration(
     rows: Sequence[LabelledRow],
@@ -146,7 +156,7 @@ def fit_calibration(
     thresholds = fit_thresholds(
         ((r.lang, float(p), r.correct) for r, p in zip(rows, oof, strict=True)), targets, min_support
     )
-    cuts: dict[tuple[str, str], float] = {(t.lang, t.tier): t.threshold for t in thresholds}
+    cuts = cuts_of(thresholds)
     by_post: dict[str, list[tuple[float, LabelledRow]]] = {}
     for r, p in zip(rows, oof, strict=True):
         by_post.setdefault(r.post, []).append((float(p), r))
@@ -201,14 +211,10 @@ async def calibrate_version(
         featurize=True,
         progress=progress,
     )
-    targets: dict[Tier, float] = {
-        "match": settings.tier_match_precision,
-        "suggestion": settings.tier_suggestion_precision,
-    }
     calibration = fit_calibration(
         decision_rows(pools, labelled),
         labelled,
-        targets,
+        tier_targets(settings),
         top_k=settings.top_k,
         min_support=settings.tier_min_support,
         fitted_on={"source": source, "mode": config.fusion.mode, "excluded_fact_checks": len(labelled.exclude)},

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from worker.retrieval.modes import Candidate, FusionConfig, cross_lingual, effective_lexical_rank, hybrid_rrf
 from worker.retrieval.rerank import Reranker
-from worker.retrieval.tiers import Threshold
+from worker.retrieval.tiers import Threshold, cuts_of
 
 FEATURES = (
     "cosine",
@@ -118,7 +118,7 @@ class Decisions:
     def read(cls, path: Path) -> Decisions:
         """From a file written by :meth:`write` (how the default model's decision model ships)."""
         model, thresholds, _ = read_decision_file(path)
-        return cls(model, {(t.lang, t.tier): t.threshold for t in thresholds})
+        return cls(model, cuts_of(thresholds))
 
     @staticmethod
     def write(path: Path, model: DecisionModel, thresholds: Sequence[Threshold], report: dict[str, Any]) -> Path:

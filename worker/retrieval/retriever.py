@@ -4,7 +4,7 @@ The pipeline's searcher. It asks the storage layer (a :class:`CandidateSource`) 
 source's candidates, lets the configured mode rank them into a pool, lets the version's
 decision model give each pooled candidate its match probability and reorder the pool by it
 (so rank 1 is the candidate the decision prefers, and a tier can never skip rank 1), cuts
-the tiers per language, withholds quarantined fact-checks from tier "match", fetches the
+the tiers per language, demotes quarantined fact-checks one tier, fetches the
 details of the published matches alone, and builds the wire :class:`Match` objects. Nothing
 here knows SQL or Kafka.
 """
@@ -147,20 +147,22 @@ class Retriever:
             for qi, cands in enumerate(found)
         ]
         reranker = decisions.reranker if decisions else None
-        rerank = None
-        if deciding and reranker is not None and config.rerank_top_n > 0 and (featurize or model.uses_rerank):  # type: ignore[union-attr]
+        wants_rerank = featurize or (model is not None and model.uses_rerank)
+        rerank: list[list[float]] | None = None
+        if wants_rerank and reranker is not None and config.rerank_top_n > 0:
             rerank = await self._rerank(reranker, fused_pools, texts, langs)
         elif model is not None and model.uses_rerank:
             log.error(
                 "version %s decides with a reranker it does not have here; rerank_top_n is 0 or it is missing", version
             )
+            rerank = [[0.0] * len(fused) for fused in fused_pools]
         out: list[list[Scored]] = []
         for qi, fused in enumerate(fused_pools):
             if not deciding or not fused:
                 out.append([Scored(c, f) for c, f in fused])
                 continue
             neutral = model.neutral_lexical if model else 0.0
-            scores = rerank[qi] if rerank is not None else ([0.0] * len(fused) if model and model.uses_rerank else None)
+            scores = rerank[qi] if rerank is not None else None
             x = features([c for c, _ in fused], config.fusion, texts[qi], langs[qi], neutral, scores)
             if model is None:
                 out.append([Scored(c, f, tuple(row)) for (c, f), row in zip(fused, x, strict=True)])

@@ -75,6 +75,11 @@ def fit_thresholds(
     return fitted
 
 
+def cuts_of(fitted: Iterable[Threshold]) -> dict[tuple[str, str], float]:
+    """(lang, tier) -> cut: what :func:`tier_for` looks thresholds up in."""
+    return {(t.lang, t.tier): t.threshold for t in fitted}
+
+
 def normalise_lang(lang: str | None) -> str:
     return (lang or ALL_LANGUAGES).split("-")[0].lower() or ALL_LANGUAGES
 

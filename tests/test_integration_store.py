@@ -128,6 +128,60 @@ async def test_upsert_delete_and_staleness(database_url: str) -> None:
         await store.close()
 
 
+async def test_lexical_postings_follow_every_corpus_change_and_rank_by_bm25(database_url: str) -> None:
+    def postings() -> dict[str, set[str]]:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute("SELECT fact_check_id, lexeme FROM fact_check_terms").fetchall()
+        found: dict[str, set[str]] = {}
+        for fc_id, lexeme in rows:
+            found.setdefault(fc_id, set()).add(lexeme)
+        return found
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.upsert_fact_checks(
+            [
+                FactCheck(id="common", claim="The president said the election was stolen", lang="en"),
+                FactCheck(id="rare", claim="The president did not say vinegar cures anything", lang="en"),
+                FactCheck(id="other", claim="The president visited the election office", lang="en"),
+            ]
+        )
+        assert postings()["rare"] >= {"vinegar", "cure", "presid"}
+        await store.upsert_fact_checks([FactCheck(id="rare", claim="Vinegar does not cure the flu", lang="en")])
+        assert "presid" not in postings()["rare"] and "flu" in postings()["rare"]
+        await store.delete_fact_checks(["other"])
+        assert "other" not in postings()
+        await store.register_version("lx", "/m", 4, status="indexing")
+        await store.write_embeddings("lx", ["common", "rare"], unit(2, 4))
+        # "vinegar" is in one fact-check, "president" in the other: the rarer shared term wins.
+        found = await search(
+            store, "lx", 4, unit(1, 4, seed=5), ["The president and vinegar"], ["en"], mode="lexical", top_k=2
+        )
+        assert [m.fact_check_id for m in found[0]] == ["rare", "common"]
+        assert found[0][0].lexical_score is not None and found[0][0].lexical_score > found[0][1].lexical_score  # type: ignore[operator]
+    finally:
+        await store.close()
+
+
+async def test_a_decision_model_of_an_earlier_release_is_served_without_tiers(database_url: str) -> None:
+    from tests.test_unit_decisions import cosine_is_probability
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.register_version("old", "/m", 4, status="indexing")
+        await store.save_decision("old", cosine_is_probability(), [], source="test")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE decision_models SET model = jsonb_set(model::jsonb, '{features,5}', '\"lexical_score\"')"
+                " WHERE model_version = 'old'"
+            )
+        assert (await store.decisions("old")).model is None
+    finally:
+        await store.close()
+
+
 async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(database_url: str) -> None:
     store = Store(database_url)
     await store.open()

@@ -86,7 +86,7 @@ def test_language_aware_fusion_does_not_rank_a_cross_lingual_match_below_same_la
     # The decision features of a cross-lingual candidate carry the neutral lexical evidence.
     x = features([right, *sharers], aware, "a post", "en", neutral_lexical=0.25)
     row = dict(zip(FEATURES, x[0], strict=True))
-    assert row["same_language"] == 0.0 and row["lexical_score"] == 0.25 and row["inv_lexical_rank"] == 1.0
+    assert row["same_language"] == 0.0 and row["lexical_bm25"] == 0.25 and row["inv_lexical_rank"] == 1.0
     assert row["cosine_margin"] == pytest.approx(0.08) and row["cosine_gap"] == 0.0
 
 

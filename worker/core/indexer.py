@@ -8,6 +8,7 @@ together, the document prompt, normalised) whoever embeds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,16 +38,32 @@ async def embed_fact_checks(
     chunk_size: int = 256,
     progress: bool = False,
 ) -> int:
-    """Embed ``fact_checks`` under ``version`` and write them, chunk by chunk."""
+    """Embed ``fact_checks`` under ``version`` and write them, chunk by chunk.
+
+    A chunk is written while the next one encodes (Postgres and torch then share the cores
+    instead of taking turns); at most one write is in flight.
+    """
     done = 0
+    writing: asyncio.Future[None] | None = None
     with tqdm(total=len(fact_checks), desc=f"embedding [{version}]", unit="doc", disable=not progress) as bar:
-        for start in range(0, len(fact_checks), chunk_size):
-            chunk = fact_checks[start : start + chunk_size]
-            texts = [document_text(fc.title, fc.claim) for fc in chunk]
-            vectors = await asyncio.to_thread(encoder.encode_documents, texts)
-            await store.write_embeddings(version, [fc.id for fc in chunk], vectors)
-            done += len(chunk)
-            bar.update(len(chunk))
+        try:
+            for start in range(0, len(fact_checks), chunk_size):
+                chunk = fact_checks[start : start + chunk_size]
+                texts = [document_text(fc.title, fc.claim) for fc in chunk]
+                vectors = await asyncio.to_thread(encoder.encode_documents, texts)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(store.write_embeddings(version, [fc.id for fc in chunk], vectors))
+                done += len(chunk)
+                bar.update(len(chunk))
+            if writing is not None:
+                await writing
+                writing = None
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await writing
     return done
 
 

@@ -3,6 +3,9 @@
 The FastStream handler hands it raw records and publishes what it returns. It depends on
 two narrow protocols (a model source and a searcher, :class:`worker.retrieval.Retriever` in
 production), so unit tests drive it with fakes.
+Posts are searched one encoder call at a time while the next call encodes (torch and
+Postgres then use the cores together instead of taking turns); results are still published
+and committed per batch, after all of them, so commit-after-publish is unchanged.
 Failures split in two: a message's own fault becomes a dead letter; a dependency's fault
 (Postgres unreachable) is retried with backoff and then raised, so the caller leaves the
 offsets uncommitted and the batch comes back.
@@ -11,6 +14,7 @@ offsets uncommitted and the batch comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -18,9 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-import numpy as np
-
-from worker.core.batching import plan_batches
+from worker.core.batching import EmbeddingCache, EncodeStage
 from worker.core.decoding import Limits, decode_post
 from worker.core.encoder import Encoder, Vectors
 from worker.retrieval.decision import Decisions
@@ -101,6 +103,8 @@ class PipelineConfig:
     token_budget: int
     limits: Limits
     retry: RetryPolicy
+    encode_batch_size: int = 32
+    embedding_cache_size: int = 0
 
     @classmethod
     def from_settings(
@@ -111,6 +115,8 @@ class PipelineConfig:
     ) -> PipelineConfig:
         return cls(
             token_budget=settings.batch_token_budget,
+            encode_batch_size=settings.encode_batch_size,
+            embedding_cache_size=settings.embedding_cache_size,
             limits=Limits.from_settings(settings),
             retry=RetryPolicy(
                 attempts=settings.retry_attempts,
@@ -133,6 +139,7 @@ class BatchOutcome:
     tokens: int = 0
     encode_seconds: float = 0.0
     search_seconds: float = 0.0
+    cache_hits: int = 0
 
 
 class MatchPipeline:
@@ -147,6 +154,9 @@ class MatchPipeline:
         self.searcher = searcher
         self.config = config
         self.detect_language = detect_language
+        self.stage = EncodeStage(
+            config.token_budget, config.encode_batch_size, EmbeddingCache(config.embedding_cache_size)
+        )
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
@@ -193,27 +203,57 @@ class MatchPipeline:
         texts = [post.text for _, post in valid]
         langs: list[str | None] = [post.lang for _, post in valid]
         detected = [False] * len(valid)
-        if self.detect_language is not None:
-            for i, lang in enumerate(langs):
-                if not lang:
-                    langs[i] = await asyncio.to_thread(self.detect_language, texts[i])
-                    detected[i] = langs[i] is not None
+        if self.detect_language is not None and not all(langs):
+            found_langs = await asyncio.to_thread(self._detect, texts, langs)
+            detected = [lang is None and found is not None for lang, found in zip(langs, found_langs, strict=True)]
+            langs = found_langs
         encoder = model.encoder
         started = time.perf_counter()
-        counts = await asyncio.to_thread(encoder.count_tokens, texts)
-        outcome.tokens += sum(counts)
-        groups = plan_batches(counts, self.config.token_budget)
-        vectors = np.zeros((len(texts), model.dimension), dtype=np.float32)
-        for group in groups:
-            encoded = await asyncio.to_thread(encoder.encode_queries, [texts[i] for i in group])
-            vectors[group] = encoded
-        encoded_at = time.perf_counter()
-        outcome.encode_seconds += encoded_at - started
-        matches = await self.config.retry.run(
-            "search",
-            lambda: self.searcher.search(model.version, model.dimension, vectors, texts, langs, model.decisions),
-        )
-        outcome.search_seconds += time.perf_counter() - encoded_at
+        plan = await asyncio.to_thread(self.stage.plan, encoder, model.version, texts)
+        outcome.tokens += plan.tokens
+        outcome.cache_hits += len(texts) - sum(len(call) for call in plan.calls)
+        planned = time.perf_counter()
+        matches: list[list[Match]] = [[] for _ in texts]
+        chunks = plan.chunks
+        # Call i + 1 encodes while chunk i is searched; ``pending`` is awaited before anything
+        # leaves, so no thread outlives the batch.
+        offset = 1 if plan.ready else 0
+        pending: asyncio.Future[None] | None = None
+
+        def start(call: int) -> asyncio.Future[None] | None:
+            if call >= len(plan.calls):
+                return None
+            return asyncio.ensure_future(
+                asyncio.to_thread(self.stage.encode, encoder, model.version, plan, plan.calls[call], texts)
+            )
+
+        try:
+            pending = start(0)
+            for n, chunk in enumerate(chunks):
+                if n >= offset:
+                    assert pending is not None
+                    await pending
+                    pending = start(n - offset + 1)
+                search_started = time.perf_counter()
+                found = await self.config.retry.run(
+                    "search",
+                    lambda chunk=chunk: self.searcher.search(  # type: ignore[misc]
+                        model.version,
+                        model.dimension,
+                        plan.vectors[chunk],
+                        [texts[i] for i in chunk],
+                        [langs[i] for i in chunk],
+                        model.decisions,
+                    ),
+                )
+                outcome.search_seconds += time.perf_counter() - search_started
+                for i, result in zip(chunk, found, strict=True):
+                    matches[i] = result
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+        outcome.encode_seconds += plan.encode_seconds + (planned - started)
         results = [
             MatchResult(
                 post_id=post.id,
@@ -226,4 +266,8 @@ class MatchPipeline:
             )
             for (record, post), found, lang, was_detected in zip(valid, matches, langs, detected, strict=True)
         ]
-        return results, len(groups)
+        return results, len(plan.calls)
+
+    def _detect(self, texts: Sequence[str], langs: Sequence[str | None]) -> list[str | None]:
+        assert self.detect_language is not None
+        return [lang or self.detect_language(text) for text, lang in zip(texts, langs, strict=True)]

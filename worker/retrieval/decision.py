@@ -46,7 +46,7 @@ FEATURES = (
     "cosine_margin",
     "inv_dense_rank",
     "inv_lexical_rank",
-    "lexical_score",
+    "lexical_bm25",
     "both_found",
     "same_language",
     "fused",
@@ -228,7 +228,7 @@ def fit_decision(
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof_raw, y)
     final = model().fit(z, y)
     lexical_found = x[:, FEATURES.index("inv_lexical_rank")] > 0
-    neutral = float(np.median(x[lexical_found, FEATURES.index("lexical_score")])) if lexical_found.any() else 0.0
+    neutral = float(np.median(x[lexical_found, FEATURES.index("lexical_bm25")])) if lexical_found.any() else 0.0
     decision = DecisionModel(
         features=names,
         mean=tuple(float(v) for v in mean),

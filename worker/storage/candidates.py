@@ -31,20 +31,25 @@ _DENSE = (
     "   FROM fact_check_embeddings e WHERE e.model_version = {version}"
     "   ORDER BY e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim}) LIMIT {pool}) d"
 )
+# BM25 (k1 1.2, b 0.75) over the postings of the post's lexemes (migration 0008): the cost
+# follows the postings read, not the number of fact-checks that share any word with the post.
 _LEXICAL = (
     "SELECT qt.ord, l.id AS fact_check_id, l.score,"
     " row_number() OVER (PARTITION BY qt.ord ORDER BY l.score DESC, l.id) AS rnk"
-    " FROM qt CROSS JOIN LATERAL ("
-    # ts_rank, not ts_rank_cd: cover density costs 5x the time per matching fact-check
-    # (measured on CheckThat!), and a post's OR query matches hundreds of them.
-    "   SELECT fc.id, ts_rank(fc.search_vector, qt.tq, 1) AS score FROM fact_checks fc"
-    "   WHERE qt.tq IS NOT NULL AND fc.search_vector @@ qt.tq ORDER BY score DESC LIMIT {pool}) l"
+    " FROM qt CROSS JOIN st CROSS JOIN LATERAL ("
+    "   SELECT t.fact_check_id AS id,"
+    "    sum(q.idf * t.tf * 2.2 / (t.tf + 1.2 * (0.25 + 0.75 * t.dl / st.avgdl)))::real AS score"
+    "   FROM (SELECT pl.lexeme, ln(1 + (st.n - df.c + 0.5) / (df.c + 0.5)) AS idf"
+    "         FROM unnest(qt.lx) AS pl(lexeme)"
+    "         CROSS JOIN LATERAL (SELECT count(*) AS c FROM fact_check_terms f WHERE f.lexeme = pl.lexeme) df"
+    "         WHERE df.c > 0) q"
+    "   JOIN fact_check_terms t ON t.lexeme = q.lexeme"
+    "   GROUP BY t.fact_check_id ORDER BY score DESC, t.fact_check_id LIMIT {pool}) l"
 )
-# OR of the post's lexemes: a post is long and informal; an AND query would match nothing.
-_TSQUERY = (
-    "(SELECT to_tsquery('simple', string_agg(quote_literal(lexeme), ' | '))"
-    " FROM unnest(to_tsvector(factmatch_ts_config(u.lang), u.txt)))"
+_CORPUS_STATS = (
+    "SELECT count(*)::real AS n, greatest(coalesce(avg(length(search_vector)), 1), 1)::real AS avgdl FROM fact_checks"
 )
+_LEXEMES = "tsvector_to_array(to_tsvector(factmatch_ts_config(u.lang), u.txt))"
 
 
 class CandidateQueries(Database):
@@ -75,9 +80,9 @@ class CandidateQueries(Database):
         lexical = "lexical" in sources
         query = sql.SQL(
             "WITH qt AS ("
-            "  SELECT u.ord, u.v, {tsquery} AS tq"
+            "  SELECT u.ord, u.v, {lexemes} AS lx"
             "  FROM unnest(%s::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
-            "), dense AS ({dense}), lex AS ({lexical}), cand AS ("
+            "), st AS ({stats}), dense AS ({dense}), lex AS ({lexical}), cand AS ("
             "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
             "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"
             "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
@@ -89,7 +94,8 @@ class CandidateQueries(Database):
             # The fact-check's language: fusion and the decision know cross-lingual candidates.
             " JOIN fact_checks fc ON fc.id = c.fact_check_id"
         ).format(
-            tsquery=sql.SQL(_TSQUERY if lexical else "NULL::tsquery"),
+            lexemes=sql.SQL(_LEXEMES if lexical else "NULL::text[]"),
+            stats=sql.SQL(_CORPUS_STATS if lexical else "SELECT 0::real AS n, 1::real AS avgdl"),
             dense=sql.SQL(_DENSE).format(**params) if "dense" in sources else _NO_DENSE,
             lexical=sql.SQL(_LEXICAL).format(**params) if lexical else _NO_LEXICAL,
             **params,

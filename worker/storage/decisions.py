@@ -9,6 +9,7 @@ records it here, the others read it on their next refresh.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Any
@@ -19,6 +20,8 @@ from worker.core.lifecycle import NOTIFY_CHANNEL
 from worker.retrieval.decision import DecisionModel, Decisions
 from worker.retrieval.tiers import Threshold
 from worker.storage.db import Database
+
+log = logging.getLogger(__name__)
 
 
 class DecisionQueries(Database):
@@ -58,7 +61,15 @@ class DecisionQueries(Database):
             cuts = {(lang, tier): float(t) for lang, tier, t in await cur.fetchall()}
         if row is None:
             return Decisions()
-        return Decisions(DecisionModel.from_json(row[0]), cuts)
+        try:
+            model = DecisionModel.from_json(row[0])
+        except ValueError as exc:
+            # Fitted by an earlier release on features this one no longer computes: its
+            # probabilities would be miscalibrated, so the version serves ranked matches without
+            # tiers (as if never calibrated) until `factmatch calibrate` refits it.
+            log.error("decision model of version %s cannot be used: %s; serving it without tiers", version, exc)
+            return Decisions()
+        return Decisions(model, cuts)
 
     async def decision_report(self, version: str) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:

@@ -120,7 +120,7 @@ class Model:
 def section_encode(model: Model, texts: list[str], settings: Settings, rounds: int) -> None:
     """Naive encode vs the worker's encoder stage, alternated so both see the same machine."""
     encoder = model.encoder
-    stage = EncodeStage(settings.batch_token_budget, settings.encode_batch_size)
+    stage = EncodeStage(settings.token_budget(encoder.device), settings.encode_batch_size)
     fetch = settings.batch_max_records
     naive_s, stage_s = [], []
     encoder.encode_queries(texts[:32])  # warm-up
@@ -329,8 +329,8 @@ def section_backends(model: Model, texts: list[str], base: Settings, cache: Path
     labelled = load_labelled_set(DATA / "corpus.jsonl", DATA / "test_queries.jsonl", DATA / "test_qrels.tsv")
     with np.load(cache / f"{model_key(model.ref)}-docs.npz", allow_pickle=False) as data:
         known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
-    ids = [fc.id for fc in labelled.fact_checks]
-    corpus = np.stack([known[document_text(fc.title, fc.claim)] for fc in labelled.fact_checks])
+    ids = [fc.id for fc in labelled.corpus]
+    corpus = np.stack([known[document_text(fc.title, fc.claim)] for fc in labelled.corpus])
     qids = list(labelled.queries)
     options = EncoderOptions.from_settings(base)
     backends: dict[str, Any] = {

@@ -294,3 +294,11 @@ def test_thresholds_per_language_with_fallback_and_tiers() -> None:
     assert tier_for(0.61, "en", cuts) == "suggestion"
     assert tier_for(0.1, "en", cuts) is None
     assert tier_for(0.92, "de-AT", cuts) == "match"  # falls back to the all-language cut
+
+
+def test_encoder_calls_are_small_on_cpu_and_large_on_a_gpu_unless_set() -> None:
+    from worker.settings import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.token_budget("cpu") == 1024 and settings.token_budget("cuda") == 16_384
+    assert Settings(_env_file=None, batch_token_budget=4096).token_budget("cpu") == 4096  # type: ignore[call-arg]

@@ -347,7 +347,7 @@ def section_backends(model: Model, texts: list[str], base: Settings, cache: Path
         queries = encoder.encode_queries([labelled.queries[q] for q in qids])
         top = np.argsort(-(queries @ corpus.T), axis=1)[:, :5]
         map5 = retrieval_metrics(
-            {q: [ids[j] for j in row] for q, row in zip(qids, top, strict=True)}, labelled.relevant
+            {q: [ids[j] for j in row] for q, row in zip(qids, top, strict=True)}, labelled.qrels
         )
         model.rows[f"{name} texts/s"] = len(texts) / best
         model.backends[name] = {

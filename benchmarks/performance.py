@@ -346,9 +346,7 @@ def section_backends(model: Model, texts: list[str], base: Settings, cache: Path
         cosines = np.sum(vectors * reference, axis=1)
         queries = encoder.encode_queries([labelled.queries[q] for q in qids])
         top = np.argsort(-(queries @ corpus.T), axis=1)[:, :5]
-        map5 = retrieval_metrics(
-            {q: [ids[j] for j in row] for q, row in zip(qids, top, strict=True)}, labelled.qrels
-        )
+        map5 = retrieval_metrics({q: [ids[j] for j in row] for q, row in zip(qids, top, strict=True)}, labelled.qrels)
         model.rows[f"{name} texts/s"] = len(texts) / best
         model.backends[name] = {
             "texts_per_s": len(texts) / best, "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean()),

@@ -219,6 +219,7 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
                 "model_version": "v-1",
                 "query_prompt": "query: ",
                 "max_seq_length": 256,
+                "batch_token_budget": 4096,
                 "model_store": "/models",
                 "metrics_port": 9400,
             }[name]

@@ -66,15 +66,11 @@ class EmbeddingCache:
         self.size = size
         self._items: OrderedDict[tuple[str, str], Vectors] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.lookups = 0
 
     def get(self, version: str, key: str) -> Vectors | None:
         with self._lock:
-            self.lookups += 1
             vector = self._items.get((version, key))
             if vector is not None:
-                self.hits += 1
                 self._items.move_to_end((version, key))
             return vector
 
@@ -127,7 +123,7 @@ class EncodeStage:
             if key in first:
                 copies.setdefault(first[key], []).append(i)
                 continue
-            cached = self.cache.get(version, key) if self.cache.size else None
+            cached = self.cache.get(version, key)
             if cached is not None:
                 vectors[i] = cached
                 ready.append(i)

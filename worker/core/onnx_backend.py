@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,7 +151,6 @@ class OnnxEncoder(SentenceTransformerEncoder):
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path), session_options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self._run_lock = threading.Lock()
         log.info("onnx backend ready", extra={"model": model_ref, "path": str(self.path), "int8": int8})
 
     def _encode(self, texts: Sequence[str], prompt: str) -> Vectors:
@@ -167,7 +165,7 @@ class OnnxEncoder(SentenceTransformerEncoder):
             # The model's own preprocessing: prompt, truncation and padding exactly as with torch.
             batch = self.model.preprocess([texts[i] for i in rows], prompt=prompt or None)
             feeds = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
-            with self._run_lock:
+            with self._lock:
                 (vectors,) = self.session.run(["embedding"], feeds)
             out[rows] = vectors
         norms = np.linalg.norm(out, axis=1, keepdims=True)

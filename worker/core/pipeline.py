@@ -205,7 +205,7 @@ class MatchPipeline:
         detected = [False] * len(valid)
         if self.detect_language is not None and not all(langs):
             found_langs = await asyncio.to_thread(self._detect, texts, langs)
-            detected = [lang is None and found is not None for lang, found in zip(langs, found_langs, strict=True)]
+            detected = [not lang and found is not None for lang, found in zip(langs, found_langs, strict=True)]
             langs = found_langs
         encoder = model.encoder
         started = time.perf_counter()

@@ -47,16 +47,15 @@ def _resources() -> dict[str, Any]:
     return {"type": "object", "properties": {"limits": {"type": "object"}, "requests": {"type": "object"}}}
 
 
-def _gpu() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "enabled": {"type": "boolean"},
-            "count": {"type": "integer", "minimum": 1},
-            "resourceName": {"type": "string"},
-        },
+def _gpu(shm: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "enabled": {"type": "boolean"},
+        "count": {"type": "integer", "minimum": 1},
+        "resourceName": {"type": "string"},
     }
+    if shm:  # the trainer's torchrun processes share memory through /dev/shm
+        properties["shmSize"] = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([KMGT]i?)?$"}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
 # Free-form maps the user fills with Kubernetes' own keys; every other object refuses unknown keys.
@@ -199,7 +198,7 @@ def _values_schema() -> dict[str, Any]:
                     "schedule": {"type": "string", "minLength": 9},
                     "args": {"type": "array", "items": {"type": "string"}},
                     "resources": _resources(),
-                    "gpu": _gpu(),
+                    "gpu": _gpu(shm=True),
                     "backoffLimit": {"type": "integer", "minimum": 0},
                     "timeZone": {"type": "string", "minLength": 1},
                     "startingDeadlineSeconds": {"type": "integer", "minimum": 10},

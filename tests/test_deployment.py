@@ -20,6 +20,18 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "factmatch"
 PRODUCTION = yaml.safe_load((ROOT / "helm" / "values-production.yaml").read_text())
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of two -f files: maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# The reference model's file goes on top of the production one (helm -f ... -f ...).
+GEMMA2 = _merged(PRODUCTION, yaml.safe_load((ROOT / "helm" / "values-gemma2.yaml").read_text()))
 SECRET_FIELDS = {"database_url", "kafka_sasl_password"}
 # Custom resources have no schema in kubernetes-validate: the CRDs' own OpenAPI schemas check them
 # (tests/crd: @kubernetes-models' compiled validators, installed by `make`).
@@ -110,7 +122,9 @@ def test_everyday_cluster_knobs_reach_every_pod() -> None:
     assert by_kind(render(REQUIRED), "Deployment")[0]["spec"]["progressDeadlineSeconds"] >= 600
 
 
-@pytest.mark.parametrize("values", [REQUIRED, PRODUCTION, EDGE], ids=["defaults", "production", "edge"])
+@pytest.mark.parametrize(
+    "values", [REQUIRED, PRODUCTION, EDGE, GEMMA2], ids=["defaults", "production", "edge", "gemma2"]
+)
 def test_chart_lints_strict_and_renders_valid_manifests(values: dict[str, Any]) -> None:
     report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == [], report
@@ -220,6 +234,7 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
                 "query_prompt": "query: ",
                 "max_seq_length": 256,
                 "batch_token_budget": 4096,
+                "train_gpu_memory_gib": 80,
                 "model_store": "/models",
                 "metrics_port": 9400,
             }[name]
@@ -434,3 +449,32 @@ def test_hook_trainer_and_keda_settings_a_real_cluster_needs() -> None:
     refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
     assert set(refs) == {"username", "password", "ca"}
     assert refs["password"]["name"] == "factmatch-kafka-scram" and refs["ca"]["name"] == "kafka-cluster-ca"
+
+
+def test_reference_model_values_run_the_trainer_under_torchrun_on_every_gpu_within_its_memory_plan() -> None:
+    from trainer.plan import plan_memory
+
+    docs = render(GEMMA2)
+    cron = by_kind(docs, "CronJob")[0]
+    trainer = pod_spec(cron)["containers"][0]
+    assert trainer["command"] == ["torchrun", "--standalone", "--nproc-per-node", "4", "--no-python", "factmatch"]
+    assert trainer["args"][0] == "train" and trainer["resources"]["limits"]["nvidia.com/gpu"] == 4
+    shm = next(v for v in pod_spec(cron)["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in trainer["volumeMounts"]
+    data = by_kind(docs, "ConfigMap")[0]["data"]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        **{k.removeprefix("FACTMATCH_").lower(): v for k, v in data.items()},
+        database_url="postgresql://u:p@db/factmatch",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="from-the-secret",
+        train_gpu_memory_gib=80,
+    )
+    assert settings.train_method == "lora"
+    plan = plan_memory(settings, "BAAI/bge-multilingual-gemma2", world_size=4)
+    assert plan.fits, plan.refusal()
+    # One GPU (the default values): the image's own entrypoint, no torchrun, no shared-memory volume.
+    single = pod_spec(by_kind(render({**REQUIRED, "trainer": {"gpu": {"enabled": True}}}), "CronJob")[0])
+    assert "command" not in single["containers"][0]
+    assert all(v["name"] != "dshm" for v in single["volumes"])

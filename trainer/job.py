@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer import distributed
+from trainer.lora import describe as describe_lora
+from trainer.plan import plan_memory
 from trainer.plots import plot_versions
 from trainer.train import (
     TrainingData,
@@ -52,6 +55,22 @@ def gate(settings: Settings, candidate: dict[str, float], active: dict[str, floa
     return False, f"{metric} {ours:.4f} does not beat active {theirs:.4f} by more than {settings.gate_margin:+.4f}"
 
 
+def training_record(settings: Settings, ranks: distributed.Ranks) -> dict[str, Any]:
+    """How a version was trained, as the registry keeps it beside its metrics."""
+    record: dict[str, Any] = {
+        "method": settings.train_method,
+        "world_size": ranks.world_size,
+        "parallel": "fsdp" if settings.train_fsdp and ranks.distributed else ("ddp" if ranks.distributed else None),
+        "gather_across_devices": ranks.distributed and settings.train_gather_across_devices,
+        "gradient_checkpointing": settings.train_gradient_checkpointing,
+        "batch_size_per_device": settings.train_batch_size,
+        "mini_batch_size": settings.train_mini_batch_size,
+    }
+    if settings.train_method == "lora":
+        record["lora"] = describe_lora(settings)
+    return record
+
+
 async def run_training(
     store: Store,
     settings: Settings,
@@ -63,18 +82,38 @@ async def run_training(
     version: str | None = None,
     promote_if_better: bool = False,
 ) -> TrainOutcome:
+    ranks = distributed.init()
     active = await store.active_version()
     base_ref = base or (active.path if active else None) or settings.model or default_model_ref(settings.model_store)
-    data = await collect_data(
-        store, settings, train_files=train_files or [], eval_files=eval_files, use_feedback=use_feedback
-    )
-    log.info("training data", extra=data.snapshot)
-    active_metrics = await asyncio.to_thread(evaluate_model, active.path, settings, data) if active else None
+    memory = plan_memory(settings, base_ref, ranks.world_size)
+    if not memory.fits:
+        raise ValueError(memory.refusal())
 
-    version = version or new_version_name(active.version if active else None)
-    output = settings.model_store / version
-    output.mkdir(parents=True, exist_ok=False)
-    candidate = await asyncio.to_thread(train_candidate, settings, base_ref, data, output)
+    async def snapshot() -> TrainingData:
+        return await collect_data(
+            store, settings, train_files=train_files or [], eval_files=eval_files, use_feedback=use_feedback
+        )
+
+    # Rank 0 reads the data once and hands it round, so every rank trains on one snapshot.
+    data = await distributed.from_main(ranks, snapshot)
+    if ranks.main:
+        log.info("training data", extra=data.snapshot)
+    active_metrics = (
+        await asyncio.to_thread(evaluate_model, active.path, settings, data) if active and ranks.main else None
+    )
+
+    async def make_output() -> Path:
+        name = version or new_version_name(active.version if active else None)
+        path = settings.model_store / name
+        path.mkdir(parents=True, exist_ok=False)
+        return path
+
+    output = await distributed.from_main(ranks, make_output)
+    version = output.name
+    candidate = await asyncio.to_thread(train_candidate, settings, base_ref, data, output, ranks)
+    if not ranks.main:
+        reason = f"rank {ranks.rank} of {ranks.world_size} trained; rank 0 gates and registers"
+        return TrainOutcome(version, "trained", {}, None, reason, output, None)
     if settings.rerank_top_n > 0 and active is not None:
         candidate.update(await train_version_reranker(store, settings, active, data, output))
     passed, reason = gate(settings, candidate, active_metrics)
@@ -84,6 +123,7 @@ async def run_training(
         "candidate": candidate,
         "active": active_metrics,
         "active_version": active.version if active else None,
+        "training": training_record(settings, ranks),
         "gate": {"metric": settings.gate_metric, "margin": settings.gate_margin, "passed": passed, "reason": reason},
     }
     await store.register_version(
@@ -158,7 +198,9 @@ async def run_training_job(settings: Settings, **kwargs: Any) -> TrainOutcome:
         return True, "training"
 
     server = HealthServer(metrics, {"trainer": alive}, port=settings.metrics_port)
-    if settings.metrics_enabled:
+    # One metrics port per pod: under torchrun only rank 0 serves it.
+    serving = settings.metrics_enabled and distributed.current().main
+    if serving:
         await server.start()
     started = time.perf_counter()
     try:
@@ -174,4 +216,6 @@ async def run_training_job(settings: Settings, **kwargs: Any) -> TrainOutcome:
         raise
     finally:
         metrics.trainer_seconds.set(time.perf_counter() - started)
-        await server.stop()
+        if serving:
+            await server.stop()
+        distributed.shutdown(distributed.current())

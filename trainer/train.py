@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +24,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from trainer.distributed import Ranks, barrier
+from trainer.lora import add_lora, is_lora, save_lora
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 from worker.retrieval.evaluation import read_qrels, read_queries
 from worker.settings import Settings
@@ -161,21 +163,35 @@ def evaluate_model(model_ref: str, settings: Settings, data: TrainingData) -> di
     return _plain_metrics(evaluator(encoder.model))
 
 
-def train_candidate(settings: Settings, base: str, data: TrainingData, output_dir: Path) -> dict[str, float]:
-    """Fine-tune ``base`` on ``data`` and save the best model to ``output_dir``; returns held-out metrics."""
+def train_candidate(
+    settings: Settings, base: str, data: TrainingData, output_dir: Path, ranks: Ranks | None = None
+) -> dict[str, float]:
+    """Fine-tune ``base`` on ``data`` and save the best model to ``output_dir``; returns held-out metrics.
+
+    Under torchrun every rank calls this; rank 0 evaluates and saves (the others return ``{}``).
+    """
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
-    from sentence_transformers.util import cos_sim
 
-    # 1. Model: the base in float32 (training weights), prompts as the worker resolves them.
+    ranks = ranks or Ranks()
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    lora = settings.train_method == "lora"
+    fsdp = settings.train_fsdp and ranks.distributed
+
+    # 1. Model: full fine-tunes keep float32 master weights; LoRA's frozen base can stay in bf16
+    #    (half the memory) since only the adapters are updated. Prompts as the worker resolves them.
     options = EncoderOptions.from_settings(settings)
-    options = EncoderOptions(**{**options.__dict__, "dtype": "float32"})
+    options = EncoderOptions(**{**options.__dict__, "dtype": "bfloat16" if lora and bf16 else "float32"})
+    if ranks.distributed and torch.cuda.is_available():
+        options = EncoderOptions(**{**options.__dict__, "device": f"cuda:{ranks.local_rank}"})
     encoder = SentenceTransformerEncoder(base, options)
     model = encoder.model
     query_prompt, document_prompt = encoder.query_prompt, encoder.document_prompt
+    if lora:
+        counts = add_lora(model, settings)
+        log.info("LoRA adapters: %d of %d parameters train", counts["trainable_params"], counts["total_params"])
 
     # 2. Data: (query, document) pairs, and (query, document, negative) where a moderator rejected a match.
     datasets: dict[str, Dataset] = {}
@@ -194,56 +210,95 @@ def train_candidate(settings: Settings, base: str, data: TrainingData, output_di
     train_dataset: Any = datasets if len(datasets) > 1 else next(iter(datasets.values()))
     smallest = min(len(d) for d in datasets.values())
 
-    # 3. Loss: in-batch negatives at a large batch, computed in mini-batches that fit memory.
-    loss = CachedMultipleNegativesRankingLoss(
-        model, scale=20.0, similarity_fct=cos_sim, mini_batch_size=settings.train_mini_batch_size
-    )
+    # 3. Loss: in-batch negatives at a large batch, computed in mini-batches that fit memory; under
+    #    torchrun every rank's documents are negatives for every rank's queries (gathered).
+    loss = make_loss(model, settings, ranks)
 
     # 4. Evaluator: held-out queries against the whole corpus.
     evaluator = make_evaluator(data, query_prompt, document_prompt)
 
-    # 5. Train.
+    # 5. Train. Checkpoints live in the version's directory, which every rank (and node) shares.
     prompts = {
         k: v for k, v in {"query": query_prompt, "document": document_prompt, "negative": document_prompt}.items() if v
     }
     per_epoch = settings.train_max_steps <= 0
-    with tempfile.TemporaryDirectory(prefix="factmatch-train-") as checkpoints:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=checkpoints,
-            num_train_epochs=settings.train_epochs,
-            max_steps=settings.train_max_steps,
-            per_device_train_batch_size=max(2, min(settings.train_batch_size, smallest)),
-            learning_rate=settings.train_learning_rate,
-            lr_scheduler_type=settings.train_scheduler,
-            # Transformers 5 takes the warmup ratio as a float number of "steps" below 1.
-            warmup_steps=settings.train_warmup_ratio,
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-            eval_strategy="epoch" if per_epoch else "no",
-            save_strategy="epoch" if per_epoch else "no",
-            load_best_model_at_end=per_epoch,
-            metric_for_best_model=f"eval_{EVALUATOR_NAME}_cosine_{settings.gate_metric}",
-            greater_is_better=True,
-            save_total_limit=2,
-            logging_steps=5,
-            seed=settings.train_seed,
-            report_to=[],
-            prompts=prompts or None,
-            disable_tqdm=False,
-        )
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
-        )
-        trainer.train()
+    checkpoints = output_dir / ".checkpoints"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=settings.train_epochs,
+        max_steps=settings.train_max_steps,
+        per_device_train_batch_size=max(2, min(settings.train_batch_size, smallest)),
+        learning_rate=settings.train_learning_rate,
+        lr_scheduler_type=settings.train_scheduler,
+        # Transformers 5 takes the warmup ratio as a float number of "steps" below 1.
+        warmup_steps=settings.train_warmup_ratio,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        bf16=bf16,
+        gradient_checkpointing=settings.train_gradient_checkpointing,
+        # Non-reentrant: works with a frozen base (LoRA) and with DDP.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.train_gradient_checkpointing else None,
+        ddp_find_unused_parameters=False,
+        fsdp="full_shard auto_wrap" if fsdp else "",
+        # Shard at the transformer's own block class (Gemma2DecoderLayer, BertLayer, ...).
+        fsdp_config={"transformer_layer_cls_to_wrap": block_classes(model)} if fsdp else None,
+        eval_strategy="epoch" if per_epoch else "no",
+        save_strategy="epoch" if per_epoch else "no",
+        # LoRA checkpoints hold the adapters only; the run's last state is kept instead of reloading them.
+        load_best_model_at_end=per_epoch and not lora,
+        metric_for_best_model=f"eval_{EVALUATOR_NAME}_cosine_{settings.gate_metric}",
+        greater_is_better=True,
+        save_total_limit=2,
+        logging_steps=5,
+        seed=settings.train_seed,
+        report_to=[],
+        prompts=prompts or None,
+        disable_tqdm=not ranks.main,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
+    )
+    trainer.train()
+    barrier(ranks)
+    if not ranks.main:
+        return {}
+    shutil.rmtree(checkpoints, ignore_errors=True)
 
     # 6. Evaluate the model training kept.
     metrics = _plain_metrics(evaluator(model))
 
-    # 7. Save, with the prompts it was trained with, so the worker encodes exactly as trained.
+    # 7. Save, with the prompts it was trained with, so the worker encodes exactly as trained;
+    #    LoRA adapters are merged into the saved weights (and kept beside them).
     if query_prompt:
         model.prompts["query"] = query_prompt
-    model.save(str(output_dir))
+    if is_lora(model):
+        save_lora(model, output_dir)
+    else:
+        model.save(str(output_dir))
     return metrics
+
+
+def make_loss(model: Any, settings: Settings, ranks: Ranks) -> Any:
+    """CachedMultipleNegativesRankingLoss as the reference recipe has it (scale 20, cosine).
+
+    ``train_mini_batch_size`` is its memory knob; under torchrun, ``train_gather_across_devices``
+    makes every rank's documents negatives for every rank's queries, so 8 GPUs at a per-device
+    batch of 128 train against 1,024 candidates per query, as one GPU at 1,024 would.
+    """
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+    from sentence_transformers.util import cos_sim
+
+    return CachedMultipleNegativesRankingLoss(
+        model,
+        scale=20.0,
+        similarity_fct=cos_sim,
+        mini_batch_size=settings.train_mini_batch_size,
+        gather_across_devices=ranks.distributed and settings.train_gather_across_devices,
+    )
+
+
+def block_classes(model: Any) -> list[str]:
+    """The transformer's repeated block classes (what FSDP shards and wraps one at a time)."""
+    return list(getattr(model[0].model, "_no_split_modules", None) or [])
 
 
 def new_version_name(base_version: str | None) -> str:

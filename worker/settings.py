@@ -142,6 +142,35 @@ class Settings(BaseSettings):
     train_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     train_eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share when no eval split is given.")
     train_seed: int = 42
+    train_method: Literal["full", "lora"] = Field(
+        "full",
+        description="lora: train low-rank adapters (PEFT) on a frozen base, merged into the saved version;"
+        " what a 9B encoder needs (see `factmatch train --plan`).",
+    )
+    lora_rank: int = Field(16, ge=1, le=1024)
+    lora_alpha: int = Field(32, ge=1, le=4096)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str = Field(
+        "all-linear",
+        pattern=r"^(all-linear|[A-Za-z_][A-Za-z0-9_.]*(,[A-Za-z_][A-Za-z0-9_.]*)*)$",
+        description="Comma-separated module names the adapters wrap (q_proj,v_proj), or all-linear.",
+    )
+    train_gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: far less memory for about a third more time."
+    )
+    train_gather_across_devices: bool = Field(
+        True,
+        description="Under torchrun, every rank's documents are in-batch negatives for every rank's queries"
+        " (CachedMultipleNegativesRankingLoss gather_across_devices).",
+    )
+    train_fsdp: bool = Field(
+        False,
+        description="Under torchrun, a full fine-tune shards weights, gradients and optimizer state (FSDP)"
+        " instead of copying them to every GPU (DDP).",
+    )
+    train_gpu_memory_gib: float | None = Field(
+        None, gt=0, le=100_000, description="Memory per training device the plan must fit (default: the GPU's own)."
+    )
     gate_metric: Literal["ndcg@10", "map@100", "mrr@10", "accuracy@1", "accuracy@5", "recall@10"] = "ndcg@10"
     gate_margin: float = Field(0.0, ge=-1, le=1, description="A candidate must beat the active version by this.")
 
@@ -247,6 +276,10 @@ class Settings(BaseSettings):
             raise ValueError("backend onnx runs on CPU: set device=cpu (or auto), or backend=torch on a GPU")
         if self.onnx_int8 and self.backend != "onnx":
             raise ValueError("onnx_int8 needs backend=onnx")
+        if self.train_fsdp and self.train_method != "full":
+            raise ValueError(
+                "train_fsdp shards a full fine-tune; with train_method=lora the adapters are small: use DDP"
+            )
         if self.retry_backoff_initial_s > self.retry_backoff_max_s:
             raise ValueError("retry_backoff_initial_s must not exceed retry_backoff_max_s")
         if self.kafka_security_protocol.startswith("SASL") and not (

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from worker.cli.common import console, fail, load_settings, run
 from worker.core.lifecycle import LifecycleError
+from worker.settings import Settings
 
 app = typer.Typer()
 
@@ -32,8 +33,15 @@ def train(
     batch_size: Annotated[int | None, typer.Option()] = None,
     mini_batch_size: Annotated[int | None, typer.Option()] = None,
     gate_margin: Annotated[float | None, typer.Option()] = None,
+    method: Annotated[str | None, typer.Option(help="full or lora (default: the train_method setting).")] = None,
+    plan: Annotated[bool, typer.Option(help="Print the memory plan per GPU and exit.")] = False,
+    gpus: Annotated[int | None, typer.Option(help="GPUs to plan for (default: torchrun's world size).")] = None,
 ) -> None:
-    """Fine-tune a candidate, evaluate it against the active version, gate it, and optionally roll it out."""
+    """Fine-tune a candidate, evaluate it against the active version, gate it, and optionally roll it out.
+
+    Under torchrun (`torchrun --nproc-per-node N --no-python factmatch train ...`) every GPU trains
+    and rank 0 registers, gates and rolls out.
+    """
     from trainer.job import run_training_job
 
     settings = load_settings(
@@ -43,7 +51,11 @@ def train(
         train_batch_size=batch_size,
         train_mini_batch_size=mini_batch_size,
         gate_margin=gate_margin,
+        train_method=method,
     )
+    if plan:
+        show_plan(settings, base, gpus)
+        return
     queries, qrels = queries or [], qrels or []
     if len(queries) != len(qrels):
         raise fail("give one --qrels for each --queries")
@@ -75,6 +87,51 @@ def train(
     console.print(f"model: {outcome.path}")
     if outcome.plot:
         console.print(f"plot: {outcome.plot}")
+
+
+def show_plan(settings: Settings, base: str | None, gpus: int | None) -> None:
+    """The memory plan for ``base`` (default: what `train` would start from) on ``gpus`` devices."""
+    from trainer.distributed import current
+    from trainer.plan import GIB, plan_memory
+
+    model = base or _training_base(settings)
+    try:
+        memory = plan_memory(settings, model, gpus or current().world_size)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"{memory.model}: {memory.method}, {memory.world_size} device(s), {memory.parallel}")
+    table.add_column("per device")
+    table.add_column("GiB", justify="right")
+    for name, gib in memory.rows():
+        table.add_row(name, f"{gib:.1f}")
+    table.add_row("total", f"{memory.total / GIB:.1f}")
+    console.print(table)
+    console.print(
+        f"parameters {memory.params / 1e6:,.1f} M, trainable {memory.trainable / 1e6:,.1f} M; "
+        f"{memory.tokens_per_step:,} tokens per mini-batch; activations "
+        f"{memory.activations_without_checkpointing / GIB:.1f} GiB without gradient checkpointing, "
+        f"{memory.activations_with_checkpointing / GIB:.1f} GiB with"
+    )
+    if memory.device_memory is None:
+        console.print("device memory unknown (no GPU here): set FACTMATCH_TRAIN_GPU_MEMORY_GIB to check a fit")
+    elif memory.fits:
+        console.print(f"fits {memory.device_memory / GIB:.1f} GiB per device")
+    else:
+        raise fail(memory.refusal())
+
+
+def _training_base(settings: Settings) -> str:
+    """What `train` starts from: the active version, else the bootstrap model."""
+    from worker.core.encoder import default_model_ref
+    from worker.storage import open_store
+
+    async def active() -> str | None:
+        async with open_store(settings) as store:
+            mv = await store.active_version()
+            return mv.path if mv else None
+
+    found = run(active()) if settings.database_url is not None else None
+    return found or settings.model or default_model_ref(settings.model_store)
 
 
 @app.command()

@@ -235,6 +235,7 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
                 "max_seq_length": 256,
                 "batch_token_budget": 4096,
                 "train_gpu_memory_gib": 80,
+                "attn_implementation": "sdpa",
                 "model_store": "/models",
                 "metrics_port": 9400,
             }[name]

@@ -217,3 +217,20 @@ def test_gathered_in_batch_negatives_across_two_ranks_equal_one_process_with_the
     assert losses["gathered=True"] == pytest.approx(losses["one_process"], abs=1e-5)
     # Without gathering each rank only sees its own 4 candidates: a different (easier) loss.
     assert abs(losses["gathered=False"] - losses["one_process"]) > 1e-2
+
+
+@pytest.mark.unit
+def test_serving_guards_the_length_and_takes_the_attention_kernel(tiny_gemma: Path, tiny_model: Path) -> None:
+    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+
+    with pytest.raises(ValueError, match="exceeds"):
+        SentenceTransformerEncoder(str(tiny_gemma), EncoderOptions(device="cpu", max_seq_length=4096))
+    gemma = SentenceTransformerEncoder(str(tiny_gemma), EncoderOptions(device="cpu"))
+    assert gemma.max_seq_length == 512
+    assert gemma.model[0].model.config._attn_implementation == "eager"  # exact soft-capping
+    eager = SentenceTransformerEncoder(str(tiny_model), EncoderOptions(device="cpu", attn_implementation="eager"))
+    sdpa = SentenceTransformerEncoder(str(tiny_model), EncoderOptions(device="cpu", attn_implementation="sdpa"))
+    assert sdpa.model[0].model.config._attn_implementation == "sdpa"
+    texts = [*TEXTS, "a much longer post " * 20]
+    cosines = np.sum(eager.encode_queries(texts) * sdpa.encode_queries(texts), axis=1)
+    assert cosines.min() > 0.999

@@ -119,7 +119,14 @@ class Settings(BaseSettings):
     query_prompt: str | None = Field(None, description="Overrides the model's own query prompt.")
     query_prompt_name: str = "query"
     document_prompt_name: str = "document"
-    max_seq_length: int | None = Field(None, ge=8, le=32_768)
+    max_seq_length: int | None = Field(
+        None, ge=8, le=32_768, description="Longest input in tokens (default: the model's; never past its positions)."
+    )
+    attn_implementation: Literal["eager", "sdpa", "flex_attention", "flash_attention_2"] | None = Field(
+        None,
+        description="Attention kernel (default: the model's choice). Gemma2 takes eager (exact soft-capping),"
+        " flex_attention or flash_attention_2 (the flash-attn package), not sdpa.",
+    )
     encode_batch_size: int = Field(
         32, ge=1, le=4096, description="Most posts per encoder call; the next call encodes while this one is searched."
     )

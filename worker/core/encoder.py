@@ -91,6 +91,7 @@ class EncoderOptions:
     query_prompt_name: str = "query"
     document_prompt_name: str = "document"
     max_seq_length: int | None = None
+    attn_implementation: str | None = None
     batch_size: int = 32
     trust_remote_code: bool = False
 
@@ -103,6 +104,7 @@ class EncoderOptions:
             query_prompt_name=settings.query_prompt_name,
             document_prompt_name=settings.document_prompt_name,
             max_seq_length=settings.max_seq_length,
+            attn_implementation=settings.attn_implementation,
             batch_size=settings.encode_batch_size,
             trust_remote_code=settings.trust_remote_code,
         )
@@ -121,16 +123,18 @@ class SentenceTransformerEncoder:
         dtype = resolve_dtype(self.options.dtype, self.device)
         # A directory loads offline; anything else is treated as a hub name.
         local = Path(model_ref).expanduser().is_dir()
+        model_kwargs: dict[str, object] = {"dtype": getattr(torch, dtype)}
+        if self.options.attn_implementation is not None:
+            model_kwargs["attn_implementation"] = self.options.attn_implementation
         self.model = SentenceTransformer(
             str(Path(model_ref).expanduser()) if local else model_ref,
             device=self.device,
             local_files_only=local,
             trust_remote_code=self.options.trust_remote_code,
-            model_kwargs={"dtype": getattr(torch, dtype)},
+            model_kwargs=model_kwargs,
         )
         self.model.eval()
-        if self.options.max_seq_length is not None:
-            self.model.max_seq_length = self.options.max_seq_length
+        self._guard_length()
         dimension = self.model.get_embedding_dimension()
         if not dimension:
             raise ValueError(f"model {model_ref!r} does not report an embedding dimension")
@@ -146,10 +150,26 @@ class SentenceTransformerEncoder:
                 "model": model_ref,
                 "device": self.device,
                 "dtype": dtype,
+                "attention": getattr(getattr(self.model[0].model, "config", None), "_attn_implementation", None),
+                "max_seq_length": self.max_seq_length,
                 "dimension": self._dimension,
                 "query_prompt": self.query_prompt,
             },
         )
+
+    def _guard_length(self) -> None:
+        """Inputs never run past the model's position embeddings (a 9B model given 8,192 tokens
+        where it was trained on 512 is slow and wrong, and past its positions it fails)."""
+        config = getattr(getattr(self.model[0], "model", None), "config", None)
+        positions = getattr(config, "max_position_embeddings", None)
+        wanted = self.options.max_seq_length
+        if wanted is not None and positions is not None and wanted > positions:
+            raise ValueError(f"max_seq_length {wanted} exceeds {self.model_ref!r}'s {positions} positions")
+        if wanted is not None:
+            self.model.max_seq_length = wanted
+        elif positions is not None and (self.model.max_seq_length is None or self.model.max_seq_length > positions):
+            log.warning("model %s has no usable max_seq_length: capped at its %d positions", self.model_ref, positions)
+            self.model.max_seq_length = int(positions)
 
     def _prompt(self, override: str | None, name: str) -> str:
         if override is not None:

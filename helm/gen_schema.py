@@ -241,6 +241,7 @@ def _values_schema() -> dict[str, Any]:
                             "labels": {"type": "object"},
                             "lagThreshold": {"type": "integer", "minimum": 1},
                             "deadLettersPerSecond": {"type": "number", "exclusiveMinimum": 0},
+                            "annRecallMin": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                         },
                     },
                     "grafanaDashboard": {

@@ -88,6 +88,15 @@ class Metrics:
             registry=r,
         )
         self.model = Info("factmatch_model", "The model version serving.", registry=r)
+        self.ann_recall = Gauge(
+            "factmatch_ann_recall_at_10",
+            "Recall@10 of the HNSW index against an exact scan, over the last sampled searches.",
+            ["model_version"],
+            registry=r,
+        )
+        self.ann_recall_probes = Counter(
+            "factmatch_ann_recall_probes", "Searches re-run exactly.", ["model_version"], registry=r
+        )
         self.model_loads = Counter("factmatch_model_loads", "Model versions loaded.", registry=r)
         self.model_switches = Counter("factmatch_model_switches", "Switches of the serving version.", registry=r)
         self.consumer_lag = Gauge(

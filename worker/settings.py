@@ -234,6 +234,12 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100)
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
     ef_search: int = Field(100, ge=1, le=1000)
+    recall_sample_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of searches re-run exactly in the background to export the index's recall@10 (0: off).",
+    )
     hnsw_m: int = Field(16, ge=2, le=100)
     hnsw_ef_construction: int = Field(64, ge=4, le=1000)
 

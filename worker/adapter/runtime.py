@@ -41,6 +41,7 @@ class WorkerRuntime:
         from worker.core.pipeline import MatchPipeline, PipelineConfig
         from worker.core.side_topics import FactCheckEvents, FeedbackEvents
         from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
+        from worker.retrieval.recall import RecallMonitor
         from worker.retrieval.retriever import RetrievalConfig, Retriever
         from worker.storage import store_from_settings
 
@@ -61,9 +62,19 @@ class WorkerRuntime:
             worker_id=f"worker@{socket.gethostname()}",
             on_flag=lambda flag: flags.labels(fact_check_id=flag.fact_check_id).inc(),
         )
+        self.recall = (
+            RecallMonitor(
+                self.store,
+                share=settings.recall_sample_share,
+                k=min(10, settings.retrieval_candidates),
+                on_recall=self._recorded,
+            )
+            if settings.recall_sample_share > 0
+            else None
+        )
         self.pipeline = MatchPipeline(
             self.models,
-            Retriever(self.store, RetrievalConfig.from_settings(settings), guard),
+            Retriever(self.store, RetrievalConfig.from_settings(settings), guard, self.recall),
             PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
             detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
         )
@@ -96,6 +107,10 @@ class WorkerRuntime:
             startup_checks={"model": self._check_model},
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _recorded(self, version: str, _recall: float, mean: float) -> None:
+        self.metrics.ann_recall.labels(model_version=version).set(mean)
+        self.metrics.ann_recall_probes.labels(model_version=version).inc()
 
     def _archive(self) -> list[ResultSink]:
         if not self.settings.dead_letter_archive:
@@ -164,6 +179,7 @@ class WorkerRuntime:
             asyncio.create_task(watch_lag(self.metrics, self.consumers, self.settings.lag_interval_s)),
             asyncio.create_task(self._stats()),
             asyncio.create_task(self.broker_watch.run()),
+            *([asyncio.create_task(self.recall.run())] if self.recall else []),
         ]
 
     async def stop_services(self) -> None:

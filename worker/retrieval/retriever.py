@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from worker.retrieval.decision import Decisions, features
 from worker.retrieval.modes import MODES, Candidate, FusionConfig, ModeName, Source, fuse
 from worker.retrieval.overmatch import QuarantineGuard
+from worker.retrieval.recall import RecallMonitor
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.tiers import Tier, tier_for
 from worker.wire import Match, document_text
@@ -102,10 +103,17 @@ class Scored:
 class Retriever:
     """Ranks the fact-checks of one model version for a batch of posts, and decides."""
 
-    def __init__(self, source: CandidateSource, config: RetrievalConfig, guard: QuarantineGuard | None = None) -> None:
+    def __init__(
+        self,
+        source: CandidateSource,
+        config: RetrievalConfig,
+        guard: QuarantineGuard | None = None,
+        recall: RecallMonitor | None = None,
+    ) -> None:
         self.source = source
         self.config = config
         self.guard = guard
+        self.recall = recall
 
     async def pools(
         self,
@@ -138,6 +146,8 @@ class Retriever:
             sources=MODES[config.fusion.mode].sources,
             limit=max(config.candidates, config.top_k),
         )
+        if self.recall is not None and not exclude:
+            self.recall.offer(version, dimension, queries, found)
         if exclude:
             found = [_without(cands, exclude) for cands in found]
         deciding = model is not None or featurize

@@ -54,6 +54,20 @@ class EmbeddingQueries(Database):
                 (version,),
             )
 
+    async def exact_neighbours(self, version: str, dimension: int, query: np.ndarray, k: int) -> list[str]:
+        """The true top ``k`` by cosine under ``version``: a sequential scan, the index switched off."""
+        vtype = sql.SQL(vector_type(dimension))
+        statement = sql.SQL(
+            "SELECT fact_check_id FROM fact_check_embeddings WHERE model_version = %s"
+            " ORDER BY embedding::{vtype}({dim}) <=> %s::vector::{vtype}({dim}), fact_check_id LIMIT %s"
+        ).format(vtype=vtype, dim=sql.Literal(dimension))
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL enable_indexscan = off")
+            cur = conn.cursor(binary=True)
+            await cur.execute(statement, (version, np.asarray(query, dtype=np.float32), k), prepare=False)
+            rows = await cur.fetchall()
+        return [str(r[0]) for r in rows]
+
     async def count_embeddings(self, version: str) -> int:
         async with self.pool.connection() as conn:
             cur = await conn.execute("SELECT count(*) FROM fact_check_embeddings WHERE model_version = %s", (version,))

@@ -24,7 +24,7 @@ from trainer.train import (
     write_report,
 )
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
-from worker.core.versions import promote
+from worker.core.versions import prepare, promote, start_shadow
 from worker.retrieval.calibrate import LabelledPosts, calibrate_version
 from worker.retrieval.openset import open_set_split
 from worker.settings import Settings
@@ -141,29 +141,45 @@ async def run_training(
         status = "rejected"
     elif promote_if_better:
         encoder = SentenceTransformerEncoder(str(output), EncoderOptions.from_settings(settings))
-        await promote(store, settings, version, encoder)
-        status = "active"
-        # The new version's decision model and tiers, fitted on an open-set split of its held-out
-        # posts (half of them lose their fact-checks, as most posts of a stream have none).
-        split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed)
-        labelled = LabelledPosts(dict(data.eval_queries), {}, split.qrels, exclude=split.removed)
-        try:
-            calibration = await calibrate_version(
-                store, settings, version, encoder, labelled, source="trainer held-out split (open-set half)"
+        # Indexed first, so that its decision model is fitted before anything serves with it.
+        await prepare(store, settings, version, encoder)
+        await calibrate_candidate(store, settings, version, encoder, data)
+        if settings.gate_shadow_min_posts > 0:
+            await start_shadow(store, settings, version, encoder)
+            status = "shadow"
+            reason += (
+                f"; runs in shadow until it has {settings.gate_shadow_min_posts} posts"
+                f" (`factmatch shadow report`, then `factmatch rollout {version}`)"
             )
-        except ValueError as exc:
-            log.warning("version %s is not calibrated: %s", version, exc)
         else:
-            log.info(
-                "calibrated %s: %d tier cut(s), open-set report %s",
-                version,
-                len(calibration.thresholds),
-                calibration.report,
-            )
+            await promote(store, settings, version, encoder)
+            status = "active"
     else:
         status = "candidate"
     plot = plot_versions(await store.list_versions(), settings.model_store / "metrics.png")
     return TrainOutcome(version, status, candidate, active_metrics, reason, output, plot)
+
+
+async def calibrate_candidate(
+    store: Store, settings: Settings, version: str, encoder: SentenceTransformerEncoder, data: TrainingData
+) -> None:
+    """The new version's decision model and tiers, fitted on an open-set split of its held-out
+    posts (half of them lose their fact-checks, as most posts of a stream have none)."""
+    split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed)
+    labelled = LabelledPosts(dict(data.eval_queries), {}, split.qrels, exclude=split.removed)
+    try:
+        calibration = await calibrate_version(
+            store, settings, version, encoder, labelled, source="trainer held-out split (open-set half)"
+        )
+    except ValueError as exc:
+        log.warning("version %s is not calibrated: %s", version, exc)
+    else:
+        log.info(
+            "calibrated %s: %d tier cut(s), open-set report %s",
+            version,
+            len(calibration.thresholds),
+            calibration.report,
+        )
 
 
 async def train_version_reranker(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,25 @@ class Metrics:
         self.ann_recall_probes = Counter(
             "factmatch_ann_recall_probes", "Searches re-run exactly.", ["model_version"], registry=r
         )
+        self.shadow_posts = Counter(
+            "factmatch_shadow_posts",
+            "Posts the shadow version also answered (unpublished).",
+            ["model_version"],
+            registry=r,
+        )
+        self.shadow_agreements = Counter(
+            "factmatch_shadow_agreements",
+            "Shadow posts whose rank 1 (or no match) equals the active version's.",
+            ["model_version"],
+            registry=r,
+        )
+        self.shadow_score_shift = Summary(
+            "factmatch_shadow_score_shift",
+            "Shadow minus active rank-1 score, per language.",
+            ["model_version", "lang"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter("factmatch_shadow_dropped", "Shadow samples dropped: queue full.", registry=r)
         self.model_loads = Counter("factmatch_model_loads", "Model versions loaded.", registry=r)
         self.model_switches = Counter("factmatch_model_switches", "Switches of the serving version.", registry=r)
         self.consumer_lag = Gauge(

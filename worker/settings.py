@@ -178,6 +178,15 @@ class Settings(BaseSettings):
     train_gpu_memory_gib: float | None = Field(
         None, gt=0, le=100_000, description="Memory per training device the plan must fit (default: the GPU's own)."
     )
+    shadow_share: float = Field(
+        0.1, ge=0, le=1, description="Share of posts the shadow version (if any) also answers, unpublished."
+    )
+    gate_shadow_min_posts: int = Field(
+        0, ge=0, description="Shadow posts a version needs before promotion (0: no shadow evidence required)."
+    )
+    gate_shadow_min_agreement: float = Field(
+        0.0, ge=0, le=1, description="Least rank-1 agreement with the active version in shadow for promotion."
+    )
     gate_metric: Literal["ndcg@10", "map@100", "mrr@10", "accuracy@1", "accuracy@5", "recall@10"] = "ndcg@10"
     gate_margin: float = Field(0.0, ge=-1, le=1, description="A candidate must beat the active version by this.")
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faststream import FastStream
 
@@ -23,6 +23,9 @@ from worker.adapter.broker_watch import BrokerWatch
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.observability import HealthServer, Metrics, watch_lag
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.storage.shadow import ShadowRow
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class WorkerRuntime:
         from worker.core.language import fasttext_detector
         from worker.core.models import ModelManager, encoder_loader, reranker_loader
         from worker.core.pipeline import MatchPipeline, PipelineConfig
+        from worker.core.shadow import ShadowRunner
         from worker.core.side_topics import FactCheckEvents, FeedbackEvents
         from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
         from worker.retrieval.recall import RecallMonitor
@@ -72,11 +76,22 @@ class WorkerRuntime:
             if settings.recall_sample_share > 0
             else None
         )
+        # The shadow searches without the over-match watch and the recall probe: it must not
+        # flag fact-checks or sample searches for what nobody was shown.
+        self.shadow = ShadowRunner(
+            self.models,
+            Retriever(self.store, RetrievalConfig.from_settings(settings)),
+            self.store,
+            share=settings.shadow_share,
+            on_row=self._shadow_row,
+            on_drop=lambda n: self.metrics.shadow_dropped.inc(n),
+        )
         self.pipeline = MatchPipeline(
             self.models,
             Retriever(self.store, RetrievalConfig.from_settings(settings), guard, self.recall),
             PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
             detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
+            observers=[self.shadow.offer] if settings.shadow_share > 0 else [],
         )
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
         limits = Limits.from_settings(settings)
@@ -107,6 +122,14 @@ class WorkerRuntime:
             startup_checks={"model": self._check_model},
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _shadow_row(self, row: ShadowRow) -> None:
+        self.metrics.shadow_posts.labels(model_version=row.model_version).inc()
+        if row.active_fact_check_id == row.shadow_fact_check_id:
+            self.metrics.shadow_agreements.labels(model_version=row.model_version).inc()
+        if row.active_score is not None and row.shadow_score is not None:
+            shift = self.metrics.shadow_score_shift.labels(model_version=row.model_version, lang=row.lang or "und")
+            shift.observe(row.shadow_score - row.active_score)
 
     def _recorded(self, version: str, _recall: float, mean: float) -> None:
         self.metrics.ann_recall.labels(model_version=version).set(mean)
@@ -180,6 +203,7 @@ class WorkerRuntime:
             asyncio.create_task(self._stats()),
             asyncio.create_task(self.broker_watch.run()),
             *([asyncio.create_task(self.recall.run())] if self.recall else []),
+            asyncio.create_task(self.shadow.run()),
         ]
 
     async def stop_services(self) -> None:

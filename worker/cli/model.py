@@ -239,22 +239,36 @@ def models_list() -> None:
 
     settings = load_settings()
 
-    async def go() -> list[tuple[Any, dict[str, Any] | None]]:
+    async def go() -> list[tuple[Any, dict[str, Any] | None, Any]]:
         async with open_store(settings, migrate_first=False) as store:
-            return [(mv, await store.decision_report(mv.version)) for mv in await store.list_versions()]
+            return [
+                (mv, await store.decision_report(mv.version), await store.shadow_report(mv.version))
+                for mv in await store.list_versions()
+            ]
 
-    table = Table("version", "status", "dim", "created", "activated", "decision (open-set)", "path")
-    for mv, report in run(go()):
+    table = Table("version", "status", "dim", "created", "activated", "decision (open-set)", "shadow", "path")
+    for mv, report, shadow in run(go()):
         table.add_row(
             mv.version,
-            mv.status,
+            mv.status + (" (shadow)" if mv.shadow else ""),
             str(mv.dimension),
             f"{mv.created_at:%Y-%m-%d %H:%M}",
             f"{mv.activated_at:%Y-%m-%d %H:%M}" if mv.activated_at else "",
             decision_summary(report),
+            shadow_summary(shadow),
             mv.path,
         )
     console.print(table)
+
+
+def shadow_summary(report: Any) -> str:
+    """One cell: what the version did in shadow (posts, rank-1 agreement, judged precision)."""
+    if not report.posts:
+        return ""
+    cell = f"{report.posts} posts, agree {report.agreement:.0%}"
+    if report.judged:
+        cell += f", P {report.precision:.2f} (active {report.active_precision or 0:.2f}, n={report.judged})"
+    return cell
 
 
 def decision_summary(report: dict[str, Any] | None) -> str:

@@ -87,6 +87,7 @@ class ModelManager:
         self.loader = loader
         self._encoders: dict[str, Encoder] = {}
         self._current: ServingModel | None = None
+        self._shadow: ServingModel | None = None
         self._lock = threading.Lock()
         self.switching = False
 
@@ -94,6 +95,10 @@ class ModelManager:
         if self._current is None:
             raise RuntimeError("no model loaded yet")
         return self._current
+
+    def shadow(self) -> ServingModel | None:
+        """The version answering a share of posts in shadow (never published), if any."""
+        return self._shadow
 
     @property
     def loaded(self) -> bool:
@@ -114,7 +119,12 @@ class ModelManager:
         active = await self.store.active_version()
         if active is None:
             raise RuntimeError("no active model version: start a worker (it bootstraps one) or run `factmatch load`")
-        return await self.serve(active)
+        served = await self.serve(active)
+        try:
+            await self.refresh_shadow()
+        except Exception as exc:
+            log.warning("shadow version not loaded: %r", exc)
+        return served
 
     async def serve(self, mv: ModelVersion) -> ServingModel:
         encoder = await asyncio.to_thread(self.encoder_for, mv.version, mv.path)
@@ -134,7 +144,7 @@ class ModelManager:
             if previous is not None and previous != mv.version:
                 self.metrics.model_switches.inc()
         log.info("serving model version %s", mv.version, extra={"model_version": mv.version, "previous": previous})
-        self._forget_unused(keep={mv.version})
+        self._forget_unused(keep={mv.version, *([self._shadow.version] if self._shadow else [])})
         return self._current
 
     def _forget_unused(self, keep: set[str]) -> None:
@@ -144,8 +154,28 @@ class ModelManager:
                 if version not in keep and len(self._encoders) > 2:
                     del self._encoders[version]
 
+    async def refresh_shadow(self) -> None:
+        """Follow the registry's shadow version: load it beside the active one, or drop it."""
+        name = await self.store.shadow_version_name()
+        if name is None or (self._current is not None and name == self._current.version):
+            self._shadow = None
+            return
+        if self._shadow is not None and self._shadow.version == name:
+            return
+        mv = await self.store.get_version(name)
+        if mv is None or mv.indexed_at is None:
+            self._shadow = None
+            return
+        encoder = await asyncio.to_thread(self.encoder_for, mv.version, mv.path)
+        self._shadow = ServingModel(mv.version, mv.dimension, encoder, await self.store.decisions(mv.version))
+        log.info("shadow version %s loaded", mv.version, extra={"model_version": mv.version})
+
     async def refresh(self) -> bool:
         """Serve the active version if it changed; True when a switch happened."""
+        try:
+            await self.refresh_shadow()
+        except Exception as exc:  # the shadow is optional: never let it stop the active version's switch
+            log.warning("shadow version not loaded: %r", exc)
         active = await self.store.active_version()
         if active is None:
             return False

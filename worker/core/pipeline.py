@@ -149,16 +149,31 @@ class MatchPipeline:
         searcher: Searcher,
         config: PipelineConfig,
         detect_language: Callable[[str], str | None] | None = None,
+        observers: Sequence[Callable[[Sequence[tuple[Post, MatchResult]]], None]] = (),
     ) -> None:
         self.models = models
         self.searcher = searcher
         self.config = config
         self.detect_language = detect_language
+        # Told of every batch's answered posts (shadow evaluation); must not block.
+        self.observers = list(observers)
         self.stage = EncodeStage(
             config.token_budget, config.encode_batch_size, EmbeddingCache(config.embedding_cache_size)
         )
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        outcome, posts = await self._process(records)
+        if self.observers and outcome.results:
+            by_id = {post.id: post for post in posts}
+            answered = [(by_id[r.post_id], r) for r in outcome.results if r.post_id in by_id]
+            for observe in self.observers:
+                try:
+                    observe(answered)
+                except Exception as exc:  # an observer never costs a batch
+                    log.warning("batch observer failed: %r", exc)
+        return outcome
+
+    async def _process(self, records: Sequence[RawRecord]) -> tuple[BatchOutcome, list[Post]]:
         outcome = BatchOutcome()
         valid: list[tuple[RawRecord, Post]] = []
         for record in records:
@@ -167,8 +182,9 @@ class MatchPipeline:
                 outcome.dead_letters.append(decoded)
             else:
                 valid.append((record, decoded))
+        posts = [post for _, post in valid]
         if not valid:
-            return outcome
+            return outcome, posts
         # One snapshot per batch: a model switch lands between batches, never inside one.
         model = self.models.current()
         outcome.model_version = model.version
@@ -181,7 +197,7 @@ class MatchPipeline:
                 record, post = valid[0]
                 log.exception("post %s could not be processed", post.id)
                 outcome.dead_letters.append(record.dead_letter("processing_error", f"{type(exc).__name__}: {exc}"))
-                return outcome
+                return outcome, posts
             log.warning("batch of %d failed (%r); retrying its posts one by one", len(valid), exc)
             for item in valid:
                 try:
@@ -195,7 +211,7 @@ class MatchPipeline:
                     outcome.dead_letters.append(
                         item[0].dead_letter("processing_error", f"{type(single_exc).__name__}: {single_exc}")
                     )
-        return outcome
+        return outcome, posts
 
     async def _match(
         self, model: ServingModel, valid: Sequence[tuple[RawRecord, Post]], outcome: BatchOutcome

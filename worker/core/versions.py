@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from worker.core.encoder import Encoder
 from worker.core.indexer import embed_fact_checks, index_version
-from worker.core.lifecycle import check_transition
+from worker.core.lifecycle import LifecycleError, check_transition
 from worker.retrieval.shipped import shipped_decisions
 from worker.settings import Settings
 from worker.storage import ModelVersion, Store
@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_LOCK_ID = 0x66616375
 
 
-async def _index_and_activate(
-    store: Store, settings: Settings, mv: ModelVersion, encoder: Encoder, *, progress: bool
-) -> int:
+async def _index(store: Store, settings: Settings, mv: ModelVersion, encoder: Encoder, *, progress: bool) -> int:
+    """-> indexing -> ready: the whole corpus embedded under ``mv`` and its HNSW index built."""
     check_transition(mv.version, mv.status, "indexing")
     await store.set_status(mv.version, "indexing")
     count = await index_version(
@@ -41,20 +40,72 @@ async def _index_and_activate(
     )
     check_transition(mv.version, "indexing", "ready")
     await store.set_status(mv.version, "ready")
+    return count
+
+
+async def _index_and_activate(
+    store: Store, settings: Settings, mv: ModelVersion, encoder: Encoder, *, progress: bool
+) -> int:
+    count = await _index(store, settings, mv, encoder, progress=progress)
     await store.activate(mv.version)
     log.info("version %s is active (%d fact-checks embedded)", mv.version, count)
     await apply_retention(store, settings.retain_versions)
     return count
 
 
-async def promote(store: Store, settings: Settings, version: str, encoder: Encoder, *, progress: bool = True) -> int:
-    """candidate (or ready, or an interrupted indexing) -> indexing -> ready -> active."""
+async def _get(store: Store, version: str) -> ModelVersion:
     mv = await store.get_version(version)
     if mv is None:
         raise LookupError(f"unknown model version {version!r}")
+    return mv
+
+
+async def check_shadow_gate(store: Store, settings: Settings, version: str) -> str:
+    """Refuse a promotion the shadow evidence does not support (when the gate asks for any)."""
+    needed = settings.gate_shadow_min_posts
+    if needed <= 0:
+        return "no shadow evidence required"
+    report = await store.shadow_report(version)
+    if report.posts < needed:
+        raise LifecycleError(
+            f"version {version} has {report.posts} shadow post(s); the gate needs {needed}"
+            f" (`factmatch shadow start {version}`, or FACTMATCH_GATE_SHADOW_MIN_POSTS=0)"
+        )
+    agreement = report.agreement or 0.0
+    if agreement < settings.gate_shadow_min_agreement:
+        raise LifecycleError(
+            f"version {version} agrees with the active version on rank 1 for {agreement:.1%} of"
+            f" {report.posts} shadow posts; the gate needs {settings.gate_shadow_min_agreement:.1%}"
+        )
+    return f"shadow: {report.posts} posts, rank-1 agreement {agreement:.1%}"
+
+
+async def promote(store: Store, settings: Settings, version: str, encoder: Encoder, *, progress: bool = True) -> int:
+    """candidate (or ready, or an interrupted indexing) -> indexing -> ready -> active."""
+    mv = await _get(store, version)
     if mv.status not in ("candidate", "ready", "indexing"):
         raise RuntimeError(f"version {version} is {mv.status}; only a candidate or ready version can be promoted")
+    log.info("promoting %s: %s", version, await check_shadow_gate(store, settings, version))
     return await _index_and_activate(store, settings, mv, encoder, progress=progress)
+
+
+async def prepare(store: Store, settings: Settings, version: str, encoder: Encoder, *, progress: bool = True) -> None:
+    """candidate (or an interrupted indexing) -> indexing -> ready: searchable, not serving."""
+    mv = await _get(store, version)
+    if mv.status in ("candidate", "indexing"):
+        await _index(store, settings, mv, encoder, progress=progress)
+    elif mv.status != "ready":
+        raise RuntimeError(f"version {version} is {mv.status}; only a candidate or ready version can be prepared")
+
+
+async def start_shadow(
+    store: Store, settings: Settings, version: str, encoder: Encoder, *, progress: bool = True
+) -> ModelVersion:
+    """Index ``version`` unless it is ready, and run it in shadow beside the active version."""
+    await prepare(store, settings, version, encoder, progress=progress)
+    await store.set_shadow(version)
+    log.info("version %s runs in shadow", version)
+    return await _get(store, version)
 
 
 async def bootstrap(

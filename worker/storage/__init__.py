@@ -3,8 +3,8 @@
 The storage layer is split along its seams, one module each: ``db`` (pool, migrations,
 locks, notifications), ``registry`` (model versions and thresholds), ``corpus``
 (fact-checks), ``embeddings`` (vectors and HNSW indexes), ``feedback`` (moderator verdicts),
-``candidates`` (retrieval), ``decisions`` (decision models, quarantines) and ``dead_letters``
-(archived payloads). :class:`Store` is all of them on one pool, the way
+``candidates`` (retrieval), ``decisions`` (decision models, quarantines), ``dead_letters``
+(archived payloads) and ``shadow`` (shadow evaluation). :class:`Store` is all of them on one pool, the way
 hasher-matcher-actioner's unified store implements its narrow storage interfaces; callers
 type against the protocols in ``interfaces`` where they need one seam only.
 """
@@ -23,6 +23,7 @@ from worker.storage.decisions import DecisionQueries
 from worker.storage.embeddings import EmbeddingQueries, index_name, vector_type
 from worker.storage.feedback import FeedbackQueries
 from worker.storage.registry import ModelVersion, RegistryQueries
+from worker.storage.shadow import ShadowQueries
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -48,6 +49,7 @@ class Store(
     CandidateQueries,
     DecisionQueries,
     DeadLetterQueries,
+    ShadowQueries,
 ):
     """Every seam's queries on one connection pool."""
 

@@ -35,6 +35,7 @@ class ModelVersion:
     notes: str | None = None
     data_snapshot: dict[str, Any] | None = None
     retired_at: datetime | None = None
+    shadow: bool = False
 
 
 def _version(row: dict[str, Any]) -> ModelVersion:
@@ -106,7 +107,7 @@ class RegistryQueries(Database):
                 (version,),
             )
             await conn.execute(
-                "UPDATE model_versions SET status = 'active', activated_at = now() WHERE version = %s",
+                "UPDATE model_versions SET status = 'active', activated_at = now(), shadow = false WHERE version = %s",
                 (version,),
             )
             await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, version))

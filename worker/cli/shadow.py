@@ -1,0 +1,76 @@
+"""``factmatch shadow``: run a candidate beside the active version on live posts, unpublished.
+
+``start`` indexes the version (if it is still a candidate) and makes it the one shadow
+version; every worker loads it beside the active one and answers ``shadow_share`` of the posts
+with it too, recording what it would have shown. ``report`` reads the evidence the promotion
+gate reads (``gate_shadow_min_posts``, ``gate_shadow_min_agreement``); ``stop`` ends it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from worker.cli.common import console, load_settings, run
+from worker.core.lifecycle import LifecycleError
+
+app = typer.Typer(no_args_is_help=True, help="Shadow evaluation of a candidate version on live posts.")
+
+
+@app.command()
+def start(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
+    """Index VERSION if needed and run it in shadow on every worker."""
+    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+    from worker.core.versions import start_shadow
+    from worker.storage import open_store
+
+    settings = load_settings()
+
+    async def go() -> None:
+        async with open_store(settings) as store:
+            mv = await store.get_version(version)
+            if mv is None:
+                raise LookupError(f"unknown model version {version!r}")
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            await start_shadow(store, settings, version, encoder)
+
+    run(go(), failures=(LookupError, RuntimeError, LifecycleError))
+    console.print(f"{version} runs in shadow on {settings.shadow_share:.0%} of posts")
+
+
+@app.command()
+def stop() -> None:
+    """End shadow evaluation (its records are kept)."""
+    from worker.storage import open_store
+
+    settings = load_settings()
+
+    async def go() -> None:
+        async with open_store(settings, migrate_first=False) as store:
+            await store.set_shadow(None)
+
+    run(go())
+    console.print("no version runs in shadow")
+
+
+@app.command()
+def report(version: Annotated[str | None, typer.Argument(help="Default: the current shadow version.")] = None) -> None:
+    """Rank-1 agreement with the active version, score shifts per language, and judged precision."""
+    from worker.storage import open_store
+
+    settings = load_settings()
+
+    async def go() -> tuple[str, object]:
+        async with open_store(settings, migrate_first=False) as store:
+            name = version or await store.shadow_version_name()
+            if name is None:
+                raise LookupError("no version runs in shadow; name one")
+            return name, await store.shadow_report(name)
+
+    name, found = run(go(), failures=(LookupError,))
+    table = Table("measure", "value", title=f"shadow evidence for {name}")
+    for key, value in found.as_dict().items():  # type: ignore[attr-defined]
+        table.add_row(key, str(value))
+    console.print(table)

@@ -1,0 +1,109 @@
+"""Shadow evaluation: a candidate version answers a share of live posts beside the active one.
+
+Held-out metrics say how a candidate ranks a labelled set; shadow evaluation says how it
+would change what moderators see on today's stream, before it does. After a batch is
+published, a sample of its posts (chosen by post id, so every replica and every redelivery
+picks the same ones) is encoded and searched under the shadow version in the background;
+its rank 1 is recorded beside the active version's, never published. A bounded queue drops
+samples when the worker is busy: the shadow can slow nothing down beyond its own share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from worker.core.pipeline import Searcher, ServingModel
+from worker.storage.shadow import ShadowRow
+from worker.wire import MatchResult, Post
+
+log = logging.getLogger(__name__)
+
+
+class ShadowSource(Protocol):
+    def shadow(self) -> ServingModel | None: ...
+
+
+class ShadowLog(Protocol):
+    async def record_shadow(self, rows: Sequence[ShadowRow]) -> None: ...
+
+
+def sampled(post_id: str, share: float) -> bool:
+    """The same answer for a post id on every replica and every redelivery."""
+    digest = hashlib.sha1(post_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+class ShadowRunner:
+    def __init__(
+        self,
+        models: ShadowSource,
+        searcher: Searcher,
+        store: ShadowLog,
+        *,
+        share: float,
+        queue_size: int = 8,
+        on_row: Callable[[ShadowRow], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.models = models
+        self.searcher = searcher
+        self.store = store
+        self.share = share
+        self._queue: asyncio.Queue[tuple[ServingModel, list[tuple[Post, MatchResult]]]] = asyncio.Queue(queue_size)
+        self._on_row = on_row
+        self._on_drop = on_drop
+
+    def offer(self, answered: Sequence[tuple[Post, MatchResult]]) -> None:
+        """Called with each batch's published results; queues the sampled posts, never waits."""
+        shadow = self.models.shadow()
+        if shadow is None or self.share <= 0:
+            return
+        picked = [(p, r) for p, r in answered if r.model_version != shadow.version and sampled(p.id, self.share)]
+        if not picked:
+            return
+        try:
+            self._queue.put_nowait((shadow, picked))
+        except asyncio.QueueFull:
+            if self._on_drop is not None:
+                self._on_drop(len(picked))
+
+    async def answer(self, shadow: ServingModel, picked: Sequence[tuple[Post, MatchResult]]) -> list[ShadowRow]:
+        texts = [p.text for p, _ in picked]
+        langs = [r.lang for _, r in picked]  # as the active path saw them (detected when missing)
+        vectors = await asyncio.to_thread(shadow.encoder.encode_queries, texts)
+        found = await self.searcher.search(shadow.version, shadow.dimension, vectors, texts, langs, shadow.decisions)
+        rows = []
+        for (post, result), matches in zip(picked, found, strict=True):
+            ours = result.matches[0] if result.matches else None
+            theirs = matches[0] if matches else None
+            rows.append(
+                ShadowRow(
+                    model_version=shadow.version,
+                    active_version=result.model_version,
+                    post_id=post.id,
+                    lang=result.lang,
+                    active_fact_check_id=ours.fact_check_id if ours else None,
+                    shadow_fact_check_id=theirs.fact_check_id if theirs else None,
+                    active_score=ours.score if ours else None,
+                    shadow_score=theirs.score if theirs else None,
+                )
+            )
+        await self.store.record_shadow(rows)
+        if self._on_row is not None:
+            for row in rows:
+                self._on_row(row)
+        return rows
+
+    async def run(self) -> None:
+        while True:
+            shadow, picked = await self._queue.get()
+            try:
+                await self.answer(shadow, picked)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost shadow sample, never a worker fault
+                log.warning("shadow answer failed for %d post(s): %r", len(picked), exc)

@@ -99,8 +99,11 @@ async def test_lora_fine_tune_of_a_gemma2_encoder_trains_gates_promotes_and_serv
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("method", "fsdp", "parallel"), [("lora", False, "ddp"), ("full", True, "fsdp")], ids=["lora-ddp", "full-fsdp"]
+)
 async def test_torchrun_two_cpu_processes_train_one_version_registered_by_rank_zero(
-    database_url: str, make_settings: Any, tiny_gemma: Path, tmp_path: Path
+    database_url: str, make_settings: Any, tiny_gemma: Path, tmp_path: Path, method: str, fsdp: bool, parallel: str
 ) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     factmatch = shutil.which("factmatch", path=str(Path(sys.executable).parent))
@@ -109,7 +112,8 @@ async def test_torchrun_two_cpu_processes_train_one_version_registered_by_rank_z
         database_url=database_url,
         model=str(tiny_gemma),
         model_store=tmp_path / "store",
-        train_method="lora",
+        train_method=method,
+        train_fsdp=fsdp,
         lora_rank=4,
         train_max_steps=2,
         train_batch_size=4,
@@ -141,10 +145,25 @@ async def test_torchrun_two_cpu_processes_train_one_version_registered_by_rank_z
         await store.close()
     assert [v.version for v in versions] == ["gemma2-ddp"], "exactly one version, registered once (rank 0)"
     training = versions[0].metrics["training"]
-    assert training["world_size"] == 2 and training["parallel"] == "ddp"
+    assert training["world_size"] == 2 and training["parallel"] == parallel and training["method"] == method
     assert training["gather_across_devices"] is True
     assert (Path(versions[0].path) / "model.safetensors").is_file()
-    assert (Path(versions[0].path) / ADAPTER_DIR / "adapter_config.json").is_file()
+    assert (Path(versions[0].path) / ADAPTER_DIR / "adapter_config.json").is_file() == (method == "lora")
+    # The saved version is a whole model any tool loads (FSDP's shards gathered, LoRA merged).
+    assert _encode(Path(versions[0].path), TEXTS).shape == (3, 2304)
+    # Every matrix saved whole and moved a little by two steps: not FSDP shards, not weights
+    # lost in sharding and re-initialised at load.
+    from safetensors.torch import load_file
+
+    base = load_file(str(tiny_gemma / "model.safetensors"))
+    trained = load_file(str(Path(versions[0].path) / "model.safetensors"))
+    assert set(trained) == set(base)
+    moved = {k: float((trained[k] - base[k]).norm() / base[k].norm()) for k in base if base[k].dim() == 2}
+    assert all(trained[k].shape == base[k].shape for k in base)
+    assert (
+        all(v < 0.05 for v in moved.values())
+        and min(moved["layers.0.self_attn.q_proj.weight"], moved["layers.0.mlp.down_proj.weight"]) > 0
+    ), moved
 
 
 @pytest.mark.unit

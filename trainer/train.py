@@ -234,6 +234,9 @@ def train_candidate(
         warmup_steps=settings.train_warmup_ratio,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         bf16=bf16,
+        # Without this, accelerate sees no GPU under torchrun and trains each rank on its own
+        # (no DDP); with it, CPU ranks form a gloo DDP group (what the suite runs).
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=settings.train_gradient_checkpointing,
         # Non-reentrant: works with a frozen base (LoRA) and with DDP.
         gradient_checkpointing_kwargs={"use_reentrant": False} if settings.train_gradient_checkpointing else None,
@@ -257,6 +260,8 @@ def train_candidate(
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
     )
+    if ranks.distributed and args.world_size != ranks.world_size:
+        raise RuntimeError(f"the Trainer sees {args.world_size} process(es), torchrun started {ranks.world_size}")
     trainer.train()
     barrier(ranks)
     if not ranks.main:

@@ -32,22 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.plan import KNOWN_CONFIGS
 from worker.core.batching import plan_batches
 
 PROMPT_TOKENS = 24
 TOKENS_PER_WORD = 1.35
-REFERENCE = {
-    "vocab_size": 256_000,
-    "hidden_size": 3584,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 42,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 256,
-    "max_position_embeddings": 8192,
-    "sliding_window": 4096,
-    "query_pre_attn_scalar": 256,
-}
+REFERENCE = {k: v for k, v in KNOWN_CONFIGS["BAAI/bge-multilingual-gemma2"].items() if k != "model_type"}
 H100_BF16_DENSE_PEAK = 989e12
 # A CPU run (tiny sizes, --smoke) only checks that the script works before GPU time is spent.
 DEVICE = "cuda"

@@ -46,6 +46,8 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
         "head_dim": 256,
         "vocab_size": 256000,
         "max_position_embeddings": 8192,
+        "sliding_window": 4096,
+        "query_pre_attn_scalar": 256,
     },
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,3 +61,20 @@ def local_services(data_dir: Path | None) -> Iterator[tuple[str, str]]:
         broker, database = stack.enter_context(local_stack(data_dir))
         console.print(f"broker [bold]{broker.bootstrap}[/bold], Postgres [bold]{database.url}[/bold]")
         yield broker.bootstrap, database.url
+
+
+def act_on_version(settings: Settings, version: str, action: Callable[..., Awaitable[Any]]) -> None:
+    """Load ``version``'s encoder and run ``action(store, settings, version, encoder)``: a lifecycle
+    move (promote, shadow) whose refusals print as messages."""
+    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+    from worker.storage import open_store
+
+    async def go() -> None:
+        async with open_store(settings) as store:
+            mv = await store.get_version(version)
+            if mv is None:
+                raise LookupError(f"unknown model version {version!r}")
+            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
+            await action(store, settings, version, encoder)
+
+    run(go(), failures=(LookupError, RuntimeError))

@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from worker.cli.common import console, load_settings, run
-from worker.core.lifecycle import LifecycleError
+from worker.cli.common import act_on_version, console, load_settings, run
 
 app = typer.Typer(no_args_is_help=True, help="Shadow evaluation of a candidate version on live posts.")
 
@@ -22,21 +21,10 @@ app = typer.Typer(no_args_is_help=True, help="Shadow evaluation of a candidate v
 @app.command()
 def start(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
     """Index VERSION if needed and run it in shadow on every worker."""
-    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
     from worker.core.versions import start_shadow
-    from worker.storage import open_store
 
     settings = load_settings()
-
-    async def go() -> None:
-        async with open_store(settings) as store:
-            mv = await store.get_version(version)
-            if mv is None:
-                raise LookupError(f"unknown model version {version!r}")
-            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
-            await start_shadow(store, settings, version, encoder)
-
-    run(go(), failures=(LookupError, RuntimeError, LifecycleError))
+    act_on_version(settings, version, start_shadow)
     console.print(f"{version} runs in shadow on {settings.shadow_share:.0%} of posts")
 
 

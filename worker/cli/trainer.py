@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from worker.cli.common import console, fail, load_settings, run
+from worker.cli.common import act_on_version, console, fail, load_settings, run
 from worker.core.lifecycle import LifecycleError
 from worker.settings import Settings
 
@@ -137,21 +137,9 @@ def _training_base(settings: Settings) -> str:
 @app.command()
 def rollout(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
     """Re-embed the corpus under VERSION, build its index, then make it active."""
-    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
     from worker.core.versions import promote
-    from worker.storage import open_store
 
-    settings = load_settings()
-
-    async def go() -> None:
-        async with open_store(settings) as store:
-            mv = await store.get_version(version)
-            if mv is None:
-                raise LookupError(f"unknown model version {version!r}")
-            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
-            await promote(store, settings, version, encoder)
-
-    run(go(), failures=(LookupError, RuntimeError))
+    act_on_version(load_settings(), version, promote)
     console.print(f"{version} is active")
 
 

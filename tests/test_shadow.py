@@ -104,3 +104,53 @@ async def test_a_shadow_version_answers_live_posts_unpublished_and_gates_the_pro
     assert report.score_shift and all(-2 <= v <= 2 for v in report.score_shift.values()), report
     assert report.judged == 2 and report.precision == 0.5
     assert posts == n
+
+
+@pytest.mark.integration
+async def test_shadow_commands_start_report_gate_and_stop(
+    database_url: str, make_settings: Any, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+    from worker.storage import Store
+
+    settings = make_settings(database_url=database_url, model_store=tmp_path / "store")
+    await seed_corpus(settings)
+    other = build_tiny_bert(tmp_path / "other", seed=1)
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.register_version("shadow-v", str(other), 64, status="candidate", base=str(other))
+    finally:
+        await store.close()
+    factmatch = shutil.which("factmatch", path=str(Path(sys.executable).parent))
+    assert factmatch
+    env = settings_env(settings)
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [factmatch, *args], env={**env, **extra}, capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+
+    started = await asyncio.to_thread(cli, "shadow", "start", "shadow-v")
+    assert started.returncode == 0, started.stderr
+    listed = await asyncio.to_thread(cli, "models", "list")
+    assert "ready (shadow)" in listed.stdout, listed.stdout
+    gated = await asyncio.to_thread(cli, "rollout", "shadow-v", FACTMATCH_GATE_SHADOW_MIN_POSTS="5")
+    assert gated.returncode == 1 and "has 0 shadow post(s); the gate needs 5" in gated.stderr.replace("\n", " ")
+    assert "Traceback" not in gated.stderr
+    reported = await asyncio.to_thread(cli, "shadow", "report")
+    assert reported.returncode == 0 and "shadow evidence for shadow-v" in reported.stdout
+    stopped = await asyncio.to_thread(cli, "shadow", "stop")
+    assert stopped.returncode == 0
+    store = Store(database_url)
+    await store.open()
+    try:
+        assert await store.shadow_version_name() is None
+        mv = await store.get_version("shadow-v")
+        assert mv is not None and mv.status == "ready" and mv.indexed_at is not None
+    finally:
+        await store.close()

@@ -92,7 +92,8 @@ class MemoryPlan:
         return (
             f"training {self.model} ({self.method}, {self.world_size} device(s)) needs about "
             f"{self.total / GIB:.1f} GiB per device; {self.device_memory / GIB:.1f} GiB available. "
-            f"Try: {'; '.join(self.suggestions())}. `factmatch train --plan` shows the parts."
+            f"Try: {'; '.join(self.suggestions())}. `factmatch train --plan` shows the parts; the plan is an"
+            " estimate, and FACTMATCH_TRAIN_GPU_MEMORY_GIB sets the memory it is checked against."
         )
 
     def rows(self) -> list[tuple[str, float]]:

@@ -58,12 +58,6 @@ def add_lora(model: Any, settings: Settings) -> dict[str, int]:
     return {"trainable_params": int(trainable), "total_params": int(total)}
 
 
-def is_lora(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model[0].model, PeftModel)
-
-
 def save_lora(model: Any, output_dir: Path) -> None:
     """Save base + adapter to ``output_dir/adapter``, then merge and save the full model to ``output_dir``."""
     model.save(str(output_dir / ADAPTER_DIR))

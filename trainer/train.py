@@ -25,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from trainer.distributed import Ranks, barrier
-from trainer.lora import add_lora, is_lora, save_lora
+from trainer.lora import add_lora, save_lora
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 from worker.retrieval.evaluation import read_qrels, read_queries
 from worker.settings import Settings
@@ -275,7 +275,7 @@ def train_candidate(
     #    LoRA adapters are merged into the saved weights (and kept beside them).
     if query_prompt:
         model.prompts["query"] = query_prompt
-    if is_lora(model):
+    if lora:
         save_lora(model, output_dir)
     else:
         model.save(str(output_dir))

@@ -25,7 +25,7 @@ from worker.observability import HealthServer, Metrics, watch_lag
 from worker.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.storage.shadow import ShadowRow
+    from worker.core.shadow import ShadowRow
 
 log = logging.getLogger(__name__)
 

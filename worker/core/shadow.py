@@ -14,13 +14,27 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from worker.core.pipeline import Searcher, ServingModel
-from worker.storage.shadow import ShadowRow
 from worker.wire import MatchResult, Post
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShadowRow:
+    """One post's rank 1 under the active version and under the shadow one (None: no match)."""
+
+    model_version: str
+    active_version: str
+    post_id: str
+    lang: str | None
+    active_fact_check_id: str | None
+    shadow_fact_check_id: str | None
+    active_score: float | None
+    shadow_score: float | None
 
 
 class ShadowSource(Protocol):

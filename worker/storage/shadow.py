@@ -7,21 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.core.lifecycle import NOTIFY_CHANNEL
+from worker.core.shadow import ShadowRow
 from worker.storage.db import Database
-
-
-@dataclass(frozen=True)
-class ShadowRow:
-    """One post's rank 1 under the active version and under the shadow one (None: no match)."""
-
-    model_version: str
-    active_version: str
-    post_id: str
-    lang: str | None
-    active_fact_check_id: str | None
-    shadow_fact_check_id: str | None
-    active_score: float | None
-    shadow_score: float | None
 
 
 @dataclass(frozen=True)

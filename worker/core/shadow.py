@@ -1,10 +1,11 @@
 """Shadow evaluation: a candidate version answers a share of live posts beside the active one.
 
 Held-out metrics say how a candidate ranks a labelled set; shadow evaluation says how it
-would change what moderators see on today's stream, before it does. After a batch is
-published, a sample of its posts (chosen by post id, so every replica and every redelivery
-picks the same ones) is encoded and searched under the shadow version in the background;
-its rank 1 is recorded beside the active version's, never published. A bounded queue drops
+would change what moderators see on today's stream, before it does. As a batch's results
+leave the pipeline, a sample of its posts (chosen by post id, so every replica and every
+redelivery picks the same ones) is encoded and searched under the shadow version in the
+background; its rank 1 is recorded beside the active version's, never published (a
+redelivered batch may record a post twice). A bounded queue drops
 samples when the worker is busy: the shadow can slow nothing down beyond its own share.
 """
 
@@ -72,7 +73,7 @@ class ShadowRunner:
         self._on_drop = on_drop
 
     def offer(self, answered: Sequence[tuple[Post, MatchResult]]) -> None:
-        """Called with each batch's published results; queues the sampled posts, never waits."""
+        """Called with each batch's results as they leave the pipeline; queues the sampled posts, never waits."""
         shadow = self.models.shadow()
         if shadow is None or self.share <= 0:
             return

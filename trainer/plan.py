@@ -83,7 +83,7 @@ class MemoryPlan:
         found.append("a smaller FACTMATCH_TRAIN_MINI_BATCH_SIZE (activations scale with it; the batch does not)")
         if self.method == "full":
             found.append("FACTMATCH_TRAIN_METHOD=lora")
-            found.append("more GPUs with FACTMATCH_TRAIN_FSDP=true (trainer.gpus in the chart)")
+            found.append("more GPUs with FACTMATCH_TRAIN_FSDP=true (trainer.gpu.count in the chart)")
         found.append("a shorter FACTMATCH_MAX_SEQ_LENGTH")
         return found
 
@@ -101,7 +101,7 @@ class MemoryPlan:
 
 
 def _config(model_ref: str) -> Any:
-    from transformers import AutoConfig, PretrainedConfig
+    from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(model_ref, local_files_only=not Path(model_ref).exists())
@@ -112,7 +112,7 @@ def _config(model_ref: str) -> Any:
                 f"cannot read {model_ref!r}'s config.json (not a local model, not in the hub cache)"
             ) from None
         values = dict(known)
-        return AutoConfig.for_model(values.pop("model_type"), **values) if values else PretrainedConfig()
+        return AutoConfig.for_model(values.pop("model_type"), **values)
 
 
 def _shapes(config: Any) -> tuple[int, list[tuple[str, int, int]]]:

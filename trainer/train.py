@@ -12,6 +12,7 @@ model (or the settings' override) and the fact-check's title and claim from Post
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -182,10 +183,11 @@ def train_candidate(
 
     # 1. Model: full fine-tunes keep float32 master weights; LoRA's frozen base can stay in bf16
     #    (half the memory) since only the adapters are updated. Prompts as the worker resolves them.
-    options = EncoderOptions.from_settings(settings)
-    options = EncoderOptions(**{**options.__dict__, "dtype": "bfloat16" if lora and bf16 else "float32"})
+    options = dataclasses.replace(
+        EncoderOptions.from_settings(settings), dtype="bfloat16" if lora and bf16 else "float32"
+    )
     if ranks.distributed and torch.cuda.is_available():
-        options = EncoderOptions(**{**options.__dict__, "device": f"cuda:{ranks.local_rank}"})
+        options = dataclasses.replace(options, device=f"cuda:{ranks.local_rank}")
     encoder = SentenceTransformerEncoder(base, options)
     model = encoder.model
     query_prompt, document_prompt = encoder.query_prompt, encoder.document_prompt

@@ -93,8 +93,10 @@ def show_plan(settings: Settings, base: str | None, gpus: int | None) -> None:
     """The memory plan for ``base`` (default: what `train` would start from) on ``gpus`` devices."""
     from trainer.distributed import current
     from trainer.plan import GIB, plan_memory
+    from worker.core.models import eval_model_ref
 
-    model = base or _training_base(settings)
+    # What `train` starts from: the named model, else the active version's, else the bootstrap one.
+    model = run(eval_model_ref(settings, base))
     try:
         memory = plan_memory(settings, model, gpus or current().world_size)
     except ValueError as exc:
@@ -118,20 +120,6 @@ def show_plan(settings: Settings, base: str | None, gpus: int | None) -> None:
         console.print(f"fits {memory.device_memory / GIB:.1f} GiB per device")
     else:
         raise fail(memory.refusal())
-
-
-def _training_base(settings: Settings) -> str:
-    """What `train` starts from: the active version, else the bootstrap model."""
-    from worker.core.encoder import default_model_ref
-    from worker.storage import open_store
-
-    async def active() -> str | None:
-        async with open_store(settings) as store:
-            mv = await store.active_version()
-            return mv.path if mv else None
-
-    found = run(active()) if settings.database_url is not None else None
-    return found or settings.model or default_model_ref(settings.model_store)
 
 
 @app.command()

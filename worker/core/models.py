@@ -120,10 +120,7 @@ class ModelManager:
         if active is None:
             raise RuntimeError("no active model version: start a worker (it bootstraps one) or run `factmatch load`")
         served = await self.serve(active)
-        try:
-            await self.refresh_shadow()
-        except Exception as exc:
-            log.warning("shadow version not loaded: %r", exc)
+        await self.refresh_shadow()
         return served
 
     async def serve(self, mv: ModelVersion) -> ServingModel:
@@ -155,7 +152,15 @@ class ModelManager:
                     del self._encoders[version]
 
     async def refresh_shadow(self) -> None:
-        """Follow the registry's shadow version: load it beside the active one, or drop it."""
+        """Follow the registry's shadow version: load it beside the active one, or drop it.
+
+        The shadow is optional: a failure here is logged and never stops the active version."""
+        try:
+            await self._follow_shadow()
+        except Exception as exc:
+            log.warning("shadow version not loaded: %r", exc)
+
+    async def _follow_shadow(self) -> None:
         name = await self.store.shadow_version_name()
         if name is None or (self._current is not None and name == self._current.version):
             self._shadow = None
@@ -172,10 +177,7 @@ class ModelManager:
 
     async def refresh(self) -> bool:
         """Serve the active version if it changed; True when a switch happened."""
-        try:
-            await self.refresh_shadow()
-        except Exception as exc:  # the shadow is optional: never let it stop the active version's switch
-            log.warning("shadow version not loaded: %r", exc)
+        await self.refresh_shadow()
         active = await self.store.active_version()
         if active is None:
             return False

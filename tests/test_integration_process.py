@@ -159,3 +159,42 @@ async def test_postgres_outage_leaves_posts_uncommitted_and_they_match_after_rec
     finally:
         database.stop()
         os.environ.pop("FACTMATCH_DATABASE_URL", None)
+
+
+async def test_a_model_that_cannot_load_stops_the_worker_and_commits_nothing(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tests.test_integration_worker import DEMO_FACT_CHECKS
+    from worker.core.models import load_fact_checks
+    from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+    from worker.storage import Store
+
+    # The active version's files vanish after it was indexed (say, a volume not mounted).
+    model = tmp_path / "model"
+    shutil.copytree(stack_settings.model, model)
+    settings = stack_settings.model_copy(update={"model": str(model)})
+    store = Store(settings.require_database_url())
+    await store.open()
+    try:
+        await load_fact_checks(store, settings, corpus_from_rows(load_jsonl(DEMO_FACT_CHECKS)))
+    finally:
+        await store.close()
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    await produce(settings.kafka_bootstrap, settings.topic_posts, [post(i) for i in range(20)])
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, "cli", log)
+    try:
+        code = worker.wait(timeout=90)
+    finally:
+        worker.kill()
+    text = log.read_text()
+    assert code != 0, text[-3000:]
+    assert "no file named model.safetensors" in text, text[-3000:]
+    # Nothing was published or dead-lettered, so a worker with its model back gets every post.
+    records = await consume_until(
+        settings.kafka_bootstrap, [settings.topic_matches, settings.topic_dead_letter], lambda rs: False, timeout_s=3
+    )
+    assert records == []

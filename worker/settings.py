@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     backend: Literal["torch", "onnx"] = Field(
         "torch",
-        description="onnx: ONNX Runtime on CPU (exported once per model into model_store/onnx), about 2x torch's"
-        " texts/s there; torch on GPUs.",
+        description="onnx: ONNX Runtime on CPU, exported once per model into model_store/onnx; a restart then"
+        " imports no torch and answers in seconds. torch on GPUs.",
     )
     onnx_int8: bool = Field(
         False, description="Quantise the ONNX export's weights to int8 (faster; see README for its agreement)."

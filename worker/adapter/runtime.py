@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faststream import FastStream
@@ -25,7 +25,9 @@ from worker.observability import HealthServer, Metrics, watch_lag
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    from worker.core.pipeline import BatchOutcome, MatchPipeline
     from worker.core.shadow import ShadowRow
+    from worker.wire import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class WorkerRuntime:
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
         limits = Limits.from_settings(settings)
         deps = WorkerDeps(
-            pipeline=self.pipeline,
+            pipeline=_AfterModelLoad(self.pipeline, self.model_loaded),
             factchecks=FactCheckEvents(self.corpus, limits),
             feedback=FeedbackEvents(self.store, limits),
             sinks=[
@@ -122,6 +124,7 @@ class WorkerRuntime:
             startup_checks={"model": self._check_model},
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._loading: asyncio.Task[None] | None = None
 
     def _shadow_row(self, row: ShadowRow) -> None:
         self.metrics.shadow_posts.labels(model_version=row.model_version).inc()
@@ -188,7 +191,10 @@ class WorkerRuntime:
                 log.debug("corpus stats failed: %r", exc)
             await asyncio.sleep(max(15.0, self.settings.lag_interval_s))
 
-    async def start_services(self) -> None:
+    async def start_services(self, *, wait_for_model: bool = True) -> None:
+        """Everything but the broker. With ``wait_for_model`` off the model loads in the
+        background, so the consumer groups join meanwhile (a restart's first result comes
+        seconds sooner); batches wait for it in :class:`_AfterModelLoad`."""
         from worker.core.models import bootstrap_active_version
 
         if self.settings.metrics_enabled:
@@ -196,7 +202,13 @@ class WorkerRuntime:
         await kafka.preflight(self.settings)
         await self.store.open()
         await bootstrap_active_version(self.store, self.settings, self.models)
+        self._loading = asyncio.create_task(self._load())
+        if wait_for_model:
+            await self.model_loaded()
+
+    async def _load(self) -> None:
         await self.models.load_active()
+        # Started after the first load: the watcher switches versions, which assumes one serves.
         self._tasks = [
             asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s)),
             asyncio.create_task(watch_lag(self.metrics, self.consumers, self.settings.lag_interval_s)),
@@ -206,7 +218,26 @@ class WorkerRuntime:
             asyncio.create_task(self.shadow.run()),
         ]
 
+    async def model_loaded(self) -> None:
+        """Returns once the active version serves; raises what stopped it from loading."""
+        if self._loading is None:
+            raise RuntimeError("start_services() has not run")
+        await asyncio.shield(self._loading)
+
+    async def fail_unless_loaded(self) -> None:
+        # FastStream's after-startup hook: a model that cannot load stops the worker, as it
+        # did when the load came before the broker.
+        try:
+            await self.model_loaded()
+        except BaseException:
+            await self.broker.stop()
+            raise
+
     async def stop_services(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loading
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -242,4 +273,31 @@ def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
     configure_logging(settings.log_level, secrets=settings.secrets())
     runtime = WorkerRuntime(settings)
-    return FastStream(runtime.broker, on_startup=[runtime.start_services], after_shutdown=[runtime.stop_services])
+
+    async def start_services() -> None:
+        await runtime.start_services(wait_for_model=False)
+
+    return FastStream(
+        runtime.broker,
+        on_startup=[start_services],
+        after_startup=[runtime.fail_unless_loaded],
+        after_shutdown=[runtime.stop_services],
+    )
+
+
+class _AfterModelLoad:
+    """The pipeline, behind the first model load (the consumer groups join while it runs)."""
+
+    def __init__(self, pipeline: MatchPipeline, loaded: Callable[[], Awaitable[None]]) -> None:
+        self.pipeline = pipeline
+        self.loaded = loaded
+
+    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        from worker.core.pipeline import DependencyUnavailable
+
+        try:
+            await self.loaded()
+        except Exception as exc:
+            # Not the posts' fault: left uncommitted (no attempt counted) while the worker stops.
+            raise DependencyUnavailable(f"the model did not load: {exc!r}") from exc
+        return await self.pipeline.process(records)

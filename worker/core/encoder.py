@@ -71,6 +71,18 @@ def resolve_device(requested: str) -> str:
     return "cpu"
 
 
+def serving_device(settings: Settings) -> str:
+    """The device queries are encoded on; the ONNX backend is CPU-only and must start without torch."""
+    return "cpu" if settings.backend == "onnx" else resolve_device(settings.device)
+
+
+def choose_prompt(override: str | None, prompts: dict[str, str | None] | None, name: str) -> str:
+    """A setting's prompt wins over the model's own prompt of that name; no prompt is ""."""
+    if override is not None:
+        return override
+    return (prompts or {}).get(name) or ""
+
+
 def resolve_dtype(requested: str, device: str) -> str:
     if requested != "auto":
         return requested
@@ -162,20 +174,23 @@ class SentenceTransformerEncoder:
         where it was trained on 512 is slow and wrong, and past its positions it fails)."""
         config = getattr(getattr(self.model[0], "model", None), "config", None)
         positions = getattr(config, "max_position_embeddings", None)
+        self.positions: int | None = int(positions) if positions is not None else None
+        native = self.model.max_seq_length
+        if positions is not None and (native is None or native > positions):
+            native = int(positions)
+        # The model's own length (what applies when the setting is unset), kept for the ONNX export.
+        self.native_max_seq_length = int(native or 512)
         wanted = self.options.max_seq_length
         if wanted is not None and positions is not None and wanted > positions:
             raise ValueError(f"max_seq_length {wanted} exceeds {self.model_ref!r}'s {positions} positions")
         if wanted is not None:
             self.model.max_seq_length = wanted
-        elif positions is not None and (self.model.max_seq_length is None or self.model.max_seq_length > positions):
+        elif native != self.model.max_seq_length:
             log.warning("model %s has no usable max_seq_length: capped at its %d positions", self.model_ref, positions)
-            self.model.max_seq_length = int(positions)
+            self.model.max_seq_length = native
 
     def _prompt(self, override: str | None, name: str) -> str:
-        if override is not None:
-            return override
-        prompts: dict[str, str | None] = self.model.prompts or {}
-        return prompts.get(name) or ""
+        return choose_prompt(override, self.model.prompts, name)
 
     @property
     def dimension(self) -> int:

@@ -54,9 +54,9 @@ def version_name_for(model_ref: str) -> str:
 def encoder_loader(settings: Settings) -> Loader:
     options = EncoderOptions.from_settings(settings)
     if settings.backend == "onnx":
-        from worker.core.onnx_backend import OnnxEncoder
+        from worker.core.onnx_backend import load_onnx_encoder
 
-        return lambda ref: OnnxEncoder(ref, options, store=settings.model_store, int8=settings.onnx_int8)
+        return lambda ref: load_onnx_encoder(ref, options, store=settings.model_store, int8=settings.onnx_int8)
     return lambda ref: SentenceTransformerEncoder(ref, options)
 
 

@@ -1,40 +1,46 @@
-"""ONNX Runtime for CPU serving: the same sentence-transformers model, about twice the texts/s.
+"""ONNX Runtime for CPU serving: the torch encoder's vectors, and a restart that needs no torch.
 
-The whole module chain (transformer, pooling, any dense layer, normalisation) is exported
-with ``torch.onnx.export`` from the loaded model, so pooling and prompts cannot drift from the
-torch path: tokenisation, prompts, truncation and token counts stay the torch encoder's.
-The ``sentence-transformers[onnx]`` extra is not used: it pulls optimum, which downgrades the
-whole stack (../shared/README.md).
+A model is exported once (:mod:`worker.core.onnx_export`, which needs torch) into
+``<model_store>/onnx/<key>/`` with its fast tokenizer and a manifest; every later start serves
+from that directory with only onnxruntime, tokenizers and numpy imported, which is what makes a
+restarted worker answer within seconds. Prompts, truncation, token counts and normalisation follow
+the torch encoder's conventions (:mod:`worker.core.encoder`), and the tokenizer was checked
+against the model's own preprocessing before it was written.
 
-Exports are cached per model (its resolved path and weight files' sizes and times) under
-``<model_store>/onnx/``, written to a temporary name and renamed, so replicas sharing a store
-never read half a file; a read-only store falls back to a private temporary directory.
+The key covers the model's resolved path and its weight files' sizes and times, so a changed model
+is exported again; a read-only store falls back to a private temporary directory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import os
 import tempfile
-import warnings
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, Vectors
+from worker.core.encoder import EncoderOptions, Vectors, choose_prompt
+
+if TYPE_CHECKING:
+    from worker.core.encoder import SentenceTransformerEncoder
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MANIFEST = "encoder.json"
+MANIFEST_FORMAT = 1
 
 
 def export_key(model_ref: str, int8: bool) -> str:
     path = Path(model_ref).expanduser().resolve()
-    digest = hashlib.sha1(f"{path}|opset{OPSET}|eager|int8={int8}".encode())
+    digest = hashlib.sha1(f"{path}|opset{OPSET}|eager|int8={int8}|manifest{MANIFEST_FORMAT}".encode())
     for file in sorted(path.rglob("*")) if path.is_dir() else []:
         if file.suffix in (".safetensors", ".bin", ".json"):
             stat = file.stat()
@@ -42,116 +48,109 @@ def export_key(model_ref: str, int8: bool) -> str:
     return f"{path.name}-{digest.hexdigest()[:12]}"
 
 
-class _Chain:
-    """The sentence-transformers module chain as a plain ``forward(ids, mask[, types])``."""
-
-    def __new__(cls, model: Any, names: Sequence[str], constants: dict[str, Any]) -> Any:
-        import torch
-
-        class Chain(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-                # Non-tensor features (the modality) are the same for every text batch.
-                features = {**constants, **dict(zip(names, tensors, strict=True))}
-                embedding: torch.Tensor = self.model(features)["sentence_embedding"]
-                return embedding
-
-        return Chain()
+def export_roots(store: Path) -> tuple[Path, Path]:
+    return store / "onnx", Path(tempfile.gettempdir()) / "factmatch-onnx"
 
 
-def export(encoder: SentenceTransformerEncoder, destination: Path, *, int8: bool = False) -> Path:
-    """Write ``encoder``'s model as ONNX (fp32, or dynamically quantised to int8) at ``destination``."""
-    import torch
+class TextTokenizer:
+    """A model's fast tokenizer with the truncation and padding its preprocessing applies."""
 
-    model = encoder.model
-    pooling = [m for m in model if hasattr(m, "include_prompt")]
-    if any(not m.include_prompt for m in pooling):
-        raise ValueError("the onnx backend does not support pooling that excludes the prompt; use backend=torch")
-    # Two texts of different lengths, so the traced graph has seen padding.
-    texts = ["an example post, long enough to have a few tokens", "short"]
-    sample = model.preprocess(texts, prompt=encoder.query_prompt)
-    names = [n for n in _INPUTS if n in sample]
-    constants = {k: v for k, v in sample.items() if not isinstance(v, torch.Tensor)}
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # Eager attention exports as the op pattern ONNX Runtime fuses; SDPA's decomposed graph is
-    # not fused (MiniLM, 2 cores: 1.27x torch's texts/s eager vs 1.16x SDPA).
-    auto_model = getattr(model[0], "auto_model", None)
-    attention = getattr(getattr(auto_model, "config", None), "_attn_implementation", None)
-    if auto_model is not None and attention not in (None, "eager") and hasattr(auto_model, "set_attn_implementation"):
-        auto_model.set_attn_implementation("eager")
-    try:
-        return _export(model, names, constants, sample, destination, int8)
-    finally:
-        if auto_model is not None and attention not in (None, "eager"):
-            auto_model.set_attn_implementation(attention)
+    def __init__(self, path: Path, spec: dict[str, Any], max_length: int) -> None:
+        from tokenizers import Tokenizer
 
+        # Loaded once: a 250k-piece vocabulary takes about a second to load.
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.enable_truncation(max_length, strategy="longest_first", direction=spec["truncation_side"])
+        self.tokenizer.enable_padding(
+            direction=spec["padding_side"],
+            pad_id=spec["pad_id"],
+            pad_type_id=spec["pad_type_id"],
+            pad_token=spec["pad_token"],
+        )
 
-def _export(
-    model: Any, names: list[str], constants: dict[str, Any], sample: Any, destination: Path, int8: bool
-) -> Path:
-    import torch
+    def counts(self, texts: Sequence[str]) -> list[int]:
+        return [sum(e.attention_mask) for e in self.tokenizer.encode_batch(list(texts))]
 
-    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
-        fp32 = Path(scratch) / "model.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns about branches on shapes that are the same for every batch.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Chain(model.cpu().float(), names, constants),
-                tuple(sample[n] for n in names),
-                str(fp32),
-                input_names=names,
-                output_names=["embedding"],
-                dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "embedding": {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        result = fp32
-        if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            result = Path(scratch) / "model-int8.onnx"
-            quantize_dynamic(str(fp32), str(result), weight_type=QuantType.QInt8)
-        os.replace(result, destination)
-    return destination
+    def features(self, texts: Sequence[str]) -> dict[str, npt.NDArray[np.int64]]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
 
 
-def cached_export(encoder: SentenceTransformerEncoder, store: Path, *, int8: bool) -> Path:
-    key = export_key(encoder.model_ref, int8)
-    for root in (store / "onnx", Path(tempfile.gettempdir()) / "factmatch-onnx"):
-        path = root / key / "model.onnx"
-        if path.is_file():
-            return path
-        try:
-            log.info("exporting %s to ONNX (%s) at %s", encoder.model_ref, "int8" if int8 else "fp32", path)
-            return export(encoder, path, int8=int8)
-        except PermissionError:
-            log.warning("model store %s is read-only; exporting to a temporary directory", store)
-        except OSError as exc:
-            if exc.errno not in (13, 30):  # EACCES, EROFS
-                raise
-            log.warning("model store %s is read-only; exporting to a temporary directory", store)
-    raise RuntimeError("no writable directory for the ONNX export")
+class OnnxEncoder:
+    """Serves an exported model; torch is loaded only when the export has no verified tokenizer."""
 
+    device = "cpu"
 
-class OnnxEncoder(SentenceTransformerEncoder):
-    """The torch encoder's tokenizer, prompts and conventions; inference in ONNX Runtime."""
-
-    def __init__(self, model_ref: str, options: EncoderOptions | None = None, *, store: Path, int8: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        options: EncoderOptions | None = None,
+        *,
+        source: SentenceTransformerEncoder | None = None,
+    ) -> None:
         import onnxruntime as ort
 
-        super().__init__(model_ref, options)
-        if self.device != "cpu":
+        self.options = options or EncoderOptions()
+        if self.options.device not in ("auto", "cpu"):
             raise ValueError("the onnx backend runs on CPU; use backend=torch on a GPU")
-        self.path = cached_export(self, store, int8=int8)
+        self.directory = directory
+        self.path = directory / "model.onnx"
+        manifest = json.loads((directory / MANIFEST).read_text())
+        self.model_ref: str = manifest["model_ref"]
+        self._dimension = int(manifest["dimension"])
+        wanted, positions = self.options.max_seq_length, manifest["positions"]
+        if wanted is not None and positions is not None and wanted > positions:
+            raise ValueError(f"max_seq_length {wanted} exceeds {self.model_ref!r}'s {positions} positions")
+        self.max_seq_length = int(wanted or manifest["max_seq_length"])
+        self.query_prompt = choose_prompt(
+            self.options.query_prompt, manifest["prompts"], self.options.query_prompt_name
+        )
+        self.document_prompt = choose_prompt(None, manifest["prompts"], self.options.document_prompt_name)
+        self.tokenizer: TextTokenizer | None = None
+        self.source = source
+        if manifest["tokenizer"] is not None:
+            spec = manifest["tokenizer"]
+            self.tokenizer = TextTokenizer(directory / spec["file"], spec, self.max_seq_length)
+        elif self.source is None:
+            from worker.core.encoder import SentenceTransformerEncoder
+
+            self.source = SentenceTransformerEncoder(self.model_ref, self.options)
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path), session_options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
-        log.info("onnx backend ready", extra={"model": model_ref, "path": str(self.path), "int8": int8})
+        # One call at a time: two concurrent runs would only split the same cores.
+        self._lock = threading.Lock()
+        log.info(
+            "onnx backend ready",
+            extra={
+                "model": self.model_ref,
+                "path": str(self.path),
+                "int8": manifest["int8"],
+                "torch_free": self.source is None,
+            },
+        )
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if self.tokenizer is None:
+            assert self.source is not None
+            return self.source.count_tokens(texts)
+        return self.tokenizer.counts([self.query_prompt + t for t in texts])
+
+    def _features(self, texts: list[str], prompt: str) -> dict[str, npt.NDArray[np.int64]]:
+        if self.tokenizer is not None:
+            return self.tokenizer.features([prompt + t for t in texts])
+        assert self.source is not None
+        batch = self.source.model.preprocess(texts, prompt=prompt or None)
+        return {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
 
     def _encode(self, texts: Sequence[str], prompt: str) -> Vectors:
         if not texts:
@@ -162,12 +161,43 @@ class OnnxEncoder(SentenceTransformerEncoder):
         size = self.options.batch_size
         for start in range(0, len(order), size):
             rows = order[start : start + size]
-            # The model's own preprocessing: prompt, truncation and padding exactly as with torch.
-            batch = self.model.preprocess([texts[i] for i in rows], prompt=prompt or None)
-            feeds = {n: batch[n].numpy().astype(np.int64) for n in self.input_names}
+            features = self._features([texts[i] for i in rows], prompt)
+            feeds = {n: features[n] for n in self.input_names}
             with self._lock:
                 (vectors,) = self.session.run(["embedding"], feeds)
             out[rows] = vectors
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         normalised: Vectors = (out / np.maximum(norms, 1e-12)).astype(np.float32)
         return normalised
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self.query_prompt)
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self.document_prompt)
+
+
+def load_onnx_encoder(model_ref: str, options: EncoderOptions, *, store: Path, int8: bool) -> OnnxEncoder:
+    """The model's cached export, made first (with torch, once per model and store) if missing."""
+    key = export_key(model_ref, int8)
+    for root in export_roots(store):
+        if (root / key / MANIFEST).is_file():
+            return OnnxEncoder(root / key, options)
+    from worker.core.encoder import SentenceTransformerEncoder
+    from worker.core.onnx_export import export
+
+    source = SentenceTransformerEncoder(model_ref, options)
+    for root in export_roots(store):
+        directory = root / key
+        log.info("exporting %s to ONNX (%s) at %s", model_ref, "int8" if int8 else "fp32", directory)
+        try:
+            export(source, directory, int8=int8)
+        except OSError as exc:
+            if exc.errno not in (13, 30):  # EACCES, EROFS
+                raise
+            log.warning("model store %s is read-only; exporting to a temporary directory", store)
+            continue
+        # The torch model stays only where tokenising needs it.
+        manifest = json.loads((directory / MANIFEST).read_text())
+        return OnnxEncoder(directory, options, source=None if manifest["tokenizer"] else source)
+    raise RuntimeError("no writable directory for the ONNX export")

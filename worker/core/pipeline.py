@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 
 from worker.core.batching import EmbeddingCache, EncodeStage
 from worker.core.decoding import Limits, decode_post
-from worker.core.encoder import Encoder, Vectors, resolve_device
+from worker.core.encoder import Encoder, Vectors, serving_device
 from worker.retrieval.decision import Decisions
 from worker.settings import Settings
 from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord
@@ -114,7 +114,7 @@ class PipelineConfig:
         on_retry: Callable[[str], None] | None = None,
     ) -> PipelineConfig:
         return cls(
-            token_budget=settings.token_budget(resolve_device(settings.device)),
+            token_budget=settings.token_budget(serving_device(settings)),
             encode_batch_size=settings.encode_batch_size,
             embedding_cache_size=settings.embedding_cache_size,
             limits=Limits.from_settings(settings),

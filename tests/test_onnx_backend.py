@@ -126,3 +126,27 @@ def test_a_tokenizer_that_differs_is_not_trusted(
         assert encoder.source is not None and encoder.tokenizer is None
         assert agreement(encoder.encode_queries(TEXTS), torch_encoder.encode_queries(TEXTS)) >= 0.999
         assert encoder.count_tokens(TEXTS) == torch_encoder.count_tokens(TEXTS)
+
+
+@pytest.mark.integration
+async def test_a_prepared_version_has_its_export_before_onnx_workers_use_it(
+    tiny_model: Path, tmp_path: Path, database_url: str
+) -> None:
+    from worker.core.versions import prepare
+    from worker.storage import Store
+
+    settings = Settings(_env_file=None, backend="onnx", model_store=tmp_path, database_url=database_url)  # type: ignore[call-arg]
+    store = Store(database_url)
+    await store.open()
+    try:
+        torch_encoder = SentenceTransformerEncoder(str(tiny_model), EncoderOptions(device="cpu"))
+        await store.register_version("v-onnx", str(tiny_model), torch_encoder.dimension, status="candidate")
+        await prepare(store, settings, "v-onnx", torch_encoder, progress=False)
+        assert (await store.get_version("v-onnx")).status == "ready"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+    assert len(list((tmp_path / "onnx").glob(f"*/{MANIFEST}"))) == 1
+    # A worker finds the export ready: no torch model loaded to serve it.
+    served = encoder_loader(settings)(str(tiny_model))
+    assert isinstance(served, OnnxEncoder) and served.source is None
+    assert agreement(served.encode_queries(TEXTS), torch_encoder.encode_queries(TEXTS)) >= 0.999

@@ -177,6 +177,25 @@ class OnnxEncoder:
         return self._encode(texts, self.document_prompt)
 
 
+def ensure_export(source: SentenceTransformerEncoder, store: Path, *, int8: bool) -> Path:
+    """The directory of ``source``'s export in ``store`` (or the temporary fallback), written if missing."""
+    key = export_key(source.model_ref, int8)
+    for root in export_roots(store):
+        if (root / key / MANIFEST).is_file():
+            return root / key
+    from worker.core.onnx_export import export
+
+    for root in export_roots(store):
+        log.info("exporting %s to ONNX (%s) at %s", source.model_ref, "int8" if int8 else "fp32", root / key)
+        try:
+            return export(source, root / key, int8=int8)
+        except OSError as exc:
+            if exc.errno not in (13, 30):  # EACCES, EROFS
+                raise
+            log.warning("model store %s is read-only; exporting to a temporary directory", store)
+    raise RuntimeError("no writable directory for the ONNX export")
+
+
 def load_onnx_encoder(model_ref: str, options: EncoderOptions, *, store: Path, int8: bool) -> OnnxEncoder:
     """The model's cached export, made first (with torch, once per model and store) if missing."""
     key = export_key(model_ref, int8)
@@ -184,20 +203,9 @@ def load_onnx_encoder(model_ref: str, options: EncoderOptions, *, store: Path, i
         if (root / key / MANIFEST).is_file():
             return OnnxEncoder(root / key, options)
     from worker.core.encoder import SentenceTransformerEncoder
-    from worker.core.onnx_export import export
 
     source = SentenceTransformerEncoder(model_ref, options)
-    for root in export_roots(store):
-        directory = root / key
-        log.info("exporting %s to ONNX (%s) at %s", model_ref, "int8" if int8 else "fp32", directory)
-        try:
-            export(source, directory, int8=int8)
-        except OSError as exc:
-            if exc.errno not in (13, 30):  # EACCES, EROFS
-                raise
-            log.warning("model store %s is read-only; exporting to a temporary directory", store)
-            continue
-        # The torch model stays only where tokenising needs it.
-        manifest = json.loads((directory / MANIFEST).read_text())
-        return OnnxEncoder(directory, options, source=None if manifest["tokenizer"] else source)
-    raise RuntimeError("no writable directory for the ONNX export")
+    directory = ensure_export(source, store, int8=int8)
+    # The torch model stays only where tokenising needs it.
+    manifest = json.loads((directory / MANIFEST).read_text())
+    return OnnxEncoder(directory, options, source=None if manifest["tokenizer"] else source)

@@ -135,6 +135,9 @@ def _write_graph(
     if switch:
         auto_model.set_attn_implementation("eager")
     fp32 = scratch / "model-fp32.onnx"
+    # Exported in float32 on the CPU; the caller's model goes back where it was afterwards.
+    weights = next(model.parameters())
+    device, dtype = weights.device, weights.dtype
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about branches on shapes that are the same for every batch.
@@ -150,6 +153,7 @@ def _write_graph(
                 dynamo=False,
             )
     finally:
+        model.to(device=device, dtype=dtype)
         if switch:
             auto_model.set_attn_implementation(attention)
     if int8:

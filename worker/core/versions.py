@@ -10,6 +10,7 @@ version whose index was kept, after catching up the fact-checks that changed mea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -38,9 +39,21 @@ async def _index(store: Store, settings: Settings, mv: ModelVersion, encoder: En
         hnsw_ef_construction=settings.hnsw_ef_construction,
         progress=progress,
     )
+    await _export_for_onnx_workers(settings, encoder)
     check_transition(mv.version, "indexing", "ready")
     await store.set_status(mv.version, "ready")
     return count
+
+
+async def _export_for_onnx_workers(settings: Settings, encoder: Encoder) -> None:
+    """Workers on the ONNX backend find the version's export in the model store, so switching to
+    it (or restarting on it) needs no torch; one export, not one per replica."""
+    from worker.core.encoder import SentenceTransformerEncoder
+
+    if settings.backend == "onnx" and isinstance(encoder, SentenceTransformerEncoder):
+        from worker.core.onnx_backend import ensure_export
+
+        await asyncio.to_thread(ensure_export, encoder, settings.model_store, int8=settings.onnx_int8)
 
 
 async def _index_and_activate(

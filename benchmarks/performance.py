@@ -75,15 +75,11 @@ def posts(limit: int) -> list[str]:
     return list(seen)[:limit]
 
 
-class CachedDocuments:
-    """The real encoder, with fact-check vectors remembered on disk between runs (benchmark only)."""
+class WrappedEncoder:
+    """The real encoder, passed through; subclasses change how documents are encoded."""
 
-    def __init__(self, encoder: SentenceTransformerEncoder, path: Path) -> None:
-        self.encoder, self.path = encoder, path
-        self.known: dict[str, np.ndarray] = {}
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                self.known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+    def __init__(self, encoder: SentenceTransformerEncoder) -> None:
+        self.encoder = encoder
 
     @property
     def dimension(self) -> int:
@@ -94,6 +90,21 @@ class CachedDocuments:
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         return self.encoder.encode_queries(texts)
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors:
+        return self.encoder.encode_documents(texts)
+
+
+class CachedDocuments(WrappedEncoder):
+    """The real encoder, with fact-check vectors remembered on disk between runs (benchmark only)."""
+
+    def __init__(self, encoder: SentenceTransformerEncoder, path: Path) -> None:
+        super().__init__(encoder)
+        self.path = path
+        self.known: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                self.known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
 
     def encode_documents(self, texts: Sequence[str]) -> Vectors:
         missing = [t for t in dict.fromkeys(texts) if t not in self.known]
@@ -375,27 +386,17 @@ def _timed(call: Any, *args: Any) -> float:
     return time.perf_counter() - started
 
 
-class TimedEncoder:
+class TimedEncoder(WrappedEncoder):
     """An encoder that adds up the seconds its document calls take (a stage profile)."""
 
-    def __init__(self, inner: SentenceTransformerEncoder) -> None:
-        self.inner = inner
+    def __init__(self, encoder: SentenceTransformerEncoder) -> None:
+        super().__init__(encoder)
         self.seconds = 0.0
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.inner.count_tokens(texts)
-
-    def encode_queries(self, texts: Sequence[str]) -> Vectors:
-        return self.inner.encode_queries(texts)
 
     def encode_documents(self, texts: Sequence[str]) -> Vectors:
         started = time.perf_counter()
         try:
-            return self.inner.encode_documents(texts)
+            return super().encode_documents(texts)
         finally:
             self.seconds += time.perf_counter() - started
 

@@ -83,6 +83,12 @@ def choose_prompt(override: str | None, prompts: dict[str, str | None] | None, n
     return (prompts or {}).get(name) or ""
 
 
+def refuse_past_positions(wanted: int | None, positions: int | None, model_ref: str) -> None:
+    """A configured max_seq_length never runs past the model's position embeddings."""
+    if wanted is not None and positions is not None and wanted > positions:
+        raise ValueError(f"max_seq_length {wanted} exceeds {model_ref!r}'s {positions} positions")
+
+
 def resolve_dtype(requested: str, device: str) -> str:
     if requested != "auto":
         return requested
@@ -181,8 +187,7 @@ class SentenceTransformerEncoder:
         # The model's own length (what applies when the setting is unset), kept for the ONNX export.
         self.native_max_seq_length = int(native or 512)
         wanted = self.options.max_seq_length
-        if wanted is not None and positions is not None and wanted > positions:
-            raise ValueError(f"max_seq_length {wanted} exceeds {self.model_ref!r}'s {positions} positions")
+        refuse_past_positions(wanted, self.positions, self.model_ref)
         if wanted is not None:
             self.model.max_seq_length = wanted
         elif native != self.model.max_seq_length:

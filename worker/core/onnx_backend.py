@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from worker.core.encoder import EncoderOptions, Vectors, choose_prompt
+from worker.core.encoder import EncoderOptions, Vectors, choose_prompt, refuse_past_positions
 
 if TYPE_CHECKING:
     from worker.core.encoder import SentenceTransformerEncoder
@@ -50,6 +50,12 @@ def export_key(model_ref: str, int8: bool) -> str:
 
 def export_roots(store: Path) -> tuple[Path, Path]:
     return store / "onnx", Path(tempfile.gettempdir()) / "factmatch-onnx"
+
+
+def find_export(model_ref: str, store: Path, *, int8: bool) -> Path | None:
+    """The finished export of ``model_ref`` (a directory with a manifest), if one was written."""
+    key = export_key(model_ref, int8)
+    return next((root / key for root in export_roots(store) if (root / key / MANIFEST).is_file()), None)
 
 
 class TextTokenizer:
@@ -102,16 +108,16 @@ class OnnxEncoder:
         manifest = json.loads((directory / MANIFEST).read_text())
         self.model_ref: str = manifest["model_ref"]
         self._dimension = int(manifest["dimension"])
-        wanted, positions = self.options.max_seq_length, manifest["positions"]
-        if wanted is not None and positions is not None and wanted > positions:
-            raise ValueError(f"max_seq_length {wanted} exceeds {self.model_ref!r}'s {positions} positions")
+        wanted = self.options.max_seq_length
+        refuse_past_positions(wanted, manifest["positions"], self.model_ref)
         self.max_seq_length = int(wanted or manifest["max_seq_length"])
         self.query_prompt = choose_prompt(
             self.options.query_prompt, manifest["prompts"], self.options.query_prompt_name
         )
         self.document_prompt = choose_prompt(None, manifest["prompts"], self.options.document_prompt_name)
         self.tokenizer: TextTokenizer | None = None
-        self.source = source
+        # The torch model is kept only where tokenising needs it.
+        self.source = None if manifest["tokenizer"] is not None else source
         if manifest["tokenizer"] is not None:
             spec = manifest["tokenizer"]
             self.tokenizer = TextTokenizer(directory / spec["file"], spec, self.max_seq_length)
@@ -179,12 +185,12 @@ class OnnxEncoder:
 
 def ensure_export(source: SentenceTransformerEncoder, store: Path, *, int8: bool) -> Path:
     """The directory of ``source``'s export in ``store`` (or the temporary fallback), written if missing."""
-    key = export_key(source.model_ref, int8)
-    for root in export_roots(store):
-        if (root / key / MANIFEST).is_file():
-            return root / key
+    found = find_export(source.model_ref, store, int8=int8)
+    if found is not None:
+        return found
     from worker.core.onnx_export import export
 
+    key = export_key(source.model_ref, int8)
     for root in export_roots(store):
         log.info("exporting %s to ONNX (%s) at %s", source.model_ref, "int8" if int8 else "fp32", root / key)
         try:
@@ -198,14 +204,10 @@ def ensure_export(source: SentenceTransformerEncoder, store: Path, *, int8: bool
 
 def load_onnx_encoder(model_ref: str, options: EncoderOptions, *, store: Path, int8: bool) -> OnnxEncoder:
     """The model's cached export, made first (with torch, once per model and store) if missing."""
-    key = export_key(model_ref, int8)
-    for root in export_roots(store):
-        if (root / key / MANIFEST).is_file():
-            return OnnxEncoder(root / key, options)
+    found = find_export(model_ref, store, int8=int8)
+    if found is not None:
+        return OnnxEncoder(found, options)
     from worker.core.encoder import SentenceTransformerEncoder
 
     source = SentenceTransformerEncoder(model_ref, options)
-    directory = ensure_export(source, store, int8=int8)
-    # The torch model stays only where tokenising needs it.
-    manifest = json.loads((directory / MANIFEST).read_text())
-    return OnnxEncoder(directory, options, source=None if manifest["tokenizer"] else source)
+    return OnnxEncoder(ensure_export(source, store, int8=int8), options, source=source)

@@ -94,7 +94,6 @@ def export(encoder: SentenceTransformerEncoder, directory: Path, *, int8: bool =
             "prompts": dict(model.prompts or {}),
             "max_seq_length": encoder.native_max_seq_length,
             "positions": encoder.positions,
-            "inputs": names,
             "tokenizer": tokenizer,
         }
         # Written last: a directory with a manifest is a finished export.

@@ -22,6 +22,7 @@ from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 from worker.retrieval.calibrate import LabelledPosts, collect_pools
 from worker.retrieval.decision import Decisions
 from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
+from worker.retrieval.openset import twin_groups, with_twins
 from worker.retrieval.rerank import CrossEncoderReranker
 from worker.retrieval.retriever import Retriever
 from worker.wire import document_text
@@ -59,7 +60,7 @@ async def rerank_experiment(
 ) -> dict[str, Any]:
     data = DATA
     full_train = load_labelled_set(data / "corpus.jsonl", data / "train_queries.jsonl", data / "train_qrels.tsv")
-    posts = LabelledPosts(dict(full_train.queries), {}, full_train.qrels)
+    posts = LabelledPosts(dict(full_train.queries), {}, with_twins(full_train.qrels, twin_groups(full_train.corpus)))
     texts = {fc_id: document_text(fc.title, fc.claim) for fc_id, fc in gathered.corpus.items()}
     pools = await collect_pools(retriever, "m", enc, posts)
     pairs: list[Pair] = []

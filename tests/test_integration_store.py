@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from worker.retrieval.modes import FusionConfig, ModeName
+from worker.retrieval.openset import twin_groups
 from worker.retrieval.retriever import RetrievalConfig, Retriever
 from worker.storage import Store, apply_migrations, index_name
 from worker.wire import FactCheck, Match
@@ -126,6 +127,31 @@ async def test_upsert_delete_and_staleness(database_url: str) -> None:
         assert await store.count_fact_checks() == 1
     finally:
         await store.close()
+
+
+async def test_fact_check_twins_in_sql_agree_with_the_python_definition(database_url: str) -> None:
+    """Copies of one fact-check (quotes and spacing aside) are found alike in a corpus file and in Postgres."""
+    fcs = [
+        FactCheck(id="a", title="Is ‘X’ real?", claim='A video shows "X" at the  beach.'),
+        FactCheck(id="a2", title="Is 'X' real?", claim="A video shows 'X' at the beach."),
+        FactCheck(id="a3", title=" Is «X» real? ", claim="A video shows “X” at the\tbeach.\n"),
+        FactCheck(id="case", title="Is 'x' real?", claim="A video shows 'X' at the beach."),  # case differs
+        FactCheck(id="word", title="Is X real?", claim="A photo shows X at the beach."),
+        FactCheck(id="u1", claim="Le café coûte 2 € à Zürich"),
+        FactCheck(id="u2", title="", claim="Le café coûte 2 € à   Zürich"),
+        FactCheck(id="alone", claim="Nothing like it"),
+    ]
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.upsert_fact_checks(fcs)
+        in_sql = await store.fact_check_twins([fc.id for fc in fcs])
+        assert await store.fact_check_twins(["alone"]) == {}
+    finally:
+        await store.close()
+    assert in_sql == twin_groups(fcs)
+    assert in_sql["a"] == {"a", "a2", "a3"} and in_sql["u1"] == {"u1", "u2"}
+    assert "case" not in in_sql and "word" not in in_sql
 
 
 async def test_lexical_postings_follow_every_corpus_change_and_rank_by_bm25(database_url: str) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import SHARED_DATA, checkthat_subset
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
 from worker.retrieval.calibrate import LabelledPosts, calibrate_version, collect_pools, evaluate_decisions
 from worker.retrieval.evaluation import load_labelled_set
-from worker.retrieval.openset import auroc, open_set_report, open_set_split
+from worker.retrieval.openset import auroc, open_set_report, open_set_split, twin_groups
 from worker.retrieval.retriever import RetrievalConfig, Retriever
 from worker.storage import Store
 
@@ -32,7 +32,7 @@ def open_set(split: str, seed: int) -> LabelledPosts:
     labelled = load_labelled_set(
         SHARED_DATA / "corpus.jsonl", SHARED_DATA / f"{split}_queries.jsonl", SHARED_DATA / f"{split}_qrels.tsv"
     )
-    cut = open_set_split(list(labelled.queries), labelled.qrels, 0.5, seed)
+    cut = open_set_split(list(labelled.queries), labelled.qrels, 0.5, seed, twin_groups(labelled.corpus))
     return LabelledPosts(dict(labelled.queries), dict(labelled.query_langs or {}), cut.qrels, exclude=cut.removed)
 
 

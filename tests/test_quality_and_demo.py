@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,12 +101,15 @@ def test_eval_cli_judges_an_open_set_split_with_the_shipped_decision_model(tmp_p
     print(f"MiniLM, CheckThat! 2020 dev, open-set half, shipped decision model: {report}")
     # Half of the posts lost their fact-checks (fewer where a kept post shares one).
     assert report["unanswerable"] >= 60 and report["answerable"] >= 90
-    # Measured: AUROC 0.67, tiered recall 0.48 at 23% false alarms (dev's open-set half is hard:
-    # removed golds leave near-duplicate vclaims behind). Floors that a decision that does not
-    # abstain (false alarms near 1) or does not rank (AUROC near 0.5) fails.
-    assert report["auroc"] >= 0.6
+    # Measured: AUROC 0.84; match tier precision 0.89, recall 0.61, false alarms 7.6%; match or
+    # suggestion recall 0.70 at 14% false alarms (the shipped model was fitted on train and dev, so
+    # this checks the CLI's open-set path, not generalisation: benchmarks/decisions.py reports test).
+    # Floors that a decision that does not abstain (false alarms near 1) or does not rank (AUROC
+    # near 0.5) fails.
+    assert report["auroc"] >= 0.75
     shown = report["match_or_suggestion"]
-    assert shown["false_alarm"] <= 0.35 and shown["recall"] >= 0.35
+    assert shown["false_alarm"] <= 0.25 and shown["recall"] >= 0.5
+    assert report["match"]["shown"] > 0, "the shipped decision has a match tier"
     assert plot.is_file() and plot.stat().st_size > 10_000
     assert "false alarms" in completed.stderr
 
@@ -123,12 +127,13 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     assert completed.returncode == 0, (completed.stdout[-3000:], completed.stderr[-3000:])
     assert "40/40 posts matched and published, 3/3 malformed messages dead-lettered" in completed.stdout
     # The default model ships with its decision model: the demo abstains on its chit-chat posts
-    # (measured: 9 of 9) and still shows the right fact-check for most posts that have one (24 of 31).
+    # (measured: 9 of 9) and still shows the right fact-check for the posts that have one, in
+    # five languages, cross-lingual ones included (measured: 31 of 31).
     text = " ".join(completed.stdout.split())
     found = re.search(r"best match correct for (\d+)/31 .*?no match for (\d+)/9 posts that have none", text)
     assert found, completed.stdout[-2000:]
     correct, abstained = int(found.group(1)), int(found.group(2))
-    assert abstained >= 8 and correct >= 20, (correct, abstained)
+    assert abstained >= 8 and correct >= 28, (correct, abstained)
     assert "suggestion" in completed.stdout or "match " in completed.stdout
 
 
@@ -146,3 +151,76 @@ def test_cli_refuses_bad_settings_with_a_clear_message(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert "FACTMATCH_TOP_K" in completed.stderr
     assert "pw-9x" not in completed.stderr + completed.stdout
+
+
+@pytest.mark.integration
+def test_calibrate_cli_fits_open_set_and_a_gold_leaves_with_its_copy(
+    tmp_path: Path, database_url: str, make_settings: Any
+) -> None:
+    """`factmatch calibrate` as an operator runs it, on a corpus that holds every gold twice."""
+    import asyncio
+
+    from tests.conftest import settings_env
+    from worker.core.models import ModelManager, bootstrap_active_version, encoder_loader
+    from worker.storage import Store
+    from worker.wire import FactCheck
+
+    settings = make_settings(database_url=database_url, model_store=tmp_path / "store")
+    fcs, posts, qrels = [], [], []
+    for i in range(24):
+        words = f"alpha{i} beta{i} gamma{i}"
+        fcs.append(FactCheck(id=f"g{i}", title=f"Is '{words}' true?", claim=f'People say "{words}" happened.'))
+        fcs.append(FactCheck(id=f"g{i}-copy", title=f"Is ‘{words}’ true?", claim=f"People say “{words}”  happened."))
+        posts.append({"id": f"p{i}", "text": f"wow, {words} happened"})
+        qrels.append(f"p{i}\tg{i}")
+    fcs += [FactCheck(id=f"d{j}", claim=f"delta{j} epsilon{j} did not happen") for j in range(30)]
+    posts += [{"id": f"n{k}", "text": f"nothing about zeta{k}"} for k in range(6)]
+
+    async def prepare() -> str:
+        store = Store(database_url)
+        await store.open()
+        try:
+            await store.upsert_fact_checks(fcs)
+            mv = await bootstrap_active_version(store, settings, ModelManager(store, encoder_loader(settings)))
+            return mv.version
+        finally:
+            await store.close()
+
+    version = asyncio.run(prepare())
+    (tmp_path / "posts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in posts))
+    (tmp_path / "qrels.tsv").write_text("\n".join(qrels) + "\n")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "calibrate",
+            "--queries",
+            str(tmp_path / "posts.jsonl"),
+            "--qrels",
+            str(tmp_path / "qrels.tsv"),
+            "--holdout-share",
+            "0.5",
+            "--no-feedback",
+        ],
+        cwd=tmp_path,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "open-set decisions" in completed.stdout
+
+    async def stored() -> Any:
+        store = Store(database_url)
+        await store.open()
+        try:
+            return await store.decisions(version)
+        finally:
+            await store.close()
+
+    decisions = asyncio.run(stored())
+    assert decisions.model is not None
+    # Twelve posts were held out: their golds left the corpus, and so did the golds' copies.
+    assert decisions.model.fitted_on["excluded_fact_checks"] == 24

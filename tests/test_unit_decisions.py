@@ -8,11 +8,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.retrieval.decision import FEATURES, DecisionModel, Decisions, LabelledRow, features, fit_decision
+from worker.retrieval.decision import (
+    FEATURES,
+    RERANK,
+    DecisionModel,
+    Decisions,
+    LabelledRow,
+    features,
+    fit_decision,
+)
 from worker.retrieval.modes import Candidate, FusionConfig, fuse
-from worker.retrieval.openset import Published, open_set_report, open_set_split
+from worker.retrieval.openset import Published, open_set_report, open_set_split, twin_groups, with_twins
 from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
 from worker.retrieval.retriever import CandidateDetails, RetrievalConfig, Retriever
+from worker.wire import FactCheck
 
 HYBRID = FusionConfig("hybrid", 10, 1.0, 0.5)
 
@@ -73,6 +82,29 @@ def test_rank_1_is_the_candidate_the_decision_prefers_and_tiers_cut_the_probabil
     assert all(m.probability is None and m.tier is None for ms in plain for m in ms)
 
 
+def test_a_decision_needing_a_missing_reranker_still_decides_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    base = cosine_is_probability()
+    model = DecisionModel(
+        (*base.features, RERANK),
+        (*base.mean, 0.0),
+        (*base.scale, 1.0),
+        (*base.coef, 0.5),
+        0.0,
+        base.calib_x,
+        base.calib_y,
+        0.0,
+        {},
+    )
+    source = Source([[Candidate("a", 0.93, 1, None, None)]])
+    retriever = Retriever(source, RetrievalConfig(HYBRID, top_k=5, min_score=-1.0, candidates=50))
+    decisions = Decisions(model, {("*", "match"): 0.9})
+    with caplog.at_level("ERROR", logger="worker.retrieval.retriever"):
+        for _ in range(3):
+            found = search(retriever, 1, decisions)
+            assert [(m.fact_check_id, m.tier) for m in found[0]] == [("a", "match")]
+    assert sum("reranker it does not have" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_language_aware_fusion_does_not_rank_a_cross_lingual_match_below_same_language_term_sharers() -> None:
     right = Candidate("de-right", 0.88, 1, None, None, lang="de")
     sharers = [Candidate(f"en-{i}", 0.80 - i / 100, i + 2, 0.5 - i / 100, i + 1, lang="en") for i in range(3)]
@@ -115,6 +147,36 @@ def test_fitted_decision_is_calibrated_and_survives_json() -> None:
         fit_decision([LabelledRow("p", "en", (0.0,) * len(FEATURES), False)] * 10)
 
 
+def test_language_agreement_is_learned_only_from_right_answers_across_languages() -> None:
+    rng = np.random.default_rng(1)
+    lang = FEATURES.index("same_language")
+
+    def rows(cross_lingual_right: bool) -> list[LabelledRow]:
+        out = []
+        for post in range(400):
+            for rank in range(5):
+                correct = post % 2 == 0 and rank == 0
+                # Some candidates are in another language; without cross-lingual posts, all of them are wrong.
+                other = rank == 4 or (cross_lingual_right and correct and post % 8 == 0)
+                x = [0.0] * len(FEATURES)
+                x[FEATURES.index("cosine")] = rng.normal(0.85 if correct else 0.78, 0.03)
+                x[lang] = 0.0 if other else 1.0
+                out.append(LabelledRow(f"p{post}", "en", tuple(x), correct))
+        return out
+
+    english_only, _ = fit_decision(rows(False))
+    assert english_only.coef[lang] == 0.0 and english_only.fitted_on["unlearnable"] == ["same_language"]
+    # A cross-lingual candidate as strong as a same-language one gets the same probability.
+    same, cross = np.zeros((2, len(FEATURES)))
+    same[FEATURES.index("cosine")] = cross[FEATURES.index("cosine")] = 0.86
+    same[lang] = 1.0
+    p_same, p_cross = english_only.probability(english_only.raw(np.array([same, cross])))
+    assert p_same == p_cross
+    # With right answers across languages in the labels, the feature is learned.
+    mixed, _ = fit_decision(rows(True))
+    assert mixed.coef[lang] != 0.0 and mixed.fitted_on["unlearnable"] == []
+
+
 def test_open_set_split_removes_golds_unless_a_kept_post_needs_them() -> None:
     queries = [f"q{i}" for i in range(10)] + ["none"]
     qrels = {f"q{i}": {f"fc{i}"} for i in range(10)}
@@ -127,6 +189,28 @@ def test_open_set_split_removes_golds_unless_a_kept_post_needs_them() -> None:
     for fc in split.removed:
         assert not any(fc in golds for golds in split.qrels.values())
     assert split.unanswerable == frozenset(q for q in queries if q not in split.qrels)
+
+
+def test_a_gold_leaves_the_corpus_with_its_copies_and_a_copy_counts_as_right() -> None:
+    corpus = [
+        FactCheck(id="g", title="Did ‘X’ happen?", claim='X said "yes".'),
+        FactCheck(id="g-copy", title="Did 'X' happen?", claim="X  said 'yes'."),
+        FactCheck(id="other", title="Did X happen?", claim="X said no."),
+    ]
+    twins = twin_groups(corpus)
+    assert twins == {"g": {"g", "g-copy"}, "g-copy": {"g", "g-copy"}}
+    assert with_twins({"p": {"g"}, "q": {"other"}}, twins) == {"p": {"g", "g-copy"}, "q": {"other"}}
+    queries = ["p", "q"]
+    split = open_set_split(queries, {"p": {"g"}, "q": {"other"}}, 0.5, seed=0, twins=twins)
+    if "p" in split.unanswerable:  # its gold's copy must not stay behind to be found
+        assert split.removed == {"g", "g-copy"}
+    else:
+        assert split.qrels["p"] == {"g", "g-copy"} and split.removed == {"other"}
+    # Whichever post is held out, seeds cover both cases.
+    held = {
+        next(iter(open_set_split(queries, {"p": {"g"}, "q": {"other"}}, 0.5, s, twins).unanswerable)) for s in range(20)
+    }
+    assert held == {"p", "q"}
 
 
 def test_open_set_report_counts_false_alarms_on_posts_without_a_fact_check() -> None:

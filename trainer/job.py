@@ -165,7 +165,8 @@ async def calibrate_candidate(
 ) -> None:
     """The new version's decision model and tiers, fitted on an open-set split of its held-out
     posts (half of them lose their fact-checks, as most posts of a stream have none)."""
-    split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed)
+    twins = await store.fact_check_twins(sorted(set().union(*data.eval_relevant.values())))
+    split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed, twins)
     labelled = LabelledPosts(dict(data.eval_queries), {}, split.qrels, exclude=split.removed)
     try:
         calibration = await calibrate_version(

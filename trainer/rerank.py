@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.retrieval.calibrate import LabelledPosts, collect_pools
+from worker.retrieval.openset import twin_groups, with_twins
 from worker.retrieval.rerank import RERANKER_DIR
 from worker.retrieval.retriever import RetrievalConfig, Retriever
 from worker.wire import document_text
@@ -45,12 +46,15 @@ async def mine_pairs(
     progress: bool = False,
 ) -> list[Pair]:
     """Each labelled post with its fact-checks and ``negatives`` wrong candidates of the retriever."""
-    texts = {fc.id: document_text(fc.title, fc.claim) for fc in await store.all_fact_checks()}
+    corpus = await store.all_fact_checks()
+    texts = {fc.id: document_text(fc.title, fc.claim) for fc in corpus}
+    # A copy of a gold (the corpus may hold one fact-check twice) is no negative.
+    qrels = with_twins(labelled.qrels, twin_groups(corpus))
     retriever = Retriever(store, replace(RetrievalConfig.from_settings(settings), min_score=-1.0))
     pools = await collect_pools(retriever, version, encoder, labelled, progress=progress)
     pairs: list[Pair] = []
     for q, pool in pools.items():
-        gold = labelled.qrels.get(q, set())
+        gold = qrels.get(q, set())
         post = labelled.queries[q]
         pairs += [(post, texts[fc], 1.0) for fc in sorted(gold) if fc in texts]
         wrong = [s.candidate.fact_check_id for s in pool if s.candidate.fact_check_id not in gold]

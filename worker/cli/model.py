@@ -182,16 +182,19 @@ def calibrate(
     )
     try:
         texts, langs = read_queries(queries)
-        split = open_set_split(list(texts), read_qrels(qrels), holdout_share, seed)
+        relevant = read_qrels(qrels)
+        open_set_split(list(texts), relevant, holdout_share, seed)  # refuses a bad share before any work
     except (OSError, ValueError) as exc:
         raise fail(f"cannot read the labelled posts: {exc}") from None
-    labelled = LabelledPosts(texts, langs, split.qrels, exclude=split.removed)
 
     async def go() -> tuple[str, Calibration]:
         async with open_store(settings) as store:
             mv = await store.get_version(version) if version else await store.active_version()
             if mv is None:
                 raise LookupError("no such model version (and no active one)")
+            twins = await store.fact_check_twins(sorted(set().union(*relevant.values())))
+            split = open_set_split(list(texts), relevant, holdout_share, seed, twins)
+            labelled = LabelledPosts(texts, langs, split.qrels, exclude=split.removed)
             encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
             fitted = await calibrate_version(
                 store,

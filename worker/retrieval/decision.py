@@ -18,6 +18,10 @@ this model: not worth a pickled, opaque model in the registry. Isotonic regressi
 out-of-fold scores (grouped by post) gives the calibration without a parametric
 assumption; scikit-learn is needed only to fit, never to serve.
 
+Language agreement is a feature, but only where the fitting data has right answers across
+languages; an English-only labelled set (every cross-lingual candidate in it wrong) would
+otherwise teach the model to hold back every cross-lingual match.
+
 Lexical evidence only exists between texts in the same language: for a candidate in another
 language than the post (both known), its lexical features take the values its dense rank
 implies (as in language-aware fusion, :mod:`worker.retrieval.modes`), so a cross-lingual fact-check
@@ -212,6 +216,16 @@ def fit_decision(
     groups = np.asarray([r.post for r in rows])
     if y.sum() < 2 or y.sum() == len(y):
         raise ValueError("the decision model needs both right and wrong candidates (label some posts)")
+    unlearnable = []
+    lang = FEATURES.index("same_language")
+    if not (x[y == 1, lang] < 1).any():
+        # No right answer across languages: every cross-lingual candidate seen was wrong only
+        # because the set has no cross-lingual posts, and fitting that would hold every
+        # cross-lingual match back. Language agreement is learned from labelled cross-lingual
+        # pairs (moderator verdicts, a multilingual set) or not at all: a constant weighs 0.
+        x = x.copy()
+        x[:, lang] = 1.0
+        unlearnable.append("same_language")
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0  # a constant feature (one language only, say) gets weight 0, not NaN
@@ -238,6 +252,12 @@ def fit_decision(
         calib_x=tuple(float(v) for v in iso.X_thresholds_),
         calib_y=tuple(float(v) for v in iso.y_thresholds_),
         neutral_lexical=neutral,
-        fitted_on={"rows": len(y), "posts": len(set(groups)), "positives": int(y.sum()), **(fitted_on or {})},
+        fitted_on={
+            "rows": len(y),
+            "posts": len(set(groups)),
+            "positives": int(y.sum()),
+            "unlearnable": unlearnable,
+            **(fitted_on or {}),
+        },
     )
     return decision, decision.probability(oof_raw)

@@ -98,10 +98,11 @@ def load_labelled_set(corpus: Path, queries: Path, qrels: Path, *, open_set: boo
 
 
 def with_open_set(labelled: LabelledSet, share: float, seed: int) -> LabelledSet:
-    """``labelled`` with ``share`` of its answerable posts made unanswerable: their golds leave the corpus."""
-    from worker.retrieval.openset import open_set_split
+    """``labelled`` with ``share`` of its answerable posts made unanswerable: their golds (and the
+    golds' copies) leave the corpus."""
+    from worker.retrieval.openset import open_set_split, twin_groups
 
-    split = open_set_split(list(labelled.queries), labelled.qrels, share, seed)
+    split = open_set_split(list(labelled.queries), labelled.qrels, share, seed, twin_groups(labelled.corpus))
     corpus = [fc for fc in labelled.corpus if fc.id not in split.removed]
     return LabelledSet(corpus, labelled.queries, split.qrels, labelled.query_langs)
 

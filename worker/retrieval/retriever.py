@@ -114,6 +114,7 @@ class Retriever:
         self.config = config
         self.guard = guard
         self.recall = recall
+        self._missing_reranker: set[str] = set()
 
     async def pools(
         self,
@@ -162,9 +163,13 @@ class Retriever:
         if wants_rerank and reranker is not None and config.rerank_top_n > 0:
             rerank = await self._rerank(reranker, fused_pools, texts, langs)
         elif model is not None and model.uses_rerank:
-            log.error(
-                "version %s decides with a reranker it does not have here; rerank_top_n is 0 or it is missing", version
-            )
+            if version not in self._missing_reranker:  # once per version, not once per batch
+                self._missing_reranker.add(version)
+                log.error(
+                    "version %s decides with a reranker it does not have here (rerank_top_n is 0 or it is"
+                    " missing): its score counts as 0",
+                    version,
+                )
             rerank = [[0.0] * len(fused) for fused in fused_pools]
         out: list[list[Scored]] = []
         for qi, fused in enumerate(fused_pools):

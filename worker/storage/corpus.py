@@ -7,11 +7,15 @@ from collections.abc import Iterable, Sequence
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from worker.retrieval.openset import TWIN_QUOTES, TWIN_SPACES
 from worker.storage.db import Database
 from worker.wire import FactCheck
 
 _FIELDS = ("id", "claim", "title", "url", "lang", "rating", "published_at", "source", "meta")
 _COLUMNS = ", ".join(_FIELDS)
+# worker.retrieval.openset.twin_key in SQL, with its own patterns passed as parameters.
+_TWIN_PART = "btrim(regexp_replace(regexp_replace(coalesce({}, ''), %(quotes)s, '', 'g'), %(spaces)s, ' ', 'g'), ' ')"
+_TWIN_KEY = f"{_TWIN_PART.format('title')} || E'\\n' || {_TWIN_PART.format('claim')}"
 
 
 def _dedupe(fact_checks: Iterable[FactCheck]) -> list[FactCheck]:
@@ -59,6 +63,22 @@ class CorpusQueries(Database):
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(f"SELECT {_COLUMNS} FROM fact_checks ORDER BY id")
             return [FactCheck.model_validate(r) for r in await cur.fetchall()]
+
+    async def fact_check_twins(self, ids: Sequence[str]) -> dict[str, set[str]]:
+        """The copies of these fact-checks (same title and claim up to quotes and spacing), each with itself."""
+        if not ids:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"WITH keyed AS (SELECT id, {_TWIN_KEY} AS twin_key FROM fact_checks)"
+                " SELECT a.id, b.id FROM keyed a JOIN keyed b USING (twin_key)"
+                " WHERE a.id = ANY(%(ids)s) AND a.id <> b.id",
+                {"ids": list(ids), "quotes": TWIN_QUOTES, "spaces": TWIN_SPACES},
+            )
+            twins: dict[str, set[str]] = {}
+            for a, b in await cur.fetchall():
+                twins.setdefault(a, {a}).add(b)
+        return twins
 
     async def fact_checks_missing(self, version: str) -> list[FactCheck]:
         """Fact-checks with no embedding under ``version`` (new, or changed since it was embedded)."""

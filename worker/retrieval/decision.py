@@ -13,8 +13,9 @@ the labelled sets are small (hundreds to a few thousand posts), the features are
 mostly monotone in the right direction, and a linear model is stored as a dozen numbers in
 JSON, applied with numpy alone in the worker, and read by a person. Measured on CheckThat!
 2020 with the default model (fitted on open-set train, judged on open-set dev), scikit-learn's
-HistGradientBoosting (LightGBM's algorithm) reached a rank-1 AUROC of 0.730 against 0.720 for
-this model: not worth a pickled, opaque model in the registry. Isotonic regression on
+HistGradientBoosting (LightGBM's algorithm) reached a rank-1 AUROC of 0.842 (0.850 with
+IDF-weighted shared-term features) against 0.852 for this model: no reason for a pickled,
+opaque model in the registry. Isotonic regression on
 out-of-fold scores (grouped by post) gives the calibration without a parametric
 assumption; scikit-learn is needed only to fit, never to serve.
 

@@ -5,7 +5,7 @@ a private schema and every post's candidates are fetched once through the worker
 (cached under --cache, so reruns take seconds). Everything after that is the worker's own
 ``Retriever`` over those candidates: fusion, decision features, probabilities, tiers. Every
 split is made open-set: half of its posts (seeded) lose their gold fact-checks (and the golds'
-copies: 180 fact-checks are in the corpus twice, quotes aside), which are left out of the
+copies: 180 fact-checks are in the corpus more than once, quotes aside), which are left out of the
 candidates exactly as if they were not in the corpus.
 
 Printed per model: test open-set precision / recall / false alarms per tier, the AUROC of

@@ -7,6 +7,9 @@ Scenarios (each on its own topics and consumer group):
   postgres   Postgres stopped for a while under a live worker, then started again
   broker     the broker restarted (tansu keeps nothing), topics re-created by the admin step
   bad        thousands of malformed messages of 25+ kinds mixed with valid posts
+  partitions the broker restarted empty; a platform's producer (librdkafka defaults) re-creates
+             the posts topic with the broker's default partition count (4) before the admin
+             step re-creates the rest with 3: every partition of the new topic must be served
 
 Prints, per scenario: posts sent, lost, duplicated, dead letters by reason, and recovery
 seconds (first result after the fault ended). The model is a tiny random BERT: this measures
@@ -305,6 +308,38 @@ class Bench:
         note = f"all seen by a new reader {time.monotonic() - restarted:.0f}s after"
         self.report("broker", 300, consumer, first, note)
 
+    def new_partitions(self) -> None:
+        import asyncio
+
+        from worker.adapter.topics import ensure_topics
+        from worker.local.stack import start_broker
+
+        settings = self.settings("partitions")
+        self.prepare(settings)
+        worker = self.start_worker(settings)
+        before = Consumer(settings.kafka_bootstrap, [settings.topic_matches])
+        self.produce(settings, [post(i) for i in range(1000, 1050)])
+        before.until(lambda: len(before.results) >= 50, 120)
+        port = int(self.broker.bootstrap.rsplit(":", 1)[1])
+        self.broker.stop()
+        time.sleep(10)
+        self.broker = start_broker(self.dir, port=port)
+        back_epoch = time.time()
+        # The platform's producer comes first: it auto-creates posts with the broker's default count.
+        self.produce(settings, [post(i) for i in range(200)])
+        asyncio.run(ensure_topics(settings))
+        consumer = Consumer(settings.kafka_bootstrap, [settings.topic_matches, settings.topic_dead_letter])
+        waited = consumer.until(lambda: len(consumer.results) >= 200, 180)
+        worker.terminate()
+        worker.wait(60)
+        consumer.drain(2)
+        from confluent_kafka.admin import AdminClient
+
+        topic = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+        partitions = len(topic.topics[settings.topic_posts].partitions)
+        note = f"posts re-created with {partitions} partitions; all answered after {waited:.0f}s"
+        self.report("partitions", 200, consumer, consumer.first_result_after(back_epoch), note)
+
     def bad(self) -> None:
         settings = self.settings("bad")
         self.prepare(settings)
@@ -350,7 +385,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--outage-s", type=float, default=30.0)
     parser.add_argument("--bad", type=int, default=10_000)
-    parser.add_argument("--only", action="append", help="kills, group, postgres, broker, bad (repeatable)")
+    parser.add_argument("--only", action="append", help="kills, group, postgres, broker, bad, partitions (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("chaos.json"))
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -361,6 +396,7 @@ def main() -> None:
         "postgres": bench.postgres,
         "broker": bench.broker_restart,
         "bad": bench.bad,
+        "partitions": bench.new_partitions,
     }
     try:
         for name in args.only or list(scenarios):

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,19 @@ async def consume_until(
     finally:
         await consumer.stop()
     return records
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, every_s: float = 0.25) -> bool:
+    """Poll ``check`` until it is true or ``timeout_s`` passed; its last answer. Tests wait on a
+    condition this way, never on a fixed sleep."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        if await check():
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(every_s)
 
 
 @pytest.fixture

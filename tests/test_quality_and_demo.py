@@ -135,6 +135,8 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     correct, abstained = int(found.group(1)), int(found.group(2))
     assert abstained >= 8 and correct >= 28, (correct, abstained)
     assert "suggestion" in completed.stdout or "match " in completed.stdout
+    # No framework noise between the results (FastStream logs one line per ended subscriber task).
+    assert "is being executed" not in completed.stdout + completed.stderr
 
 
 @pytest.mark.unit
@@ -211,6 +213,13 @@ def test_calibrate_cli_fits_open_set_and_a_gold_leaves_with_its_copy(
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "open-set decisions" in completed.stdout
+    as_json = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "calibrate", "--queries", str(tmp_path / "posts.jsonl"), "--qrels",
+         str(tmp_path / "qrels.tsv"), "--holdout-share", "0.5", "--no-feedback", "--json"],
+        cwd=tmp_path, env=settings_env(settings), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    fitted = json.loads(as_json.stdout)
+    assert fitted["version"] == version and "auroc" in fitted["open_set"], as_json.stderr[-2000:]
 
     async def stored() -> Any:
         store = Store(database_url)

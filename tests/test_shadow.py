@@ -4,6 +4,7 @@ publishes nothing, and its evidence gates the promotion."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +140,21 @@ async def test_shadow_commands_start_report_gate_and_stop(
     assert started.returncode == 0, started.stderr
     listed = await asyncio.to_thread(cli, "models", "list")
     assert "ready (shadow)" in listed.stdout, listed.stdout
+    as_json = json.loads((await asyncio.to_thread(cli, "models", "list", "--json")).stdout)
+    assert {(v["version"], v["status"], v["shadow"]) for v in as_json} >= {("shadow-v", "ready", True)}
+    # A left-over local-stack file in the working directory is named, on stderr (stdout stays JSON).
+    (tmp_path / ".factmatch").mkdir()
+    (tmp_path / ".factmatch" / "stack.env").write_text("FACTMATCH_LOG_LEVEL=INFO\n")
+    noted = await asyncio.to_thread(cli, "quarantine", "list", "--json")
+    assert json.loads(noted.stdout) == [] and ".factmatch/stack.env" in noted.stderr.replace("\n", "")
+    (tmp_path / ".factmatch" / "stack.env").unlink()
     gated = await asyncio.to_thread(cli, "rollout", "shadow-v", FACTMATCH_GATE_SHADOW_MIN_POSTS="5")
     assert gated.returncode == 1 and "has 0 shadow post(s); the gate needs 5" in gated.stderr.replace("\n", " ")
     assert "Traceback" not in gated.stderr
     reported = await asyncio.to_thread(cli, "shadow", "report")
     assert reported.returncode == 0 and "shadow evidence for shadow-v" in reported.stdout
+    reported_json = json.loads((await asyncio.to_thread(cli, "shadow", "report", "--json")).stdout)
+    assert reported_json["version"] == "shadow-v" and reported_json["posts"] == 0
     stopped = await asyncio.to_thread(cli, "shadow", "stop")
     assert stopped.returncode == 0
     store = Store(database_url)

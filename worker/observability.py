@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -119,7 +118,23 @@ class Metrics:
         self.model_loads = Counter("factmatch_model_loads", "Model versions loaded.", registry=r)
         self.model_switches = Counter("factmatch_model_switches", "Switches of the serving version.", registry=r)
         self.consumer_lag = Gauge(
-            "factmatch_consumer_lag", "High watermark minus committed offset.", ["topic", "partition"], registry=r
+            "factmatch_consumer_lag",
+            "End offset minus the group's committed offset, every partition of the topic (aggregate with max).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.topic_partitions = Gauge(
+            "factmatch_topic_partitions", "Partitions the consumed topic has.", ["topic"], registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "factmatch_assigned_partitions", "Partitions of the topic assigned to this worker.", ["topic"], registry=r
+        )
+        self.unserved_partitions = Gauge(
+            "factmatch_unserved_partitions",
+            "Partitions with waiting records whose committed offset has not moved for the grace period, "
+            "not assigned to this worker.",
+            ["topic"],
+            registry=r,
         )
         self.corpus_size = Gauge(
             "factmatch_corpus_size", "Fact-checks embedded per model version.", ["model_version"], registry=r
@@ -220,31 +235,3 @@ class HealthServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-
-
-async def partition_lag(consumer: Any) -> dict[tuple[str, int], int]:
-    """Lag per assigned partition: the high watermark the last fetch reported minus the committed offset.
-
-    Not ``end_offsets``: tansu answers it with the last batch's base offset + 1.
-    """
-    lags: dict[tuple[str, int], int] = {}
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            continue
-        committed = await consumer.committed(tp)
-        lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(committed or 0))
-    return lags
-
-
-async def watch_lag(metrics: Metrics, consumers: Callable[[], Iterable[Any]], interval_s: float = 5.0) -> None:
-    while True:
-        try:
-            for consumer in consumers():
-                for (topic, partition), lag in (await partition_lag(consumer)).items():
-                    metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.debug("lag update failed: %r", exc)
-        await asyncio.sleep(interval_s)

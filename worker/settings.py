@@ -268,8 +268,18 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(9400, ge=0, le=65535, description="/metrics, /healthz, /readyz; 0 picks a free port.")
+    metrics_host: str = Field(
+        "0.0.0.0", min_length=1, description="Address the metrics and health server binds (127.0.0.1: local only)."
+    )
     metrics_enabled: bool = True
-    lag_interval_s: float = Field(5.0, gt=0, le=3600)
+    lag_interval_s: float = Field(5.0, gt=0, le=3600, description="How often lag and partition coverage are read.")
+    unserved_partition_after_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="A partition with waiting records that no group member has committed on for this long "
+        "is reported unserved (warning, metric, readiness).",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

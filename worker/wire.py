@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 SCHEMA_VERSION = 1
 
@@ -30,7 +30,14 @@ def _id_to_str(value: Any) -> Any:
 
 
 # An id as platforms send it: text, or a number taken as its text.
-Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=512)]
+Id = Annotated[
+    str,
+    BeforeValidator(_id_to_str),
+    Field(min_length=1, max_length=512),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 512}, {"type": "integer"}]}, mode="validation"
+    ),
+]
 
 
 class Post(BaseModel):

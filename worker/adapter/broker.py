@@ -23,6 +23,7 @@ from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
 
 from worker.adapter import kafka
+from worker.adapter.assignor import assignment_strategy
 from worker.adapter.attempts import AttemptLog
 from worker.adapter.broker_watch import BrokerWatch, ResyncAfterOutage
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
@@ -184,6 +185,8 @@ def subscribe(
         decoder=_raw_records,
         title=sub.title,
         listener=listener,
+        # Partitions a topic gains are assigned on every coordinator (see worker.adapter.assignor).
+        partition_assignment_strategy=assignment_strategy(lambda: subscriber.consumer),
     )
     subscriber(handle)
 

@@ -41,6 +41,18 @@ class _MetadataRequestNoAutoCreate(MetadataRequest):  # type: ignore[misc]
 aiokafka.client.MetadataRequest = _MetadataRequestNoAutoCreate  # type: ignore[misc]
 
 
+class _NoTaskCallbackLines(logging.Filter):
+    """Drops FastStream's "callback for Task-N is being executed..." lines: logged at INFO for
+    every subscriber task that ends (each stop), they say nothing an operator can act on and
+    landed between the demo's results. A task that failed is still logged, by its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("callback for Task")
+
+
+logging.getLogger("faststream.access.kafka").addFilter(_NoTaskCallbackLines())
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
         return None

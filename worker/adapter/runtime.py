@@ -20,8 +20,9 @@ from faststream import FastStream
 from worker.adapter import kafka
 from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
+from worker.adapter.coverage import PartitionCoverage, watch_partitions
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
-from worker.observability import HealthServer, Metrics, watch_lag
+from worker.observability import HealthServer, Metrics
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class WorkerRuntime:
             ],
         )
         self.broker_watch = BrokerWatch(settings, self.consumers)
+        self.coverage = PartitionCoverage(settings.unserved_partition_after_s)
         self.broker = build_broker(settings, deps, metrics=self.metrics, watch=self.broker_watch)
         self.health = HealthServer(
             self.metrics,
@@ -120,6 +122,7 @@ class WorkerRuntime:
                 "database": self._check_database,
                 "index": self._check_index,
             },
+            host=settings.metrics_host,
             port=settings.metrics_port,
             startup_checks={"model": self._check_model},
         )
@@ -138,11 +141,6 @@ class WorkerRuntime:
         self.metrics.ann_recall.labels(model_version=version).set(mean)
         self.metrics.ann_recall_probes.labels(model_version=version).inc()
 
-    def _archive(self) -> list[ResultSink]:
-        if not self.settings.dead_letter_archive:
-            return []
-        return [DeadLetterArchive(self.store, self.settings.dead_letter_max_value_bytes)]
-
     def consumers(self) -> list[Any]:
         return [c for sub in self.broker.subscribers if (c := getattr(sub, "consumer", None)) is not None]
 
@@ -157,6 +155,8 @@ class WorkerRuntime:
             return False, "no partition of the posts topic assigned"
         if not self.broker_watch.reachable:
             return False, "brokers unreachable; consumption paused"
+        if (unserved := self.coverage.describe()) is not None:
+            return False, unserved
         return True, f"{assigned} partition(s) assigned"
 
     async def _check_model(self) -> tuple[bool, str]:
@@ -211,7 +211,9 @@ class WorkerRuntime:
         # Started after the first load: the watcher switches versions, which assumes one serves.
         self._tasks = [
             asyncio.create_task(self.models.watch(self.settings.model_poll_interval_s)),
-            asyncio.create_task(watch_lag(self.metrics, self.consumers, self.settings.lag_interval_s)),
+            asyncio.create_task(
+                watch_partitions(self.metrics, self.consumers, self.coverage, self.settings.lag_interval_s)
+            ),
             asyncio.create_task(self._stats()),
             asyncio.create_task(self.broker_watch.run()),
             *([asyncio.create_task(self.recall.run())] if self.recall else []),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -19,15 +20,29 @@ from worker.settings import ENV_PREFIX, Settings
 STATE_FILE = Path(".factmatch") / "stack.env"
 T = TypeVar("T")
 
-# Piped output (CI, `| tee`) would otherwise wrap tables at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 150)
+# Piped output (CI, `| tee`, a file) is never cut or wrapped: a table is as wide as its values.
+console = Console(width=None if sys.stdout.isatty() else 100_000)
 err = Console(stderr=True)
+
+# Every command that reads takes this flag: one JSON document on stdout instead of a table.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+
+
+def print_json(value: Any) -> None:
+    """``value`` as JSON on stdout (datetimes as ISO 8601), for scripts and moderators' tools."""
+    print(json.dumps(value, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v), indent=2))
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, ``.env`` and the local stack's state file, then flags."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     env_files = [p for p in (Path(".env"), STATE_FILE) if p.is_file()]
+    if STATE_FILE in env_files:
+        # A left-over file would silently point this command at another stack: say so (stderr).
+        err.print(
+            f"[dim]using the local stack's settings from {STATE_FILE.resolve()} "
+            "(written by `factmatch up`; delete it to use only the environment)[/dim]"
+        )
     try:
         return Settings(_env_file=env_files or None, **clean)  # type: ignore[call-arg]
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Commands that change what is stored: the schema and the fact-check corpus."""
+"""Commands about what is stored and exchanged: the schema, the fact-check corpus, the topics and their contract."""
 
 from __future__ import annotations
 
@@ -63,3 +63,16 @@ def topics(
 
     created = run(ensure_topics(load_settings(), partitions, replication))
     console.print(f"created {len(created)} topic(s): {', '.join(created) or 'none needed'}")
+
+
+@app.command()
+def contract(
+    out: Annotated[
+        Path | None, typer.Option(help="Directory to write; default: the repository's docs/contract.")
+    ] = None,
+) -> None:
+    """Write the topics' AsyncAPI document and the wire models' JSON Schemas (generated from the code)."""
+    from worker.adapter.contract import CONTRACT_DIR, write_contract
+
+    written = write_contract(out or CONTRACT_DIR)
+    console.print(f"wrote {len(written)} file(s) under {out or CONTRACT_DIR}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from worker.cli.common import console, err, fail, load_settings, run
+from worker.cli.common import JsonFlag, console, err, fail, load_settings, print_json, run
 from worker.retrieval.modes import MODE_NAMES, ModeName
 
 app = typer.Typer()
@@ -167,6 +168,7 @@ def calibrate(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the open-set split.")] = 0,
     feedback: Annotated[bool, typer.Option(help="Include the moderators' verdicts.")] = True,
+    as_json: JsonFlag = False,
 ) -> None:
     """Fit the version's decision model (match probability) and its per-language tier cuts, and store them."""
     from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
@@ -209,6 +211,10 @@ def calibrate(
             return mv.version, fitted
 
     fitted_version, calibration = run(go(), failures=(LookupError, ValueError))
+    if as_json:
+        thresholds = [dataclasses.asdict(t) for t in calibration.thresholds]
+        print_json({"version": fitted_version, "thresholds": thresholds, "open_set": calibration.report})
+        return
     table = Table(
         "lang",
         "tier",
@@ -236,7 +242,7 @@ def calibrate(
 
 
 @models.command("list")
-def models_list() -> None:
+def models_list(as_json: JsonFlag = False) -> None:
     """List registered model versions."""
     from worker.storage import open_store
 
@@ -249,8 +255,17 @@ def models_list() -> None:
                 for mv in await store.list_versions()
             ]
 
+    rows = run(go())
+    if as_json:
+        print_json(
+            [
+                {**dataclasses.asdict(mv), "decision": report, "shadow_report": shadow.as_dict()}
+                for mv, report, shadow in rows
+            ]
+        )
+        return
     table = Table("version", "status", "dim", "created", "activated", "decision (open-set)", "shadow", "path")
-    for mv, report, shadow in run(go()):
+    for mv, report, shadow in rows:
         table.add_row(
             mv.version,
             mv.status + (" (shadow)" if mv.shadow else ""),

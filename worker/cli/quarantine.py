@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from worker.cli.common import console, fail, load_settings, run
+from worker.cli.common import JsonFlag, console, fail, load_settings, print_json, run
 
 app = typer.Typer(no_args_is_help=True, help="Fact-checks demoted a tier (never 'match') for over-matching.")
 
@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="Fact-checks demoted a tier (never 
 @app.command("list")
 def list_quarantine(
     everything: Annotated[bool, typer.Option("--all", help="Include cleared quarantines.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """The quarantined fact-checks, with why and since when."""
     from worker.storage import open_store
@@ -32,13 +33,16 @@ def list_quarantine(
         async with open_store(settings, migrate_first=False) as store:
             return await store.quarantine_log()
 
+    rows = [row for row in run(go()) if row["cleared_at"] is None or everything]
+    if as_json:
+        print_json(rows)
+        return
     table = Table("fact-check", "since", "by", "reason", "cleared", title="quarantined fact-checks")
-    for row in run(go()):
-        if row["cleared_at"] is None or everything:
-            cleared = f"{row['cleared_at']:%Y-%m-%d %H:%M} by {row['cleared_by']}" if row["cleared_at"] else ""
-            table.add_row(
-                row["fact_check_id"], f"{row['flagged_at']:%Y-%m-%d %H:%M}", row["flagged_by"], row["reason"], cleared
-            )
+    for row in rows:
+        cleared = f"{row['cleared_at']:%Y-%m-%d %H:%M} by {row['cleared_by']}" if row["cleared_at"] else ""
+        table.add_row(
+            row["fact_check_id"], f"{row['flagged_at']:%Y-%m-%d %H:%M}", row["flagged_by"], row["reason"], cleared
+        )
     console.print(table)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from worker.cli.common import act_on_version, console, load_settings, run
+from worker.cli.common import JsonFlag, act_on_version, console, load_settings, print_json, run
 
 app = typer.Typer(no_args_is_help=True, help="Shadow evaluation of a candidate version on live posts.")
 
@@ -44,7 +44,10 @@ def stop() -> None:
 
 
 @app.command()
-def report(version: Annotated[str | None, typer.Argument(help="Default: the current shadow version.")] = None) -> None:
+def report(
+    version: Annotated[str | None, typer.Argument(help="Default: the current shadow version.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Rank-1 agreement with the active version, score shifts per language, and judged precision."""
     from worker.storage import open_store
 
@@ -58,6 +61,9 @@ def report(version: Annotated[str | None, typer.Argument(help="Default: the curr
             return name, await store.shadow_report(name)
 
     name, found = run(go(), failures=(LookupError,))
+    if as_json:
+        print_json({"version": name, **found.as_dict()})  # type: ignore[attr-defined]
+        return
     table = Table("measure", "value", title=f"shadow evidence for {name}")
     for key, value in found.as_dict().items():  # type: ignore[attr-defined]
         table.add_row(key, str(value))

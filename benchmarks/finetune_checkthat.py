@@ -19,19 +19,16 @@ import time
 from pathlib import Path
 
 from trainer.job import run_training
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, minilm_model_ref
-from worker.core.models import ModelManager, bootstrap_active_version, encoder_loader
+from worker.configs import bootstrap_active_version, evaluation_config, model_manager
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.core.evaluate import run_evaluation
+from worker.local.models import minilm_model_ref
 from worker.local.stack import start_database
-from worker.retrieval.evaluation import (
-    corpus_from_rows,
-    evaluation_config,
-    load_jsonl,
-    load_labelled_set,
-    run_evaluation,
-)
+from worker.retrieval.evaluation import corpus_from_rows, load_jsonl, load_labelled_set
 from worker.retrieval.modes import MODE_NAMES
 from worker.settings import Settings
 from worker.storage import Store, apply_migrations
+from worker.storage.scratch import scratch_store
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checkthat2020"
 
@@ -54,8 +51,8 @@ async def main(args: argparse.Namespace) -> None:
         await apply_migrations(database.url)
         store = Store(database.url)
         await store.open()
-        await store.upsert_fact_checks(corpus_from_rows(load_jsonl(DATA / "corpus.jsonl")))
-        base = await bootstrap_active_version(store, settings, ModelManager(store, encoder_loader(settings)))
+        await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(DATA / "corpus.jsonl")))
+        base = await bootstrap_active_version(store, settings, model_manager(store, settings))
 
         started = time.perf_counter()
         outcome = await run_training(
@@ -77,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
             for name, ref in (("base", minilm_model_ref()), ("fine-tuned", str(outcome.path))):
                 encoder = SentenceTransformerEncoder(ref, EncoderOptions())
                 evaluation = await run_evaluation(
-                    database.url,
+                    lambda: scratch_store(database.url, ef_search=100),
                     labelled,
                     encoder,
                     evaluation_config(settings),

@@ -14,19 +14,16 @@ import argparse
 import asyncio
 import itertools
 import json
-import secrets
 from pathlib import Path
 
 import numpy as np
-import psycopg
-from psycopg import sql
 
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 from worker.core.indexer import index_version
 from worker.local.stack import start_database
 from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
 from worker.retrieval.modes import Candidate, FusionConfig, fuse
-from worker.storage import Store, apply_migrations, with_search_path
+from worker.storage.scratch import scratch_store
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checkthat2020"
 KS = (10, 30, 60, 100)
@@ -35,20 +32,14 @@ LEXICAL_WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
 async def candidates_for(url: str, model: str) -> dict[str, dict[str, list[Candidate]]]:
     encoder = SentenceTransformerEncoder(model, EncoderOptions())
-    schema = f"sweep_{secrets.token_hex(4)}"
     out: dict[str, dict[str, list[Candidate]]] = {}
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        scoped = with_search_path(url, schema)
-        await apply_migrations(scoped)
-        store = Store(scoped, ef_search=200)
-        await store.open()
+    async with scratch_store(url, ef_search=200, prefix="sweep") as store:
         splits = {
             s: load_labelled_set(DATA / "corpus.jsonl", DATA / f"{s}_queries.jsonl", DATA / f"{s}_qrels.tsv")
             for s in ("dev", "test")
         }
-        await store.upsert_fact_checks(splits["dev"].corpus)
-        await store.register_version("m", model, encoder.dimension, status="indexing")
+        await store.corpus.upsert_fact_checks(splits["dev"].corpus)
+        await store.registry.register_version("m", model, encoder.dimension, status="indexing")
         await index_version(store, "m", encoder.dimension, encoder, progress=True)
         for split, labelled in splits.items():
             ids = list(labelled.queries)
@@ -57,7 +48,7 @@ async def candidates_for(url: str, model: str) -> dict[str, dict[str, list[Candi
                 part = ids[start : start + 64]
                 texts = [labelled.queries[q] for q in part]
                 vectors = np.asarray(encoder.encode_queries(texts))
-                found = await store.candidates(
+                found = await store.candidates.candidates(
                     "m",
                     encoder.dimension,
                     vectors,
@@ -66,9 +57,7 @@ async def candidates_for(url: str, model: str) -> dict[str, dict[str, list[Candi
                     sources=frozenset({"dense", "lexical"}),
                     limit=100,
                 )
-                out[split].update(zip(part, found, strict=True))
-        await store.close()
-        await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+                out[split].update(zip(part, [f.candidates for f in found], strict=True))
     return out
 
 

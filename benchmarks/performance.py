@@ -44,14 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.hand_loop import hand_loop  # noqa: E402
 from tests.conftest import settings_env  # noqa: E402
+from worker.configs import encoder_options, rollout_config  # noqa: E402
 from worker.core.batching import EncodeStage  # noqa: E402
-from worker.core.encoder import (  # noqa: E402
-    EncoderOptions,
-    SentenceTransformerEncoder,
-    Vectors,
-    default_model_ref,
-    minilm_model_ref,
-)
+from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
+from worker.domain import Vectors  # noqa: E402
+from worker.local.models import default_model_ref, minilm_model_ref  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
@@ -158,8 +155,8 @@ def section_encode(model: Model, texts: list[str], settings: Settings, rounds: i
 
 async def prepare(model: Model, settings: Settings, cache: Path) -> None:
     """The corpus indexed under ``model``'s version and that version active (the worker's lifecycle code)."""
-    from worker.core.models import version_name_for
-    from worker.core.versions import promote
+    from worker.core.rollout import promote
+    from worker.core.serving import version_name_for
     from worker.retrieval.shipped import model_key, shipped_decisions
     from worker.storage import Store
 
@@ -167,16 +164,16 @@ async def prepare(model: Model, settings: Settings, cache: Path) -> None:
     await store.open()
     try:
         model.version = version_name_for(model.ref)
-        if await store.get_version(model.version) is None:
-            await store.register_version(model.version, model.ref, model.encoder.dimension, status="candidate")
+        if await store.registry.get_version(model.version) is None:
+            await store.registry.register_version(model.version, model.ref, model.encoder.dimension, status="candidate")
         shipped = shipped_decisions(model.ref)
         if shipped is not None:
             decision, thresholds, report, path = shipped
-            await store.save_decision(
-                model.version, decision, thresholds, source=f"shipped: {path.name}", report=report
+            await store.decisions.save_decision(
+                model.version, decision.to_dict(), thresholds, source=f"shipped: {path.name}", report=report
             )
         docs = CachedDocuments(model.encoder, cache / f"{model_key(model.ref)}-docs.npz")
-        await promote(store, settings, model.version, docs, progress=True)  # type: ignore[arg-type]
+        await promote(store, rollout_config(settings), model.version, docs, progress=True)  # type: ignore[arg-type]
     finally:
         await store.close()
 
@@ -279,7 +276,7 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
         if path.endswith("onnx"):
             # The start measured is a restart's: the model's export is already in the store (the
             # first start on a new model exports it once, with torch).
-            load_onnx_encoder(model.ref, EncoderOptions.from_settings(base), store=base.model_store, int8=False)
+            load_onnx_encoder(model.ref, encoder_options(base), store=base.model_store, int8=False)
         suffix = uuid.uuid4().hex[:6]
         port = free_port()
         settings = base.model_copy(
@@ -356,7 +353,7 @@ def section_backends(model: Model, texts: list[str], base: Settings, cache: Path
     ids = [fc.id for fc in labelled.corpus]
     corpus = np.stack([known[document_text(fc.title, fc.claim)] for fc in labelled.corpus])
     qids = list(labelled.queries)
-    options = EncoderOptions.from_settings(base)
+    options = encoder_options(base)
     backends: dict[str, Any] = {
         "torch": model.encoder,
         "onnx fp32": load_onnx_encoder(model.ref, options, store=base.model_store, int8=False),
@@ -410,19 +407,19 @@ async def section_reindex(model: Model, settings: Settings, count: int) -> None:
     store = Store(settings.database_url.get_secret_value())  # type: ignore[union-attr]
     await store.open()
     try:
-        fact_checks = (await store.fact_checks_missing("reindex-none"))[:count]
+        fact_checks = (await store.corpus.fact_checks_missing("reindex-none"))[:count]
         texts = [document_text(fc.title, fc.claim) for fc in fact_checks]
         started = time.perf_counter()
         model.encoder.encode_documents(texts)
         raw = len(texts) / (time.perf_counter() - started)
         version = f"reindex-{uuid.uuid4().hex[:6]}"
-        await store.register_version(version, model.ref, model.encoder.dimension, status="candidate")
+        await store.registry.register_version(version, model.ref, model.encoder.dimension, status="candidate")
         timed = TimedEncoder(model.encoder)
         started = time.perf_counter()
-        await embed_fact_checks(store, version, timed, fact_checks)
+        await embed_fact_checks(store.embeddings, version, timed, fact_checks)
         total = time.perf_counter() - started
         stored = len(texts) / total
-        await store.drop_version_index(version)
+        await store.embeddings.drop_version_index(version)
     finally:
         await store.close()
     model.rows["raw document encode"] = raw
@@ -471,10 +468,10 @@ async def section_ann(
     async def search(store: Store, version: str, part: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
         found: dict[int, list[int]] = {}
         for lo, hi in part:
-            batch = await store.candidates(
+            batch = await store.candidates.candidates(
                 version, dim, queries[lo:hi], texts[lo:hi], [None] * (hi - lo), sources=frozenset({"dense"}), limit=10
             )
-            found.update({lo + n: [position[c.fact_check_id] for c in row] for n, row in enumerate(batch)})
+            found.update({lo + n: [position[c.fact_check_id] for c in row.candidates] for n, row in enumerate(batch)})
         return found
 
     database = start_database()
@@ -482,18 +479,20 @@ async def section_ann(
         await apply_migrations(database.url)
         store = Store(database.url)
         await store.open()
-        await store.upsert_fact_checks([FactCheck(id=i, claim="synthetic") for i in ids])
+        await store.corpus.upsert_fact_checks([FactCheck(id=i, claim="synthetic") for i in ids])
         await store.close()
         for build in builds:
             m, efc = (int(x) for x in build.split(":"))
             version = f"ann-m{m}-efc{efc}"
             store = Store(database.url)
             await store.open()
-            await store.register_version(version, model.ref, dim, status="indexing")
+            await store.registry.register_version(version, model.ref, dim, status="indexing")
             for start in range(0, len(ids), 10_000):
-                await store.write_embeddings(version, ids[start : start + 10_000], vectors[start : start + 10_000])
+                await store.embeddings.write_embeddings(
+                    version, ids[start : start + 10_000], vectors[start : start + 10_000]
+                )
             started = time.perf_counter()
-            await store.build_index(version, dim, m=m, ef_construction=efc)
+            await store.embeddings.build_index(version, dim, m=m, ef_construction=efc)
             build_s = time.perf_counter() - started
             await store.close()
             print(
@@ -525,7 +524,7 @@ async def section_ann(
                       " (batches of 64, the worker's dense query)", flush=True)  # fmt: skip
             store = Store(database.url)
             await store.open()
-            await store.drop_version_index(version)
+            await store.embeddings.drop_version_index(version)
             await store.close()
     finally:
         database.stop()
@@ -596,7 +595,7 @@ def main() -> None:
             await apply_migrations(database.url)
             store = Store(database.url)
             await store.open()
-            await store.upsert_fact_checks(corpus_from_rows(load_jsonl(DATA / "corpus.jsonl")))
+            await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(DATA / "corpus.jsonl")))
             await store.close()
 
         asyncio.run(load_corpus())
@@ -605,7 +604,7 @@ def main() -> None:
                 ref = default_model_ref(base.model_store)
             else:
                 ref = minilm_model_ref() if name == "minilm" else name
-            model = Model(name, ref, SentenceTransformerEncoder(ref, EncoderOptions.from_settings(base)))
+            model = Model(name, ref, SentenceTransformerEncoder(ref, encoder_options(base)))
             print(f"{name}: {ref}", flush=True)
             asyncio.run(prepare(model, base, args.cache))
             if "encode" in args.only:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from trainer.rerank import Pair, train_reranker
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.configs import encoder_options
+from worker.core.encoder import SentenceTransformerEncoder
 from worker.retrieval.calibrate import LabelledPosts, collect_pools
 from worker.retrieval.decision import Decisions
 from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
@@ -94,7 +95,7 @@ async def rerank_experiment(
     out["rerank coefficient"] = dict(zip(with_r.model.features, with_r.model.coef, strict=True)).get("rerank")
 
     # Throughput, side by side: the encoder alone vs the encoder plus the cross-encoder over the top-N.
-    encoder = SentenceTransformerEncoder(model, EncoderOptions.from_settings(settings))
+    encoder = SentenceTransformerEncoder(model, encoder_options(settings))
     sample = list(full.queries.values())
     test_pools = await collect_pools(retriever, "m", enc, full)
     rerank_pairs = [

@@ -20,7 +20,7 @@ from typing import Any
 
 from worker.adapter.runtime import WorkerRuntime
 from worker.adapter.topics import ensure_topics
-from worker.core.encoder import minilm_model_ref
+from worker.local.models import minilm_model_ref
 from worker.local.stack import local_stack
 from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 from worker.settings import Settings
@@ -97,7 +97,7 @@ async def main(count: int, args_model: str) -> None:
         await apply_migrations(database.url)
         store = Store(database.url)
         await store.open()
-        await store.upsert_fact_checks(corpus_from_rows(corpus_rows))
+        await store.corpus.upsert_fact_checks(corpus_from_rows(corpus_rows))
         await store.close()
         rates: dict[int, float] = {}
         for batch in (64, 1):

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny models, one tansu broker and one embedded Postgres per session.
 
 Every test that touches a service gets its own topics, consumer groups and a fresh
-database (created from scratch and migrated), so tests never see each other's data.
+database (a copy of one migrated template), so tests never see each other's data.
 """
 
 from __future__ import annotations
@@ -23,6 +23,21 @@ from tests.tiny_models import build_tiny_bert, build_tiny_gemma2
 from worker.settings import Settings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "checkthat2020"
+TIERS = ("unit", "lint", "integration", "quality", "deploy")
+# A unit test that takes longer than this is not a unit test (it waits on something).
+UNIT_TIMEOUT_S = 20
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, from its folder (``tests/<tier>/``)."""
+    root = Path(__file__).resolve().parent
+    for item in items:
+        tier = Path(str(item.path)).resolve().relative_to(root).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "unit" and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -57,19 +72,37 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         database.stop()
 
 
-@pytest.fixture
-def database_url(postgres: Any) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+def _database(postgres: Any, name: str) -> str:
     params = conninfo_to_dict(postgres.url)
     params["dbname"] = name
-    url = make_conninfo(**params)  # type: ignore[arg-type]
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres: Any) -> str:
+    """One database migrated once per session; every test's database is a copy of it.
+
+    ``CREATE DATABASE ... TEMPLATE`` copies files, so a test gets a migrated database in
+    milliseconds instead of running every migration again.
+    """
+    name = f"template_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     from worker.storage import apply_migrations
 
-    asyncio.run(apply_migrations(url))
-    yield url
+    asyncio.run(apply_migrations(_database(postgres, name)))
+    return name
+
+
+@pytest.fixture
+def database_url(postgres: Any, migrated_template: str) -> Iterator[str]:
+    """A fresh, migrated database for one test (a copy of the session's template)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(migrated_template))
+        )
+    yield _database(postgres, name)
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 

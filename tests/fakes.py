@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.core.encoder import Vectors
 from worker.core.pipeline import ServingModel
+from worker.domain import Candidate, FactCheckDetails, PostCandidates, Vectors
 from worker.retrieval.decision import Decisions
+from worker.retrieval.retriever import Query, Searched
 from worker.wire import Match
 
 
@@ -59,19 +60,44 @@ class FakeSearcher:
         self.calls: list[tuple[str, int]] = []
 
     async def search(
-        self,
-        version: str,
-        dimension: int,
-        queries: Vectors,
-        texts: Sequence[str],
-        langs: Sequence[str | None],
-        decisions: Decisions | None = None,
-    ) -> list[list[Match]]:
+        self, version: str, dimension: int, queries: Sequence[Query], decisions: Decisions | None = None
+    ) -> list[Searched]:
         self.calls.append((version, len(queries)))
-        self.langs = list(langs or [])
+        self.langs = [q.lang for q in queries]
         self.decisions = decisions
         if self.failures > 0:
             self.failures -= 1
             raise self.error("database unreachable")
-        assert queries.shape[1] == dimension
-        return [[Match(fact_check_id=f"fc-{version}", score=float(q[0]), rank=1, claim="claim")] for q in queries]
+        assert all(len(q.vector) == dimension for q in queries)
+        return [
+            Searched(
+                PostCandidates([]),
+                [Match(fact_check_id=f"fc-{version}", score=float(q.vector[0]), rank=1, claim="claim")],
+            )
+            for q in queries
+        ]
+
+
+class TableSource:
+    """A candidate source from a table of candidates per post; details for whatever is asked."""
+
+    def __init__(self, table: list[list[Candidate]], lexemes: frozenset[str] = frozenset()) -> None:
+        self.table = table
+        self.lexemes = lexemes
+        self.asked: list[str] = []
+        self.sources: frozenset[str] = frozenset()
+
+    async def candidates(  # type: ignore[no-untyped-def]
+        self, version, dimension, queries, texts, langs, *, sources, limit
+    ) -> list[PostCandidates]:
+        self.sources = sources
+        return [PostCandidates(list(self.table[i % len(self.table)]), self.lexemes) for i in range(len(queries))]
+
+    async def details(self, fact_check_ids: Sequence[str]) -> dict[str, FactCheckDetails]:
+        self.asked = list(fact_check_ids)
+        return {w: FactCheckDetails(f"claim {w}", None, None, "en", None, None, self.lexemes) for w in fact_check_ids}
+
+
+def queries(n: int, langs: Sequence[str | None] | None = None, dimension: int = 4) -> list[Query]:
+    """``n`` zero-vector posts (the fakes' sources ignore vectors), in ``langs`` (English by default)."""
+    return [Query("a post", (langs or ["en"] * n)[i], np.zeros(dimension, np.float32)) for i in range(n)]

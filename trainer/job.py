@@ -23,12 +23,22 @@ from trainer.train import (
     train_candidate,
     write_report,
 )
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, default_model_ref
-from worker.core.versions import prepare, promote, start_shadow
+from worker.configs import (
+    calibration_config,
+    encoder_loader,
+    reranker_loader,
+    rollout_config,
+    torch_encoder_loader,
+)
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.core.rollout import prepare, promote, start_shadow
+from worker.domain import Encoder, ModelVersion
+from worker.local.models import default_model_ref
 from worker.retrieval.calibrate import LabelledPosts, calibrate_version
 from worker.retrieval.openset import open_set_split
+from worker.retrieval.rerank import Reranker
 from worker.settings import Settings
-from worker.storage import ModelVersion, Store
+from worker.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +92,10 @@ async def run_training(
     version: str | None = None,
     promote_if_better: bool = False,
 ) -> TrainOutcome:
+    """Snapshot the data, train a candidate, gate it against the active version, register it,
+    and (with ``promote_if_better``) roll it out: prepared, calibrated, then shadow or active."""
     ranks = distributed.init()
-    active = await store.active_version()
+    active = await store.registry.active_version()
     base_ref = base or (active.path if active else None) or settings.model or default_model_ref(settings.model_store)
     memory = plan_memory(settings, base_ref, ranks.world_size)
     if not memory.fits:
@@ -109,16 +121,13 @@ async def run_training(
         return path
 
     output = await distributed.from_main(ranks, make_output)
-    version = output.name
     candidate = await asyncio.to_thread(train_candidate, settings, base_ref, data, output, ranks)
     if not ranks.main:
         reason = f"rank {ranks.rank} of {ranks.world_size} trained; rank 0 gates and registers"
-        return TrainOutcome(version, "trained", {}, None, reason, output, None)
+        return TrainOutcome(output.name, "trained", {}, None, reason, output, None)
     if settings.rerank_top_n > 0 and active is not None:
         candidate.update(await train_version_reranker(store, settings, active, data, output))
     passed, reason = gate(settings, candidate, active_metrics)
-
-    dimension = SentenceTransformerEncoder(str(output), EncoderOptions(device="cpu")).dimension
     metrics: dict[str, Any] = {
         "candidate": candidate,
         "active": active_metrics,
@@ -126,9 +135,29 @@ async def run_training(
         "training": training_record(settings, ranks),
         "gate": {"metric": settings.gate_metric, "margin": settings.gate_margin, "passed": passed, "reason": reason},
     }
-    await store.register_version(
+    await register_candidate(store, output, base_ref, metrics, data)
+    if not passed:
+        await store.registry.set_status(output.name, "rejected", notes=reason)
+        status = "rejected"
+    elif promote_if_better:
+        status, note = await roll_out(store, settings, output, data)
+        reason += note
+    else:
+        status = "candidate"
+    plot = plot_versions(await store.registry.list_versions(), settings.model_store / "metrics.png")
+    return TrainOutcome(output.name, status, candidate, active_metrics, reason, output, plot)
+
+
+async def register_candidate(
+    store: Store, output: Path, base_ref: str, metrics: dict[str, Any], data: TrainingData
+) -> None:
+    """The trained model in the registry as a candidate, with its metrics and data snapshot."""
+    version = output.name
+    path = str(await asyncio.to_thread(output.resolve))
+    dimension = SentenceTransformerEncoder(path, EncoderOptions(device="cpu")).dimension
+    await store.registry.register_version(
         version,
-        str(output.resolve()),
+        path,
         dimension,
         status="candidate",
         base=base_ref,
@@ -136,41 +165,46 @@ async def run_training(
         data_snapshot=data.snapshot,
     )
     write_report(output, {"version": version, "base": base_ref, **metrics, "data": data.snapshot})
-    if not passed:
-        await store.set_status(version, "rejected", notes=reason)
-        status = "rejected"
-    elif promote_if_better:
-        encoder = SentenceTransformerEncoder(str(output), EncoderOptions.from_settings(settings))
-        # Indexed first, so that its decision model is fitted before anything serves with it.
-        await prepare(store, settings, version, encoder)
-        await calibrate_candidate(store, settings, version, encoder, data)
-        if settings.gate_shadow_min_posts > 0:
-            await start_shadow(store, settings, version, encoder)
-            status = "shadow"
-            reason += (
-                f"; runs in shadow until it has {settings.gate_shadow_min_posts} posts"
-                f" (`factmatch shadow report`, then `factmatch rollout {version}`)"
-            )
-        else:
-            await promote(store, settings, version, encoder)
-            status = "active"
-    else:
-        status = "candidate"
-    plot = plot_versions(await store.list_versions(), settings.model_store / "metrics.png")
-    return TrainOutcome(version, status, candidate, active_metrics, reason, output, plot)
+
+
+async def roll_out(store: Store, settings: Settings, output: Path, data: TrainingData) -> tuple[str, str]:
+    """A passed candidate indexed and calibrated (before anything serves with it), then in shadow
+    when the gate asks for shadow evidence, else active. -> (status, note for the reason)."""
+    version = output.name
+    config = rollout_config(settings)
+    encoder = torch_encoder_loader(settings)(str(output))
+    await prepare(store, config, version, encoder)
+    await calibrate_candidate(store, settings, version, encoder, data)
+    if settings.gate_shadow_min_posts > 0:
+        await start_shadow(store, config, version, encoder)
+        note = (
+            f"; runs in shadow until it has {settings.gate_shadow_min_posts} posts"
+            f" (`factmatch shadow report`, then `factmatch rollout {version}`)"
+        )
+        return "shadow", note
+    await promote(store, config, version, encoder)
+    return "active", ""
 
 
 async def calibrate_candidate(
-    store: Store, settings: Settings, version: str, encoder: SentenceTransformerEncoder, data: TrainingData
+    store: Store, settings: Settings, version: str, encoder: Encoder, data: TrainingData
 ) -> None:
     """The new version's decision model and tiers, fitted on an open-set split of its held-out
     posts (half of them lose their fact-checks, as most posts of a stream have none)."""
-    twins = await store.fact_check_twins(sorted(set().union(*data.eval_relevant.values())))
+    twins = await store.corpus.fact_check_twins(sorted(set().union(*data.eval_relevant.values())))
     split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed, twins)
     labelled = LabelledPosts(dict(data.eval_queries), {}, split.qrels, exclude=split.removed)
+    labelled = labelled.with_feedback(await store.feedback.feedback())
     try:
         calibration = await calibrate_version(
-            store, settings, version, encoder, labelled, source="trainer held-out split (open-set half)"
+            store.candidates,
+            store.decisions,
+            calibration_config(settings),
+            version,
+            encoder,
+            labelled,
+            source="trainer held-out split (open-set half)",
+            reranker=await version_reranker(store, settings, version),
         )
     except ValueError as exc:
         log.warning("version %s is not calibrated: %s", version, exc)
@@ -183,6 +217,15 @@ async def calibrate_candidate(
         )
 
 
+async def version_reranker(store: Store, settings: Settings, version: str) -> Reranker | None:
+    """With reranking on, the version's cross-encoder, whose score becomes a decision feature."""
+    load = reranker_loader(settings)
+    mv = await store.registry.get_version(version)
+    if load is None or mv is None:
+        return None
+    return await asyncio.to_thread(load, mv.path)
+
+
 async def train_version_reranker(
     store: Store, settings: Settings, active: ModelVersion, data: TrainingData, output: Path
 ) -> dict[str, float]:
@@ -190,7 +233,7 @@ async def train_version_reranker(
     the training posts with hard negatives mined by the serving version's retriever."""
     from trainer.rerank import mine_pairs, train_reranker
 
-    miner = SentenceTransformerEncoder(active.path, EncoderOptions.from_settings(settings))
+    miner = encoder_loader(settings)(active.path)
     train = await mine_pairs(
         store, settings, active.version, miner, LabelledPosts(data.train_queries, {}, data.train_relevant)
     )
@@ -206,8 +249,8 @@ async def run_training_job(settings: Settings, **kwargs: Any) -> TrainOutcome:
     worker), the run's outcome, held-out metrics and duration exported."""
     import time
 
+    from worker.configs import open_store
     from worker.observability import HealthServer, Metrics
-    from worker.storage import open_store
 
     metrics = Metrics()
 

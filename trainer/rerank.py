@@ -19,14 +19,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from worker.configs import retrieval_config
 from worker.retrieval.calibrate import LabelledPosts, collect_pools
 from worker.retrieval.openset import twin_groups, with_twins
 from worker.retrieval.rerank import RERANKER_DIR
-from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.retrieval.retriever import Retriever
 from worker.wire import document_text
 
 if TYPE_CHECKING:
-    from worker.core.encoder import Encoder
+    from worker.domain import Encoder
     from worker.settings import Settings
     from worker.storage import Store
 
@@ -46,11 +47,11 @@ async def mine_pairs(
     progress: bool = False,
 ) -> list[Pair]:
     """Each labelled post with its fact-checks and ``negatives`` wrong candidates of the retriever."""
-    corpus = await store.all_fact_checks()
+    corpus = await store.corpus.all_fact_checks()
     texts = {fc.id: document_text(fc.title, fc.claim) for fc in corpus}
     # A copy of a gold (the corpus may hold one fact-check twice) is no negative.
     qrels = with_twins(labelled.qrels, twin_groups(corpus))
-    retriever = Retriever(store, replace(RetrievalConfig.from_settings(settings), min_score=-1.0))
+    retriever = Retriever(store.candidates, replace(retrieval_config(settings), min_score=-1.0))
     pools = await collect_pools(retriever, version, encoder, labelled, progress=progress)
     pairs: list[Pair] = []
     for q, pool in pools.items():

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from trainer.distributed import Ranks, barrier
 from trainer.lora import add_lora, save_lora
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+from worker.configs import encoder_options
+from worker.core.encoder import SentenceTransformerEncoder
 from worker.retrieval.evaluation import read_qrels, read_queries
 from worker.settings import Settings
 from worker.storage import Store
@@ -78,12 +79,12 @@ async def collect_data(
 ) -> TrainingData:
     """Step 2's inputs: labelled files and moderator feedback, fact-check texts from Postgres."""
     data = TrainingData()
-    fact_checks = await store.all_fact_checks()
+    fact_checks = await store.corpus.all_fact_checks()
     data.corpus = {fc.id: document_text(fc.title, fc.claim) for fc in tqdm(fact_checks, desc="corpus", unit="doc")}
     labelled: list[tuple[str, str, str]] = []
     for queries, qrels in train_files:
         labelled.extend(_read_labelled(queries, qrels))
-    feedback = await store.feedback() if use_feedback else []
+    feedback = await store.feedback.feedback() if use_feedback else []
     negatives: dict[str, set[str]] = {}
     for row in tqdm(feedback, desc="feedback", unit="verdict", disable=not feedback):
         key = f"feedback:{row['post_id']}"
@@ -159,7 +160,7 @@ def make_evaluator(data: TrainingData, query_prompt: str, document_prompt: str) 
 
 def evaluate_model(model_ref: str, settings: Settings, data: TrainingData) -> dict[str, float]:
     """The held-out metrics of any model, with the same evaluator the candidate gets."""
-    encoder = SentenceTransformerEncoder(model_ref, EncoderOptions.from_settings(settings))
+    encoder = SentenceTransformerEncoder(model_ref, encoder_options(settings))
     evaluator = make_evaluator(data, encoder.query_prompt, encoder.document_prompt)
     return _plain_metrics(evaluator(encoder.model))
 
@@ -183,9 +184,7 @@ def train_candidate(
 
     # 1. Model: full fine-tunes keep float32 master weights; LoRA's frozen base can stay in bf16
     #    (half the memory) since only the adapters are updated. Prompts as the worker resolves them.
-    options = dataclasses.replace(
-        EncoderOptions.from_settings(settings), dtype="bfloat16" if lora and bf16 else "float32"
-    )
+    options = dataclasses.replace(encoder_options(settings), dtype="bfloat16" if lora and bf16 else "float32")
     if ranks.distributed and torch.cuda.is_available():
         options = dataclasses.replace(options, device=f"cuda:{ranks.local_rank}")
     encoder = SentenceTransformerEncoder(base, options)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.retrieval.modes import ModeName
+from worker.domain import ModeName
 
 ENV_PREFIX = "FACTMATCH_"
 

@@ -24,8 +24,8 @@ from faststream.kafka import KafkaBroker
 
 from worker.adapter import kafka
 from worker.adapter.assignor import assignment_strategy
-from worker.adapter.attempts import AttemptLog
 from worker.adapter.broker_watch import BrokerWatch, ResyncAfterOutage
+from worker.adapter.failures import AttemptLog, process_isolating
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable
 from worker.core.side_topics import SideOutcome
@@ -34,13 +34,6 @@ from worker.settings import Settings
 from worker.wire import DeadLetter, MatchResult, RawRecord
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(Protocol):
-    @property
-    def results(self) -> list[MatchResult]: ...
-    @property
-    def dead_letters(self) -> list[DeadLetter]: ...
 
 
 class PostProcessor(Protocol):
@@ -85,16 +78,19 @@ def count_dead_letters(metrics: Metrics, source: str, letters: Sequence[DeadLett
         metrics.dead_letters.labels(source=source, reason=letter.reason).inc()
 
 
-def observe_posts(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
-    metrics.batch_tokens.observe(outcome.tokens)
-    metrics.stage_seconds.labels(stage="encode").observe(outcome.encode_seconds)
-    metrics.stage_seconds.labels(stage="search").observe(outcome.search_seconds)
+def observe_posts(metrics: Metrics, outcome: BatchOutcome, publish_s: float) -> None:
+    stats = outcome.stats
+    metrics.batch_tokens.observe(stats.tokens)
+    metrics.stage_seconds.labels(stage="encode").observe(stats.encode_seconds)
+    metrics.stage_seconds.labels(stage="search").observe(stats.search_seconds)
     metrics.stage_seconds.labels(stage="publish").observe(publish_s)
     metrics.results_published.inc(len(outcome.results))
-    metrics.embedding_cache_hits.inc(outcome.cache_hits)
-    produced = {(r.partition, r.offset): r.timestamp_ms for r in raws}
+    metrics.embedding_cache_hits.inc(stats.cache_hits)
     now = time.time()
-    for result in outcome.results:
+    for item in outcome.items:
+        result = item.result
+        if result is None:
+            continue
         best_tier = result.matches[0].tier if result.matches else None
         metrics.results_by_language.labels(lang=result.lang or "unknown", tier=best_tier or "none").inc()
         metrics.matches_per_post.observe(len(result.matches))
@@ -102,9 +98,8 @@ def observe_posts(metrics: Metrics, outcome: BatchOutcome, raws: Sequence[RawRec
             metrics.best_score.observe(result.matches[0].score)
             if result.matches[0].probability is not None:
                 metrics.best_probability.observe(result.matches[0].probability)
-        stamp = produced.get((result.source.partition, result.source.offset)) if result.source else None
-        if stamp:
-            metrics.end_to_end_seconds.observe(max(0.0, now - stamp / 1000))
+        if item.record.timestamp_ms:
+            metrics.end_to_end_seconds.observe(max(0.0, now - item.record.timestamp_ms / 1000))
 
 
 @dataclass(frozen=True)
@@ -132,18 +127,19 @@ def subscribe(
     """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
 
     attempts = AttemptLog(settings.max_record_attempts)
+    empty = BatchOutcome if sub.title == "posts" else SideOutcome
 
     async def handle(records: list[Any]) -> None:
         raws = [to_raw(r) for r in records]
         batch_id = uuid.uuid4().hex[:12]
-        # After a failure, one record at a time: the one that keeps failing is isolated.
+        # After a publish failure, one record at a time: the one that keeps failing is isolated.
         groups = [[r] for r in raws] if attempts.suspect(raws) else [raws]
         for group in groups:
             context = {"batch_id": batch_id, "topic": sub.title, "records": len(group)}
             fresh, exhausted = attempts.split(group)
             try:
-                outcome: Outcome = await processor.process(fresh)
-                outcome.dead_letters.extend(exhausted)
+                outcome: Any = await process_isolating(fresh, processor.process, empty)  # type: ignore[arg-type]
+                outcome = outcome.with_dead_letters(exhausted)
                 started = time.perf_counter()
                 for sink in sinks:
                     await sink.publish(outcome.results, outcome.dead_letters)
@@ -154,8 +150,8 @@ def subscribe(
                 log.error("batch left uncommitted: %s", exc, extra=context)
                 raise NackMessage() from exc
             except Exception as exc:
-                # Not a dependency we know: never commit what was not published, count the try
-                # against each record, and back off so redelivery cannot become a busy loop.
+                # Publishing failed: never commit what was not published, count the try against
+                # each record, and back off so redelivery cannot become a busy loop.
                 attempts.failed(fresh, exc)
                 metrics.errors.labels(stage="unexpected").inc()
                 log.exception("batch failed; it will be redelivered", extra=context)
@@ -199,7 +195,7 @@ def subscriptions(
     def posts_done(outcome: BatchOutcome, raws: Sequence[RawRecord], publish_s: float) -> None:
         metrics.posts_consumed.inc(len(raws))
         metrics.batch_records.observe(len(raws))
-        observe_posts(metrics, outcome, raws, publish_s)
+        observe_posts(metrics, outcome, publish_s)
         log.debug(
             "batch done",
             extra={

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faststream import FastStream
 
@@ -22,13 +22,19 @@ from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
 from worker.adapter.coverage import PartitionCoverage, watch_partitions
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
+from worker.core.indexer import CorpusIndexer
+from worker.core.language import fasttext_detector
+from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, PostItem, ServingModel
+from worker.core.serving import ServingEvents
+from worker.core.shadow import ShadowRunner
+from worker.core.side_topics import FactCheckEvents, FeedbackEvents
+from worker.domain import SERVING_STATUSES, ShadowRow
 from worker.observability import HealthServer, Metrics
+from worker.retrieval.overmatch import OverMatchWatch, QuarantineGuard
+from worker.retrieval.recall import RecallMonitor
+from worker.retrieval.retriever import Retriever
 from worker.settings import Settings
-
-if TYPE_CHECKING:
-    from worker.core.pipeline import BatchOutcome, MatchPipeline
-    from worker.core.shadow import ShadowRow
-    from worker.wire import RawRecord
+from worker.wire import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,83 +43,24 @@ class WorkerRuntime:
     """The production worker's parts: store, models, pipeline, corpus indexer and broker."""
 
     def __init__(self, settings: Settings, extra_sinks: list[ResultSink] | None = None) -> None:
-        import psycopg
-        import psycopg_pool
-
-        from worker.core.decoding import Limits
-        from worker.core.indexer import CorpusIndexer
-        from worker.core.language import fasttext_detector
-        from worker.core.models import ModelManager, encoder_loader, reranker_loader
-        from worker.core.pipeline import MatchPipeline, PipelineConfig
-        from worker.core.shadow import ShadowRunner
-        from worker.core.side_topics import FactCheckEvents, FeedbackEvents
-        from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
-        from worker.retrieval.recall import RecallMonitor
-        from worker.retrieval.retriever import RetrievalConfig, Retriever
-        from worker.storage import store_from_settings
+        from worker.configs import model_manager, store_from_settings
 
         self.settings = settings
         self.metrics = Metrics()
         self.store = store_from_settings(settings)
-        self.models = ModelManager(
-            self.store, encoder_loader(settings), metrics=self.metrics, rerankers=reranker_loader(settings)
+        self.models = model_manager(self.store, settings)
+        self.models.events = ServingEvents(
+            loaded=self.metrics.model_loads.inc,
+            switched=self.metrics.model_switches.inc,
+            serving=lambda mv: self.metrics.model.info(
+                {"version": mv.version, "path": mv.path, "dimension": str(mv.dimension)}
+            ),
         )
-        transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
-        retries = self.metrics.retries
-        flags = self.metrics.overmatch_flags
-        guard = QuarantineGuard(
-            self.store,
-            OverMatchWatch(OverMatchConfig.from_settings(settings)),
-            refresh_s=settings.quarantine_refresh_s,
-            enforce=settings.overmatch_quarantine,
-            worker_id=f"worker@{socket.gethostname()}",
-            on_flag=lambda flag: flags.labels(fact_check_id=flag.fact_check_id).inc(),
-        )
-        self.recall = (
-            RecallMonitor(
-                self.store,
-                share=settings.recall_sample_share,
-                k=min(10, settings.retrieval_candidates),
-                on_recall=self._recorded,
-            )
-            if settings.recall_sample_share > 0
-            else None
-        )
-        # The shadow searches without the over-match watch and the recall probe: it must not
-        # flag fact-checks or sample searches for what nobody was shown.
-        self.shadow = ShadowRunner(
-            self.models,
-            Retriever(self.store, RetrievalConfig.from_settings(settings)),
-            self.store,
-            share=settings.shadow_share,
-            on_row=self._shadow_row,
-            on_drop=lambda n: self.metrics.shadow_dropped.inc(n),
-        )
-        self.pipeline = MatchPipeline(
-            self.models,
-            Retriever(self.store, RetrievalConfig.from_settings(settings), guard, self.recall),
-            PipelineConfig.from_settings(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
-            detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
-            observers=[self.shadow.offer] if settings.shadow_share > 0 else [],
-        )
+        self.pipeline = self._pipeline()
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
-        limits = Limits.from_settings(settings)
-        deps = WorkerDeps(
-            pipeline=_AfterModelLoad(self.pipeline, self.model_loaded),
-            factchecks=FactCheckEvents(self.corpus, limits),
-            feedback=FeedbackEvents(self.store, limits),
-            sinks=[
-                *(
-                    [DeadLetterArchive(self.store, settings.dead_letter_max_value_bytes)]
-                    if settings.dead_letter_archive
-                    else []
-                ),
-                *(extra_sinks or []),
-            ],
-        )
         self.broker_watch = BrokerWatch(settings, self.consumers)
         self.coverage = PartitionCoverage(settings.unserved_partition_after_s)
-        self.broker = build_broker(settings, deps, metrics=self.metrics, watch=self.broker_watch)
+        self.broker = build_broker(settings, self._deps(extra_sinks), metrics=self.metrics, watch=self.broker_watch)
         self.health = HealthServer(
             self.metrics,
             {
@@ -128,6 +75,93 @@ class WorkerRuntime:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._loading: asyncio.Task[None] | None = None
+
+    def _pipeline(self) -> MatchPipeline:
+        """The match pipeline and what watches it: over-match guard, recall probe, shadow."""
+        import psycopg
+        import psycopg_pool
+
+        from worker.configs import overmatch_config, pipeline_config, retrieval_config
+
+        settings, metrics = self.settings, self.metrics
+        flags = metrics.overmatch_flags
+        self.guard = QuarantineGuard(
+            self.store.quarantine,
+            OverMatchWatch(overmatch_config(settings)),
+            refresh_s=settings.quarantine_refresh_s,
+            enforce=settings.overmatch_quarantine,
+            worker_id=f"worker@{socket.gethostname()}",
+            on_flag=lambda flag: flags.labels(fact_check_id=flag.fact_check_id).inc(),
+        )
+        self.recall = (
+            RecallMonitor(
+                self.store.embeddings,
+                share=settings.recall_sample_share,
+                k=min(10, settings.retrieval_candidates),
+                on_recall=self._recorded,
+            )
+            if settings.recall_sample_share > 0
+            else None
+        )
+        # One retriever; the shadow calls it without the observers, so it never flags
+        # fact-checks or samples searches for what nobody was shown.
+        retriever = Retriever(self.store.candidates, retrieval_config(settings), self.guard)
+        self.shadow = ShadowRunner(
+            self.models,
+            retriever,
+            self.store.shadow,
+            share=settings.shadow_share,
+            on_row=self._shadow_row,
+            on_drop=lambda n: metrics.shadow_dropped.inc(n),
+        )
+        transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+        retries = metrics.retries
+        return MatchPipeline(
+            self.models,
+            retriever,
+            pipeline_config(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
+            detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
+            observers=[
+                self._watch_overmatch,
+                *([self._probe_recall] if self.recall else []),
+                *([self.shadow.observe] if settings.shadow_share > 0 else []),
+            ],
+        )
+
+    def _deps(self, extra_sinks: list[ResultSink] | None) -> WorkerDeps:
+        from worker.configs import limits as limits_of
+
+        settings = self.settings
+        limits = limits_of(settings)
+        archive = (
+            [DeadLetterArchive(self.store.dead_letters, settings.dead_letter_max_value_bytes)]
+            if settings.dead_letter_archive
+            else []
+        )
+        return WorkerDeps(
+            pipeline=_AfterModelLoad(self.pipeline, self.model_loaded),
+            factchecks=FactCheckEvents(self.corpus, limits),
+            feedback=FeedbackEvents(self.store.feedback, limits),
+            sinks=[*archive, *(extra_sinks or [])],
+        )
+
+    async def _watch_overmatch(self, _model: ServingModel, items: Sequence[PostItem]) -> None:
+        # What moderators are shown: every tiered match, so a version with no "match" cut is watched too.
+        await self.guard.observe(
+            frozenset(m.fact_check_id for m in item.result.matches if m.tier is not None)
+            for item in items
+            if item.result is not None
+        )
+
+    def _probe_recall(self, model: ServingModel, items: Sequence[PostItem]) -> None:
+        assert self.recall is not None
+        import numpy as np
+
+        pairs = [
+            (i.vector, i.searched.found.candidates) for i in items if i.searched is not None and i.vector is not None
+        ]
+        if pairs:
+            self.recall.offer(model.version, model.dimension, np.stack([v for v, _ in pairs]), [c for _, c in pairs])
 
     def _shadow_row(self, row: ShadowRow) -> None:
         self.metrics.shadow_posts.labels(model_version=row.model_version).inc()
@@ -170,7 +204,7 @@ class WorkerRuntime:
         return (True, "reachable") if await self.store.ping() else (False, "unreachable")
 
     async def _check_index(self) -> tuple[bool, str]:
-        active = await self.store.active_version()
+        active = await self.store.registry.active_version()
         if active is None or active.indexed_at is None:
             return False, "active version has no complete index"
         if self.models.loaded and active.version != self.models.current().version:
@@ -178,12 +212,10 @@ class WorkerRuntime:
         return True, f"{active.version} indexed at {active.indexed_at:%Y-%m-%dT%H:%M:%S}"
 
     async def _stats(self) -> None:
-        from worker.core.lifecycle import SERVING_STATUSES
-
         while True:
             try:
-                for mv in await self.store.versions_with_status(SERVING_STATUSES):
-                    size = await self.store.count_embeddings(mv.version)
+                for mv in await self.store.registry.versions_with_status(SERVING_STATUSES):
+                    size = await self.store.embeddings.count_embeddings(mv.version)
                     self.metrics.corpus_size.labels(model_version=mv.version).set(size)
             except asyncio.CancelledError:
                 raise
@@ -195,7 +227,7 @@ class WorkerRuntime:
         """Everything but the broker. With ``wait_for_model`` off the model loads in the
         background, so the consumer groups join meanwhile (a restart's first result comes
         seconds sooner); batches wait for it in :class:`_AfterModelLoad`."""
-        from worker.core.models import bootstrap_active_version
+        from worker.configs import bootstrap_active_version
 
         if self.settings.metrics_enabled:
             await self.health.start()
@@ -295,8 +327,6 @@ class _AfterModelLoad:
         self.loaded = loaded
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        from worker.core.pipeline import DependencyUnavailable
-
         try:
             await self.loaded()
         except Exception as exc:

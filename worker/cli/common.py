@@ -79,17 +79,17 @@ def local_services(data_dir: Path | None) -> Iterator[tuple[str, str]]:
 
 
 def act_on_version(settings: Settings, version: str, action: Callable[..., Awaitable[Any]]) -> None:
-    """Load ``version``'s encoder and run ``action(store, settings, version, encoder)``: a lifecycle
+    """Load ``version``'s encoder and run ``action(store, rollout config, version, encoder)``: a lifecycle
     move (promote, shadow) whose refusals print as messages."""
-    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
-    from worker.storage import open_store
+    from worker.configs import open_store, rollout_config, torch_encoder_loader
 
     async def go() -> None:
         async with open_store(settings) as store:
-            mv = await store.get_version(version)
+            mv = await store.registry.get_version(version)
             if mv is None:
                 raise LookupError(f"unknown model version {version!r}")
-            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
-            await action(store, settings, version, encoder)
+            # Indexing embeds the corpus and exports for ONNX workers: the real model, torch.
+            encoder = torch_encoder_loader(settings)(mv.path)
+            await action(store, rollout_config(settings), version, encoder)
 
     run(go(), failures=(LookupError, RuntimeError))

@@ -36,9 +36,8 @@ def load(
     path: Annotated[Path, typer.Argument(help="Fact-checks JSONL: id, claim (or text), title, url, lang, ...")],
 ) -> None:
     """Load fact-checks and embed them under every serving model version."""
-    from worker.core.models import load_fact_checks
+    from worker.configs import load_fact_checks, open_store
     from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
-    from worker.storage import open_store
 
     settings = load_settings()
     try:

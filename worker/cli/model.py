@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from worker.cli.common import JsonFlag, console, err, fail, load_settings, print_json, run
-from worker.retrieval.modes import MODE_NAMES, ModeName
+from worker.domain import MODE_NAMES, ModeName
+from worker.retrieval.evaluation import METRIC_ORDER
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.core.evaluate import Evaluation
+    from worker.retrieval.calibrate import Calibration
 
 app = typer.Typer()
 models = typer.Typer(no_args_is_help=True, help="Model versions.")
@@ -44,16 +52,7 @@ def evaluate(
     With a decision model (the active version's, or --decisions), the posts are also judged
     open-set: per-tier precision, recall and false alarms, and the AUROC.
     """
-    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
-    from worker.core.models import eval_model_ref, version_name_for
-    from worker.retrieval.evaluation import (
-        METRIC_ORDER,
-        Evaluation,
-        evaluation_config,
-        load_labelled_set,
-        run_evaluation,
-        with_open_set,
-    )
+    from worker.retrieval.evaluation import load_labelled_set, with_open_set
 
     settings = load_settings()
     chosen: list[ModeName] = [m for m in MODE_NAMES if m in (modes or MODE_NAMES)]
@@ -68,45 +67,11 @@ def evaluate(
             labelled = with_open_set(labelled, holdout_share, seed)
     except (OSError, ValueError) as exc:
         raise fail(f"cannot read the labelled set: {exc}") from None
-
-    async def go(url: str) -> Evaluation:
-        ref = await eval_model_ref(settings, model)
-        judge = await load_decisions(settings, decisions, default_active=model is None)
-        encoder = SentenceTransformerEncoder(ref, EncoderOptions.from_settings(settings))
-        err.print(f"evaluating {ref} on {len(labelled.queries)} posts against {len(labelled.corpus)} fact-checks")
-        return await run_evaluation(
-            url,
-            labelled,
-            encoder,
-            evaluation_config(settings),
-            version=f"eval-{version_name_for(ref)}",
-            modes=chosen,
-            ef_search=settings.ef_search,
-            decisions=judge,
-        )
-
     started = time.perf_counter()
-    if settings.database_url is not None:
-        result = run(go(settings.require_database_url()), failures=(LookupError, ValueError))
-    else:
-        from worker.local.stack import start_database
-
-        database = start_database()
-        try:
-            result = run(go(database.url), failures=(LookupError, ValueError))
-        finally:
-            database.stop()
-    metrics = result.by_mode
-    table = Table(title=f"retrieval metrics, posts with a fact-check ({time.perf_counter() - started:.0f}s)")
-    table.add_column("metric")
-    for mode in chosen:
-        table.add_column(mode, justify="right")
-    for name in METRIC_ORDER:
-        table.add_row(
-            name, *(f"{metrics[m][name]:.0f}" if name == "queries" else f"{metrics[m][name]:.4f}" for m in chosen)
-        )
+    with database_url(settings) as url:
+        result = run(_evaluate(settings, url, labelled, model, decisions, chosen), failures=(LookupError, ValueError))
     out = err if as_json else console
-    out.print(table)
+    out.print(metrics_table(result.by_mode, chosen, time.perf_counter() - started))
     if result.open_set is not None:
         out.print(open_set_table(result.open_set, f"open-set decisions ({chosen[0]})"))
         if plot is not None and result.curve:
@@ -114,9 +79,61 @@ def evaluate(
 
             out.print(f"plot: {plot_precision_recall({chosen[0]: result.curve}, plot)}")
     if as_json:
+        metrics = result.by_mode
         print(
             json.dumps({**{m: {k: metrics[m][k] for k in METRIC_ORDER} for m in chosen}, "open_set": result.open_set})
         )
+
+
+async def _evaluate(
+    settings: Settings, url: str, labelled: Any, model: str | None, decisions: str | None, modes: list[ModeName]
+) -> Evaluation:
+    from worker.configs import encoder_loader, eval_model_ref, evaluation_config
+    from worker.core.evaluate import run_evaluation
+    from worker.core.serving import version_name_for
+    from worker.storage.scratch import scratch_store
+
+    ref = await eval_model_ref(settings, model)
+    judge = await load_decisions(settings, decisions, default_active=model is None)
+    encoder = await asyncio.to_thread(encoder_loader(settings), ref)
+    err.print(f"evaluating {ref} on {len(labelled.queries)} posts against {len(labelled.corpus)} fact-checks")
+    config = evaluation_config(settings)
+    return await run_evaluation(
+        lambda: scratch_store(url, ef_search=max(settings.ef_search, config.top_k)),
+        labelled,
+        encoder,
+        config,
+        version=f"eval-{version_name_for(ref)}",
+        modes=modes,
+        decisions=judge,
+    )
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database, or (none configured) an embedded Postgres for the length of the block."""
+    if settings.database_url is not None:
+        yield settings.require_database_url()
+        return
+    from worker.local.stack import start_database
+
+    database = start_database()
+    try:
+        yield database.url
+    finally:
+        database.stop()
+
+
+def metrics_table(metrics: dict[str, dict[str, float]], modes: list[ModeName], seconds: float) -> Table:
+    table = Table(title=f"retrieval metrics, posts with a fact-check ({seconds:.0f}s)")
+    table.add_column("metric")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for name in METRIC_ORDER:
+        table.add_row(
+            name, *(f"{metrics[m][name]:.0f}" if name == "queries" else f"{metrics[m][name]:.4f}" for m in modes)
+        )
+    return table
 
 
 async def load_decisions(settings: Any, ref: str | None, *, default_active: bool) -> Any:
@@ -127,15 +144,15 @@ async def load_decisions(settings: Any, ref: str | None, *, default_active: bool
         return await asyncio.to_thread(Decisions.read, Path(ref))
     if settings.database_url is None or (ref is None and not default_active):
         return None
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     async with open_store(settings, migrate_first=False) as store:
-        mv = await store.get_version(ref) if ref else await store.active_version()
+        mv = await store.registry.get_version(ref) if ref else await store.registry.active_version()
         if mv is None:
             if ref:
                 raise LookupError(f"no model version {ref}")
             return None
-        found = await store.decisions(mv.version)
+        found = Decisions.from_stored(await store.decisions.stored_decision(mv.version), mv.version)
     return found if found.model is not None else None
 
 
@@ -171,11 +188,8 @@ def calibrate(
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the version's decision model (match probability) and its per-language tier cuts, and store them."""
-    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
-    from worker.retrieval.calibrate import Calibration, LabelledPosts, calibrate_version
     from worker.retrieval.evaluation import read_qrels, read_queries
     from worker.retrieval.openset import open_set_split
-    from worker.storage import open_store
 
     settings = load_settings(
         tier_match_precision=match_precision,
@@ -190,31 +204,60 @@ def calibrate(
         raise fail(f"cannot read the labelled posts: {exc}") from None
 
     async def go() -> tuple[str, Calibration]:
-        async with open_store(settings) as store:
-            mv = await store.get_version(version) if version else await store.active_version()
-            if mv is None:
-                raise LookupError("no such model version (and no active one)")
-            twins = await store.fact_check_twins(sorted(set().union(*relevant.values())))
-            split = open_set_split(list(texts), relevant, holdout_share, seed, twins)
-            labelled = LabelledPosts(texts, langs, split.qrels, exclude=split.removed)
-            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
-            fitted = await calibrate_version(
-                store,
-                settings,
-                mv.version,
-                encoder,
-                labelled,
-                source=str(queries),
-                use_feedback=feedback,
-                progress=True,
-            )
-            return mv.version, fitted
+        return await _calibrate(settings, version, texts, langs, relevant, holdout_share, seed, str(queries), feedback)
 
     fitted_version, calibration = run(go(), failures=(LookupError, ValueError))
     if as_json:
         thresholds = [dataclasses.asdict(t) for t in calibration.thresholds]
         print_json({"version": fitted_version, "thresholds": thresholds, "open_set": calibration.report})
         return
+    console.print(tiers_table(fitted_version, calibration.thresholds))
+    console.print(open_set_table(calibration.report, "open-set decisions (cross-validated)"))
+    if not calibration.thresholds:
+        err.print("[yellow]no tier reached its target precision with enough support[/yellow]")
+
+
+async def _calibrate(
+    settings: Settings,
+    version: str | None,
+    texts: dict[str, str],
+    langs: dict[str, str | None],
+    relevant: dict[str, set[str]],
+    holdout_share: float,
+    seed: int,
+    source: str,
+    feedback: bool,
+) -> tuple[str, Calibration]:
+    from worker.configs import calibration_config, encoder_loader, open_store, reranker_loader
+    from worker.retrieval.calibrate import LabelledPosts, calibrate_version
+    from worker.retrieval.openset import open_set_split
+
+    async with open_store(settings) as store:
+        mv = await store.registry.get_version(version) if version else await store.registry.active_version()
+        if mv is None:
+            raise LookupError("no such model version (and no active one)")
+        twins = await store.corpus.fact_check_twins(sorted(set().union(*relevant.values())))
+        split = open_set_split(list(texts), relevant, holdout_share, seed, twins)
+        labelled = LabelledPosts(texts, langs, split.qrels, exclude=split.removed)
+        if feedback:
+            labelled = labelled.with_feedback(await store.feedback.feedback())
+        encoder = await asyncio.to_thread(encoder_loader(settings), mv.path)
+        load = reranker_loader(settings)
+        fitted = await calibrate_version(
+            store.candidates,
+            store.decisions,
+            calibration_config(settings),
+            mv.version,
+            encoder,
+            labelled,
+            source=source,
+            reranker=await asyncio.to_thread(load, mv.path) if load else None,
+            progress=True,
+        )
+        return mv.version, fitted
+
+
+def tiers_table(version: str, thresholds: Any) -> Table:
     table = Table(
         "lang",
         "tier",
@@ -223,9 +266,9 @@ def calibrate(
         "precision",
         "recall",
         "support",
-        title=f"tiers of {fitted_version}",
+        title=f"tiers of {version}",
     )
-    for t in calibration.thresholds:
+    for t in thresholds:
         table.add_row(
             t.lang,
             t.tier,
@@ -235,24 +278,21 @@ def calibrate(
             f"{t.fitted_recall:.3f}",
             str(t.support),
         )
-    console.print(table)
-    console.print(open_set_table(calibration.report, "open-set decisions (cross-validated)"))
-    if not calibration.thresholds:
-        err.print("[yellow]no tier reached its target precision with enough support[/yellow]")
+    return table
 
 
 @models.command("list")
 def models_list(as_json: JsonFlag = False) -> None:
     """List registered model versions."""
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     settings = load_settings()
 
     async def go() -> list[tuple[Any, dict[str, Any] | None, Any]]:
         async with open_store(settings, migrate_first=False) as store:
             return [
-                (mv, await store.decision_report(mv.version), await store.shadow_report(mv.version))
-                for mv in await store.list_versions()
+                (mv, await store.decisions.decision_report(mv.version), await store.shadow.shadow_report(mv.version))
+                for mv in await store.registry.list_versions()
             ]
 
     rows = run(go())

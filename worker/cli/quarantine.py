@@ -25,13 +25,13 @@ def list_quarantine(
     as_json: JsonFlag = False,
 ) -> None:
     """The quarantined fact-checks, with why and since when."""
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     settings = load_settings()
 
     async def go() -> list[dict[str, Any]]:
         async with open_store(settings, migrate_first=False) as store:
-            return await store.quarantine_log()
+            return await store.quarantine.quarantine_log()
 
     rows = [row for row in run(go()) if row["cleared_at"] is None or everything]
     if as_json:
@@ -52,13 +52,13 @@ def clear(
     by: Annotated[str | None, typer.Option(help="Who clears it (default: the login name).")] = None,
 ) -> None:
     """Give a quarantined fact-check its tiers back."""
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     settings = load_settings()
 
     async def go() -> bool:
         async with open_store(settings, migrate_first=False) as store:
-            return await store.clear_quarantine(fact_check_id, by or getpass.getuser())
+            return await store.quarantine.clear_quarantine(fact_check_id, by or getpass.getuser())
 
     if not run(go()):
         raise fail(f"{fact_check_id} is not quarantined")
@@ -72,13 +72,13 @@ def add(
     by: Annotated[str | None, typer.Option(help="Who (default: the login name).")] = None,
 ) -> None:
     """Demote a fact-check by hand (never 'match'; a suggestion is withheld)."""
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     settings = load_settings()
 
     async def go() -> bool:
         async with open_store(settings, migrate_first=False) as store:
-            return await store.quarantine(fact_check_id, reason, by or getpass.getuser())
+            return await store.quarantine.quarantine(fact_check_id, reason, by or getpass.getuser())
 
     if not run(go()):
         raise fail(f"{fact_check_id} is already quarantined")

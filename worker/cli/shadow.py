@@ -21,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, help="Shadow evaluation of a candidate v
 @app.command()
 def start(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
     """Index VERSION if needed and run it in shadow on every worker."""
-    from worker.core.versions import start_shadow
+    from worker.core.rollout import start_shadow
 
     settings = load_settings()
     act_on_version(settings, version, start_shadow)
@@ -31,13 +31,13 @@ def start(version: Annotated[str, typer.Argument(help="A candidate or ready vers
 @app.command()
 def stop() -> None:
     """End shadow evaluation (its records are kept)."""
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     settings = load_settings()
 
     async def go() -> None:
         async with open_store(settings, migrate_first=False) as store:
-            await store.set_shadow(None)
+            await store.shadow.set_shadow(None)
 
     run(go())
     console.print("no version runs in shadow")
@@ -49,16 +49,16 @@ def report(
     as_json: JsonFlag = False,
 ) -> None:
     """Rank-1 agreement with the active version, score shifts per language, and judged precision."""
-    from worker.storage import open_store
+    from worker.configs import open_store
 
     settings = load_settings()
 
     async def go() -> tuple[str, object]:
         async with open_store(settings, migrate_first=False) as store:
-            name = version or await store.shadow_version_name()
+            name = version or await store.shadow.shadow_version_name()
             if name is None:
                 raise LookupError("no version runs in shadow; name one")
-            return name, await store.shadow_report(name)
+            return name, await store.shadow.shadow_report(name)
 
     name, found = run(go(), failures=(LookupError,))
     if as_json:

@@ -93,7 +93,7 @@ def show_plan(settings: Settings, base: str | None, gpus: int | None) -> None:
     """The memory plan for ``base`` (default: what `train` would start from) on ``gpus`` devices."""
     from trainer.distributed import current
     from trainer.plan import GIB, plan_memory
-    from worker.core.models import eval_model_ref
+    from worker.configs import eval_model_ref
 
     # What `train` starts from: the named model, else the active version's, else the bootstrap one.
     model = run(eval_model_ref(settings, base))
@@ -125,7 +125,7 @@ def show_plan(settings: Settings, base: str | None, gpus: int | None) -> None:
 @app.command()
 def rollout(version: Annotated[str, typer.Argument(help="A candidate or ready version.")]) -> None:
     """Re-embed the corpus under VERSION, build its index, then make it active."""
-    from worker.core.versions import promote
+    from worker.core.rollout import promote
 
     act_on_version(load_settings(), version, promote)
     console.print(f"{version} is active")
@@ -134,18 +134,17 @@ def rollout(version: Annotated[str, typer.Argument(help="A candidate or ready ve
 @app.command()
 def rollback(version: Annotated[str | None, typer.Argument(help="Default: the most recently retired.")] = None) -> None:
     """Make a retained earlier version active again, at once."""
-    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
-    from worker.core.versions import rollback as roll_back
-    from worker.core.versions import rollback_target
-    from worker.storage import open_store
+    from worker.configs import encoder_loader, open_store, rollout_config
+    from worker.core.rollout import rollback as roll_back
+    from worker.core.rollout import rollback_target
 
     settings = load_settings()
 
     async def go() -> str:
         async with open_store(settings) as store:
             mv = await rollback_target(store, version)
-            encoder = SentenceTransformerEncoder(mv.path, EncoderOptions.from_settings(settings))
-            await roll_back(store, settings, mv, encoder)
+            # The encoder is loaded only when fact-checks changed while the version was retired.
+            await roll_back(store, rollout_config(settings), mv, lambda: encoder_loader(settings)(mv.path))
             return mv.version
 
     target = run(go(), failures=(LookupError, RuntimeError, LifecycleError))

@@ -3,10 +3,9 @@
 Kafka hands the worker up to ``batch_max_records`` posts at once. Encoding them in one call
 would pad every short post to the longest one, so they are sorted by length and cut into
 calls of at most ``encode_batch_size`` rows and ``batch_token_budget`` padded tokens (long
-posts make smaller calls: memory stays bounded). On CPU small calls are also faster: about
-1,000 padded tokens per call ran 1.23x the texts/s of one ``encode(batch_size=32)`` over all
-posts sorted at once (multilingual-e5-small, 2 cores), so the budget's default depends on the
-device. The pipeline searches one call's posts while the next call encodes, so the calls are
+posts make smaller calls: memory stays bounded). On CPU small calls are also faster than one
+``encode(batch_size=32)`` over all posts sorted at once (docs/measurements.md), so the budget's
+default depends on the device. The pipeline searches one call's posts while the next call encodes, so the calls are
 also its units of overlap.
 
 Posts repeat (a viral text is reposted thousands of times): identical texts inside a batch
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from worker.core.encoder import Encoder, Vectors
+from worker.domain import Encoder, Vectors
 
 
 def plan_batches(token_counts: Sequence[int], token_budget: int, max_rows: int | None = None) -> list[list[int]]:

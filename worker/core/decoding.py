@@ -14,14 +14,11 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from worker.wire import DeadLetter, FactCheckEvent, Feedback, Post, RawRecord
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,15 +28,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 @dataclass(frozen=True)
 class Limits:
-    """What a record may be; from ``Settings`` (whose defaults are the only ones)."""
+    """What a record may be; built from ``Settings`` by :mod:`worker.configs` (its defaults live there)."""
 
     max_record_bytes: int
     max_depth: int
     max_text_chars: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.max_record_bytes, settings.max_json_depth, settings.max_post_chars)
 
 
 def nesting_depth(data: bytes, limit: int) -> int:

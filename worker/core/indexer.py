@@ -12,16 +12,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from worker.core.encoder import Encoder
-from worker.core.lifecycle import SERVING_STATUSES
+from worker.domain import SERVING_STATUSES, Encoder
+from worker.storage.interfaces import EmbeddingIndex, IndexingStores
 from worker.wire import FactCheck, FactCheckEvent, document_text
-
-if TYPE_CHECKING:
-    from worker.storage.interfaces import EmbeddingIndex, IndexingStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +67,7 @@ async def embed_fact_checks(
 
 
 async def index_version(
-    store: IndexingStore,
+    store: IndexingStores,
     version: str,
     dimension: int,
     encoder: Encoder,
@@ -81,12 +77,12 @@ async def index_version(
     progress: bool = False,
 ) -> int:
     """Embed every fact-check missing under ``version``, then build its index (rows first, index after)."""
-    missing = await store.fact_checks_missing(version)
-    count = await embed_fact_checks(store, version, encoder, missing, progress=progress)
-    await store.build_index(version, dimension, m=hnsw_m, ef_construction=hnsw_ef_construction)
+    missing = await store.corpus.fact_checks_missing(version)
+    count = await embed_fact_checks(store.embeddings, version, encoder, missing, progress=progress)
+    await store.embeddings.build_index(version, dimension, m=hnsw_m, ef_construction=hnsw_ef_construction)
     # Fact-checks that arrived while the index was building are caught up here.
-    late = await store.fact_checks_missing(version)
-    count += await embed_fact_checks(store, version, encoder, late)
+    late = await store.corpus.fact_checks_missing(version)
+    count += await embed_fact_checks(store.embeddings, version, encoder, late)
     return count
 
 
@@ -100,7 +96,7 @@ class CorpusChange:
 class CorpusIndexer:
     """Applies fact-check upserts and deletes, embedding under every serving version."""
 
-    def __init__(self, store: IndexingStore, encoder_for: EncoderFor) -> None:
+    def __init__(self, store: IndexingStores, encoder_for: EncoderFor) -> None:
         self.store = store
         self.encoder_for = encoder_for
 
@@ -108,12 +104,14 @@ class CorpusIndexer:
         change = CorpusChange()
         if not fact_checks:
             return change
-        await self.store.upsert_fact_checks(fact_checks)
+        await self.store.corpus.upsert_fact_checks(fact_checks)
         change.upserted = len({fc.id for fc in fact_checks})
         unique = list({fc.id: fc for fc in fact_checks}.values())
-        for mv in await self.store.versions_with_status(SERVING_STATUSES):
+        for mv in await self.store.registry.versions_with_status(SERVING_STATUSES):
             encoder = await asyncio.to_thread(self.encoder_for, mv.version, mv.path)
-            change.embedded += await embed_fact_checks(self.store, mv.version, encoder, unique, progress=progress)
+            change.embedded += await embed_fact_checks(
+                self.store.embeddings, mv.version, encoder, unique, progress=progress
+            )
         return change
 
     async def apply(self, events: Sequence[FactCheckEvent]) -> CorpusChange:
@@ -125,5 +123,5 @@ class CorpusIndexer:
         upserts = [FactCheck.model_validate(e.model_dump(exclude={"op"})) for e in last.values() if e.op == "upsert"]
         deletes = [e.id for e in last.values() if e.op == "delete"]
         change = await self.upsert(upserts)
-        change.deleted = await self.store.delete_fact_checks(deletes)
+        change.deleted = await self.store.corpus.delete_fact_checks(deletes)
         return change

@@ -8,21 +8,15 @@ index is incomplete or skip a status another path relies on::
     candidate -> indexing -> ready -> active -> retired -> (indexing | active)
          \\-> rejected            (any serving status) -> indexing, for a re-index
 
-Pure definitions only: the storage layer stores the status, :mod:`worker.core.versions`
-performs the moves.
+Pure definitions only: the statuses themselves are value types (:mod:`worker.domain`), the
+storage layer stores them, :mod:`worker.core.rollout` performs the moves.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from worker.domain import NOTIFY_CHANNEL, SERVING_STATUSES, VersionStatus
 
-VersionStatus = Literal["candidate", "indexing", "ready", "active", "retired", "rejected"]
-
-# Versions a changed fact-check must be (re-)embedded under so that no index goes stale.
-SERVING_STATUSES: tuple[VersionStatus, ...] = ("active", "ready", "indexing")
-
-# Postgres NOTIFY channel: a version was activated or its thresholds were refitted.
-NOTIFY_CHANNEL = "factmatch_model"
+__all__ = ["NOTIFY_CHANNEL", "SERVING_STATUSES", "TRANSITIONS", "LifecycleError", "VersionStatus", "check_transition"]
 
 TRANSITIONS: dict[VersionStatus, frozenset[VersionStatus]] = {
     "candidate": frozenset({"indexing", "rejected"}),

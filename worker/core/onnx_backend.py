@@ -13,77 +13,23 @@ is exported again; a read-only store falls back to a private temporary directory
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from worker.core.encoder import EncoderOptions, Vectors, choose_prompt, refuse_past_positions
+from worker.core.onnx_manifest import MANIFEST, TextTokenizer, export_key, export_roots, find_export
 
 if TYPE_CHECKING:
     from worker.core.encoder import SentenceTransformerEncoder
 
 log = logging.getLogger(__name__)
-
-OPSET = 17
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-MANIFEST = "encoder.json"
-MANIFEST_FORMAT = 1
-
-
-def export_key(model_ref: str, int8: bool) -> str:
-    path = Path(model_ref).expanduser().resolve()
-    digest = hashlib.sha1(f"{path}|opset{OPSET}|eager|int8={int8}|manifest{MANIFEST_FORMAT}".encode())
-    for file in sorted(path.rglob("*")) if path.is_dir() else []:
-        if file.suffix in (".safetensors", ".bin", ".json"):
-            stat = file.stat()
-            digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"{path.name}-{digest.hexdigest()[:12]}"
-
-
-def export_roots(store: Path) -> tuple[Path, Path]:
-    return store / "onnx", Path(tempfile.gettempdir()) / "factmatch-onnx"
-
-
-def find_export(model_ref: str, store: Path, *, int8: bool) -> Path | None:
-    """The finished export of ``model_ref`` (a directory with a manifest), if one was written."""
-    key = export_key(model_ref, int8)
-    return next((root / key for root in export_roots(store) if (root / key / MANIFEST).is_file()), None)
-
-
-class TextTokenizer:
-    """A model's fast tokenizer with the truncation and padding its preprocessing applies."""
-
-    def __init__(self, path: Path, spec: dict[str, Any], max_length: int) -> None:
-        from tokenizers import Tokenizer
-
-        # Loaded once: a 250k-piece vocabulary takes about a second to load.
-        self.tokenizer = Tokenizer.from_file(str(path))
-        self.tokenizer.enable_truncation(max_length, strategy="longest_first", direction=spec["truncation_side"])
-        self.tokenizer.enable_padding(
-            direction=spec["padding_side"],
-            pad_id=spec["pad_id"],
-            pad_type_id=spec["pad_type_id"],
-            pad_token=spec["pad_token"],
-        )
-
-    def counts(self, texts: Sequence[str]) -> list[int]:
-        return [sum(e.attention_mask) for e in self.tokenizer.encode_batch(list(texts))]
-
-    def features(self, texts: Sequence[str]) -> dict[str, npt.NDArray[np.int64]]:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
 
 
 class OnnxEncoder:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from worker.core.encoder import SentenceTransformerEncoder
-from worker.core.onnx_backend import INPUTS, MANIFEST, MANIFEST_FORMAT, OPSET, TextTokenizer
+from worker.core.onnx_manifest import INPUTS, MANIFEST, MANIFEST_FORMAT, OPSET, TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,39 @@ PROBES = [
     "a",
     "word " * 700,
 ]
+
+
+# Posts that int8 quantisation is calibrated on (what queries look like: short, informal,
+# several languages and scripts, hashtags, numbers, emoji).
+CALIBRATION_POSTS = [
+    "5G towers are spreading the virus!! turn off your phones people #covid",
+    "My uncle says drinking a bit of bleach kills corona. is that true??",
+    "BREAKING: the election was rigged, 2 million dead people voted 😡",
+    "Bill Gates wants to put microchips in all of us through the vaccine",
+    "Our team won the championship game last night, what a match!",
+    "La vacuna tiene grafeno, por eso los imanes se pegan al brazo",
+    "¿Es cierto que el limón caliente cura el cáncer? Mi tía lo comparte en WhatsApp",
+    "Le gouvernement va interdire l'argent liquide dès janvier, partagez !",
+    "Ce vaccin modifie votre ADN, c'est prouvé par un médecin",
+    "Die Regierung plant eine Impfpflicht für Kinder ab nächster Woche",
+    "Wer hat Lust auf einen Spieleabend am Freitag?",
+    "A vacina contra a covid altera o DNA das pessoas, cuidado",
+    "Beber água quente com vinagre mata o vírus em 10 minutos",
+    "Il vaccino causa l'autismo nei bambini, lo dice uno studio",
+    "Вакцина содержит чипы для слежки за людьми",
+    "اللقاح يحتوي على شريحة إلكترونية للتجسس",
+    "ワクチンにはマイクロチップが入っていると聞いた",
+    "NASA confirms the earth will go dark for 6 days in December",
+    "Photo shows a shark swimming on a flooded highway after the hurricane",
+    "Drinking hot water every 15 minutes kills the virus in your throat",
+    "just had the best coffee of my life ☕️ #mondaymotivation",
+    "Climate change is a hoax invented to raise taxes, scientists admit",
+    "This politician said he would ban all cars by 2025 (video)",
+    "Garlic soup cured 300 patients in a Chinese hospital overnight",
+]
+# A down-projection is kept in float32 when quantising it costs this much mean cosine on the
+# calibration posts (its activations carry outliers that one int8 scale per column cannot hold).
+KEEP_FP32_GAIN = 0.0005
 
 
 class _Chain:
@@ -156,12 +189,68 @@ def _write_graph(
         if switch:
             auto_model.set_attn_implementation(attention)
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(fp32), str(scratch / "model.onnx"), weight_type=QuantType.QInt8)
+        features = {
+            k: np.asarray(v) for k, v in model.preprocess(CALIBRATION_POSTS, prompt=encoder.query_prompt).items()
+        }
+        quantisation = _quantize_calibrated(fp32, scratch / "model.onnx", {n: features[n] for n in names})
+        (scratch / "quantization.json").write_text(json.dumps(quantisation, indent=1))
         fp32.unlink()
     else:
         fp32.rename(scratch / "model.onnx")
+
+
+def _down_projections(graph_path: Path) -> list[str]:
+    """MatMul nodes whose weight maps more inputs to fewer outputs (a feed-forward block's
+    second layer): where int8 loses most, since they read the activation function's outliers."""
+    import onnx
+
+    model = onnx.load(str(graph_path), load_external_data=False)
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and len(dims := shapes.get(node.input[1], [])) == 2 and dims[0] > dims[1]
+    ]
+
+
+def _quantize_calibrated(fp32: Path, out: Path, features: dict[str, Any]) -> dict[str, Any]:
+    """Dynamic int8 with one scale per output channel; the down-projections whose int8 costs
+    more than ``KEEP_FP32_GAIN`` of agreement on the calibration posts stay float32.
+
+    Measured by quantising everything, then everything but one candidate at a time, against the
+    float32 graph's vectors. What was kept and the agreement reached go in ``quantization.json``.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def vectors(path: Path) -> Any:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, features)[0]
+
+    def agreement(exclude: list[str], path: Path) -> float:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=exclude)
+        return float(np.mean(np.sum(vectors(path) * reference, axis=1)))
+
+    reference = vectors(fp32)
+    candidates = _down_projections(fp32)
+    trial = out.with_name("trial.onnx")
+    everything = agreement([], trial)
+    gains = {node: agreement([node], trial) - everything for node in candidates}
+    trial.unlink(missing_ok=True)
+    ranked = sorted((n for n, g in gains.items() if g >= KEEP_FP32_GAIN), key=lambda n: -gains[n])
+    kept = ranked[: max(1, len(candidates) // 4)]
+    final = agreement(kept, out)
+    log.info(
+        "int8 export: %d of %d down-projections kept in float32, agreement %.4f", len(kept), len(candidates), final
+    )
+    return {
+        "scheme": "dynamic int8, per-channel weights",
+        "calibration_posts": len(reference),
+        "kept_fp32": kept,
+        "gains": {n: round(g, 6) for n, g in gains.items()},
+        "mean_cosine_all_int8": round(everything, 6),
+        "mean_cosine": round(final, 6),
+    }
 
 
 def _write_tokenizer(encoder: SentenceTransformerEncoder, names: list[str], scratch: Path) -> dict[str, Any] | None:

@@ -1,33 +1,40 @@
-"""Encode, search, decide: the matching pipeline, with no knowledge of Kafka.
+"""Decode, encode, search, decide: the matching pipeline, with no knowledge of Kafka.
 
 The FastStream handler hands it raw records and publishes what it returns. It depends on
-two narrow protocols (a model source and a searcher, :class:`worker.retrieval.Retriever` in
-production), so unit tests drive it with fakes.
+narrow protocols (a model source and a searcher, :class:`worker.retrieval.Retriever` in
+production), so unit tests drive it with fakes. Each post travels as one :class:`PostItem`
+(its record, post, language, vector, search and result), never as parallel lists.
 Posts are searched one encoder call at a time while the next call encodes (torch and
 Postgres then use the cores together instead of taking turns); results are still published
 and committed per batch, after all of them, so commit-after-publish is unchanged.
-Failures split in two: a message's own fault becomes a dead letter; a dependency's fault
-(Postgres unreachable) is retried with backoff and then raised, so the caller leaves the
-offsets uncommitted and the batch comes back.
+
+What the pipeline does with failures, and what it leaves to its caller: a message's own fault
+(bad bytes, bad schema) is a dead letter from decoding; a dependency's fault (Postgres
+unreachable) is retried with backoff and then raised as :class:`DependencyUnavailable`, so the
+caller leaves the offsets uncommitted and the batch comes back. Anything else raises: isolating
+the record that caused it is the adapter's (:mod:`worker.adapter.failures`), for every topic alike.
+Observers (the over-match watch, the index-recall probe, shadow evaluation) see every answered
+batch after it was matched; an observer's failure never costs the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
-from worker.core.batching import EmbeddingCache, EncodeStage
+from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
 from worker.core.decoding import Limits, decode_post
-from worker.core.encoder import Encoder, Vectors, serving_device
+from worker.domain import Encoder, Vectors
 from worker.retrieval.decision import Decisions
-from worker.settings import Settings
-from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord
+from worker.retrieval.retriever import Query, Searched
+from worker.wire import DeadLetter, MatchResult, Post, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +58,29 @@ class ModelSource(Protocol):
 
 class Searcher(Protocol):
     async def search(
-        self,
-        version: str,
-        dimension: int,
-        queries: Vectors,
-        texts: Sequence[str],
-        langs: Sequence[str | None],
-        decisions: Decisions | None = None,
-    ) -> list[list[Match]]: ...
+        self, version: str, dimension: int, queries: Sequence[Query], decisions: Decisions | None = None
+    ) -> list[Searched]: ...
+
+
+@dataclass
+class PostItem:
+    """One post on its way through the pipeline: filled in step by step, published as ``result``."""
+
+    record: RawRecord
+    post: Post
+    lang: str | None = None
+    lang_detected: bool = False
+    vector: Vectors | None = None
+    searched: Searched | None = None
+    result: MatchResult | None = None
+
+    def query(self) -> Query:
+        assert self.vector is not None
+        return Query(self.post.text, self.lang, self.vector)
+
+
+Observer = Callable[[ServingModel, Sequence[PostItem]], Awaitable[None] | None]
+"""Told of every answered batch; must not block (queue and return)."""
 
 
 class DependencyUnavailable(RuntimeError):
@@ -98,7 +120,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The pipeline's share of ``Settings`` (whose defaults are the only ones)."""
+    """The pipeline's share of ``Settings`` (built by :mod:`worker.configs`; defaults live there)."""
 
     token_budget: int
     limits: Limits
@@ -106,40 +128,49 @@ class PipelineConfig:
     encode_batch_size: int = 32
     embedding_cache_size: int = 0
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        transient: tuple[type[BaseException], ...] = (),
-        on_retry: Callable[[str], None] | None = None,
-    ) -> PipelineConfig:
-        return cls(
-            token_budget=settings.token_budget(serving_device(settings)),
-            encode_batch_size=settings.encode_batch_size,
-            embedding_cache_size=settings.embedding_cache_size,
-            limits=Limits.from_settings(settings),
-            retry=RetryPolicy(
-                attempts=settings.retry_attempts,
-                initial_s=settings.retry_backoff_initial_s,
-                max_s=settings.retry_backoff_max_s,
-                transient=RetryPolicy.transient + transient,
-                on_retry=on_retry,
-            ),
-        )
 
-
-@dataclass
-class BatchOutcome:
-    """What one batch produced: one result per valid post, one dead letter per bad record."""
-
-    results: list[MatchResult] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    model_version: str | None = None
+@dataclass(frozen=True)
+class BatchStats:
     encoder_calls: int = 0
     tokens: int = 0
     encode_seconds: float = 0.0
     search_seconds: float = 0.0
     cache_hits: int = 0
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batch produced: one result per valid post, one dead letter per bad record.
+
+    Returned, never edited: :meth:`with_dead_letters` makes a new outcome."""
+
+    results: tuple[MatchResult, ...] = ()
+    dead_letters: tuple[DeadLetter, ...] = ()
+    model_version: str | None = None
+    stats: BatchStats = field(default_factory=BatchStats)
+    # Each result's post, in the order of ``results`` (what the adapter's latency metric reads).
+    items: tuple[PostItem, ...] = ()
+
+    def with_dead_letters(self, letters: Sequence[DeadLetter]) -> BatchOutcome:
+        return replace(self, dead_letters=(*self.dead_letters, *letters))
+
+    def plus(self, other: BatchOutcome) -> BatchOutcome:
+        """Two outcomes as one (the adapter's record-by-record retry joins its singles this way)."""
+        a, b = self.stats, other.stats
+        stats = BatchStats(
+            a.encoder_calls + b.encoder_calls,
+            a.tokens + b.tokens,
+            a.encode_seconds + b.encode_seconds,
+            a.search_seconds + b.search_seconds,
+            a.cache_hits + b.cache_hits,
+        )
+        return BatchOutcome(
+            (*self.results, *other.results),
+            (*self.dead_letters, *other.dead_letters),
+            self.model_version or other.model_version,
+            stats,
+            (*self.items, *other.items),
+        )
 
 
 class MatchPipeline:
@@ -149,141 +180,127 @@ class MatchPipeline:
         searcher: Searcher,
         config: PipelineConfig,
         detect_language: Callable[[str], str | None] | None = None,
-        observers: Sequence[Callable[[Sequence[tuple[Post, MatchResult]]], None]] = (),
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.models = models
         self.searcher = searcher
         self.config = config
         self.detect_language = detect_language
-        # Told of every batch's answered posts (shadow evaluation); must not block.
         self.observers = list(observers)
         self.stage = EncodeStage(
             config.token_budget, config.encode_batch_size, EmbeddingCache(config.embedding_cache_size)
         )
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        outcome, posts = await self._process(records)
-        if self.observers and outcome.results:
-            by_id = {post.id: post for post in posts}
-            answered = [(by_id[r.post_id], r) for r in outcome.results if r.post_id in by_id]
-            for observe in self.observers:
-                try:
-                    observe(answered)
-                except Exception as exc:  # an observer never costs a batch
-                    log.warning("batch observer failed: %r", exc)
-        return outcome
+        items, letters = self._decode(records)
+        if not items:
+            return BatchOutcome(dead_letters=tuple(letters))
+        # One snapshot per batch: a model switch lands between batches, never inside one.
+        model = self.models.current()
+        await self._languages(items)
+        stats = await self._match(model, items)
+        for item in items:
+            item.result = self._result(model, item)
+        await self._observe(model, items)
+        return BatchOutcome(
+            results=tuple(i.result for i in items if i.result is not None),
+            dead_letters=tuple(letters),
+            model_version=model.version,
+            stats=stats,
+            items=tuple(items),
+        )
 
-    async def _process(self, records: Sequence[RawRecord]) -> tuple[BatchOutcome, list[Post]]:
-        outcome = BatchOutcome()
-        valid: list[tuple[RawRecord, Post]] = []
+    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[PostItem], list[DeadLetter]]:
+        items: list[PostItem] = []
+        letters: list[DeadLetter] = []
         for record in records:
             decoded = decode_post(record, self.config.limits)
             if isinstance(decoded, DeadLetter):
-                outcome.dead_letters.append(decoded)
+                letters.append(decoded)
             else:
-                valid.append((record, decoded))
-        posts = [post for _, post in valid]
-        if not valid:
-            return outcome, posts
-        # One snapshot per batch: a model switch lands between batches, never inside one.
-        model = self.models.current()
-        outcome.model_version = model.version
-        try:
-            outcome.results, outcome.encoder_calls = await self._match(model, valid, outcome)
-        except DependencyUnavailable:
-            raise
-        except Exception as exc:
-            if len(valid) == 1:
-                record, post = valid[0]
-                log.exception("post %s could not be processed", post.id)
-                outcome.dead_letters.append(record.dead_letter("processing_error", f"{type(exc).__name__}: {exc}"))
-                return outcome, posts
-            log.warning("batch of %d failed (%r); retrying its posts one by one", len(valid), exc)
-            for item in valid:
-                try:
-                    results, calls = await self._match(model, [item], outcome)
-                    outcome.results.extend(results)
-                    outcome.encoder_calls += calls
-                except DependencyUnavailable:
-                    raise
-                except Exception as single_exc:
-                    log.exception("post %s could not be processed", item[1].id)
-                    outcome.dead_letters.append(
-                        item[0].dead_letter("processing_error", f"{type(single_exc).__name__}: {single_exc}")
-                    )
-        return outcome, posts
+                items.append(PostItem(record, decoded, lang=decoded.lang))
+        return items, letters
 
-    async def _match(
-        self, model: ServingModel, valid: Sequence[tuple[RawRecord, Post]], outcome: BatchOutcome
-    ) -> tuple[list[MatchResult], int]:
-        texts = [post.text for _, post in valid]
-        langs: list[str | None] = [post.lang for _, post in valid]
-        detected = [False] * len(valid)
-        if self.detect_language is not None and not all(langs):
-            found_langs = await asyncio.to_thread(self._detect, texts, langs)
-            detected = [not lang and found is not None for lang, found in zip(langs, found_langs, strict=True)]
-            langs = found_langs
-        encoder = model.encoder
+    async def _languages(self, items: Sequence[PostItem]) -> None:
+        """Fill in the language of posts that carry none (off the event loop)."""
+        detect = self.detect_language
+        unknown = [item for item in items if not item.lang]
+        if detect is None or not unknown:
+            return
+        found = await asyncio.to_thread(lambda: [detect(item.post.text) for item in unknown])
+        for item, lang in zip(unknown, found, strict=True):
+            item.lang, item.lang_detected = lang, lang is not None
+
+    async def _match(self, model: ServingModel, items: Sequence[PostItem]) -> BatchStats:
+        """Encode in planned calls and search each call's posts while the next call encodes."""
+        texts = [item.post.text for item in items]
         started = time.perf_counter()
-        plan = await asyncio.to_thread(self.stage.plan, encoder, model.version, texts)
-        outcome.tokens += plan.tokens
-        outcome.cache_hits += len(texts) - sum(len(call) for call in plan.calls)
+        plan = await asyncio.to_thread(self.stage.plan, model.encoder, model.version, texts)
         planned = time.perf_counter()
-        matches: list[list[Match]] = [[] for _ in texts]
-        chunks = plan.chunks
-        # Call i + 1 encodes while chunk i is searched; ``pending`` is awaited before anything
-        # leaves, so no thread outlives the batch.
+        search_seconds = 0.0
         offset = 1 if plan.ready else 0
         pending: asyncio.Future[None] | None = None
-
-        def start(call: int) -> asyncio.Future[None] | None:
-            if call >= len(plan.calls):
-                return None
-            return asyncio.ensure_future(
-                asyncio.to_thread(self.stage.encode, encoder, model.version, plan, plan.calls[call], texts)
-            )
-
+        # ``pending`` is awaited before anything leaves, so no encoder thread outlives the batch.
         try:
-            pending = start(0)
-            for n, chunk in enumerate(chunks):
+            pending = self._start(model, plan, 0, texts)
+            for n, chunk in enumerate(plan.chunks):
                 if n >= offset:
                     assert pending is not None
                     await pending
-                    pending = start(n - offset + 1)
+                    pending = self._start(model, plan, n - offset + 1, texts)
                 search_started = time.perf_counter()
-                found = await self.config.retry.run(
-                    "search",
-                    lambda chunk=chunk: self.searcher.search(  # type: ignore[misc]
-                        model.version,
-                        model.dimension,
-                        plan.vectors[chunk],
-                        [texts[i] for i in chunk],
-                        [langs[i] for i in chunk],
-                        model.decisions,
-                    ),
-                )
-                outcome.search_seconds += time.perf_counter() - search_started
-                for i, result in zip(chunk, found, strict=True):
-                    matches[i] = result
+                await self._search(model, [items[i] for i in chunk], plan, chunk)
+                search_seconds += time.perf_counter() - search_started
         finally:
             if pending is not None:
                 with contextlib.suppress(Exception):
                     await pending
-        outcome.encode_seconds += plan.encode_seconds + (planned - started)
-        results = [
-            MatchResult(
-                post_id=post.id,
-                lang=lang,
-                lang_detected=was_detected,
-                platform=post.platform,
-                matches=found,
-                model_version=model.version,
-                source=record.source(),
-            )
-            for (record, post), found, lang, was_detected in zip(valid, matches, langs, detected, strict=True)
-        ]
-        return results, len(plan.calls)
+        return BatchStats(
+            encoder_calls=len(plan.calls),
+            tokens=plan.tokens,
+            encode_seconds=plan.encode_seconds + (planned - started),
+            search_seconds=search_seconds,
+            cache_hits=len(texts) - sum(len(call) for call in plan.calls),
+        )
 
-    def _detect(self, texts: Sequence[str], langs: Sequence[str | None]) -> list[str | None]:
-        assert self.detect_language is not None
-        return [lang or self.detect_language(text) for text, lang in zip(texts, langs, strict=True)]
+    def _start(
+        self, model: ServingModel, plan: EncodePlan, call: int, texts: Sequence[str]
+    ) -> asyncio.Future[None] | None:
+        if call >= len(plan.calls):
+            return None
+        return asyncio.ensure_future(
+            asyncio.to_thread(self.stage.encode, model.encoder, model.version, plan, plan.calls[call], texts)
+        )
+
+    async def _search(
+        self, model: ServingModel, chunk_items: Sequence[PostItem], plan: EncodePlan, chunk: Sequence[int]
+    ) -> None:
+        for item, i in zip(chunk_items, chunk, strict=True):
+            item.vector = plan.vectors[i]
+        queries = [item.query() for item in chunk_items]
+        found = await self.config.retry.run(
+            "search", lambda: self.searcher.search(model.version, model.dimension, queries, model.decisions)
+        )
+        for item, searched in zip(chunk_items, found, strict=True):
+            item.searched = searched
+
+    @staticmethod
+    def _result(model: ServingModel, item: PostItem) -> MatchResult:
+        return MatchResult(
+            post_id=item.post.id,
+            lang=item.lang,
+            lang_detected=item.lang_detected,
+            platform=item.post.platform,
+            matches=item.searched.matches if item.searched else [],
+            model_version=model.version,
+            source=item.record.source(),
+        )
+
+    async def _observe(self, model: ServingModel, items: Sequence[PostItem]) -> None:
+        for observe in self.observers:
+            try:
+                outcome = observe(model, items)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:  # an observer never costs a batch
+                log.warning("batch observer failed: %r", exc)

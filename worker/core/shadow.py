@@ -15,27 +15,16 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from worker.core.pipeline import Searcher, ServingModel
+from worker.core.pipeline import PostItem, Searcher, ServingModel
+from worker.domain import ShadowRow
+from worker.retrieval.retriever import Query
 from worker.wire import MatchResult, Post
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ShadowRow:
-    """One post's rank 1 under the active version and under the shadow one (None: no match)."""
-
-    model_version: str
-    active_version: str
-    post_id: str
-    lang: str | None
-    active_fact_check_id: str | None
-    shadow_fact_check_id: str | None
-    active_score: float | None
-    shadow_score: float | None
+__all__ = ["ShadowRow", "ShadowRunner", "sampled"]
 
 
 class ShadowSource(Protocol):
@@ -72,8 +61,12 @@ class ShadowRunner:
         self._on_row = on_row
         self._on_drop = on_drop
 
+    def observe(self, _model: ServingModel, items: Sequence[PostItem]) -> None:
+        """The pipeline's observer: each answered batch; queues the sampled posts, never waits."""
+        self.offer([(item.post, item.result) for item in items if item.result is not None])
+
     def offer(self, answered: Sequence[tuple[Post, MatchResult]]) -> None:
-        """Called with each batch's results as they leave the pipeline; queues the sampled posts, never waits."""
+        """Queues the sampled posts of a batch's results, never waits."""
         shadow = self.models.shadow()
         if shadow is None or self.share <= 0:
             return
@@ -88,13 +81,14 @@ class ShadowRunner:
 
     async def answer(self, shadow: ServingModel, picked: Sequence[tuple[Post, MatchResult]]) -> list[ShadowRow]:
         texts = [p.text for p, _ in picked]
-        langs = [r.lang for _, r in picked]  # as the active path saw them (detected when missing)
         vectors = await asyncio.to_thread(shadow.encoder.encode_queries, texts)
-        found = await self.searcher.search(shadow.version, shadow.dimension, vectors, texts, langs, shadow.decisions)
+        # Each post in the language the active path saw it in (detected when missing).
+        queries = [Query(p.text, r.lang, v) for (p, r), v in zip(picked, vectors, strict=True)]
+        found = await self.searcher.search(shadow.version, shadow.dimension, queries, shadow.decisions)
         rows = []
-        for (post, result), matches in zip(picked, found, strict=True):
+        for (post, result), searched in zip(picked, found, strict=True):
             ours = result.matches[0] if result.matches else None
-            theirs = matches[0] if matches else None
+            theirs = searched.matches[0] if searched.matches else None
             rows.append(
                 ShadowRow(
                     model_version=shadow.version,

@@ -8,7 +8,7 @@ applied, and the adapter publishes and commits the same way for every topic.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from worker.core.decoding import Limits, decode_fact_check_event, decode_feedback
@@ -18,14 +18,23 @@ from worker.wire import DeadLetter, FactCheckEvent, Feedback, MatchResult, RawRe
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SideOutcome:
-    """What a side-topic batch did: counts for the metrics, and a dead letter per bad record."""
+    """What a side-topic batch did: counts for the metrics, and a dead letter per bad record.
+
+    Returned, never edited, like :class:`~worker.core.pipeline.BatchOutcome`."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letters: tuple[DeadLetter, ...] = ()
     # Side topics publish no results; the field keeps every outcome publishable the same way.
-    results: list[MatchResult] = field(default_factory=list)
+    results: tuple[MatchResult, ...] = ()
+
+    def with_dead_letters(self, letters: Sequence[DeadLetter]) -> SideOutcome:
+        return replace(self, dead_letters=(*self.dead_letters, *letters))
+
+    def plus(self, other: SideOutcome) -> SideOutcome:
+        counts = {k: self.counts.get(k, 0) + other.counts.get(k, 0) for k in {*self.counts, *other.counts}}
+        return SideOutcome(counts, (*self.dead_letters, *other.dead_letters), (*self.results, *other.results))
 
 
 def split_decoded(
@@ -62,7 +71,7 @@ class FactCheckEvents:
         events, letters = split_decoded(records, decode_fact_check_event, self.limits)
         change = await self.corpus.apply(events)
         counts = {"upserted": change.upserted, "deleted": change.deleted, "embedded": change.embedded}
-        return SideOutcome(counts=counts, dead_letters=letters)
+        return SideOutcome(counts=counts, dead_letters=tuple(letters))
 
 
 class FeedbackEvents:
@@ -75,4 +84,4 @@ class FeedbackEvents:
     async def process(self, records: Sequence[RawRecord]) -> SideOutcome:
         items, letters = split_decoded(records, decode_feedback, self.limits)
         stored = await self.sink.insert_feedback(items)
-        return SideOutcome(counts={"stored": stored}, dead_letters=letters)
+        return SideOutcome(counts={"stored": stored}, dead_letters=tuple(letters))

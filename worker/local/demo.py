@@ -10,9 +10,10 @@ from typing import Any
 
 from worker.adapter.runtime import WorkerRuntime, running
 from worker.adapter.topics import ensure_topics
+from worker.configs import open_store
 from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 from worker.settings import Settings
-from worker.storage import apply_migrations, open_store
+from worker.storage import apply_migrations
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
 # Three kinds of bad input the demo mixes into its stream; each must come back as a dead letter.
@@ -24,7 +25,7 @@ async def prepare_database(settings: Settings, fact_checks_file: Path | None) ->
     await apply_migrations(settings.require_database_url())
     if fact_checks_file is not None:
         async with open_store(settings, migrate_first=False) as store:
-            await store.upsert_fact_checks(corpus_from_rows(load_jsonl(fact_checks_file)))
+            await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(fact_checks_file)))
 
 
 @contextlib.asynccontextmanager

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from worker.domain import Encoder
 from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision
-from worker.retrieval.openset import Published, open_set_report
+from worker.retrieval.openset import Published, open_set_report, precision_recall_curve
 from worker.retrieval.rerank import Reranker
-from worker.retrieval.retriever import RetrievalConfig, Retriever, Scored
+from worker.retrieval.retriever import Query, RetrievalConfig, Retriever, Scored, queries_of
 from worker.retrieval.tiers import Threshold, Tier, cuts_of, fit_thresholds, tier_for
-
-if TYPE_CHECKING:
-    from worker.core.encoder import Encoder
-    from worker.settings import Settings
-    from worker.storage import Store
+from worker.storage.interfaces import CandidateSource, DecisionStore
 
 
 @dataclass(frozen=True)
@@ -66,9 +63,7 @@ class Chunk:
     """A slice of labelled posts, encoded: what one retriever call takes."""
 
     ids: list[str]
-    texts: list[str]
-    langs: list[str | None]
-    vectors: np.ndarray[Any, Any]
+    queries: list[Query]
 
 
 def encoded_chunks(
@@ -82,7 +77,8 @@ def encoded_chunks(
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
             texts = [labelled.queries[q] for q in part]
-            yield Chunk(part, texts, [labelled.langs.get(q) for q in part], np.asarray(encoder.encode_queries(texts)))
+            vectors = np.asarray(encoder.encode_queries(texts))
+            yield Chunk(part, queries_of(texts, [labelled.langs.get(q) for q in part], vectors))
             bar.update(len(part))
 
 
@@ -100,14 +96,7 @@ async def collect_pools(
     pools: dict[str, list[Scored]] = {}
     for c in encoded_chunks(encoder, labelled, progress=progress):
         found = await retriever.pools(
-            version,
-            encoder.dimension,
-            c.vectors,
-            c.texts,
-            c.langs,
-            decisions,
-            exclude=labelled.exclude,
-            featurize=featurize,
+            version, encoder.dimension, c.queries, decisions, exclude=labelled.exclude, featurize=featurize
         )
         pools.update(zip(c.ids, found, strict=True))
     return pools
@@ -137,9 +126,13 @@ class Calibration:
         return Decisions(self.model, cuts_of(self.thresholds), reranker)
 
 
-def tier_targets(settings: Settings) -> dict[Tier, float]:
-    """The tiers' target precisions, from the settings."""
-    return {"match": settings.tier_match_precision, "suggestion": settings.tier_suggestion_precision}
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How a version's decision is fitted: the serving retrieval, the tiers' targets, the support."""
+
+    retrieval: RetrievalConfig
+    targets: Mapping[Tier, float]
+    min_support: int = 20
 
 
 def fit_calibration(
@@ -172,36 +165,31 @@ def fit_calibration(
             outcomes[q] = []
     report = open_set_report(outcomes, labelled.qrels)
     report["kind"] = "cross-validated on the calibration set"
+    # The precision/recall curve of the rank-1 probability, thinned: what the console plots.
+    curve = precision_recall_curve(outcomes, labelled.qrels)
+    report["curve"] = [[round(v, 4) for v in point] for point in curve[:: max(1, len(curve) // 200)]]
     return Calibration(model, thresholds, report)
 
 
 async def calibrate_version(
-    store: Store,
-    settings: Settings,
+    candidates: CandidateSource,
+    decisions: DecisionStore,
+    config: CalibrationConfig,
     version: str,
     encoder: Encoder,
     labelled: LabelledPosts,
     *,
     source: str,
-    use_feedback: bool = True,
+    reranker: Reranker | None = None,
     progress: bool = False,
 ) -> Calibration:
-    """Fit and store ``version``'s decision model and tier cuts at the settings' target precisions."""
-    if use_feedback:
-        labelled = labelled.with_feedback(await store.feedback())
-    config = RetrievalConfig.from_settings(settings)
+    """Fit and store ``version``'s decision model and tier cuts at the target precisions.
+
+    With ``reranker`` (reranking on), the version's cross-encoder score becomes one of the
+    decision's features. Moderators' verdicts are the caller's to add (:meth:`LabelledPosts.with_feedback`).
+    """
     # Every candidate the worker could publish is scored, whatever floor serving applies.
-    retriever = Retriever(store, replace(config, min_score=-1.0))
-    # With reranking on, the version's cross-encoder score becomes one of the decision's features.
-    reranker = None
-    mv = await store.get_version(version)
-    if settings.rerank_top_n > 0 and mv is not None:
-        import asyncio
-
-        from worker.core.encoder import resolve_device
-        from worker.retrieval.rerank import load_reranker
-
-        reranker = await asyncio.to_thread(load_reranker, mv.path, resolve_device(settings.device))
+    retriever = Retriever(candidates, replace(config.retrieval, min_score=-1.0))
     pools = await collect_pools(
         retriever,
         version,
@@ -211,16 +199,17 @@ async def calibrate_version(
         featurize=True,
         progress=progress,
     )
+    mode = config.retrieval.fusion.mode
     calibration = fit_calibration(
         decision_rows(pools, labelled),
         labelled,
-        tier_targets(settings),
-        top_k=settings.top_k,
-        min_support=settings.tier_min_support,
-        fitted_on={"source": source, "mode": config.fusion.mode, "excluded_fact_checks": len(labelled.exclude)},
+        config.targets,
+        top_k=config.retrieval.top_k,
+        min_support=config.min_support,
+        fitted_on={"source": source, "mode": mode, "excluded_fact_checks": len(labelled.exclude)},
     )
-    await store.save_decision(
-        version, calibration.model, calibration.thresholds, source=source, report=calibration.report
+    await decisions.save_decision(
+        version, calibration.model.to_dict(), calibration.thresholds, source=source, report=calibration.report
     )
     return calibration
 
@@ -239,10 +228,8 @@ async def evaluate_decisions(
     judge = Retriever(retriever.source, config)
     out: dict[str, list[Published]] = {}
     for c in encoded_chunks(encoder, labelled, desc="deciding", progress=progress):
-        found = await judge.search(
-            version, encoder.dimension, c.vectors, c.texts, c.langs, decisions, exclude=labelled.exclude
-        )
-        for q, matches in zip(c.ids, found, strict=True):
+        found = await judge.search(version, encoder.dimension, c.queries, decisions, exclude=labelled.exclude)
+        for q, searched in zip(c.ids, found, strict=True):
             gold = labelled.qrels.get(q, set())
-            out[q] = [Published(m.probability, m.tier, m.fact_check_id in gold) for m in matches]
+            out[q] = [Published(m.probability, m.tier, m.fact_check_id in gold) for m in searched.matches]
     return out

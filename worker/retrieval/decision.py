@@ -11,10 +11,8 @@ this fact-check is right for this post, calibrated so that 0.9 is right nine tim
 Why logistic regression with isotonic calibration (scikit-learn) and not gradient boosting:
 the labelled sets are small (hundreds to a few thousand posts), the features are few and
 mostly monotone in the right direction, and a linear model is stored as a dozen numbers in
-JSON, applied with numpy alone in the worker, and read by a person. Measured on CheckThat!
-2020 with the default model (fitted on open-set train, judged on open-set dev), scikit-learn's
-HistGradientBoosting (LightGBM's algorithm) reached a rank-1 AUROC of 0.842 (0.850 with
-IDF-weighted shared-term features) against 0.852 for this model: no reason for a pickled,
+JSON, applied with numpy alone in the worker, and read by a person; gradient boosting did not
+rank better on CheckThat! 2020 dev (docs/measurements.md), so there is no reason for a pickled,
 opaque model in the registry. Isotonic regression on
 out-of-fold scores (grouped by post) gives the calibration without a parametric
 assumption; scikit-learn is needed only to fit, never to serve.
@@ -32,6 +30,7 @@ is neither helped nor punished by a lexical side that cannot see it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,9 +40,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from worker.domain import StoredDecision
 from worker.retrieval.modes import Candidate, FusionConfig, cross_lingual, effective_lexical_rank, hybrid_rrf
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.tiers import Threshold, cuts_of
+
+log = logging.getLogger(__name__)
 
 FEATURES = (
     "cosine",
@@ -88,6 +90,9 @@ class DecisionModel:
     def probability(self, raw: Array) -> Array:
         return np.asarray(np.interp(raw, self.calib_x, self.calib_y), dtype=np.float64)
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -118,6 +123,23 @@ class Decisions:
     thresholds: Mapping[tuple[str, str], float] = field(default_factory=dict)
     # The version's cross-encoder, when it has one and reranking is on.
     reranker: Reranker | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_stored(cls, stored: StoredDecision | None, version: str = "") -> Decisions:
+        """What a worker decides with, from what the store keeps (empty when never calibrated).
+
+        A model fitted by an earlier release on features this one no longer computes would be
+        miscalibrated: the version then serves ranked matches without tiers (as if never
+        calibrated) until `factmatch calibrate` refits it.
+        """
+        if stored is None:
+            return cls()
+        try:
+            model = DecisionModel.from_json(stored.model)
+        except ValueError as exc:
+            log.error("decision model of version %s cannot be used: %s; serving it without tiers", version, exc)
+            return cls()
+        return cls(model, dict(stored.cuts))
 
     @classmethod
     def read(cls, path: Path) -> Decisions:

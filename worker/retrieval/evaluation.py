@@ -11,19 +11,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from worker.retrieval.modes import FusionConfig
-from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.domain import Encoder
+from worker.retrieval.retriever import Retriever, queries_of
 from worker.wire import FactCheck, Match
-
-if TYPE_CHECKING:
-    from worker.core.encoder import Encoder
-    from worker.retrieval.decision import Decisions
-    from worker.retrieval.modes import ModeName
-    from worker.settings import Settings
 
 K_VALUES = (1, 3, 5, 10)
 
@@ -151,16 +144,6 @@ METRIC_ORDER = (
 )
 
 
-def evaluation_config(settings: Settings, top_k: int = 100) -> RetrievalConfig:
-    """The serving configuration, ranking deeper (top 100, no cosine floor) so every metric is defined."""
-    return RetrievalConfig(
-        fusion=FusionConfig.from_settings(settings),
-        top_k=top_k,
-        min_score=-1.0,
-        candidates=max(top_k, settings.retrieval_candidates),
-    )
-
-
 async def rank_queries(
     retriever: Retriever,
     version: str,
@@ -183,89 +166,8 @@ async def rank_queries(
             texts = [queries[q] for q in part]
             vectors = np.asarray(encoder.encode_queries(texts))
             found = await retriever.search(
-                version, encoder.dimension, vectors, texts, [query_langs.get(q) for q in part]
+                version, encoder.dimension, queries_of(texts, [query_langs.get(q) for q in part], vectors)
             )
-            ranked.update(zip(part, found, strict=True))
+            ranked.update((q, searched.matches) for q, searched in zip(part, found, strict=True))
             bar.update(len(part))
     return ranked
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    by_mode: dict[str, dict[str, float]]
-    # With a decision model: the open-set report and rank-1 precision/recall curve of the first mode.
-    open_set: dict[str, Any] | None = None
-    curve: list[tuple[float, float, float, float]] | None = None
-
-
-async def run_evaluation(
-    conninfo: str,
-    labelled: LabelledSet,
-    encoder: Encoder,
-    config: RetrievalConfig,
-    *,
-    version: str,
-    modes: Sequence[ModeName],
-    ef_search: int = 100,
-    progress: bool = True,
-    decisions: Decisions | None = None,
-) -> Evaluation:
-    """Index ``labelled.corpus`` in a private schema, rank every query in each mode, score, drop the schema.
-
-    The schema keeps an evaluation from ever touching the serving corpus, even when it runs
-    against the production database. With ``decisions`` (a decision model and its tiers),
-    the posts are also judged open-set as the worker would publish them, in the first mode.
-    """
-    import secrets
-
-    import psycopg
-    from psycopg import sql
-
-    from worker.core.indexer import index_version
-    from worker.storage import Store, apply_migrations, with_search_path
-
-    schema = f"factmatch_eval_{secrets.token_hex(4)}"
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
-        await admin.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            scoped = with_search_path(conninfo, schema)
-            await apply_migrations(scoped)
-            store = Store(scoped, min_size=1, max_size=2, ef_search=max(ef_search, config.top_k))
-            await store.open()
-            try:
-                await store.upsert_fact_checks(labelled.corpus)
-                await store.register_version(version, version, encoder.dimension, status="indexing")
-                await index_version(store, version, encoder.dimension, encoder, progress=progress)
-                ranked: dict[str, dict[str, list[str]]] = {}
-                for mode in modes:
-                    found = await rank_queries(
-                        Retriever(store, config.with_mode(mode)),
-                        version,
-                        encoder,
-                        labelled.queries,
-                        labelled.query_langs or {},
-                        progress=progress,
-                    )
-                    ranked[mode] = {q: [m.fact_check_id for m in matches] for q, matches in found.items()}
-                report = curve = None
-                if decisions is not None and decisions.model is not None:
-                    from worker.retrieval.calibrate import LabelledPosts, evaluate_decisions
-                    from worker.retrieval.openset import open_set_report, precision_recall_curve
-
-                    posts = LabelledPosts(dict(labelled.queries), dict(labelled.query_langs or {}), labelled.qrels)
-                    judged = await evaluate_decisions(
-                        Retriever(store, replace(config.with_mode(modes[0]), top_k=5)),
-                        version,
-                        encoder,
-                        posts,
-                        decisions,
-                        progress=progress,
-                    )
-                    report = open_set_report(judged, labelled.qrels)
-                    curve = precision_recall_curve(judged, labelled.qrels)
-            finally:
-                await store.close()
-        finally:
-            await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    return Evaluation({mode: retrieval_metrics(ranked[mode], labelled.qrels) for mode in modes}, report, curve)

@@ -11,7 +11,7 @@ fact-checks from the corpus (unless a kept post needs them), which turns them in
 with nothing to find, exactly as on a live stream.
 
 A fact-check published twice (the same title and claim up to quote marks and spacing, as
-23% of CheckThat! 2020's train and dev golds are) is one answer: labelled sets name one copy,
+many CheckThat! 2020 golds are: docs/measurements.md) is one answer: labelled sets name one copy,
 so before a split or a fit the gold set is widened to its twins (:func:`with_twins`). Without
 that, a post whose gold left the corpus still finds the gold's twin and is counted as a false
 alarm, and a post ranking the twin first is counted wrong; fitted on such labels the decision
@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from worker.domain import TWIN_QUOTES, TWIN_SPACES
+
 TIERS = ("match", "suggestion")
-# What two copies of one fact-check may differ in. Plain character classes, so the storage
-# layer's SQL applies the very same patterns (worker/storage/corpus.py).
-TWIN_QUOTES = "[\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u00ab\u00bb]"
-TWIN_SPACES = "[ \t\n\r\f\v]+"
+# The same patterns as the storage layer's SQL (worker/storage/corpus.py).
 _QUOTES, _SPACES = re.compile(TWIN_QUOTES), re.compile(TWIN_SPACES)
 
 if TYPE_CHECKING:

@@ -16,10 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +27,6 @@ class OverMatchConfig:
     share: float
     factor: float
     min_matches: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OverMatchConfig:
-        return cls(
-            settings.overmatch_window,
-            settings.overmatch_share,
-            settings.overmatch_factor,
-            settings.overmatch_min_matches,
-        )
 
 
 @dataclass(frozen=True)

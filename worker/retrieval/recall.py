@@ -16,14 +16,11 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from worker.retrieval.modes import Candidate
-
-if TYPE_CHECKING:
-    from worker.core.encoder import Vectors
+from worker.domain import Candidate, Vectors
 
 log = logging.getLogger(__name__)
 

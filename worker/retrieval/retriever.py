@@ -4,64 +4,57 @@ The pipeline's searcher. It asks the storage layer (a :class:`CandidateSource`) 
 source's candidates, lets the configured mode rank them into a pool, lets the version's
 decision model give each pooled candidate its match probability and reorder the pool by it
 (so rank 1 is the candidate the decision prefers, and a tier can never skip rank 1), cuts
-the tiers per language, demotes quarantined fact-checks one tier, fetches the
-details of the published matches alone, and builds the wire :class:`Match` objects. Nothing
-here knows SQL or Kafka.
+the tiers per language, demotes quarantined fact-checks one tier, and builds the wire
+:class:`Match` objects from one details fetch per chunk (the reranked and the published
+fact-checks together). Each post travels as one :class:`Query` in and one :class:`Searched`
+out; what monitors want to see of a search (its raw candidates) is in ``Searched``, and the
+monitors themselves run as the pipeline's observers, not here. Nothing here knows SQL or Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
+import numpy as np
+
+from worker.domain import FactCheckDetails, PostCandidates, Vectors
 from worker.retrieval.decision import Decisions, features
-from worker.retrieval.modes import MODES, Candidate, FusionConfig, ModeName, Source, fuse
-from worker.retrieval.overmatch import QuarantineGuard
-from worker.retrieval.recall import RecallMonitor
+from worker.retrieval.modes import MODES, Candidate, FusionConfig, ModeName, fuse
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.tiers import Tier, tier_for
+from worker.storage.interfaces import CandidateSource
 from worker.wire import Match, document_text
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from worker.core.encoder import Vectors
-    from worker.settings import Settings
+__all__ = ["CandidateSource", "Query", "RetrievalConfig", "Retriever", "Scored", "Searched"]
 
 
 @dataclass(frozen=True)
-class CandidateDetails:
-    """What a published match shows besides its scores."""
+class Query:
+    """One post as the searcher sees it: its text, its (given or detected) language, its vector."""
 
-    claim: str
-    title: str | None
-    url: str | None
+    text: str
     lang: str | None
-    rating: str | None
-    published_at: datetime | None
-    shared_terms: list[str]
+    vector: Vectors
 
 
-class CandidateSource(Protocol):
-    async def candidates(
-        self,
-        version: str,
-        dimension: int,
-        queries: Vectors,
-        texts: Sequence[str],
-        langs: Sequence[str | None],
-        *,
-        sources: frozenset[Source],
-        limit: int,
-    ) -> list[list[Candidate]]: ...
+def stack(queries: Sequence[Query], dimension: int) -> Vectors:
+    """The queries' vectors as one matrix (what the SQL takes in one binary parameter)."""
+    if not queries:
+        return np.zeros((0, dimension), dtype=np.float32)
+    return np.stack([np.asarray(q.vector, dtype=np.float32) for q in queries])
 
-    async def details(
-        self, wanted: Sequence[tuple[int, str]], texts: Sequence[str], langs: Sequence[str | None]
-    ) -> dict[tuple[int, str], CandidateDetails]: ...
+
+def queries_of(texts: Sequence[str], langs: Sequence[str | None], vectors: Vectors) -> list[Query]:
+    """Queries from parallel columns (labelled sets, benchmarks): one place checks their lengths."""
+    if not len(texts) == len(langs) == len(vectors):
+        raise ValueError("one text and one language per query vector")
+    return [Query(t, lang, v) for t, lang, v in zip(texts, langs, vectors, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -73,18 +66,6 @@ class RetrievalConfig:
     decision_pool: int = 20
     publish_untiered: bool = False
     rerank_top_n: int = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings, mode: ModeName | None = None) -> RetrievalConfig:
-        return cls(
-            fusion=FusionConfig.from_settings(settings, mode),
-            top_k=settings.top_k,
-            min_score=settings.min_score,
-            candidates=settings.retrieval_candidates,
-            decision_pool=settings.decision_pool,
-            publish_untiered=settings.publish_untiered,
-            rerank_top_n=settings.rerank_top_n,
-        )
 
     def with_mode(self, mode: ModeName) -> RetrievalConfig:
         return replace(self, fusion=replace(self.fusion, mode=mode))
@@ -100,29 +81,43 @@ class Scored:
     probability: float | None = None
 
 
+@dataclass(frozen=True)
+class Searched:
+    """One post's search: what the sources returned (monitors read it) and what is published."""
+
+    found: PostCandidates
+    matches: list[Match] = field(default_factory=list)
+
+
+class QuarantineList(Protocol):
+    async def current(self) -> frozenset[str]: ...
+
+
+@dataclass
+class _Chunk:
+    """A chunk of queries on its way through :meth:`Retriever.search`."""
+
+    found: list[PostCandidates]
+    pools: list[list[Scored]]
+    details: dict[str, FactCheckDetails] = field(default_factory=dict)
+
+
 class Retriever:
-    """Ranks the fact-checks of one model version for a batch of posts, and decides."""
+    """Ranks the fact-checks of one model version for a chunk of posts, and decides."""
 
     def __init__(
-        self,
-        source: CandidateSource,
-        config: RetrievalConfig,
-        guard: QuarantineGuard | None = None,
-        recall: RecallMonitor | None = None,
+        self, source: CandidateSource, config: RetrievalConfig, quarantine: QuarantineList | None = None
     ) -> None:
         self.source = source
         self.config = config
-        self.guard = guard
-        self.recall = recall
+        self.quarantine = quarantine
         self._missing_reranker: set[str] = set()
 
     async def pools(
         self,
         version: str,
         dimension: int,
-        queries: Vectors,
-        texts: Sequence[str],
-        langs: Sequence[str | None],
+        queries: Sequence[Query],
         decisions: Decisions | None = None,
         *,
         exclude: Collection[str] = frozenset(),
@@ -134,35 +129,89 @@ class Retriever:
         ranks close up): how an open-set split is made on a live corpus. ``featurize`` keeps
         each candidate's decision features (to fit a decision model).
         """
-        if len(texts) != len(queries) or len(langs) != len(queries):
-            raise ValueError("one text and one language per query vector")
+        chunk = await self._chunk(version, dimension, queries, decisions, exclude=exclude, featurize=featurize)
+        return chunk.pools
+
+    async def _chunk(
+        self,
+        version: str,
+        dimension: int,
+        queries: Sequence[Query],
+        decisions: Decisions | None,
+        *,
+        exclude: Collection[str],
+        featurize: bool,
+    ) -> _Chunk:
         config = self.config
-        model = decisions.model if decisions else None
         found = await self.source.candidates(
             version,
             dimension,
-            queries,
-            texts,
-            langs,
+            stack(queries, dimension),
+            [q.text for q in queries],
+            [q.lang for q in queries],
             sources=MODES[config.fusion.mode].sources,
             limit=max(config.candidates, config.top_k),
         )
-        if self.recall is not None and not exclude:
-            self.recall.offer(version, dimension, queries, found)
-        if exclude:
-            found = [_without(cands, exclude) for cands in found]
+        candidates = [_without(f.candidates, exclude) if exclude else f.candidates for f in found]
+        model = decisions.model if decisions else None
         deciding = model is not None or featurize
         pool = max(config.decision_pool, config.top_k) if deciding else config.top_k
-        fused_pools = [
-            fuse(cands, config.fusion, top_k=pool, min_score=config.min_score, post_lang=langs[qi])
-            for qi, cands in enumerate(found)
+        fused = [
+            fuse(c, config.fusion, top_k=pool, min_score=config.min_score, post_lang=q.lang)
+            for c, q in zip(candidates, queries, strict=True)
         ]
+        chunk = _Chunk(found, [])
+        rerank = await self._rerank_scores(version, decisions, fused, queries, chunk, featurize=featurize)
+        chunk.pools = [
+            self._decide(f, q, decisions, rerank[i] if rerank is not None else None, deciding, featurize)
+            for i, (f, q) in enumerate(zip(fused, queries, strict=True))
+        ]
+        return chunk
+
+    def _decide(
+        self,
+        fused: Sequence[tuple[Candidate, float]],
+        query: Query,
+        decisions: Decisions | None,
+        rerank: Sequence[float] | None,
+        deciding: bool,
+        featurize: bool,
+    ) -> list[Scored]:
+        """One post's pool in the decision's order, each candidate with its probability."""
+        model = decisions.model if decisions else None
+        if not deciding or not fused:
+            return [Scored(c, f) for c, f in fused]
+        neutral = model.neutral_lexical if model else 0.0
+        x = features([c for c, _ in fused], self.config.fusion, query.text, query.lang, neutral, rerank)
+        if model is None:
+            return [Scored(c, f, tuple(row)) for (c, f), row in zip(fused, x, strict=True)]
+        raw = model.raw(x)
+        prob = model.probability(raw)
+        order = sorted(range(len(fused)), key=lambda i: (-raw[i], -fused[i][1], fused[i][0].fact_check_id))
+        return [
+            Scored(fused[i][0], fused[i][1], tuple(x[i]) if featurize else None, round(float(prob[i]), 6))
+            for i in order
+        ]
+
+    async def _rerank_scores(
+        self,
+        version: str,
+        decisions: Decisions | None,
+        fused: Sequence[Sequence[tuple[Candidate, float]]],
+        queries: Sequence[Query],
+        chunk: _Chunk,
+        *,
+        featurize: bool,
+    ) -> list[list[float]] | None:
+        """The reranker's logits when the decision reads them (None when it does not)."""
+        model = decisions.model if decisions else None
         reranker = decisions.reranker if decisions else None
-        wants_rerank = featurize or (model is not None and model.uses_rerank)
-        rerank: list[list[float]] | None = None
-        if wants_rerank and reranker is not None and config.rerank_top_n > 0:
-            rerank = await self._rerank(reranker, fused_pools, texts, langs)
-        elif model is not None and model.uses_rerank:
+        wants = featurize or (model is not None and model.uses_rerank)
+        if wants and reranker is not None and self.config.rerank_top_n > 0:
+            # Every pooled candidate's details at once: the reranked ones now, the published later.
+            chunk.details = await self.source.details([c.fact_check_id for pool in fused for c, _ in pool])
+            return await self._rerank(reranker, fused, queries, chunk.details)
+        if model is not None and model.uses_rerank:
             if version not in self._missing_reranker:  # once per version, not once per batch
                 self._missing_reranker.add(version)
                 log.error(
@@ -170,41 +219,23 @@ class Retriever:
                     " missing): its score counts as 0",
                     version,
                 )
-            rerank = [[0.0] * len(fused) for fused in fused_pools]
-        out: list[list[Scored]] = []
-        for qi, fused in enumerate(fused_pools):
-            if not deciding or not fused:
-                out.append([Scored(c, f) for c, f in fused])
-                continue
-            neutral = model.neutral_lexical if model else 0.0
-            scores = rerank[qi] if rerank is not None else None
-            x = features([c for c, _ in fused], config.fusion, texts[qi], langs[qi], neutral, scores)
-            if model is None:
-                out.append([Scored(c, f, tuple(row)) for (c, f), row in zip(fused, x, strict=True)])
-                continue
-            raw = model.raw(x)
-            prob = model.probability(raw)
-            order = sorted(range(len(fused)), key=lambda i: (-raw[i], -fused[i][1], fused[i][0].fact_check_id))
-            out.append(
-                [
-                    Scored(fused[i][0], fused[i][1], tuple(x[i]) if featurize else None, round(float(prob[i]), 6))
-                    for i in order
-                ]
-            )
-        return out
+            return [[0.0] * len(pool) for pool in fused]
+        return None
 
     async def _rerank(
         self,
         reranker: Reranker,
         pools: Sequence[Sequence[tuple[Candidate, float]]],
-        texts: Sequence[str],
-        langs: Sequence[str | None],
+        queries: Sequence[Query],
+        details: Mapping[str, FactCheckDetails],
     ) -> list[list[float]]:
         """The cross-encoder's logit for each post's top ``rerank_top_n``; the rest get the lowest seen."""
         n = self.config.rerank_top_n
-        wanted = [(qi, c.fact_check_id) for qi, fused in enumerate(pools) for c, _ in fused[:n]]
-        details = await self.source.details(wanted, texts, langs)
-        pairs = [(texts[qi], document_text(details[w].title, details[w].claim)) for w in wanted for qi in (w[0],)]
+        pairs = [
+            (q.text, document_text(details[c.fact_check_id].title, details[c.fact_check_id].claim))
+            for q, fused in zip(queries, pools, strict=True)
+            for c, _ in fused[:n]
+        ]
         logits = iter((await asyncio.to_thread(reranker.score, pairs)).tolist())
         out = []
         for fused in pools:
@@ -217,39 +248,51 @@ class Retriever:
         self,
         version: str,
         dimension: int,
-        queries: Vectors,
-        texts: Sequence[str],
-        langs: Sequence[str | None],
+        queries: Sequence[Query],
         decisions: Decisions | None = None,
         *,
         exclude: Collection[str] = frozenset(),
-    ) -> list[list[Match]]:
-        """The published matches of each post under ``version``: its top-k, tiered when the version is calibrated."""
-        pools = await self.pools(version, dimension, queries, texts, langs, decisions, exclude=exclude)
+    ) -> list[Searched]:
+        """Each post's search under ``version``: its top-k, tiered when the version is calibrated."""
+        if not queries:
+            return []
+        chunk = await self._chunk(version, dimension, queries, decisions, exclude=exclude, featurize=False)
         cuts = decisions.thresholds if decisions and decisions.model else {}
-        quarantined = await self.guard.current() if self.guard else frozenset()
-        published: list[list[tuple[Scored, Tier | None]]] = []
-        for qi, pool in enumerate(pools):
-            kept = []
-            for s in pool[: self.config.top_k]:
-                tier = tier_for(s.probability, langs[qi], cuts) if cuts and s.probability is not None else None
-                if tier is not None and s.candidate.fact_check_id in quarantined:
-                    tier = _DEMOTED[tier]
-                if tier is not None or not cuts or self.config.publish_untiered:
-                    kept.append((s, tier))
-            published.append(kept)
-        if self.guard:
-            # What moderators are shown: every tiered match, so a version with no "match" cut is watched too.
-            await self.guard.observe(
-                frozenset(s.candidate.fact_check_id for s, t in kept if t is not None) for kept in published
-            )
-        details = await self.source.details(
-            [(qi, s.candidate.fact_check_id) for qi, kept in enumerate(published) for s, _ in kept], texts, langs
-        )
-        return [
-            [_match(s, rank, tier, details[(qi, s.candidate.fact_check_id)]) for rank, (s, tier) in enumerate(kept, 1)]
-            for qi, kept in enumerate(published)
+        quarantined = await self.quarantine.current() if self.quarantine else frozenset()
+        published = [
+            self._tiered(pool, q.lang, cuts, quarantined) for pool, q in zip(chunk.pools, queries, strict=True)
         ]
+        wanted = [s.candidate.fact_check_id for kept in published for s, _ in kept]
+        missing = [fc for fc in wanted if fc not in chunk.details]
+        if missing:
+            chunk.details.update(await self.source.details(missing))
+        return [
+            Searched(
+                found,
+                [
+                    _match(s, rank, tier, chunk.details[s.candidate.fact_check_id], found.lexemes)
+                    for rank, (s, tier) in enumerate(kept, 1)
+                ],
+            )
+            for found, kept in zip(chunk.found, published, strict=True)
+        ]
+
+    def _tiered(
+        self,
+        pool: Sequence[Scored],
+        lang: str | None,
+        cuts: Mapping[tuple[str, str], float],
+        quarantined: frozenset[str],
+    ) -> list[tuple[Scored, Tier | None]]:
+        """The published part of one pool: its top-k with their tiers (quarantined ones demoted)."""
+        kept = []
+        for s in pool[: self.config.top_k]:
+            tier = tier_for(s.probability, lang, cuts) if cuts and s.probability is not None else None
+            if tier is not None and s.candidate.fact_check_id in quarantined:
+                tier = _DEMOTED[tier]
+            if tier is not None or not cuts or self.config.publish_untiered:
+                kept.append((s, tier))
+        return kept
 
 
 # A quarantined fact-check is demoted one tier: never "match"; a suggestion is withheld.
@@ -273,7 +316,7 @@ def _lexical_key(c: Candidate) -> int:
     return c.lexical_rank or 0
 
 
-def _match(s: Scored, rank: int, tier: Tier | None, d: CandidateDetails) -> Match:
+def _match(s: Scored, rank: int, tier: Tier | None, d: FactCheckDetails, post_lexemes: frozenset[str]) -> Match:
     c = s.candidate
     score = round(c.dense_score, 6)
     return Match(
@@ -293,5 +336,5 @@ def _match(s: Scored, rank: int, tier: Tier | None, d: CandidateDetails) -> Matc
         lexical_score=round(c.lexical_score, 6) if c.lexical_score is not None else None,
         lexical_rank=c.lexical_rank,
         fused_score=round(s.fused, 6),
-        shared_terms=d.shared_terms,
+        shared_terms=sorted(d.lexemes & post_lexemes),
     )

@@ -11,22 +11,12 @@ language with too few labelled pairs falls back to the version's all-language th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-Tier = Literal["match", "suggestion"]
+from worker.domain import Threshold, Tier
+
+__all__ = ["ALL_LANGUAGES", "Threshold", "Tier", "fit_thresholds", "tier_for"]
+
 ALL_LANGUAGES = "*"
-
-
-@dataclass(frozen=True)
-class Threshold:
-    lang: str
-    tier: Tier
-    threshold: float
-    target_precision: float
-    fitted_precision: float
-    fitted_recall: float
-    support: int
 
 
 def fit_threshold(

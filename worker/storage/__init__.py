@@ -1,77 +1,102 @@
-"""Postgres + pgvector: every SQL statement factmatch runs, behind narrow interfaces.
+"""Postgres + pgvector: every SQL statement factmatch runs, as a store made of parts.
 
-The storage layer is split along its seams, one module each: ``db`` (pool, migrations,
-locks, notifications), ``registry`` (model versions and thresholds), ``corpus``
-(fact-checks), ``embeddings`` (vectors and HNSW indexes), ``feedback`` (moderator verdicts),
-``candidates`` (retrieval), ``decisions`` (decision models, quarantines), ``dead_letters``
-(archived payloads) and ``shadow`` (shadow evaluation). :class:`Store` is all of them on one pool, the way
-hasher-matcher-actioner's unified store implements its narrow storage interfaces; callers
-type against the protocols in ``interfaces`` where they need one seam only.
+One module per seam, each a :class:`~worker.storage.db.Part` over one shared pool: ``registry``
+(model versions), ``corpus`` (fact-checks), ``embeddings`` (vectors and HNSW indexes),
+``candidates`` (search), ``decisions`` (decision models and tier cuts), ``quarantine``,
+``feedback`` (moderator verdicts), ``shadow`` (shadow evaluation) and ``dead_letters``
+(archived payloads). :class:`Store` holds one of each, the way hasher-matcher-actioner keeps
+its storage interface apart from its Postgres implementation: callers take the narrow
+protocol of the part they use (:mod:`worker.storage.interfaces`), and the parts lifecycle and
+version code need have an in-memory twin (:mod:`worker.storage.memory`) for fast unit tests.
+This package imports no retrieval and no core (``tests/unit/test_layers.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
-from worker.storage.candidates import CandidateQueries
-from worker.storage.corpus import CorpusQueries
-from worker.storage.db import apply_migrations, migrate, with_search_path
-from worker.storage.dead_letters import DeadLetterQueries
-from worker.storage.decisions import DecisionQueries
-from worker.storage.embeddings import EmbeddingQueries, index_name, vector_type
-from worker.storage.feedback import FeedbackQueries
-from worker.storage.registry import ModelVersion, RegistryQueries
-from worker.storage.shadow import ShadowQueries
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
+from worker.domain import ModelVersion, ShadowReport
+from worker.storage.candidates import Candidates
+from worker.storage.corpus import Corpus
+from worker.storage.db import Database, apply_migrations, migrate, with_search_path
+from worker.storage.dead_letters import DeadLetterPayloads
+from worker.storage.decisions import DecisionModels
+from worker.storage.embeddings import Embeddings, index_name, vector_type
+from worker.storage.feedback import FeedbackLog
+from worker.storage.quarantine import Quarantine
+from worker.storage.registry import Registry
+from worker.storage.shadow import ShadowResults
 
 __all__ = [
+    "Database",
     "ModelVersion",
+    "ShadowReport",
     "Store",
     "apply_migrations",
     "index_name",
     "migrate",
-    "open_store",
-    "store_from_settings",
     "vector_type",
     "with_search_path",
 ]
 
 
-class Store(
-    RegistryQueries,
-    CorpusQueries,
-    EmbeddingQueries,
-    FeedbackQueries,
-    CandidateQueries,
-    DecisionQueries,
-    DeadLetterQueries,
-    ShadowQueries,
-):
-    """Every seam's queries on one connection pool."""
+class Store:
+    """Every part on one connection pool; ``open`` and ``close`` are the pool's."""
 
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        ef_search: int = 100,
+        connect_timeout_s: float = 10.0,
+        pool_timeout_s: float = 2.0,
+    ) -> None:
+        self.db = Database(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            ef_search=ef_search,
+            connect_timeout_s=connect_timeout_s,
+            pool_timeout_s=pool_timeout_s,
+        )
+        self.registry = Registry(self.db)
+        self.corpus = Corpus(self.db)
+        self.embeddings = Embeddings(self.db)
+        self.candidates = Candidates(self.db)
+        self.decisions = DecisionModels(self.db)
+        self.quarantine = Quarantine(self.db)
+        self.feedback = FeedbackLog(self.db)
+        self.shadow = ShadowResults(self.db)
+        self.dead_letters = DeadLetterPayloads(self.db)
 
-def store_from_settings(settings: Settings, conninfo: str | None = None) -> Store:
-    return Store(
-        conninfo or settings.require_database_url(),
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-        ef_search=settings.ef_search,
-        connect_timeout_s=settings.db_connect_timeout_s,
-        pool_timeout_s=settings.db_pool_timeout_s,
-    )
+    @property
+    def conninfo(self) -> str:
+        return self.db.conninfo
+
+    async def open(self, wait: bool = True) -> None:
+        await self.db.open(wait=wait)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self, timeout_s: float = 1.0) -> bool:
+        return await self.db.ping(timeout_s)
+
+    def advisory_lock(self, lock_id: int) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.db.advisory_lock(lock_id)
+
+    def notifications(self, channel: str, interval_s: float) -> AsyncIterator[None]:
+        return self.db.notifications(channel, interval_s)
 
 
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[Store]:
-    """The one way tools open the database: migrations applied, pool open, closed on exit."""
-    url = settings.require_database_url()
+async def opened(store: Store, *, migrate_first: bool = True) -> AsyncIterator[Store]:
+    """``store`` with migrations applied and its pool open for the block, closed after."""
     if migrate_first:
-        await apply_migrations(url)
-    store = store_from_settings(settings)
+        await apply_migrations(store.conninfo)
     await store.open()
     try:
         yield store

@@ -1,10 +1,11 @@
 """Candidate retrieval's SQL: dense (HNSW) and lexical (full-text) candidates, and the details
-of the few that will be published.
+of the few that will be shown.
 
-Two round trips per batch. The first fetches, for every post at once, each source's
-candidates with their ranks and the dense cosine; the retriever fuses and cuts them to the
-top-k. The second fetches metadata and the shared terms for those top-k only, so the
-explanation is never computed for a candidate nobody sees.
+Two round trips per chunk of posts. The first fetches, for every post at once, each source's
+candidates with their ranks and the dense cosine, and the post's own lexemes; the retriever
+fuses, decides and cuts. The second fetches the metadata and lexemes of the fact-checks it
+needs (the reranked and the published ones, once), so shared terms are the intersection of two
+lexeme sets, never a second ``to_tsvector`` of the posts.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from psycopg import sql
 
-from worker.core.encoder import Vectors
-from worker.retrieval.modes import Candidate, Source
-from worker.retrieval.retriever import CandidateDetails
-from worker.storage.db import Database
+from worker.domain import Candidate, FactCheckDetails, PostCandidates, Source, Vectors
+from worker.storage.db import Part
 from worker.storage.embeddings import vector_type
 
 _NO_DENSE = sql.SQL("SELECT NULL::bigint AS ord, NULL::text AS fact_check_id, NULL::bigint AS rnk WHERE false")
@@ -52,7 +51,9 @@ _CORPUS_STATS = (
 _LEXEMES = "tsvector_to_array(to_tsvector(factmatch_ts_config(u.lang), u.txt))"
 
 
-class CandidateQueries(Database):
+class Candidates(Part):
+    """Search: the candidates of a chunk of posts, and the details of fact-checks."""
+
     async def candidates(
         self,
         version: str,
@@ -63,8 +64,9 @@ class CandidateQueries(Database):
         *,
         sources: frozenset[Source],
         limit: int,
-    ) -> list[list[Candidate]]:
-        """Each source's top ``limit`` candidates for every query under ``version``, with the dense cosine."""
+    ) -> list[PostCandidates]:
+        """Each source's top ``limit`` candidates for every query under ``version``, with the dense
+        cosine, and each query's lexemes."""
         if len(queries) == 0:
             return []
         if queries.shape[1] != dimension:
@@ -88,13 +90,16 @@ class CandidateQueries(Database):
             "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
             ")"
             " SELECT c.ord, c.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim})),"
-            "  c.dense_rank, c.lexical_score, c.lexical_rank, fc.lang"
+            "  c.dense_rank, c.lexical_score, c.lexical_rank, fc.lang, NULL::text[]"
             " FROM cand c JOIN qt ON qt.ord = c.ord"
             " JOIN fact_check_embeddings e ON e.model_version = {version} AND e.fact_check_id = c.fact_check_id"
             # The fact-check's language: fusion and the decision know cross-lingual candidates.
             " JOIN fact_checks fc ON fc.id = c.fact_check_id"
+            # One row per post with its lexemes (what shared terms are explained from).
+            " UNION ALL SELECT qt.ord, NULL, NULL, NULL, NULL, NULL, NULL, qt.lx FROM qt"
         ).format(
-            lexemes=sql.SQL(_LEXEMES if lexical else "NULL::text[]"),
+            # Always: the shared terms that explain a match are computed from them in every mode.
+            lexemes=sql.SQL(_LEXEMES),
             stats=sql.SQL(_CORPUS_STATS if lexical else "SELECT 0::real AS n, 1::real AS avgdl"),
             dense=sql.SQL(_DENSE).format(**params) if "dense" in sources else _NO_DENSE,
             lexical=sql.SQL(_LEXICAL).format(**params) if lexical else _NO_LEXICAL,
@@ -106,7 +111,11 @@ class CandidateQueries(Database):
             await cur.execute(query, (vectors, list(texts), list(langs)), prepare=False)
             rows = await cur.fetchall()
         per_query: list[list[Candidate]] = [[] for _ in range(len(queries))]
-        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank, lang in rows:
+        lexemes: list[frozenset[str]] = [frozenset() for _ in range(len(queries))]
+        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank, lang, lx in rows:
+            if fc_id is None:
+                lexemes[int(ord_) - 1] = frozenset(lx or ())
+                continue
             per_query[int(ord_) - 1].append(
                 Candidate(
                     fact_check_id=fc_id,
@@ -117,29 +126,21 @@ class CandidateQueries(Database):
                     lang=lang,
                 )
             )
-        return per_query
+        return [PostCandidates(found, lx) for found, lx in zip(per_query, lexemes, strict=True)]
 
-    async def details(
-        self, wanted: Sequence[tuple[int, str]], texts: Sequence[str], langs: Sequence[str | None]
-    ) -> dict[tuple[int, str], CandidateDetails]:
-        """Metadata and shared terms of (query index, fact-check id) pairs: what a published match shows."""
-        if not wanted:
+    async def details(self, fact_check_ids: Sequence[str]) -> dict[str, FactCheckDetails]:
+        """Metadata and lexemes of fact-checks: what a shown match displays and explains."""
+        if not fact_check_ids:
             return {}
-        query = (
-            "WITH q AS ("
-            "  SELECT u.ord - 1 AS qi, to_tsvector(factmatch_ts_config(u.lang), u.txt) AS tv"
-            "  FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(txt, lang, ord)"
-            "), p AS (SELECT * FROM unnest(%s::bigint[], %s::text[]) AS p(qi, fact_check_id))"
-            " SELECT p.qi, fc.id, fc.claim, fc.title, fc.url, fc.lang, fc.rating, fc.published_at,"
-            "  ARRAY(SELECT unnest(tsvector_to_array(fc.search_vector))"
-            "        INTERSECT SELECT unnest(tsvector_to_array(q.tv)))"
-            " FROM p JOIN q ON q.qi = p.qi JOIN fact_checks fc ON fc.id = p.fact_check_id"
-        )
-        params = (list(texts), list(langs), [qi for qi, _ in wanted], [fc for _, fc in wanted])
         async with self.pool.connection() as conn:
-            cur = await conn.execute(query, params, prepare=False)
+            cur = await conn.execute(
+                "SELECT id, claim, title, url, lang, rating, published_at, tsvector_to_array(search_vector)"
+                " FROM fact_checks WHERE id = ANY(%s)",
+                (sorted(set(fact_check_ids)),),
+                prepare=False,
+            )
             rows = await cur.fetchall()
         return {
-            (int(qi), fc_id): CandidateDetails(claim, title, url, lang, rating, published_at, sorted(shared or []))
-            for qi, fc_id, claim, title, url, lang, rating, published_at, shared in rows
+            fc_id: FactCheckDetails(claim, title, url, lang, rating, published_at, frozenset(lexemes or ()))
+            for fc_id, claim, title, url, lang, rating, published_at, lexemes in rows
         }

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from worker.retrieval.openset import TWIN_QUOTES, TWIN_SPACES
-from worker.storage.db import Database
+from worker.domain import TWIN_QUOTES, TWIN_SPACES
+from worker.storage.db import Part
 from worker.wire import FactCheck
 
 _FIELDS = ("id", "claim", "title", "url", "lang", "rating", "published_at", "source", "meta")
@@ -26,7 +26,9 @@ def _dedupe(fact_checks: Iterable[FactCheck]) -> list[FactCheck]:
     return list(latest.values())
 
 
-class CorpusQueries(Database):
+class Corpus(Part):
+    """``fact_checks``: the corpus posts are matched against."""
+
     async def upsert_fact_checks(self, fact_checks: Sequence[FactCheck]) -> None:
         if not fact_checks:
             return

@@ -1,8 +1,8 @@
 """The connection pool every storage module shares, schema migrations, and advisory locks.
 
 One :class:`Database` per process: an async psycopg pool with pgvector's types registered
-and the HNSW search breadth set on every connection. The query modules beside this one
-(registry, corpus, embeddings, feedback, candidates) each add the SQL of one seam to it.
+and the HNSW search breadth set on every connection. The modules beside this one each hold the
+SQL of one seam as a :class:`Part` over that pool.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ async def migrate(conninfo: str, wait_s: float = 0.0) -> list[str]:
 
 
 class Database:
-    """An async connection pool; the query modules add their SQL to it."""
+    """An async connection pool that every :class:`Part` shares."""
 
     def __init__(
         self,
@@ -138,3 +138,14 @@ class Database:
                 yield
                 async for _ in conn.notifies(timeout=interval_s, stop_after=1):
                     pass
+
+
+class Part:
+    """One seam's SQL over the shared pool (the registry, the corpus, ...)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self.db.pool

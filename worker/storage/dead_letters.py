@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker.storage.db import Database
+from worker.storage.db import Part
 
 
-class DeadLetterQueries(Database):
+class DeadLetterPayloads(Part):
+    """``dead_letter_payloads``: originals too large for the dead-letter topic."""
+
     async def archive_payloads(self, payloads: Sequence[tuple[str, bytes]]) -> None:
         """Store each (sha256, original bytes) once; a payload seen again is already there."""
         if not payloads:

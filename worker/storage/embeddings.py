@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from psycopg import sql
 
-from worker.core.encoder import Vectors
-from worker.storage.db import Database
+from worker.domain import Vectors
+from worker.storage.db import Part
 
 HNSW_VECTOR_MAX_DIMS = 2000
 
@@ -28,7 +28,9 @@ def index_name(version: str) -> str:
     return "fce_hnsw_" + hashlib.sha1(version.encode()).hexdigest()[:16]
 
 
-class EmbeddingQueries(Database):
+class Embeddings(Part):
+    """``fact_check_embeddings`` and each version's HNSW index."""
+
     async def write_embeddings(self, version: str, ids: Sequence[str], vectors: Vectors) -> None:
         """Insert or replace the embeddings of ``ids`` under ``version`` (binary COPY through a stage)."""
         if len(ids) != len(vectors):
@@ -99,6 +101,17 @@ class EmbeddingQueries(Database):
             # Fresh statistics, or the planner prefers the primary key for a version it thinks is tiny.
             await conn.execute("ANALYZE fact_check_embeddings")
             await conn.execute("UPDATE model_versions SET indexed_at = now() WHERE version = %s", (version,))
+
+    async def drop_version_index(self, version: str) -> None:
+        """Free a retired version's embeddings and index; it can no longer be rolled back to."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(version))))
+            await conn.execute("DELETE FROM fact_check_embeddings WHERE model_version = %s", (version,))
+            await conn.execute(
+                "UPDATE model_versions SET indexed_at = NULL,"
+                " notes = concat_ws('; ', notes, 'embeddings dropped by retention') WHERE version = %s",
+                (version,),
+            )
 
     async def explain_search(self, version: str, dimension: int, query: Vectors) -> str:
         """The plan of one search with sequential scans and sorts disabled.

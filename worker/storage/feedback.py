@@ -7,13 +7,15 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from worker.storage.db import Database
+from worker.storage.db import Part
 from worker.wire import Feedback
 
 _COLUMNS = ("post_id", "post_text", "fact_check_id", "verdict", "moderator", "model_version", "note", "created_at")
 
 
-class FeedbackQueries(Database):
+class FeedbackLog(Part):
+    """``match_feedback``: moderators' verdicts."""
+
     async def insert_feedback(self, items: Sequence[Feedback]) -> int:
         if not items:
             return 0

@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from psycopg import sql
 from psycopg.rows import dict_row
 
-from worker.core.lifecycle import NOTIFY_CHANNEL, VersionStatus
-from worker.storage.db import Database
-from worker.storage.embeddings import index_name
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    version: str
-    path: str
-    dimension: int
-    status: VersionStatus
-    base: str | None
-    metrics: dict[str, Any]
-    created_at: datetime
-    indexed_at: datetime | None
-    activated_at: datetime | None
-    notes: str | None = None
-    data_snapshot: dict[str, Any] | None = None
-    retired_at: datetime | None = None
-    shadow: bool = False
+from worker.domain import NOTIFY_CHANNEL, ModelVersion, VersionStatus
+from worker.storage.db import Part
 
 
 def _version(row: dict[str, Any]) -> ModelVersion:
     return ModelVersion(**{k: row[k] for k in ModelVersion.__dataclass_fields__})
 
 
-class RegistryQueries(Database):
+class Registry(Part):
+    """``model_versions``: the registry every worker reads which version serves from."""
+
     async def get_version(self, version: str) -> ModelVersion | None:
         rows = await self._versions("WHERE version = %s", (version,))
         return rows[0] if rows else None
@@ -111,21 +92,3 @@ class RegistryQueries(Database):
                 (version,),
             )
             await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, version))
-
-    async def set_metrics(self, version: str, metrics: dict[str, Any]) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE model_versions SET metrics = metrics || %s::jsonb WHERE version = %s",
-                (json.dumps(metrics), version),
-            )
-
-    async def drop_version_index(self, version: str) -> None:
-        """Free a retired version's embeddings and index; it can no longer be rolled back to."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(version))))
-            await conn.execute("DELETE FROM fact_check_embeddings WHERE model_version = %s", (version,))
-            await conn.execute(
-                "UPDATE model_versions SET indexed_at = NULL,"
-                " notes = concat_ws('; ', notes, 'embeddings dropped by retention') WHERE version = %s",
-                (version,),
-            )

@@ -4,35 +4,14 @@ report the gate and ``factmatch models`` read."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from worker.core.lifecycle import NOTIFY_CHANNEL
-from worker.core.shadow import ShadowRow
-from worker.storage.db import Database
+from worker.domain import NOTIFY_CHANNEL, ShadowReport, ShadowRow
+from worker.storage.db import Part
 
 
-@dataclass(frozen=True)
-class ShadowReport:
-    version: str
-    posts: int = 0
-    agreement: float | None = None  # share of posts whose rank 1 (or "no match") is the same
-    score_shift: dict[str, float] = field(default_factory=dict)  # mean shadow - active rank-1 score, per language
-    judged: int = 0  # posts whose shadow rank 1 a moderator confirmed or rejected
-    precision: float | None = None  # of the shadow's rank 1, where judged
-    active_precision: float | None = None  # of the active version's rank 1 on the same sampled posts
+class ShadowResults(Part):
+    """The shadow flag on ``model_versions`` and ``shadow_results``."""
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "posts": self.posts,
-            "agreement": self.agreement,
-            "score_shift": self.score_shift,
-            "judged": self.judged,
-            "precision": self.precision,
-            "active_precision": self.active_precision,
-        }
-
-
-class ShadowQueries(Database):
     async def set_shadow(self, version: str | None) -> None:
         """Make ``version`` the one shadow version (None: none); workers hear it on the model channel."""
         async with self.pool.connection() as conn, conn.transaction():

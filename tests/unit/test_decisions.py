@@ -1,0 +1,298 @@
+"""Unit tier: the decision model, open-set splits and reports, language-aware fusion, the over-match watch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.fakes import TableSource, queries
+from worker.retrieval.decision import (
+    FEATURES,
+    RERANK,
+    DecisionModel,
+    Decisions,
+    LabelledRow,
+    features,
+    fit_decision,
+)
+from worker.retrieval.modes import Candidate, FusionConfig, fuse
+from worker.retrieval.openset import Published, open_set_report, open_set_split, twin_groups, with_twins
+from worker.retrieval.overmatch import OverMatchConfig, OverMatchWatch, QuarantineGuard
+from worker.retrieval.retriever import RetrievalConfig, Retriever
+from worker.wire import FactCheck
+
+HYBRID = FusionConfig("hybrid", 10, 1.0, 0.5)
+
+
+def cosine_is_probability() -> DecisionModel:
+    """A hand-made decision model whose probability is the candidate's cosine (clipped to [0, 1])."""
+    n = len(FEATURES)
+    coef = [0.0] * n
+    coef[FEATURES.index("cosine")] = 1.0
+    return DecisionModel(
+        FEATURES, (0.0,) * n, (1.0,) * n, tuple(coef), 0.0, (0.0, 1.0), (0.0, 1.0), 0.0, {"hand": True}
+    )
+
+
+Source = TableSource
+
+
+def search(retriever: Retriever, n: int, decisions: Decisions | None, langs: list[str | None] | None = None) -> Any:
+    import asyncio
+
+    found = asyncio.run(retriever.search("v1", 4, queries(n, langs), decisions))
+    return [f.matches for f in found]
+
+
+def test_rank_1_is_the_candidate_the_decision_prefers_and_tiers_cut_the_probability() -> None:
+    # Fusion puts "lexical-hit" first (both retrievers); its cosine, hence its probability, is lower.
+    source = Source(
+        [
+            [Candidate("lexical-hit", 0.70, 1, 0.9, 1), Candidate("dense-hit", 0.93, 2, None, None)],
+            [Candidate("weak", 0.40, 1, None, None)],
+        ]
+    )
+    config = RetrievalConfig(HYBRID, top_k=5, min_score=-1.0, candidates=50)
+    cuts = {("*", "match"): 0.9, ("*", "suggestion"): 0.6}
+    found = search(Retriever(source, config), 2, Decisions(cosine_is_probability(), cuts))
+    assert [m.fact_check_id for m in found[0]] == ["dense-hit", "lexical-hit"]
+    assert [(m.rank, m.tier, m.probability) for m in found[0]] == [(1, "match", 0.93), (2, "suggestion", 0.7)]
+    # Below every tier: abstain (an empty list), unless untiered matches are asked for.
+    assert found[1] == []
+    loud = Retriever(source, RetrievalConfig(HYBRID, 5, -1.0, 50, publish_untiered=True))
+    found = search(loud, 2, Decisions(cosine_is_probability(), cuts))
+    assert [(m.fact_check_id, m.tier) for m in found[1]] == [("weak", None)]
+    # A version never calibrated publishes its ranking as before, without probabilities.
+    plain = search(Retriever(source, config), 2, None)
+    assert [m.fact_check_id for m in plain[0]] == ["lexical-hit", "dense-hit"]
+    assert all(m.probability is None and m.tier is None for ms in plain for m in ms)
+
+
+def test_a_decision_needing_a_missing_reranker_still_decides_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    base = cosine_is_probability()
+    model = DecisionModel(
+        (*base.features, RERANK),
+        (*base.mean, 0.0),
+        (*base.scale, 1.0),
+        (*base.coef, 0.5),
+        0.0,
+        base.calib_x,
+        base.calib_y,
+        0.0,
+        {},
+    )
+    source = Source([[Candidate("a", 0.93, 1, None, None)]])
+    retriever = Retriever(source, RetrievalConfig(HYBRID, top_k=5, min_score=-1.0, candidates=50))
+    decisions = Decisions(model, {("*", "match"): 0.9})
+    with caplog.at_level("ERROR", logger="worker.retrieval.retriever"):
+        for _ in range(3):
+            found = search(retriever, 1, decisions)
+            assert [(m.fact_check_id, m.tier) for m in found[0]] == [("a", "match")]
+    assert sum("reranker it does not have" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_language_aware_fusion_does_not_rank_a_cross_lingual_match_below_same_language_term_sharers() -> None:
+    right = Candidate("de-right", 0.88, 1, None, None, lang="de")
+    sharers = [Candidate(f"en-{i}", 0.80 - i / 100, i + 2, 0.5 - i / 100, i + 1, lang="en") for i in range(3)]
+    plain = FusionConfig("hybrid", 10, 1.0, 1.0, language_aware=False)
+    aware = FusionConfig("hybrid", 10, 1.0, 1.0, language_aware=True)
+    assert fuse([right, *sharers], plain, top_k=4, min_score=-1, post_lang="en")[0][0].fact_check_id == "en-0"
+    assert fuse([right, *sharers], aware, top_k=4, min_score=-1, post_lang="en")[0][0].fact_check_id == "de-right"
+    # Same language (or unknown): lexical evidence counts as it always did.
+    same = Candidate("en-right", 0.88, 1, None, None, lang="en")
+    assert fuse([same, *sharers], aware, top_k=4, min_score=-1, post_lang="en")[0][0].fact_check_id == "en-0"
+    # The decision features of a cross-lingual candidate carry the neutral lexical evidence.
+    x = features([right, *sharers], aware, "a post", "en", neutral_lexical=0.25)
+    row = dict(zip(FEATURES, x[0], strict=True))
+    assert row["same_language"] == 0.0 and row["lexical_bm25"] == 0.25 and row["inv_lexical_rank"] == 1.0
+    assert row["cosine_margin"] == pytest.approx(0.08) and row["cosine_gap"] == 0.0
+
+
+def test_fitted_decision_is_calibrated_and_survives_json() -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for post in range(600):
+        answerable = post % 2 == 0
+        for rank in range(5):
+            correct = answerable and rank == 0
+            cos = rng.normal(0.85 if correct else 0.78, 0.03)
+            x = [cos, 0.0, 0.0, 1 / (rank + 1), 0.0, 0.0, 0.0, 1.0, 0.1, 2.0, 0.0, 0.0, 0.0]
+            rows.append(LabelledRow(f"p{post}", "en", tuple(x), correct))
+    model, oof = fit_decision(rows)
+    labels = np.array([r.correct for r in rows])
+    # Calibrated: in each probability band, the share right is near the band's mean probability.
+    for lo, hi in ((0.0, 0.2), (0.2, 0.8), (0.8, 1.01)):
+        band = (oof >= lo) & (oof < hi)
+        if band.sum() > 50:
+            assert abs(labels[band].mean() - oof[band].mean()) < 0.08
+    again = DecisionModel.from_json(model.to_json())
+    x = np.array([r.features for r in rows[:20]])
+    assert np.allclose(again.probability(again.raw(x)), model.probability(model.raw(x)))
+    assert model.coef[FEATURES.index("cosine")] > 0
+    with pytest.raises(ValueError, match="both right and wrong"):
+        fit_decision([LabelledRow("p", "en", (0.0,) * len(FEATURES), False)] * 10)
+
+
+def test_language_agreement_is_learned_only_from_right_answers_across_languages() -> None:
+    rng = np.random.default_rng(1)
+    lang = FEATURES.index("same_language")
+
+    def rows(cross_lingual_right: bool) -> list[LabelledRow]:
+        out = []
+        for post in range(400):
+            for rank in range(5):
+                correct = post % 2 == 0 and rank == 0
+                # Some candidates are in another language; without cross-lingual posts, all of them are wrong.
+                other = rank == 4 or (cross_lingual_right and correct and post % 8 == 0)
+                x = [0.0] * len(FEATURES)
+                x[FEATURES.index("cosine")] = rng.normal(0.85 if correct else 0.78, 0.03)
+                x[lang] = 0.0 if other else 1.0
+                out.append(LabelledRow(f"p{post}", "en", tuple(x), correct))
+        return out
+
+    english_only, _ = fit_decision(rows(False))
+    assert english_only.coef[lang] == 0.0 and english_only.fitted_on["unlearnable"] == ["same_language"]
+    # A cross-lingual candidate as strong as a same-language one gets the same probability.
+    same, cross = np.zeros((2, len(FEATURES)))
+    same[FEATURES.index("cosine")] = cross[FEATURES.index("cosine")] = 0.86
+    same[lang] = 1.0
+    p_same, p_cross = english_only.probability(english_only.raw(np.array([same, cross])))
+    assert p_same == p_cross
+    # With right answers across languages in the labels, the feature is learned.
+    mixed, _ = fit_decision(rows(True))
+    assert mixed.coef[lang] != 0.0 and mixed.fitted_on["unlearnable"] == []
+
+
+def test_open_set_split_removes_golds_unless_a_kept_post_needs_them() -> None:
+    queries = [f"q{i}" for i in range(10)] + ["none"]
+    qrels = {f"q{i}": {f"fc{i}"} for i in range(10)}
+    qrels["q9"] = {"fc0"}  # shares q0's fact-check
+    split = open_set_split(queries, qrels, 0.5, seed=3)
+    assert split == open_set_split(queries, qrels, 0.5, seed=3)
+    assert "none" in split.unanswerable
+    answerable_kept = [q for q in queries if q in split.qrels]
+    assert len(answerable_kept) in (5, 6)  # five held out, one may keep a gold a kept post needs
+    for fc in split.removed:
+        assert not any(fc in golds for golds in split.qrels.values())
+    assert split.unanswerable == frozenset(q for q in queries if q not in split.qrels)
+
+
+def test_a_gold_leaves_the_corpus_with_its_copies_and_a_copy_counts_as_right() -> None:
+    corpus = [
+        FactCheck(id="g", title="Did ‘X’ happen?", claim='X said "yes".'),
+        FactCheck(id="g-copy", title="Did 'X' happen?", claim="X  said 'yes'."),
+        FactCheck(id="other", title="Did X happen?", claim="X said no."),
+    ]
+    twins = twin_groups(corpus)
+    assert twins == {"g": {"g", "g-copy"}, "g-copy": {"g", "g-copy"}}
+    assert with_twins({"p": {"g"}, "q": {"other"}}, twins) == {"p": {"g", "g-copy"}, "q": {"other"}}
+    queries = ["p", "q"]
+    split = open_set_split(queries, {"p": {"g"}, "q": {"other"}}, 0.5, seed=0, twins=twins)
+    if "p" in split.unanswerable:  # its gold's copy must not stay behind to be found
+        assert split.removed == {"g", "g-copy"}
+    else:
+        assert split.qrels["p"] == {"g", "g-copy"} and split.removed == {"other"}
+    # Whichever post is held out, seeds cover both cases.
+    held = {
+        next(iter(open_set_split(queries, {"p": {"g"}, "q": {"other"}}, 0.5, s, twins).unanswerable)) for s in range(20)
+    }
+    assert held == {"p", "q"}
+
+
+def test_open_set_report_counts_false_alarms_on_posts_without_a_fact_check() -> None:
+    outcomes = {
+        "a": [Published(0.97, "match", True)],
+        "b": [Published(0.95, "match", False), Published(0.7, "suggestion", True)],
+        "c": [Published(0.2, None, True)],
+        "n1": [Published(0.96, "match", False)],
+        "n2": [Published(0.65, "suggestion", False)],
+        "n3": [],
+    }
+    qrels = {"a": {"x"}, "b": {"y"}, "c": {"z"}}
+    report = open_set_report(outcomes, qrels)
+    assert report["match"]["precision"] == pytest.approx(1 / 3)
+    assert report["match"]["recall"] == pytest.approx(1 / 3)
+    assert report["match"]["false_alarm"] == pytest.approx(1 / 3)
+    assert report["match_or_suggestion"]["recall"] == pytest.approx(2 / 3)
+    assert report["match_or_suggestion"]["false_alarm"] == pytest.approx(2 / 3)
+    # Rank-1 probabilities: answerable 0.97, 0.95, 0.2 vs unanswerable 0.96, 0.65, 0.
+    assert report["auroc"] == pytest.approx(6 / 9)
+    assert math.isclose(report["rank1_correct_share"], 2 / 3)
+
+
+def test_over_match_watch_flags_a_planted_fact_check_that_matches_everything() -> None:
+    watch = OverMatchWatch(OverMatchConfig(window=200, share=0.05, factor=5.0, min_matches=20))
+    rng = np.random.default_rng(1)
+    flags = []
+    for post in range(1000):
+        ids = {f"fc{rng.integers(0, 400)}"} if rng.random() < 0.5 else set()
+        if post >= 600:
+            ids.add("planted")  # a bad edit: from now on it matches every post
+        flags += watch.observe([frozenset(ids)])
+    assert [f.fact_check_id for f in flags] == ["planted"]
+    assert flags[0].matches == 20 and "matched 20 of the last 200 posts" in flags[0].reason()
+    # Already flagged: not again. Once a moderator clears it, the rate they accepted is part of
+    # its baseline: it is flagged again only if it jumps again.
+    assert watch.observe([frozenset({"planted"})] * 50) == []
+    watch.cleared("planted")
+    assert watch.observe([frozenset({"planted"})] * 300) == []
+
+
+def test_a_viral_fact_check_is_judged_against_its_own_baseline() -> None:
+    watch = OverMatchWatch(OverMatchConfig(window=100, share=0.05, factor=5.0, min_matches=5))
+    steady = [frozenset({"viral"}) if i % 10 == 0 else frozenset() for i in range(100)]
+    # Its first window looks like an outbreak (no baseline yet)...
+    assert [f.fact_check_id for f in watch.observe(steady)] == ["viral"]
+    watch.cleared("viral")
+    # ...but once its 10% is its baseline, 10% more is no news.
+    assert watch.observe(steady * 3) == []
+
+
+async def test_quarantined_fact_checks_leave_tier_match_and_flags_reach_the_store() -> None:
+    class Store:
+        def __init__(self) -> None:
+            self.ids: frozenset[str] = frozenset()
+            self.reasons: dict[str, str] = {}
+
+        async def quarantined(self) -> frozenset[str]:
+            return self.ids
+
+        async def quarantine(self, fact_check_id: str, reason: str, flagged_by: str) -> bool:
+            self.ids = self.ids | {fact_check_id}
+            self.reasons[fact_check_id] = reason
+            return True
+
+    store = Store()
+    clock = [0.0]
+    guard = QuarantineGuard(
+        store,
+        OverMatchWatch(OverMatchConfig(window=50, share=0.2, factor=2.0, min_matches=10)),
+        refresh_s=10,
+        enforce=True,
+        worker_id="w",
+        clock=lambda: clock[0],
+    )
+    source = Source([[Candidate("generic", 0.99, 1, None, None), Candidate("other", 0.5, 2, None, None)]] * 16)
+    retriever = Retriever(source, RetrievalConfig(HYBRID, 5, -1.0, 50), guard)
+    cuts = {("*", "match"): 0.9, ("*", "suggestion"): 0.4}
+    decisions = Decisions(cosine_is_probability(), cuts)
+
+    async def published() -> list[list[Any]]:
+        # As the worker runs it: search, then the guard observes every tiered match shown.
+        found = [f.matches for f in await retriever.search("v", 4, queries(16), decisions)]
+        await guard.observe(frozenset(m.fact_check_id for m in ms if m.tier is not None) for ms in found)
+        return found
+
+    first = await published()
+    assert all(ms[0].tier == "match" for ms in first)
+    assert "generic" in store.ids and "matched 16 of the last 16 posts" in store.reasons["generic"]
+    later = await published()
+    assert all(ms[0].fact_check_id == "generic" and ms[0].tier == "suggestion" for ms in later)
+    # Cleared in the store: back in tier "match" after the next refresh.
+    store.ids = frozenset()
+    clock[0] = 11.0
+    again = await published()
+    assert again[0][0].tier == "match"

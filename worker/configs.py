@@ -1,0 +1,252 @@
+"""The composition root: every narrow config and factory built from the one ``Settings``.
+
+Domain modules (retrieval, core, storage) take small frozen configs and know nothing of
+``Settings``; this module is the one place that reads settings and builds them, so a new
+setting touches :mod:`worker.settings` and the one function here that passes it on. The
+worker's runtime, the CLI, the trainer and the demo all build through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+from worker.core.decoding import Limits
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_device
+from worker.core.indexer import CorpusIndexer
+from worker.core.pipeline import PipelineConfig, RetryPolicy
+from worker.core.rollout import Bootstrap, RolloutConfig, ShippedDecision, bootstrap
+from worker.core.serving import Loader, ModelManager, version_name_for
+from worker.domain import Encoder, ModelVersion, ModeName, Tier
+from worker.local.models import default_model_ref
+from worker.retrieval.calibrate import CalibrationConfig
+from worker.retrieval.modes import FusionConfig
+from worker.retrieval.overmatch import OverMatchConfig
+from worker.retrieval.rerank import Reranker
+from worker.retrieval.retriever import RetrievalConfig
+from worker.retrieval.shipped import shipped_decisions
+from worker.settings import Settings
+from worker.storage import Store, apply_migrations
+from worker.wire import FactCheck
+
+
+def fusion_config(settings: Settings, mode: ModeName | None = None) -> FusionConfig:
+    return FusionConfig(
+        mode or settings.retrieval_mode,
+        settings.rrf_k,
+        settings.dense_weight,
+        settings.lexical_weight,
+        settings.language_aware_fusion,
+    )
+
+
+def retrieval_config(settings: Settings, mode: ModeName | None = None) -> RetrievalConfig:
+    return RetrievalConfig(
+        fusion=fusion_config(settings, mode),
+        top_k=settings.top_k,
+        min_score=settings.min_score,
+        candidates=settings.retrieval_candidates,
+        decision_pool=settings.decision_pool,
+        publish_untiered=settings.publish_untiered,
+        rerank_top_n=settings.rerank_top_n,
+    )
+
+
+def evaluation_config(settings: Settings, top_k: int = 100) -> RetrievalConfig:
+    """The serving configuration, ranking deeper (top 100, no cosine floor) so every metric is defined."""
+    return RetrievalConfig(
+        fusion=fusion_config(settings),
+        top_k=top_k,
+        min_score=-1.0,
+        candidates=max(top_k, settings.retrieval_candidates),
+    )
+
+
+def tier_targets(settings: Settings) -> dict[Tier, float]:
+    return {"match": settings.tier_match_precision, "suggestion": settings.tier_suggestion_precision}
+
+
+def calibration_config(settings: Settings) -> CalibrationConfig:
+    return CalibrationConfig(retrieval_config(settings), tier_targets(settings), settings.tier_min_support)
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(settings.max_record_bytes, settings.max_json_depth, settings.max_post_chars)
+
+
+def serving_device(settings: Settings) -> str:
+    """The device queries are encoded on; the ONNX backend is CPU-only and must start without torch."""
+    return "cpu" if settings.backend == "onnx" else resolve_device(settings.device)
+
+
+def pipeline_config(
+    settings: Settings,
+    transient: tuple[type[BaseException], ...] = (),
+    on_retry: Callable[[str], None] | None = None,
+) -> PipelineConfig:
+    return PipelineConfig(
+        token_budget=settings.token_budget(serving_device(settings)),
+        encode_batch_size=settings.encode_batch_size,
+        embedding_cache_size=settings.embedding_cache_size,
+        limits=limits(settings),
+        retry=RetryPolicy(
+            attempts=settings.retry_attempts,
+            initial_s=settings.retry_backoff_initial_s,
+            max_s=settings.retry_backoff_max_s,
+            transient=RetryPolicy.transient + transient,
+            on_retry=on_retry,
+        ),
+    )
+
+
+def overmatch_config(settings: Settings) -> OverMatchConfig:
+    return OverMatchConfig(
+        settings.overmatch_window, settings.overmatch_share, settings.overmatch_factor, settings.overmatch_min_matches
+    )
+
+
+def encoder_options(settings: Settings) -> EncoderOptions:
+    return EncoderOptions(
+        device=settings.device,
+        dtype=settings.dtype,
+        query_prompt=settings.query_prompt,
+        query_prompt_name=settings.query_prompt_name,
+        document_prompt_name=settings.document_prompt_name,
+        max_seq_length=settings.max_seq_length,
+        attn_implementation=settings.attn_implementation,
+        batch_size=settings.encode_batch_size,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
+def encoder_loader(settings: Settings) -> Loader:
+    """The one way an encoder is built from a model reference (so every path honours ``backend``)."""
+    options = encoder_options(settings)
+    if settings.backend == "onnx":
+        from worker.core.onnx_backend import load_onnx_encoder
+
+        return lambda ref: load_onnx_encoder(ref, options, store=settings.model_store, int8=settings.onnx_int8)
+    return lambda ref: SentenceTransformerEncoder(ref, options)
+
+
+def torch_encoder_loader(settings: Settings) -> Callable[[str], SentenceTransformerEncoder]:
+    """A torch encoder whatever the backend: for training and exporting, which need the real model."""
+    options = encoder_options(settings)
+    return lambda ref: SentenceTransformerEncoder(ref, options)
+
+
+def reranker_loader(settings: Settings) -> Callable[[str], Reranker | None] | None:
+    """Loads a version's cross-encoder when reranking is on (``rerank_top_n`` > 0)."""
+    if settings.rerank_top_n == 0:
+        return None
+    from worker.retrieval.rerank import load_reranker
+
+    device = resolve_device(settings.device)
+    return lambda path: load_reranker(path, device)
+
+
+def rollout_config(settings: Settings) -> RolloutConfig:
+    return RolloutConfig(
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construction=settings.hnsw_ef_construction,
+        retain_versions=settings.retain_versions,
+        gate_shadow_min_posts=settings.gate_shadow_min_posts,
+        gate_shadow_min_agreement=settings.gate_shadow_min_agreement,
+        after_index=_onnx_export(settings) if settings.backend == "onnx" else None,
+    )
+
+
+def _onnx_export(settings: Settings) -> Callable[[Encoder], Awaitable[None]]:
+    """Workers on the ONNX backend find a version's export in the model store, so switching to it
+    (or restarting on it) needs no torch; one export when the version is indexed, not one per replica."""
+
+    async def export(encoder: Encoder) -> None:
+        if isinstance(encoder, SentenceTransformerEncoder):
+            from worker.core.onnx_backend import ensure_export
+
+            await asyncio.to_thread(ensure_export, encoder, settings.model_store, int8=settings.onnx_int8)
+
+    return export
+
+
+def shipped_decision(model_ref: str) -> ShippedDecision | None:
+    """The decision model that came with ``model_ref`` (in its directory, or shipped by the project)."""
+    shipped = shipped_decisions(model_ref)
+    if shipped is None:
+        return None
+    model, thresholds, report, path = shipped
+    return ShippedDecision(model.to_dict(), thresholds, report, source=f"shipped: {path.name}")
+
+
+def bootstrap_model_ref(settings: Settings) -> str:
+    """The configured model, or the default; a local directory as an absolute path, since the
+    path is registered for every worker and a relative one would depend on each one's cwd."""
+    ref = settings.model or default_model_ref(settings.model_store)
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_dir() else ref
+
+
+async def bootstrap_active_version(store: Store, settings: Settings, manager: ModelManager) -> ModelVersion:
+    """Make sure one version is active: the configured model, promoted if none is."""
+    boot = Bootstrap(
+        model_ref=lambda: bootstrap_model_ref(settings),
+        encoder_for=manager.encoder_for,
+        version_name=version_name_for,
+        configured_name=settings.model_version,
+        shipped=shipped_decision,
+    )
+    return await bootstrap(store, rollout_config(settings), boot)
+
+
+def store_from_settings(settings: Settings, conninfo: str | None = None) -> Store:
+    return Store(
+        conninfo or settings.require_database_url(),
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        ef_search=settings.ef_search,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[Store]:
+    """The one way tools open the database: migrations applied, pool open, closed on exit."""
+    if migrate_first:
+        await apply_migrations(settings.require_database_url())
+    store = store_from_settings(settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def model_manager(store: Store, settings: Settings) -> ModelManager:
+    return ModelManager(store, encoder_loader(settings), rerankers=reranker_loader(settings))
+
+
+async def load_fact_checks(store: Store, settings: Settings, fact_checks: Sequence[FactCheck]) -> int:
+    """Load fact-checks and embed them under every serving version (bootstrapping one if none is active)."""
+    manager = model_manager(store, settings)
+    if await store.registry.active_version() is None:
+        # Rows first, index after: the bootstrap embeds everything, then builds the index.
+        await store.corpus.upsert_fact_checks(fact_checks)
+        await bootstrap_active_version(store, settings, manager)
+        return len({fc.id for fc in fact_checks})
+    change = await CorpusIndexer(store, manager.encoder_for).upsert(fact_checks, progress=True)
+    return change.upserted
+
+
+async def eval_model_ref(settings: Settings, model: str | None) -> str:
+    """The model an evaluation uses: the one named, else the active version's, else the configured default."""
+    if model:
+        return model
+    if settings.database_url is not None:
+        async with open_store(settings, migrate_first=False) as store:
+            active = await store.registry.active_version()
+        if active is not None:
+            return active.path
+    return settings.model or default_model_ref(settings.model_store)

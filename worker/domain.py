@@ -1,0 +1,167 @@
+"""The value types every layer shares, and nothing else: the leaf of the import graph.
+
+Why it exists: storage returns these, retrieval and core compute with them, the adapter and the
+CLI print them. Kept here, each layer imports only downward (``tests/unit/test_layers.py``
+enforces it): storage knows no retrieval or core, retrieval and core know no storage beyond its
+protocols (:mod:`worker.storage.interfaces`). Only the standard library and numpy are imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+"""Unit-length embeddings, one row per text."""
+
+
+class Encoder(Protocol):
+    """What serving, indexing and evaluation need from a model: token counts and unit-length
+    vectors (torch in :mod:`worker.core.encoder`, ONNX Runtime in :mod:`worker.core.onnx_backend`)."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors: ...
+
+
+# --- Retrieval ----------------------------------------------------------------------------
+ModeName = Literal["dense", "lexical", "hybrid"]
+MODE_NAMES: tuple[ModeName, ...] = get_args(ModeName)
+Source = Literal["dense", "lexical"]
+Tier = Literal["match", "suggestion"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One fact-check a source returned for a post, with both sources' evidence."""
+
+    fact_check_id: str
+    dense_score: float
+    dense_rank: int | None
+    lexical_score: float | None
+    lexical_rank: int | None
+    lang: str | None = None
+
+
+@dataclass(frozen=True)
+class PostCandidates:
+    """What the sources found for one post: its candidates and the post's own lexemes (the
+    text-search terms its text was searched with, from which shared terms are explained)."""
+
+    candidates: list[Candidate]
+    lexemes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class FactCheckDetails:
+    """What a published match shows besides its scores; ``lexemes`` explain the shared terms."""
+
+    claim: str
+    title: str | None
+    url: str | None
+    lang: str | None
+    rating: str | None
+    published_at: datetime | None
+    lexemes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One fitted tier cut on the match probability, for one language (``*``: all)."""
+
+    lang: str
+    tier: Tier
+    threshold: float
+    target_precision: float
+    fitted_precision: float
+    fitted_recall: float
+    support: int
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """A version's decision model as stored: its JSON, the cuts fitted on it, the fit's report."""
+
+    model: dict[str, Any]
+    cuts: dict[tuple[str, str], float]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Model versions -----------------------------------------------------------------------
+VersionStatus = Literal["candidate", "indexing", "ready", "active", "retired", "rejected"]
+
+# Versions a changed fact-check must be (re-)embedded under so that no index goes stale.
+SERVING_STATUSES: tuple[VersionStatus, ...] = ("active", "ready", "indexing")
+
+# Postgres NOTIFY channel: a version was activated, put in shadow, or its decision refitted.
+NOTIFY_CHANNEL = "factmatch_model"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    path: str
+    dimension: int
+    status: VersionStatus
+    base: str | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    indexed_at: datetime | None
+    activated_at: datetime | None
+    notes: str | None = None
+    data_snapshot: dict[str, Any] | None = None
+    retired_at: datetime | None = None
+    shadow: bool = False
+
+
+# --- Shadow evaluation --------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShadowRow:
+    """One post's rank 1 under the active version and under the shadow one (None: no match)."""
+
+    model_version: str
+    active_version: str
+    post_id: str
+    lang: str | None
+    active_fact_check_id: str | None
+    shadow_fact_check_id: str | None
+    active_score: float | None
+    shadow_score: float | None
+
+
+@dataclass(frozen=True)
+class ShadowReport:
+    version: str
+    posts: int = 0
+    agreement: float | None = None  # share of posts whose rank 1 (or "no match") is the same
+    score_shift: dict[str, float] = field(default_factory=dict)  # mean shadow - active rank-1 score, per language
+    judged: int = 0  # posts whose shadow rank 1 a moderator confirmed or rejected
+    precision: float | None = None  # of the shadow's rank 1, where judged
+    active_precision: float | None = None  # of the active version's rank 1 on the same sampled posts
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "posts": self.posts,
+            "agreement": self.agreement,
+            "score_shift": self.score_shift,
+            "judged": self.judged,
+            "precision": self.precision,
+            "active_precision": self.active_precision,
+        }
+
+
+# --- Fact-check copies --------------------------------------------------------------------
+# What two copies of one fact-check may differ in. Plain character classes, so the storage
+# layer's SQL applies the very same patterns as :func:`worker.retrieval.openset.twin_key`.
+TWIN_QUOTES = "[\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u00ab\u00bb]"
+TWIN_SPACES = "[ \t\n\r\f\v]+"

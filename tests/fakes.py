@@ -9,7 +9,7 @@ import numpy as np
 
 from worker.core.pipeline import ServingModel
 from worker.domain import Candidate, FactCheckDetails, PostCandidates, Vectors
-from worker.retrieval.decision import Decisions
+from worker.retrieval.decision import FEATURES, DecisionModel, Decisions
 from worker.retrieval.retriever import Query, Searched
 from worker.wire import Match
 
@@ -101,3 +101,13 @@ class TableSource:
 def queries(n: int, langs: Sequence[str | None] | None = None, dimension: int = 4) -> list[Query]:
     """``n`` zero-vector posts (the fakes' sources ignore vectors), in ``langs`` (English by default)."""
     return [Query("a post", (langs or ["en"] * n)[i], np.zeros(dimension, np.float32)) for i in range(n)]
+
+
+def cosine_is_probability() -> DecisionModel:
+    """A hand-made decision model whose probability is the candidate's cosine (clipped to [0, 1])."""
+    n = len(FEATURES)
+    coef = [0.0] * n
+    coef[FEATURES.index("cosine")] = 1.0
+    return DecisionModel(
+        FEATURES, (0.0,) * n, (1.0,) * n, tuple(coef), 0.0, (0.0, 1.0), (0.0, 1.0), 0.0, {"hand": True}
+    )

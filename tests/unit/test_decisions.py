@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.fakes import TableSource, queries
+from tests.fakes import TableSource, cosine_is_probability, queries
 from worker.retrieval.decision import (
     FEATURES,
     RERANK,
@@ -25,16 +25,6 @@ from worker.retrieval.retriever import RetrievalConfig, Retriever
 from worker.wire import FactCheck
 
 HYBRID = FusionConfig("hybrid", 10, 1.0, 0.5)
-
-
-def cosine_is_probability() -> DecisionModel:
-    """A hand-made decision model whose probability is the candidate's cosine (clipped to [0, 1])."""
-    n = len(FEATURES)
-    coef = [0.0] * n
-    coef[FEATURES.index("cosine")] = 1.0
-    return DecisionModel(
-        FEATURES, (0.0,) * n, (1.0,) * n, tuple(coef), 0.0, (0.0, 1.0), (0.0, 1.0), 0.0, {"hand": True}
-    )
 
 
 Source = TableSource

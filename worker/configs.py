@@ -90,6 +90,7 @@ def pipeline_config(
         token_budget=settings.token_budget(serving_device(settings)),
         encode_batch_size=settings.encode_batch_size,
         embedding_cache_size=settings.embedding_cache_size,
+        result_text_max_chars=settings.result_text_max_chars,
         limits=limits(settings),
         retry=RetryPolicy(
             attempts=settings.retry_attempts,

@@ -165,3 +165,73 @@ class ShadowReport:
 # layer's SQL applies the very same patterns as :func:`worker.retrieval.openset.twin_key`.
 TWIN_QUOTES = "[\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u00ab\u00bb]"
 TWIN_SPACES = "[ \t\n\r\f\v]+"
+
+
+# --- The moderators' console --------------------------------------------------------------
+Role = Literal["moderator", "admin"]
+ROLES: tuple[Role, ...] = get_args(Role)
+VerdictKind = Literal["confirm", "reject"]
+TIER_RANK: dict[str, int] = {"match": 0, "suggestion": 1}
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What a moderator narrowed the queue to (None: any)."""
+
+    lang: str | None = None
+    tier: Tier | None = None
+    platform: str | None = None
+    fact_check_id: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One post waiting for (or given) a moderator's verdicts: the result as the worker published it."""
+
+    post_id: str
+    result: dict[str, Any]
+    text: str | None
+    lang: str | None
+    platform: str | None
+    model_version: str
+    tier: Tier
+    probability: float | None
+    published_at: datetime
+    status: Literal["open", "done"] = "open"
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+
+    @property
+    def matches(self) -> list[dict[str, Any]]:
+        return list(self.result.get("matches") or [])
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    name: str
+    role: Role
+    password_hash: str | None
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A signed-in browser: who, with which role, the CSRF token its forms carry, and a short id for the audit."""
+
+    session_id: str
+    user: str
+    role: Role
+    csrf: str
+
+
+@dataclass(frozen=True)
+class PendingVerdict:
+    """A verdict inside its undo window, or sent: one Feedback record once the window closes."""
+
+    id: int
+    post_id: str
+    fact_check_id: str
+    verdict: VerdictKind
+    state: Literal["pending", "sent", "undone"]
+    send_after: datetime

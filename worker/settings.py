@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     embedding_cache_size: int = Field(
         10_000, ge=0, le=10_000_000, description="Recent post texts whose vectors are reused (0: off)."
     )
+    result_text_max_chars: int = Field(
+        2_000,
+        ge=0,
+        le=100_000,
+        description="Characters of the post's text each result carries for whoever shows it (0: none).",
+    )
     trust_remote_code: bool = False
     model_poll_interval_s: float = Field(
         5.0, gt=0, le=600, description="Longest a worker lags a model switch when NOTIFY is lost."

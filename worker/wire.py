@@ -49,6 +49,7 @@ class Post(BaseModel):
     text: str = Field(min_length=1)
     lang: str | None = Field(None, max_length=35)
     platform: str | None = Field(None, max_length=100)
+    url: str | None = Field(None, max_length=4_000, description="The post's link on its platform.")
     created_at: datetime | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -138,6 +139,13 @@ class MatchResult(BaseModel):
     model_version: str
     processed_at: datetime = Field(default_factory=utcnow)
     source: SourceRef | None = None
+    # What a consumer needs to show the post (a moderator's console) without a second topic.
+    text: str | None = Field(
+        None, description="The post's text, cut at the worker's result_text_max_chars (absent when 0)."
+    )
+    text_truncated: bool = Field(False, description="``text`` holds only the start of the post's text.")
+    url: str | None = Field(None, description="The post's link on its platform, as the post gave it.")
+    posted_at: datetime | None = Field(None, description="The post's own created_at, as the post gave it.")
 
 
 DeadLetterReason = Literal[

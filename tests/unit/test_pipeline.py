@@ -35,7 +35,11 @@ def post(pid: str, text: str) -> bytes:
 
 
 def config(
-    token_budget: int = 16_384, max_post_chars: int = 20_000, encode_batch_size: int = 32, cache: int = 0
+    token_budget: int = 16_384,
+    max_post_chars: int = 20_000,
+    encode_batch_size: int = 32,
+    cache: int = 0,
+    text_chars: int = 0,
 ) -> PipelineConfig:
     retry = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.02, sleep=no_sleep)
     limits = Limits(max_record_bytes=1_048_576, max_depth=32, max_text_chars=max_post_chars)
@@ -45,6 +49,7 @@ def config(
         retry=retry,
         encode_batch_size=encode_batch_size,
         embedding_cache_size=cache,
+        result_text_max_chars=text_chars,
     )
 
 
@@ -66,6 +71,19 @@ async def test_one_result_per_valid_post_and_dead_letters_for_the_rest() -> None
     assert outcome.results[1].source is not None and outcome.results[1].source.offset == 2
     # One search round trip for the whole batch.
     assert searcher.calls == [("v1", 2)]
+
+
+async def test_a_result_carries_the_posts_text_cut_at_the_setting_its_link_and_time() -> None:
+    body = json.dumps(
+        {"id": "a", "text": "x" * 30, "url": "https://x.example/a", "created_at": "2026-11-26T10:00:00Z"}
+    ).encode()
+    cut = await pipeline(FakeSearcher(), text_chars=10).process(records(body, post("b", "short")))
+    first, second = cut.results
+    assert first.text == "x" * 10 and first.text_truncated and first.url == "https://x.example/a"
+    assert first.posted_at is not None and first.posted_at.isoformat() == "2026-11-26T10:00:00+00:00"
+    assert second.text == "short" and not second.text_truncated and second.url is None
+    (left_out,) = (await pipeline(FakeSearcher(), text_chars=0).process(records(body))).results
+    assert left_out.text is None and not left_out.text_truncated
 
 
 async def test_all_bad_batch_never_touches_model_or_database() -> None:

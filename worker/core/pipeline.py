@@ -127,6 +127,8 @@ class PipelineConfig:
     retry: RetryPolicy
     encode_batch_size: int = 32
     embedding_cache_size: int = 0
+    # Characters of the post's text each result carries (0: none).
+    result_text_max_chars: int = 0
 
 
 @dataclass(frozen=True)
@@ -284,8 +286,9 @@ class MatchPipeline:
         for item, searched in zip(chunk_items, found, strict=True):
             item.searched = searched
 
-    @staticmethod
-    def _result(model: ServingModel, item: PostItem) -> MatchResult:
+    def _result(self, model: ServingModel, item: PostItem) -> MatchResult:
+        cut = self.config.result_text_max_chars
+        text = item.post.text
         return MatchResult(
             post_id=item.post.id,
             lang=item.lang,
@@ -294,6 +297,10 @@ class MatchPipeline:
             matches=item.searched.matches if item.searched else [],
             model_version=model.version,
             source=item.record.source(),
+            text=text[:cut] if cut else None,
+            text_truncated=bool(cut) and len(text) > cut,
+            url=item.post.url,
+            posted_at=item.post.created_at,
         )
 
     async def _observe(self, model: ServingModel, items: Sequence[PostItem]) -> None:

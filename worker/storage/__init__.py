@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from worker.domain import ModelVersion, ShadowReport
+from worker.storage.accounts import Accounts
 from worker.storage.candidates import Candidates
 from worker.storage.corpus import Corpus
 from worker.storage.db import Database, apply_migrations, migrate, with_search_path
@@ -26,9 +27,11 @@ from worker.storage.embeddings import Embeddings, index_name, vector_type
 from worker.storage.feedback import FeedbackLog
 from worker.storage.quarantine import Quarantine
 from worker.storage.registry import Registry
+from worker.storage.reviews import ClaimLost, Reviews
 from worker.storage.shadow import ShadowResults
 
 __all__ = [
+    "ClaimLost",
     "Database",
     "ModelVersion",
     "ShadowReport",
@@ -71,6 +74,8 @@ class Store:
         self.feedback = FeedbackLog(self.db)
         self.shadow = ShadowResults(self.db)
         self.dead_letters = DeadLetterPayloads(self.db)
+        self.reviews = Reviews(self.db)
+        self.accounts = Accounts(self.db)
 
     @property
     def conninfo(self) -> str:

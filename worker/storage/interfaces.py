@@ -9,24 +9,31 @@ and a unit test hands it a fake. This module imports only :mod:`worker.domain` a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from worker.domain import (
+    ConsoleSession,
+    ConsoleUser,
     FactCheckDetails,
     ModelVersion,
+    PendingVerdict,
     PostCandidates,
+    QueueFilter,
+    ReviewItem,
+    Role,
     ShadowReport,
     ShadowRow,
     Source,
     StoredDecision,
     Threshold,
     Vectors,
+    VerdictKind,
     VersionStatus,
 )
-from worker.wire import FactCheck, Feedback
+from worker.wire import FactCheck, Feedback, MatchResult
 
 
 class VersionRegistry(Protocol):
@@ -114,6 +121,53 @@ class ShadowStore(Protocol):
     async def shadow_version_name(self) -> str | None: ...
     async def record_shadow(self, rows: Sequence[ShadowRow]) -> None: ...
     async def shadow_report(self, version: str) -> ShadowReport: ...
+
+
+class ReviewQueue(Protocol):
+    """The moderators' queue (:class:`worker.storage.reviews.Reviews`)."""
+
+    async def add_results(self, results: Sequence[MatchResult]) -> int: ...
+    async def queue(
+        self, filters: QueueFilter, session_id: str | None, *, limit: int = 50, offset: int = 0
+    ) -> list[ReviewItem]: ...
+    async def counts(self, filters: QueueFilter, session_id: str | None) -> dict[str, dict[str, int]]: ...
+    async def depth(self) -> int: ...
+    async def item(self, post_id: str) -> ReviewItem | None: ...
+    async def claim(self, post_id: str, user: str, session_id: str, lease_s: float) -> ReviewItem | None: ...
+    async def release(self, post_id: str, session_id: str) -> None: ...
+    async def add_verdicts(
+        self,
+        post_id: str,
+        verdicts: Sequence[tuple[str, VerdictKind, dict[str, Any]]],
+        *,
+        user: str,
+        session_id: str,
+        undo_s: float,
+        note: str | None = None,
+    ) -> list[PendingVerdict]: ...
+    async def undo(self, post_id: str, *, user: str, session_id: str) -> int: ...
+    async def send_due(self, send: Callable[[list[dict[str, Any]]], Awaitable[None]], *, limit: int = 100) -> int: ...
+    async def verdicts(self, post_id: str) -> list[PendingVerdict]: ...
+    async def audit(
+        self,
+        user: str,
+        session_id: str | None,
+        action: str,
+        *,
+        post_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+class AccountStore(Protocol):
+    """The console's accounts and sessions (:class:`worker.storage.accounts.Accounts`)."""
+
+    async def put_user(self, name: str, role: Role, password_hash: str | None) -> bool: ...
+    async def user(self, name: str) -> ConsoleUser | None: ...
+    async def start_session(self, token_sha256: str, user: str, csrf: str, ttl_s: float) -> None: ...
+    async def session(self, token_sha256: str) -> ConsoleSession | None: ...
+    async def end_session(self, token_sha256: str) -> None: ...
+    async def active_sessions(self, within_s: float = 900) -> int: ...
 
 
 class PayloadStore(Protocol):

@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt tests/crd/package-lock.json
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,local]"
 	# The CRDs' schemas (KEDA, Prometheus Operator) that the chart's tests validate against.
 	npm ci --silent --no-audit --no-fund --prefix tests/crd
+	# The console's browser tests drive Debian's chromium (Playwright's own download cannot be reached).
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $(STAMP)
 
 demo: $(STAMP)

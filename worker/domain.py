@@ -174,6 +174,10 @@ VerdictKind = Literal["confirm", "reject"]
 TIER_RANK: dict[str, int] = {"match": 0, "suggestion": 1}
 
 
+class ClaimLost(RuntimeError):
+    """The session no longer holds the item's claim (it expired and another session took it, or it is decided)."""
+
+
 @dataclass(frozen=True)
 class QueueFilter:
     """What a moderator narrowed the queue to (None: any)."""

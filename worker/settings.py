@@ -287,6 +287,37 @@ class Settings(BaseSettings):
         "is reported unserved (warning, metric, readiness).",
     )
 
+    # --- Moderators' console (`factmatch console`) --------------------------------------
+    console_host: str = Field("127.0.0.1", min_length=1, description="Address the console binds (0.0.0.0 in a pod).")
+    console_port: int = Field(8080, ge=0, le=65535, description="The console's port; 0 picks a free one.")
+    console_group_id: str = Field(
+        "factmatch-console", min_length=1, description="The console's own consumer group on the matches topic."
+    )
+    console_lease_s: float = Field(
+        120.0, ge=5, le=3600, description="How long opening an item holds it for one moderator (renewed while open)."
+    )
+    console_undo_s: float = Field(
+        5.0, ge=0, le=300, description="A verdict can be undone this long; then it is published as Feedback."
+    )
+    console_session_ttl_s: float = Field(43_200.0, ge=60, le=2_592_000, description="A sign-in lasts this long.")
+    console_secure_cookies: bool = Field(
+        False, description="Mark the session cookie Secure (set it whenever the console is reached over TLS)."
+    )
+    console_login_attempts_per_minute: int = Field(
+        5, ge=1, le=1000, description="Failed sign-ins per name and per client address before a pause."
+    )
+    console_proxy_user_header: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]{1,100}$",
+        description="Take the moderator's name from this header of a trusted proxy (an OIDC proxy) instead of"
+        " passwords; the account must exist.",
+    )
+    console_trusted_proxies: str = Field(
+        "",
+        pattern=r"^[0-9A-Fa-f.:, ]*$",
+        description="Client addresses (comma separated) the identity header is accepted from (required with it).",
+    )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -309,6 +340,10 @@ class Settings(BaseSettings):
                     f"database_url must be a postgresql:// URL or libpq key=value string, not {scheme or 'that'}"
                 )
         return value
+
+    def trusted_proxies(self) -> frozenset[str]:
+        """The addresses in ``console_trusted_proxies``."""
+        return frozenset(a.strip() for a in self.console_trusted_proxies.split(",") if a.strip())
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -339,8 +374,10 @@ class Settings(BaseSettings):
         ]
         if len(set(topics)) != len(topics):
             raise ValueError("the five topic names must differ")
-        if len({self.group_id, self.indexer_group_id, self.feedback_group_id}) != 3:
-            raise ValueError("group_id, indexer_group_id and feedback_group_id must differ")
+        if len({self.group_id, self.indexer_group_id, self.feedback_group_id, self.console_group_id}) != 4:
+            raise ValueError("group_id, indexer_group_id, feedback_group_id and console_group_id must differ")
+        if self.console_proxy_user_header and not self.trusted_proxies():
+            raise ValueError("console_proxy_user_header needs console_trusted_proxies (the proxy's addresses)")
         # A dead letter carries its original base64-encoded (4/3) plus headers and fields.
         if self.dead_letter_max_value_bytes * 4 // 3 + 65_536 > self.kafka_max_request_bytes:
             raise ValueError(

@@ -236,10 +236,12 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
                 "attn_implementation": "sdpa",
                 "model_store": "/models",
                 "metrics_port": 9400,
+                "console_proxy_user_header": "X-Forwarded-User",
             }[name]
         else:
             sample = value if not isinstance(value, Path) else str(value)
         config[name] = sample
+    config["console_trusted_proxies"] = "10.0.0.7, 10.0.0.8"  # the identity header needs its proxy
     assert set(config) | SECRET_FIELDS == set(Settings.model_fields)
     docs = render({**REQUIRED, "config": config})
     data = by_kind(docs, "ConfigMap")[0]["data"]

@@ -2,7 +2,7 @@
 
 One module per command group (``stack``: demo, up, post, worker; ``data``: migrate, load;
 ``model``: eval, calibrate, models; ``trainer``: train, rollout, rollback, feedback;
-``quarantine``: list, clear, add; ``shadow``: start, stop, report). Each
+``quarantine``: list, clear, add; ``shadow``: start, stop, report; ``console``: serve, user add). Each
 command parses its flags into one :class:`~worker.settings.Settings` and calls library
 functions; a new command is a function in the group it belongs to.
 """
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from worker.cli import data, model, quarantine, shadow, stack, trainer
+from worker.cli import console, data, model, quarantine, shadow, stack, trainer
 
 cli = typer.Typer(
     add_completion=False,
@@ -25,6 +25,7 @@ for group in (stack.app, data.app, model.app, trainer.app):
 cli.add_typer(model.models, name="models")
 cli.add_typer(quarantine.app, name="quarantine")
 cli.add_typer(shadow.app, name="shadow")
+cli.add_typer(console.app, name="console")
 
 
 def main() -> None:

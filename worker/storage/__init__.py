@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from worker.domain import ModelVersion, ShadowReport
+from worker.domain import ClaimLost, ModelVersion, ShadowReport
 from worker.storage.accounts import Accounts
 from worker.storage.candidates import Candidates
 from worker.storage.corpus import Corpus
@@ -27,7 +27,7 @@ from worker.storage.embeddings import Embeddings, index_name, vector_type
 from worker.storage.feedback import FeedbackLog
 from worker.storage.quarantine import Quarantine
 from worker.storage.registry import Registry
-from worker.storage.reviews import ClaimLost, Reviews
+from worker.storage.reviews import Reviews
 from worker.storage.shadow import ShadowResults
 
 __all__ = [

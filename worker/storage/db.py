@@ -139,6 +139,13 @@ class Database:
                 async for _ in conn.notifies(timeout=interval_s, stop_after=1):
                     pass
 
+    async def payloads(self, channel: str) -> AsyncIterator[str]:
+        """Yields the payload of every NOTIFY on ``channel``; raises when the connection breaks."""
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            async for notify in conn.notifies():
+                yield notify.payload
+
 
 class Part:
     """One seam's SQL over the shared pool (the registry, the corpus, ...)."""

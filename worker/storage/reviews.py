@@ -9,7 +9,7 @@ outbox (``console_verdicts``) until their undo window closes and a sender publis
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from worker.domain import TIER_RANK, PendingVerdict, QueueFilter, ReviewItem, VerdictKind
+from worker.domain import TIER_RANK, ClaimLost, PendingVerdict, QueueFilter, ReviewItem, VerdictKind
 from worker.storage.db import Part
 from worker.wire import MatchResult
 
@@ -29,10 +29,6 @@ _ITEM_COLUMNS = (
     "post_id, result, text, lang, platform, model_version, tier_rank, probability, published_at,"
     " status, claimed_by, claimed_until"
 )
-
-
-class ClaimLost(RuntimeError):
-    """The session no longer holds the item's claim (it expired and another session took it, or it is done)."""
 
 
 def _item(row: dict[str, Any]) -> ReviewItem:
@@ -333,6 +329,10 @@ class Reviews(Part):
                 (post_id, post_id, limit),
             )
             return list(await cur.fetchall())
+
+    def changes(self) -> AsyncIterator[str]:
+        """The post id of every item added or changed, as Postgres announces it (raises when the connection breaks)."""
+        return self.db.payloads(REVIEW_CHANNEL)
 
     async def first_verdict_at(self) -> dict[str, datetime]:
         """Per decided post, when its first verdict came (for publish-to-verdict latency)."""

@@ -1,0 +1,213 @@
+"""The moderators' console in a real headless Chromium (Playwright), against the real tansu
+broker, Postgres and a worker: log in, a post appears live, confirm it with the keyboard, the
+Feedback record reaches the feedback topic for an independent consumer, the audit row exists;
+claims hide an item from a second session; roles and CSRF are enforced on the server; a post's
+markup is shown as text and never runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from tests.conftest import consume_until, eventually, produce
+from tests.fakes import cosine_is_probability
+from tests.integration.test_worker import seed_corpus
+from worker.adapter.runtime import running
+from worker.adapter.topics import ensure_topics
+from worker.console.auth import hash_password
+from worker.console.runtime import ConsoleRuntime
+from worker.domain import Threshold
+from worker.settings import Settings
+
+CHROMIUM = shutil.which("chromium")
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> 5G spreads the virus'
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    if CHROMIUM is None:
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def console_settings(kafka: str, database_url: str, make_settings: Callable[..., Settings]) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    settings = make_settings(
+        kafka_bootstrap=kafka,
+        database_url=database_url,
+        topic_feedback=f"feedback-{suffix}",
+        feedback_group_id=f"feedback-{suffix}",
+        console_group_id=f"console-{suffix}",
+        console_port=0,
+        console_undo_s=1.0,
+        console_lease_s=60,
+    )
+    await ensure_topics(settings, partitions=3)
+    return settings
+
+
+async def tier_everything(runtime: Any) -> None:
+    """A decision model for the tiny random model: every candidate is at least a suggestion."""
+    version = runtime.models.current().version
+    cuts = [Threshold("*", tier, 0.0, 0.9, 0.9, 0.9, 10) for tier in ("match", "suggestion")]  # type: ignore[arg-type]
+    await runtime.store.decisions.save_decision(version, cosine_is_probability().to_dict(), cuts, source="test")
+
+    async def tiered() -> bool:
+        return bool(runtime.models.current().decisions.thresholds)
+
+    assert await eventually(tiered, 15)
+
+
+async def sign_in(browser: Any, base: str, name: str) -> Any:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    await page.goto(f"{base}/login")
+    await page.fill('input[name="name"]', name)
+    await page.fill('input[name="password"]', f"{name}-password")
+    await page.click('button[type="submit"]')
+    await page.wait_for_selector("body[data-page=queue]")
+    return page
+
+
+async def test_a_moderator_works_the_live_queue_in_a_real_browser(
+    console_settings: Settings, browser: Any, tmp_path: Path
+) -> None:
+    settings = console_settings
+    await seed_corpus(settings)
+    async with running(settings) as worker:
+        await tier_everything(worker)
+        for name, role in (("ana", "moderator"), ("bob", "moderator"), ("root", "admin")):
+            await worker.store.accounts.put_user(name, role, hash_password(f"{name}-password"))  # type: ignore[arg-type]
+        console = ConsoleRuntime(settings)
+        port = await console.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            ana = await sign_in(browser, base, "ana")
+            assert await ana.locator("li.empty").count() == 1
+            await ana.screenshot(path=str(tmp_path / "empty.png"))
+            # A post produced to `posts` appears in the open queue, no reload.
+            sent = time.monotonic()
+            await produce(
+                settings.kafka_bootstrap,
+                settings.topic_posts,
+                [(b"p-1", json.dumps({"id": "p-1", "text": "5G towers spread the coronavirus"}).encode())],
+            )
+            await ana.wait_for_selector('li.row[data-post="p-1"]', timeout=60_000)
+            print(f"post produced -> row shown live: {time.monotonic() - sent:.2f} s")
+            await produce(
+                settings.kafka_bootstrap,
+                settings.topic_posts,
+                [(b"p-2", json.dumps({"id": "p-2", "text": HOSTILE, "platform": "x"}).encode())],
+            )
+            await ana.wait_for_selector('li.row[data-post="p-2"]', timeout=60_000)
+            assert await ana.locator("#depth").text_content() == "2"
+            if os.environ.get("FACTMATCH_SCREENSHOTS"):
+                await ana.screenshot(path=str(DOCS / "console-queue.png"))
+
+            # Keyboard first: select p-1's row, open it, confirm its first match.
+            order = await ana.eval_on_selector_all("li.row", "rows => rows.map(r => r.dataset.post)")
+            for _ in range(order.index("p-1")):
+                await ana.keyboard.press("j")
+            await ana.keyboard.press("Enter")
+            await ana.wait_for_selector('#item[data-post="p-1"]')
+
+            # A second session does not see the item ana holds.
+            bob = await sign_in(browser, base, "bob")
+            assert await bob.locator('li.row[data-post="p-1"]').count() == 0
+            assert await bob.locator('li.row[data-post="p-2"]').count() == 1
+            taken = await bob.goto(f"{base}/items/p-1")
+            assert taken is not None and taken.status == 409
+
+            if os.environ.get("FACTMATCH_SCREENSHOTS"):
+                await ana.screenshot(path=str(DOCS / "console-item.png"))
+            first = await ana.locator("li.match").first.get_attribute("data-fact-check")
+            await ana.keyboard.press("c")
+            await expect(ana.locator("#status")).to_have_text(re.compile("^done"))
+
+            # The verdict leaves after its undo window, as one Feedback record, for any consumer.
+            records = await consume_until(
+                settings.kafka_bootstrap, [settings.topic_feedback], lambda rs: len(rs) >= 1, timeout_s=30
+            )
+            (feedback,) = [json.loads(r.value) for r in records]
+            assert feedback["post_id"] == "p-1" and feedback["fact_check_id"] == first
+            assert feedback["verdict"] == "confirm" and feedback["moderator"] == "ana"
+            assert feedback["post_text"] == "5G towers spread the coronavirus"
+            assert feedback["model_version"] == worker.models.current().version
+            audit = await worker.store.reviews.audit_log("p-1")
+            assert [(a["action"], a["user_name"], a["verdict"]) for a in audit if a["action"] == "verdict"] == [
+                ("verdict", "ana", "confirm")
+            ]
+
+            # A post's markup is text: shown as typed, never run.
+            await ana.goto(f"{base}/items/p-2")
+            shown = await ana.locator("#post-text").text_content()
+            assert shown is not None and "<script>window.__pwned = 1</script>" in shown and "onerror=" in shown
+            assert await ana.locator("#post-text script, #post-text img").count() == 0
+            assert await ana.evaluate("window.__pwned === undefined")
+
+            # "None of these", then undo within the window: nothing is sent.
+            matches = await ana.locator("li.match").count()
+            await ana.keyboard.press("n")
+            await expect(ana.locator("#undo")).to_be_enabled()
+            await ana.keyboard.press("u")
+            await expect(ana.locator("#status")).to_have_text(re.compile("^undone"))
+            states = [v.state for v in await worker.store.reviews.verdicts("p-2")]
+            assert states == ["undone"] * matches
+
+            # The server enforces roles and CSRF, whatever a page shows.
+            csrf = await bob.locator('meta[name="csrf"]').get_attribute("content")
+            refused = await bob.request.post(f"{base}/admin/rollback", form={"csrf": csrf, "confirm": "rollback"})
+            assert refused.status == 403
+            assert (await bob.request.get(f"{base}/admin")).status == 403
+            forged = await ana.request.post(f"{base}/items/p-2/verdicts", form={"verdict": "none"})
+            assert forged.status == 403
+            assert [v.state for v in await worker.store.reviews.verdicts("p-2")] == ["undone"] * matches
+            root = await sign_in(browser, base, "root")
+            admin = await root.goto(f"{base}/admin")
+            assert admin is not None and admin.status == 200
+            assert await root.locator("table.versions td").first.text_content() == worker.models.current().version
+        finally:
+            await console.stop()
+
+
+@pytest.mark.parametrize(("proxies", "expected"), [("127.0.0.1", 200), ("10.9.8.7", 401)])
+async def test_an_identity_header_is_believed_only_from_the_trusted_proxy(
+    console_settings: Settings, proxies: str, expected: int
+) -> None:
+    from playwright.async_api import async_playwright
+
+    settings = console_settings.model_copy(
+        update={"console_proxy_user_header": "X-Forwarded-User", "console_trusted_proxies": proxies}
+    )
+    console = ConsoleRuntime(settings)
+    port = await console.start()
+    try:
+        await console.store.accounts.put_user("ana", "moderator", None)
+        async with async_playwright() as p:
+            client = await p.request.new_context(base_url=f"http://127.0.0.1:{port}")
+            named = await client.get("/queue/rows", headers={"X-Forwarded-User": "ana"})
+            assert named.status == expected
+            stranger = await client.get("/queue/rows", headers={"X-Forwarded-User": "mallory"})
+            assert stranger.status == 401, "the account must exist"
+            await client.dispose()
+    finally:
+        await console.stop()

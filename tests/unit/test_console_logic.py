@@ -1,0 +1,70 @@
+"""The console's pure logic: what a verdict becomes, highlighting, the sign-in rate limit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from worker.console.auth import RateLimiter, hash_password
+from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
+from worker.domain import ReviewItem
+from worker.wire import Feedback
+
+
+def item(text: str | None = "Vaccines contain microchips, they say") -> ReviewItem:
+    matches = [
+        {"fact_check_id": "fc-1", "shared_terms": ["vaccin", "microchip"]},
+        {"fact_check_id": "fc-2", "shared_terms": []},
+    ]
+    return ReviewItem(
+        "p1", {"matches": matches}, text, "en", "x", "v7", "match", 0.93, datetime(2026, 12, 1, tzinfo=UTC)
+    )
+
+
+def test_a_verdict_is_one_feedback_record_the_trainer_reads_unchanged() -> None:
+    ((fc, verdict, record),) = feedback_records(item(), "confirm", "fc-2", moderator="ana", note="  the chip one ")
+    parsed = Feedback.model_validate(record)
+    assert (fc, verdict) == ("fc-2", "confirm")
+    assert parsed.post_id == "p1" and parsed.fact_check_id == "fc-2" and parsed.verdict == "confirm"
+    assert parsed.moderator == "ana" and parsed.model_version == "v7" and parsed.note == "the chip one"
+    assert parsed.post_text == "Vaccines contain microchips, they say"
+
+
+def test_none_of_these_rejects_every_match_shown() -> None:
+    records = feedback_records(item(), "none", None, moderator="ana", note=None)
+    assert [(fc, v) for fc, v, _ in records] == [("fc-1", "reject"), ("fc-2", "reject")]
+
+
+@pytest.mark.parametrize(
+    ("choice", "fact_check_id", "text"),
+    [("confirm", "fc-9", "t"), ("maybe", "fc-1", "t"), ("reject", None, "t"), ("confirm", "fc-1", None)],
+)
+def test_a_verdict_on_something_the_item_did_not_show_is_refused(
+    choice: str, fact_check_id: str | None, text: str | None
+) -> None:
+    with pytest.raises(BadVerdict):
+        feedback_records(item(text), choice, fact_check_id, moderator="ana", note=None)
+
+
+def test_shared_terms_are_highlighted_by_their_stems_and_the_rest_stays_text() -> None:
+    segments = highlight("Vaccines contain <b>microchips</b>!", shared_terms(item()))
+    assert [s.text for s in segments if s.shared] == ["Vaccines", "microchips"]
+    assert "".join(s.text for s in segments) == "Vaccines contain <b>microchips</b>!"
+    assert highlight("", {"x"}) == [] and [s.text for s in highlight("plain", set())] == ["plain"]
+
+
+def test_failed_sign_ins_are_limited_per_name_and_per_address() -> None:
+    limiter = RateLimiter(limit=3, window_s=60)
+    for _ in range(3):
+        assert not limiter.blocked("name:ana", "addr:1.2.3.4")
+        limiter.record("name:ana", "addr:1.2.3.4")
+    assert limiter.blocked("name:ana", "addr:9.9.9.9") and limiter.blocked("name:bob", "addr:1.2.3.4")
+    assert not limiter.blocked("name:bob", "addr:9.9.9.9")
+
+
+def test_a_short_password_is_refused_and_a_hash_never_holds_the_password() -> None:
+    with pytest.raises(ValueError, match="8 characters"):
+        hash_password("short")
+    hashed = hash_password("a long enough secret")
+    assert hashed.startswith("$argon2id$") and "secret" not in hashed

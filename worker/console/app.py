@@ -1,0 +1,408 @@
+"""The moderators' console as an ASGI app: thin routes over the queue, the authenticator and the admin actions.
+
+Every route resolves the session first (cookie, or a trusted proxy's header), checks the role
+on the server and, for a state change, the CSRF token; the work is the store's
+(:class:`~worker.storage.interfaces.ReviewQueue`) and :mod:`worker.console.review`'s. Pages are
+Jinja2 templates with autoescaping (a post's ``<script>`` is shown as text) under a strict
+Content-Security-Policy (scripts only from ``/static``, nothing inline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from worker.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Authenticator, csrf_ok
+from worker.console.events import Broadcaster
+from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
+from worker.domain import ClaimLost, ConsoleSession, QueueFilter
+from worker.storage.interfaces import AccountStore, ReviewQueue
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+FILTERS = ("lang", "tier", "platform", "fact_check_id", "model_version")
+
+
+class ConsoleMetrics:
+    """What the console exposes on /metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.verdicts = Counter("factmatch_console_verdicts", "Verdicts given, by kind.", ["verdict"], registry=r)
+        self.undos = Counter("factmatch_console_undos", "Verdicts undone in their window.", registry=r)
+        self.queue_depth = Gauge("factmatch_console_queue_depth", "Open review items nobody holds.", registry=r)
+        self.active_sessions = Gauge("factmatch_console_active_sessions", "Sessions seen in 15 min.", registry=r)
+        self.first_verdict_seconds = Histogram(
+            "factmatch_console_first_verdict_seconds",
+            "From a result's publication to its item's first verdict.",
+            buckets=(10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+            registry=r,
+        )
+        self.items_added = Counter("factmatch_console_items_added", "Review items added from results.", registry=r)
+
+
+class AdminActions:
+    """What the admin pages may do; the runtime wires the real ones (registry, rollback, quarantine)."""
+
+    async def versions(self) -> list[dict[str, Any]]:
+        return []
+
+    async def rollback(self, version: str | None) -> str:
+        raise RuntimeError("rollback is not available here")
+
+    async def quarantined(self) -> list[dict[str, Any]]:
+        return []
+
+    async def clear_quarantine(self, fact_check_id: str, by: str) -> bool:
+        return False
+
+
+@dataclass
+class ConsoleDeps:
+    reviews: ReviewQueue
+    accounts: AccountStore
+    auth: Authenticator
+    events: Broadcaster
+    admin: AdminActions = field(default_factory=AdminActions)
+    metrics: ConsoleMetrics = field(default_factory=ConsoleMetrics)
+    lease_s: float = 120.0
+    undo_s: float = 5.0
+    secure_cookies: bool = False
+    proxy_user_header: str | None = None
+    trusted_proxies: frozenset[str] = frozenset()
+    ready: Callable[[], Awaitable[dict[str, bool]]] | None = None
+
+
+def http_url(value: object) -> str | None:
+    """A link only when it is http(s): a post's ``javascript:`` URL is shown as nothing."""
+    text = str(value or "").strip()
+    return text if text.lower().startswith(("https://", "http://")) else None
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+class Forbidden(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def create_app(deps: ConsoleDeps) -> Starlette:
+    """The console's routes over ``deps``."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    env.filters["http_url"] = http_url
+    templates = Jinja2Templates(env=env)
+
+    def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        response: Response = templates.TemplateResponse(request, name, context, status_code=status)
+        return response
+
+    async def session_of(request: Request) -> ConsoleSession | None:
+        if deps.proxy_user_header:
+            client = request.client.host if request.client else ""
+            name = request.headers.get(deps.proxy_user_header)
+            if name and client in deps.trusted_proxies:
+                user = await deps.accounts.user(name)
+                if user is None or user.disabled:
+                    return None
+                token = request.cookies.get(COOKIE)
+                current = await deps.auth.session(token)
+                if current is not None and current.user == user.name:
+                    return current
+                signed = await deps.auth.start(user.name, user.role)
+                request.state.new_sign_in = signed
+                return signed.session
+            return None
+        return await deps.auth.session(request.cookies.get(COOKIE))
+
+    async def require(request: Request, *, admin: bool = False, change: bool = False) -> ConsoleSession:
+        session = await session_of(request)
+        if session is None:
+            raise Forbidden(401, "sign in first")
+        if admin and session.role != "admin":
+            raise Forbidden(403, "admins only")
+        if change:
+            sent = request.headers.get(CSRF_HEADER)
+            if sent is None and request.headers.get("content-type", "").startswith(
+                ("application/x-www-form-urlencoded", "multipart/form-data")
+            ):
+                sent = str((await request.form()).get(CSRF_FIELD) or "")
+            if not csrf_ok(session, sent):
+                raise Forbidden(403, "missing or wrong CSRF token")
+        return session
+
+    def with_cookie(request: Request, response: Response) -> Response:
+        sign_in = getattr(request.state, "new_sign_in", None)
+        if sign_in is not None:
+            set_cookie(response, sign_in.token)
+        return response
+
+    def set_cookie(response: Response, token: str) -> None:
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=int(deps.auth.ttl_s),
+            httponly=True,
+            samesite="strict",
+            secure=deps.secure_cookies,
+            path="/",
+        )
+
+    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        return with_cookie(request, render(request, name, context, status))
+
+    def filters_of(request: Request) -> QueueFilter:
+        values = {k: (request.query_params.get(k) or None) for k in FILTERS}
+        if values["tier"] not in (None, "match", "suggestion"):
+            values["tier"] = None
+        return QueueFilter(**values)  # type: ignore[arg-type]
+
+    async def login_form(request: Request) -> Response:
+        return render(request, "login.html", {"error": None})
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        name, password = str(form.get("name") or ""), str(form.get("password") or "")
+        client = request.client.host if request.client else "?"
+        try:
+            signed = await deps.auth.sign_in(name, password, client)
+        except PermissionError as exc:
+            return render(request, "login.html", {"error": str(exc)}, 429)
+        if signed is None:
+            return render(request, "login.html", {"error": "wrong name or password"}, 401)
+        await deps.reviews.audit(signed.session.user, signed.session.session_id, "sign_in")
+        response = RedirectResponse("/", status_code=303)
+        set_cookie(response, signed.token)
+        return response
+
+    async def logout(request: Request) -> Response:
+        session = await require(request, change=True)
+        await deps.auth.sign_out(request.cookies.get(COOKIE))
+        await deps.reviews.audit(session.user, session.session_id, "sign_out")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    async def queue_context(request: Request, session: ConsoleSession) -> dict[str, Any]:
+        filters = filters_of(request)
+        items, counts, depth = await asyncio.gather(
+            deps.reviews.queue(filters, session.session_id, limit=50),
+            deps.reviews.counts(filters, session.session_id),
+            deps.reviews.depth(),
+        )
+        deps.metrics.queue_depth.set(depth)
+        return {"session": session, "items": items, "counts": counts, "depth": depth, "filters": filters}
+
+    async def queue(request: Request) -> Response:
+        try:
+            session = await require(request)
+        except Forbidden as exc:
+            if exc.status == 401:
+                return RedirectResponse("/login", status_code=303)
+            raise
+        return page(request, "queue.html", await queue_context(request, session))
+
+    async def queue_rows(request: Request) -> Response:
+        session = await require(request)
+        return page(request, "rows.html", await queue_context(request, session))
+
+    async def item_page(request: Request) -> Response:
+        session = await require(request)
+        post_id = request.path_params["post_id"]
+        item = await deps.reviews.claim(post_id, session.user, session.session_id, deps.lease_s)
+        if item is None:
+            existing = await deps.reviews.item(post_id)
+            status = 404 if existing is None else 409
+            reason = "no such item" if existing is None else "another moderator holds this item, or it is decided"
+            return page(request, "gone.html", {"session": session, "reason": reason}, status=status)
+        await deps.reviews.audit(session.user, session.session_id, "claim", post_id=post_id)
+        context = {
+            "session": session,
+            "item": item,
+            "segments": highlight(item.text or "", shared_terms(item)),
+            "undo_s": deps.undo_s,
+            "lease_s": deps.lease_s,
+        }
+        return page(request, "item.html", context)
+
+    async def verdict(request: Request) -> Response:
+        session = await require(request, change=True)
+        post_id = request.path_params["post_id"]
+        form = await request.form()
+        item = await deps.reviews.item(post_id)
+        if item is None:
+            return JSONResponse({"error": "no such item"}, status_code=404)
+        first = not await deps.reviews.verdicts(post_id)
+        try:
+            records = feedback_records(
+                item,
+                str(form.get("verdict") or ""),
+                str(form.get("fact_check_id") or "") or None,
+                moderator=session.user,
+                note=str(form.get("note") or "") or None,
+            )
+            pending = await deps.reviews.add_verdicts(
+                post_id,
+                records,
+                user=session.user,
+                session_id=session.session_id,
+                undo_s=deps.undo_s,
+                note=str(form.get("note") or "") or None,
+            )
+        except BadVerdict as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except ClaimLost as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        for p in pending:
+            deps.metrics.verdicts.labels(p.verdict).inc()
+        if first:
+            waited = (datetime.now(UTC) - item.published_at).total_seconds()
+            deps.metrics.first_verdict_seconds.observe(max(0.0, waited))
+        after = await deps.reviews.item(post_id)
+        return JSONResponse(
+            {
+                "pending": [{"fact_check_id": p.fact_check_id, "verdict": p.verdict} for p in pending],
+                "done": after is not None and after.status == "done",
+                "undo_s": deps.undo_s,
+            }
+        )
+
+    async def undo(request: Request) -> Response:
+        session = await require(request, change=True)
+        n = await deps.reviews.undo(request.path_params["post_id"], user=session.user, session_id=session.session_id)
+        deps.metrics.undos.inc(n)
+        return JSONResponse({"undone": n})
+
+    async def release(request: Request) -> Response:
+        session = await require(request, change=True)
+        await deps.reviews.release(request.path_params["post_id"], session.session_id)
+        return JSONResponse({"released": True})
+
+    async def events(request: Request) -> Response:
+        await require(request)
+
+        async def stream() -> AsyncIterator[bytes]:
+            async with deps.events.subscribe() as changes:
+                yield f"event: depth\ndata: {await deps.reviews.depth()}\n\n".encode()
+                while not deps.events.closed and not await request.is_disconnected():
+                    try:
+                        post_id = await asyncio.wait_for(changes.get(), timeout=15)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if deps.events.closed:
+                        return
+                    depth = await deps.reviews.depth()
+                    deps.metrics.queue_depth.set(depth)
+                    yield f"event: changed\ndata: {json.dumps({'post_id': post_id, 'depth': depth})}\n\n".encode()
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    async def admin_page(request: Request) -> Response:
+        session = await require(request, admin=True)
+        versions, quarantined = await asyncio.gather(deps.admin.versions(), deps.admin.quarantined())
+        context = {"session": session, "versions": versions, "quarantined": quarantined, "message": None}
+        return page(request, "admin.html", context)
+
+    async def admin_rollback(request: Request) -> Response:
+        session = await require(request, admin=True, change=True)
+        form = await request.form()
+        if str(form.get("confirm") or "") != "rollback":
+            return JSONResponse({"error": "type rollback to confirm"}, status_code=400)
+        version = str(form.get("version") or "") or None
+        try:
+            target = await deps.admin.rollback(version)
+        except (LookupError, RuntimeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        await deps.reviews.audit(session.user, session.session_id, "rollback", detail={"version": target})
+        return JSONResponse({"active": target})
+
+    async def admin_clear(request: Request) -> Response:
+        session = await require(request, admin=True, change=True)
+        fact_check_id = str((await request.form()).get("fact_check_id") or "")
+        cleared = await deps.admin.clear_quarantine(fact_check_id, session.user)
+        await deps.reviews.audit(
+            session.user, session.session_id, "clear_quarantine", detail={"fact_check_id": fact_check_id}
+        )
+        return JSONResponse({"cleared": cleared})
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        checks = await deps.ready() if deps.ready else {}
+        ok = all(checks.values())
+        body = "\n".join(f"{k}: {'ok' if v else 'FAIL'}" for k, v in checks.items()) or "ok"
+        return PlainTextResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        deps.metrics.active_sessions.set(await deps.accounts.active_sessions())
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Forbidden)
+        if "text/html" in request.headers.get("accept", "") and exc.status == 401:
+            return RedirectResponse("/login", status_code=303)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    routes = [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", queue, methods=["GET"]),
+        Route("/queue/rows", queue_rows, methods=["GET"]),
+        Route("/items/{post_id:path}/verdicts", verdict, methods=["POST"]),
+        Route("/items/{post_id:path}/undo", undo, methods=["POST"]),
+        Route("/items/{post_id:path}/release", release, methods=["POST"]),
+        Route("/items/{post_id:path}", item_page, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/admin", admin_page, methods=["GET"]),
+        Route("/admin/rollback", admin_rollback, methods=["POST"]),
+        Route("/admin/quarantine/clear", admin_clear, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={Forbidden: refused},
+    )

@@ -1,0 +1,100 @@
+"""What a moderator's verdict becomes, and how an item is shown: pure logic, no web, no SQL.
+
+Every verdict is one :class:`~worker.wire.Feedback` record, the wire model the trainer already
+reads, so a console verdict and a ``factmatch feedback`` command teach the trainer alike.
+"None of these" is a rejection of every match the item showed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from worker.domain import ReviewItem, VerdictKind
+from worker.wire import Feedback
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class BadVerdict(ValueError):
+    """The request named a verdict or a fact-check the item does not have."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a post's text; ``shared`` when it is a term the post shares with a fact-check."""
+
+    text: str
+    shared: bool = False
+
+
+def feedback_records(
+    item: ReviewItem, choice: str, fact_check_id: str | None, *, moderator: str, note: str | None
+) -> list[tuple[str, VerdictKind, dict[str, Any]]]:
+    """``(fact_check_id, verdict, Feedback as JSON)`` for a moderator's choice on ``item``.
+
+    ``choice`` is ``confirm`` or ``reject`` (of ``fact_check_id``) or ``none`` (every match rejected).
+    """
+    shown = [str(m["fact_check_id"]) for m in item.matches]
+    if choice == "none":
+        targets: list[tuple[str, VerdictKind]] = [(fc, "reject") for fc in shown]
+    elif choice in ("confirm", "reject"):
+        if fact_check_id not in shown:
+            raise BadVerdict(f"post {item.post_id} showed no fact-check {fact_check_id!r}")
+        targets = [(str(fact_check_id), "confirm" if choice == "confirm" else "reject")]
+    else:
+        raise BadVerdict(f"unknown verdict {choice!r}: confirm, reject or none")
+    if not targets:
+        raise BadVerdict(f"post {item.post_id} showed no fact-check")
+    text = item.text or ""
+    if not text.strip():
+        raise BadVerdict(f"post {item.post_id} came without its text (the worker's result_text_max_chars is 0)")
+    note = (note or "").strip()[:2000] or None
+    return [
+        (
+            fc,
+            verdict,
+            Feedback(
+                post_id=item.post_id,
+                post_text=text,
+                fact_check_id=fc,
+                verdict=verdict,
+                moderator=moderator,
+                model_version=item.model_version,
+                note=note,
+            ).model_dump(mode="json"),
+        )
+        for fc, verdict in targets
+    ]
+
+
+def highlight(text: str, terms: set[str]) -> list[Segment]:
+    """``text`` cut into segments, the words among ``terms`` (lower-cased) marked shared.
+
+    Segments are plain text: the template escapes them, so a post's markup is shown, never run.
+    """
+    if not terms:
+        return [Segment(text)] if text else []
+    segments: list[Segment] = []
+    last = 0
+    for word in _WORD.finditer(text):
+        if _is_shared(word.group().lower(), terms):
+            if word.start() > last:
+                segments.append(Segment(text[last : word.start()]))
+            segments.append(Segment(word.group(), shared=True))
+            last = word.end()
+    if last < len(text):
+        segments.append(Segment(text[last:]))
+    return segments
+
+
+def _is_shared(word: str, terms: set[str]) -> bool:
+    # The worker's terms are Postgres lexemes (stems: "vaccin" for "vaccines"): a stem of four
+    # letters or more marks the words it starts.
+    return word in terms or any(len(t) >= 4 and word.startswith(t) for t in terms)
+
+
+def shared_terms(item: ReviewItem) -> set[str]:
+    """Every term the worker said the post shares with one of its matches."""
+    return {str(t).lower() for m in item.matches for t in (m.get("shared_terms") or [])}

@@ -167,6 +167,25 @@ def _values_schema() -> dict[str, Any]:
                     **scheduling,
                 },
             },
+            "console": {
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "replicas": {"type": "integer", "minimum": 0},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "resources": _resources(),
+                    "ingress": {
+                        "type": "object",
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "className": {"type": "string"},
+                            "host": {"type": "string"},
+                            "tlsSecret": {"type": "string"},
+                            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                    },
+                },
+            },
             "autoscaling": {
                 "type": "object",
                 "properties": {

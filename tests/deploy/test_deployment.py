@@ -60,6 +60,12 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def component(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The one ``kind`` of the chart's ``name`` component (worker, console)."""
+    (found,) = [d for d in by_kind(docs, kind) if d["metadata"]["labels"]["app.kubernetes.io/component"] == name]
+    return found
+
+
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
     if doc["kind"] == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -97,7 +103,7 @@ EDGE = {
 def test_everyday_cluster_knobs_reach_every_pod() -> None:
     docs = render(EDGE)
     pods = by_kind(docs, "Deployment") + by_kind(docs, "CronJob") + by_kind(docs, "Job")
-    assert len(pods) == 3
+    assert len(pods) == 4  # worker, console, trainer, migrations
     for doc in pods:
         spec = pod_spec(doc)
         template = (
@@ -111,13 +117,13 @@ def test_everyday_cluster_knobs_reach_every_pod() -> None:
         assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
         assert "corp-ca" in [v["name"] for v in spec["volumes"]]
         assert "/etc/corp-ca" in [m["mountPath"] for m in container["volumeMounts"]]
-    worker = pod_spec(by_kind(docs, "Deployment")[0])
+    worker = pod_spec(component(docs, "Deployment", "worker"))
     assert worker["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
     # The defaults: a non-root pod that never chowns the whole model store on start.
-    default = pod_spec(by_kind(render(REQUIRED), "Deployment")[0])
+    default = pod_spec(component(render(REQUIRED), "Deployment", "worker"))
     assert default["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
     assert default["securityContext"]["runAsNonRoot"] is True
-    assert by_kind(render(REQUIRED), "Deployment")[0]["spec"]["progressDeadlineSeconds"] >= 600
+    assert component(render(REQUIRED), "Deployment", "worker")["spec"]["progressDeadlineSeconds"] >= 600
 
 
 @pytest.mark.parametrize(
@@ -170,7 +176,7 @@ def test_custom_resources_validate_against_the_crd_schemas() -> None:
 
 def test_production_values_turn_on_gpu_keda_servicemonitor_and_existing_secrets() -> None:
     docs = render(PRODUCTION)
-    worker = by_kind(docs, "Deployment")[0]
+    worker = component(docs, "Deployment", "worker")
     container = pod_spec(worker)["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod_spec(worker)["tolerations"] and pod_spec(worker)["nodeSelector"]
@@ -197,9 +203,29 @@ def test_production_values_turn_on_gpu_keda_servicemonitor_and_existing_secrets(
     assert pod_spec(worker)["volumes"][0]["persistentVolumeClaim"]["claimName"] == "factmatch-models"
 
 
+def test_the_console_is_served_with_the_admin_login_and_an_optional_ingress() -> None:
+    docs = render({**REQUIRED, "secrets": {**REQUIRED["secrets"], "adminDatabaseUrl": {"existingSecret": "db-admin"}}})
+    console = component(docs, "Deployment", "console")
+    container = pod_spec(console)["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["args"] == ["console"]
+    assert env["FACTMATCH_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "db-admin"
+    assert env["FACTMATCH_CONSOLE_HOST"]["value"] == "0.0.0.0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    service = component(docs, "Service", "console")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert not [d for d in docs if d["kind"] == "Ingress"]
+    exposed = render(
+        {**REQUIRED, "console": {"ingress": {"enabled": True, "host": "console.example", "tlsSecret": "tls"}}}
+    )
+    (ingress,) = by_kind(exposed, "Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "console.example" and ingress["spec"]["tls"][0]["secretName"] == "tls"
+    assert not [d for d in render({**REQUIRED, "console": {"enabled": False}}) if "console" in d["metadata"]["name"]]
+
+
 def test_probes_grace_and_hook() -> None:
     docs = render(REQUIRED)
-    worker = by_kind(docs, "Deployment")[0]
+    worker = component(docs, "Deployment", "worker")
     spec = pod_spec(worker)
     container = spec["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -260,7 +286,7 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
         got = getattr(rebuilt, name)
         assert (str(got) if isinstance(got, Path) else got) == value, name
     configmap_name = by_kind(docs, "ConfigMap")[0]["metadata"]["name"]
-    for doc in (by_kind(docs, "Deployment")[0], by_kind(docs, "CronJob")[0]):
+    for doc in (component(docs, "Deployment", "worker"), by_kind(docs, "CronJob")[0]):
         container = pod_spec(doc)["containers"][0]
         assert {"configMapRef": {"name": configmap_name}} in container["envFrom"]
         env = {e["name"]: e for e in container["env"]}
@@ -277,10 +303,10 @@ def test_secrets_come_from_existing_secrets_never_the_configmap() -> None:
     docs = render(PRODUCTION)
     data = by_kind(docs, "ConfigMap")[0]["data"]
     assert not {"FACTMATCH_DATABASE_URL", "FACTMATCH_KAFKA_SASL_PASSWORD", "FACTMATCH_KAFKA_SASL_USERNAME"} & set(data)
-    env = {e["name"]: e for e in pod_spec(by_kind(docs, "Deployment")[0])["containers"][0]["env"]}
+    env = {e["name"]: e for e in pod_spec(component(docs, "Deployment", "worker"))["containers"][0]["env"]}
     assert env["FACTMATCH_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "factmatch-kafka-scram"
     # The brokers' CA comes from a Secret too, mounted where the setting points.
-    for doc in (by_kind(docs, "Deployment")[0], by_kind(docs, "CronJob")[0]):
+    for doc in (component(docs, "Deployment", "worker"), by_kind(docs, "CronJob")[0]):
         spec = pod_spec(doc)
         container = spec["containers"][0]
         tls_env = {e["name"]: e for e in container["env"]}["FACTMATCH_KAFKA_SSL_CAFILE"]
@@ -394,7 +420,7 @@ def test_workers_log_in_with_their_own_database_url_and_migrations_and_trainer_w
         env = {e["name"]: e for e in container.get("env", [])}
         return str(env["FACTMATCH_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"])
 
-    assert database_secret(by_kind(docs, "Deployment")[0]) == "factmatch-database"
+    assert database_secret(component(docs, "Deployment", "worker")) == "factmatch-database"
     assert database_secret(by_kind(docs, "CronJob")[0]) == "factmatch-db-owner"
     migrations = [d for d in by_kind(docs, "Job") if "migrat" in d["metadata"]["name"]]
     assert migrations and database_secret(migrations[0]) == "factmatch-db-owner"

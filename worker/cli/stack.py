@@ -108,7 +108,7 @@ def up(
     model: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Run the local stack and a worker until Ctrl-C; `factmatch post` talks to it."""
-    from worker.local.demo import prepare_database, running_worker
+    from worker.local.demo import local_console, prepare_database, running_worker
 
     with local_services(data_dir) as (bootstrap, url):
         settings = load_settings(kafka_bootstrap=bootstrap, database_url=url, model=model)
@@ -117,10 +117,11 @@ def up(
 
         async def go() -> None:
             await prepare_database(settings, fact_checks_file)
-            async with running_worker(settings) as runtime:
+            async with running_worker(settings) as runtime, local_console(settings) as (url, name, password):
                 if settings.metrics_enabled:
                     base = f"http://127.0.0.1:{runtime.health.port}"
                     console.print(f"metrics: {base}/metrics  health: {base}/healthz  readiness: {base}/readyz")
+                console.print(f"moderators' console: {url}  (sign in as {name} / {password}, an admin)")
                 console.print(
                     f'[green]ready[/green]: post with `factmatch post "some text"`, or produce JSON to '
                     f"'{settings.topic_posts}' on {bootstrap}; results on '{settings.topic_matches}'. Ctrl-C stops."

@@ -29,6 +29,24 @@ async def prepare_database(settings: Settings, fact_checks_file: Path | None) ->
 
 
 @contextlib.asynccontextmanager
+async def local_console(settings: Settings) -> AsyncIterator[tuple[str, str, str]]:
+    """The console on the local stack, with an admin login made for it: (url, name, password)."""
+    import secrets
+
+    from worker.console.auth import hash_password
+    from worker.console.runtime import ConsoleRuntime
+
+    runtime = ConsoleRuntime(settings)
+    port = await runtime.start()
+    try:
+        name, password = "moderator", secrets.token_urlsafe(9)
+        await runtime.store.accounts.put_user(name, "admin", hash_password(password))
+        yield f"http://{settings.console_host}:{port}/", name, password
+    finally:
+        await runtime.stop()
+
+
+@contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
     await ensure_topics(settings)
     async with running(settings) as runtime:

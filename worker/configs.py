@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from worker.core.decoding import Limits
+from worker.core.document_cache import CachedDocuments, model_identity
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_device
 from worker.core.indexer import CorpusIndexer
 from worker.core.pipeline import PipelineConfig, RetryPolicy
@@ -120,6 +121,13 @@ def encoder_options(settings: Settings) -> EncoderOptions:
         batch_size=settings.encode_batch_size,
         trust_remote_code=settings.trust_remote_code,
     )
+
+
+def with_document_cache(settings: Settings, model_ref: str, encoder: Encoder) -> CachedDocuments:
+    """``encoder`` with its document vectors kept under ``<model_store>/eval-cache/`` (``factmatch eval``)."""
+    options = f"{encoder_options(settings)!r}|{settings.backend}|{settings.onnx_int8}"
+    directory = settings.model_store / "eval-cache" / model_identity(model_ref, options)
+    return CachedDocuments(encoder, directory)
 
 
 def encoder_loader(settings: Settings) -> Loader:

@@ -181,10 +181,26 @@ async def test_a_moderator_works_the_live_queue_in_a_real_browser(
             forged = await ana.request.post(f"{base}/items/p-2/verdicts", form={"verdict": "none"})
             assert forged.status == 403
             assert [v.state for v in await worker.store.reviews.verdicts("p-2")] == ["undone"] * matches
+            # Admins: versions, the dead letters (a post that is not JSON, its markup shown as
+            # text), and a quarantine cleared from the page.
+            await produce(settings.kafka_bootstrap, settings.topic_posts, [(b"bad", b"<b>not json</b> \x00 tail")])
+            await worker.store.quarantine.quarantine(first or "", "over-match (test)", "test")
+
+            async def lettered() -> bool:
+                return bool((await worker.store.reviews.dead_letters())[0])
+
+            assert await eventually(lettered, 60)
             root = await sign_in(browser, base, "root")
             admin = await root.goto(f"{base}/admin")
             assert admin is not None and admin.status == 200
             assert await root.locator("table.versions td").first.text_content() == worker.models.current().version
+            assert "invalid_json: 1" in (await root.locator("p.counts").text_content() or "")
+            preview = await root.locator("table.letters code").first.text_content()
+            assert preview is not None and preview.startswith("<b>not json</b>")
+            assert await root.locator("table.letters b").count() == 0
+            await root.click("ul.quarantine button")
+            await expect(root.locator("#status")).to_contain_text('"cleared":true')
+            assert first not in await worker.store.quarantine.quarantined()
         finally:
             await console.stop()
 

@@ -37,6 +37,7 @@ def open_set(split: str, seed: int) -> LabelledPosts:
     return LabelledPosts(dict(labelled.queries), dict(labelled.query_langs or {}), cut.qrels, exclude=cut.removed)
 
 
+@pytest.mark.xdist_group("checkthat")
 async def test_decisions_fitted_on_open_set_train_hold_on_open_set_dev(database_url: str, make_settings: Any) -> None:
     from worker.configs import bootstrap_active_version, calibration_config, model_manager, retrieval_config
 

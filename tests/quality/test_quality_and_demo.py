@@ -29,7 +29,13 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FACTMATCH_")}
 
 
-def eval_minilm_on_dev(cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="session")
+def eval_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model store for the evaluations of a session: the second reuses the corpus's vectors."""
+    return tmp_path_factory.mktemp("eval-store")
+
+
+def eval_minilm_on_dev(cwd: Path, store: Path, *options: str) -> subprocess.CompletedProcess[str]:
     """`factmatch eval --json` with MiniLM on CheckThat! 2020 dev, as a user runs it."""
     return subprocess.run(
         [
@@ -49,16 +55,17 @@ def eval_minilm_on_dev(cwd: Path, *options: str) -> subprocess.CompletedProcess[
             "--json",
         ],
         cwd=cwd,
-        env=clean_env(),
+        env={**clean_env(), "FACTMATCH_MODEL_STORE": str(store)},
         capture_output=True,
         text=True,
         timeout=900,
     )
 
 
+@pytest.mark.xdist_group("checkthat")
 @pytest.mark.skipif(not (SHARED_DATA / "corpus.jsonl").is_file(), reason="../shared/data/checkthat2020 is absent")
-def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> None:
-    completed = eval_minilm_on_dev(tmp_path)
+def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path, eval_store: Path) -> None:
+    completed = eval_minilm_on_dev(tmp_path, eval_store)
     assert completed.returncode == 0, completed.stderr[-3000:]
     printed = json.loads(completed.stdout.strip().splitlines()[-1])
     assert printed.pop("open_set") is None  # no decision model named: ranking only
@@ -75,8 +82,9 @@ def test_eval_cli_minilm_on_checkthat_dev_beats_the_floor(tmp_path: Path) -> Non
     assert by_mode["hybrid"]["map@5"] > max(by_mode["dense"]["map@5"], by_mode["lexical"]["map@5"])
 
 
+@pytest.mark.xdist_group("checkthat")
 @pytest.mark.skipif(not (SHARED_DATA / "corpus.jsonl").is_file(), reason="../shared/data/checkthat2020 is absent")
-def test_eval_cli_judges_an_open_set_split_with_the_shipped_decision_model(tmp_path: Path) -> None:
+def test_eval_cli_judges_an_open_set_split_with_the_shipped_decision_model(tmp_path: Path, eval_store: Path) -> None:
     from worker.retrieval.shipped import shipped_path
 
     decisions = shipped_path(minilm_model_ref())
@@ -84,6 +92,7 @@ def test_eval_cli_judges_an_open_set_split_with_the_shipped_decision_model(tmp_p
     plot = tmp_path / "pr.png"
     completed = eval_minilm_on_dev(
         tmp_path,
+        eval_store,
         "--mode",
         "hybrid",
         "--holdout-share",

@@ -68,3 +68,10 @@ def test_a_short_password_is_refused_and_a_hash_never_holds_the_password() -> No
         hash_password("short")
     hashed = hash_password("a long enough secret")
     assert hashed.startswith("$argon2id$") and "secret" not in hashed
+
+
+def test_the_precision_recall_plot_puts_recall_across_and_precision_up() -> None:
+    from worker.console.review import pr_polyline
+
+    assert pr_polyline([[0.9, 1.0, 0.5, 0.0], [0.5, 0.8, 1.0, 0.1]]) == "120.0,0.0 240.0,32.0"
+    assert pr_polyline([]) == ""

@@ -27,9 +27,11 @@ def serve(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from worker.console.runtime import serve as serve_console
+    from worker.logs import configure_logging
     from worker.storage import migrate
 
     settings = load_settings()
+    configure_logging(settings.log_level, secrets=settings.secrets())
 
     async def go() -> None:
         await migrate(settings.require_database_url(), wait_s=30)

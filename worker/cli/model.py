@@ -46,6 +46,9 @@ def evaluate(
         typer.Option(help="Decision model to judge with: a version name, or a JSON file (default: the active one's)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the open-set precision/recall plot (PNG) here.")] = None,
+    cache: Annotated[
+        bool, typer.Option(help="Keep the corpus's vectors under <model_store>/eval-cache for the next run.")
+    ] = True,
 ) -> None:
     """Evaluate a model on a labelled set with the worker's encoder and pgvector search.
 
@@ -69,7 +72,9 @@ def evaluate(
         raise fail(f"cannot read the labelled set: {exc}") from None
     started = time.perf_counter()
     with database_url(settings) as url:
-        result = run(_evaluate(settings, url, labelled, model, decisions, chosen), failures=(LookupError, ValueError))
+        result = run(
+            _evaluate(settings, url, labelled, model, decisions, chosen, cache), failures=(LookupError, ValueError)
+        )
     out = err if as_json else console
     out.print(metrics_table(result.by_mode, chosen, time.perf_counter() - started))
     if result.open_set is not None:
@@ -86,9 +91,15 @@ def evaluate(
 
 
 async def _evaluate(
-    settings: Settings, url: str, labelled: Any, model: str | None, decisions: str | None, modes: list[ModeName]
+    settings: Settings,
+    url: str,
+    labelled: Any,
+    model: str | None,
+    decisions: str | None,
+    modes: list[ModeName],
+    cache: bool,
 ) -> Evaluation:
-    from worker.configs import encoder_loader, eval_model_ref, evaluation_config
+    from worker.configs import encoder_loader, eval_model_ref, evaluation_config, with_document_cache
     from worker.core.evaluate import run_evaluation
     from worker.core.serving import version_name_for
     from worker.storage.scratch import scratch_store
@@ -98,15 +109,19 @@ async def _evaluate(
     encoder = await asyncio.to_thread(encoder_loader(settings), ref)
     err.print(f"evaluating {ref} on {len(labelled.queries)} posts against {len(labelled.corpus)} fact-checks")
     config = evaluation_config(settings)
-    return await run_evaluation(
+    cached = with_document_cache(settings, ref, encoder) if cache else None
+    evaluation = await run_evaluation(
         lambda: scratch_store(url, ef_search=max(settings.ef_search, config.top_k)),
         labelled,
-        encoder,
+        cached or encoder,
         config,
         version=f"eval-{version_name_for(ref)}",
         modes=modes,
         decisions=judge,
     )
+    if cached is not None:
+        err.print(f"fact-check vectors: {cached.hits} from {cached.directory}, {cached.misses} encoded")
+    return evaluation
 
 
 @contextlib.contextmanager

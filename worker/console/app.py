@@ -337,8 +337,16 @@ def create_app(deps: ConsoleDeps) -> Starlette:
 
     async def admin_page(request: Request) -> Response:
         session = await require(request, admin=True)
-        versions, quarantined = await asyncio.gather(deps.admin.versions(), deps.admin.quarantined())
-        context = {"session": session, "versions": versions, "quarantined": quarantined, "message": None}
+        versions, quarantined, (letter_counts, letters) = await asyncio.gather(
+            deps.admin.versions(), deps.admin.quarantined(), deps.reviews.dead_letters()
+        )
+        context = {
+            "session": session,
+            "versions": versions,
+            "quarantined": quarantined,
+            "letter_counts": letter_counts,
+            "letters": letters,
+        }
         return page(request, "admin.html", context)
 
     async def admin_rollback(request: Request) -> Response:

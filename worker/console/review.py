@@ -98,3 +98,14 @@ def _is_shared(word: str, terms: set[str]) -> bool:
 def shared_terms(item: ReviewItem) -> set[str]:
     """Every term the worker said the post shares with one of its matches."""
     return {str(t).lower() for m in item.matches for t in (m.get("shared_terms") or [])}
+
+
+def pr_polyline(curve: list[list[float]], width: int = 240, height: int = 160) -> str:
+    """An SVG polyline's points for a decision report's precision/recall curve (recall across,
+    precision up; rows are ``[cut, precision, recall, false alarms]``); empty without a curve."""
+    points = []
+    for row in curve:
+        if len(row) >= 3:
+            x, y = float(row[2]), float(row[1])
+            points.append(f"{x * width:.1f},{(1 - y) * height:.1f}")
+    return " ".join(points)

@@ -2,7 +2,8 @@
 queue's listener and the web server, composed from the one ``Settings``.
 
 - **Reading results.** A consumer in ``console_group_id`` (not the worker's) turns each result
-  with a tiered match into a review item, then commits: at-least-once, and the store makes a
+  with a tiered match into a review item (and keeps a preview of each dead letter for the
+  admins' view), then commits: at-least-once, and the store makes a
   redelivered result a no-op. A message that is not a result is logged, counted and skipped:
   the worker's dead letters are the worker's; nothing here can hold the partition.
 - **Sending verdicts.** Verdicts wait out their undo window in Postgres; a loop publishes the due
@@ -16,18 +17,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from worker.adapter import kafka
 from worker.console.app import AdminActions, ConsoleDeps, ConsoleMetrics, create_app
 from worker.console.auth import Authenticator
 from worker.console.events import Broadcaster
+from worker.console.review import pr_polyline
 from worker.settings import Settings
 from worker.storage import Store
-from worker.wire import MatchResult
+from worker.wire import DeadLetter, MatchResult
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,22 @@ class StoreAdmin(AdminActions):
         self.settings = settings
 
     async def versions(self) -> list[dict[str, Any]]:
-        return [
-            {"version": v.version, "status": v.status, "indexed": v.indexed_at is not None, "metrics": v.metrics}
-            for v in await self.store.registry.list_versions()
-        ]
+        rows = []
+        for v in await self.store.registry.list_versions():
+            report = await self.store.decisions.decision_report(v.version) or {}
+            shadow = (await self.store.shadow.shadow_report(v.version)).as_dict()
+            rows.append(
+                {
+                    "version": v.version,
+                    "status": v.status,
+                    "indexed": v.indexed_at is not None,
+                    "metrics": v.metrics,
+                    "decision": {k: report[k] for k in ("auroc", "match", "match_or_suggestion") if k in report},
+                    "curve": pr_polyline(report.get("curve") or []),
+                    "shadow": shadow if shadow["posts"] else None,
+                }
+            )
+        return rows
 
     async def rollback(self, version: str | None) -> str:
         from worker.configs import encoder_loader, rollout_config
@@ -148,6 +164,7 @@ class ConsoleRuntime:
             consumer = kafka.consumer(
                 s,
                 s.topic_matches,
+                s.topic_dead_letter,
                 group_id=s.console_group_id,
                 auto_offset_reset=s.auto_offset_reset,
                 session_timeout_ms=s.session_timeout_ms,
@@ -159,7 +176,10 @@ class ConsoleRuntime:
                     records = [r for rs in batches.values() for r in rs]
                     if not records:
                         continue
-                    added = await self.store.reviews.add_results(self._results(records))
+                    results = [r for r in records if r.topic == s.topic_matches]
+                    letters = [r for r in records if r.topic == s.topic_dead_letter]
+                    added = await self.store.reviews.add_results(self._parsed(results, MatchResult))
+                    await self.store.reviews.add_dead_letters(self._parsed(letters, DeadLetter))
                     self.metrics.items_added.inc(added)
                     await consumer.commit()
             except asyncio.CancelledError:
@@ -172,20 +192,21 @@ class ConsoleRuntime:
                     await consumer.stop()
 
     @staticmethod
-    def _results(records: list[Any]) -> list[MatchResult]:
-        results = []
+    def _parsed(records: list[Any], model: type[M]) -> list[M]:
+        parsed = []
         for record in records:
             try:
-                results.append(MatchResult.model_validate_json(record.value or b""))
+                parsed.append(model.model_validate_json(record.value or b""))
             except (ValidationError, ValueError) as exc:
                 log.warning(
-                    "skipped a record that is not a result at %s/%d@%d: %s",
+                    "skipped a record that is not a %s at %s/%d@%d: %s",
+                    model.__name__,
                     record.topic,
                     record.partition,
                     record.offset,
                     str(exc)[:200],
                 )
-        return results
+        return parsed
 
     async def send_verdicts(self, every_s: float = 0.5) -> None:
         """Publish verdicts whose undo window closed, as Feedback records on the feedback topic."""

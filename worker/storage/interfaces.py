@@ -33,7 +33,7 @@ from worker.domain import (
     VerdictKind,
     VersionStatus,
 )
-from worker.wire import FactCheck, Feedback, MatchResult
+from worker.wire import DeadLetter, FactCheck, Feedback, MatchResult
 
 
 class VersionRegistry(Protocol):
@@ -149,6 +149,8 @@ class ReviewQueue(Protocol):
     async def send_due(self, send: Callable[[list[dict[str, Any]]], Awaitable[None]], *, limit: int = 100) -> int: ...
     async def verdicts(self, post_id: str) -> list[PendingVerdict]: ...
     def changes(self) -> AsyncIterator[str]: ...
+    async def add_dead_letters(self, letters: Sequence[DeadLetter], preview_chars: int = 300) -> int: ...
+    async def dead_letters(self, limit: int = 50) -> tuple[dict[str, int], list[dict[str, Any]]]: ...
     async def audit(
         self,
         user: str,

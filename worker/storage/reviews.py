@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from worker.domain import TIER_RANK, ClaimLost, PendingVerdict, QueueFilter, ReviewItem, VerdictKind
 from worker.storage.db import Part
-from worker.wire import MatchResult
+from worker.wire import DeadLetter, MatchResult
 
 REVIEW_CHANNEL = "factmatch_review_items"
 """NOTIFY channel: a review item was added or changed (payload: the post id)."""
@@ -29,6 +29,13 @@ _ITEM_COLUMNS = (
     "post_id, result, text, lang, platform, model_version, tier_rank, probability, published_at,"
     " status, claimed_by, claimed_until"
 )
+
+
+def safe_preview(value: bytes, chars: int) -> str:
+    """The start of a value as printable text: undecodable bytes become U+FFFD, control
+    characters (NUL included, which Postgres refuses) become spaces."""
+    text = value[: chars * 4].decode("utf-8", errors="replace")[:chars]
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def _item(row: dict[str, Any]) -> ReviewItem:
@@ -329,6 +336,41 @@ class Reviews(Part):
                 (post_id, post_id, limit),
             )
             return list(await cur.fetchall())
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter], preview_chars: int = 300) -> int:
+        """Keep what the console shows of each dead letter (a printable preview); a redelivered one is a no-op."""
+        if not letters:
+            return 0
+        rows = [
+            (
+                d.topic,
+                d.partition,
+                d.offset,
+                d.reason,
+                d.error[:2000],
+                safe_preview(d.original_value(), preview_chars),
+                d.value_size,
+                d.failed_at,
+            )
+            for d in letters
+        ]
+        async with self.pool.connection() as conn:
+            cur = conn.cursor()
+            await cur.executemany(
+                'INSERT INTO console_dead_letters (topic, partition, "offset", reason, error, preview, value_size,'
+                " failed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+        return len(rows)
+
+    async def dead_letters(self, limit: int = 50) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Dead letters per reason, and the most recent ones."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT reason, count(*) FROM console_dead_letters GROUP BY 1 ORDER BY 2 DESC")
+            counts = {str(r): int(n) for r, n in await cur.fetchall()}
+            dict_cur = conn.cursor(row_factory=dict_row)
+            await dict_cur.execute("SELECT * FROM console_dead_letters ORDER BY failed_at DESC LIMIT %s", (limit,))
+            return counts, list(await dict_cur.fetchall())
 
     def changes(self) -> AsyncIterator[str]:
         """The post id of every item added or changed, as Postgres announces it (raises when the connection breaks)."""

@@ -32,10 +32,10 @@ check: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy worker trainer
 
-# Two processes: most integration time waits on the broker, so the CPU-bound CheckThat! group
-# (tests/conftest.py) runs beside it. `.venv/bin/python -m pytest` alone runs one process.
+# Two processes: most integration time waits on the broker, so the CPU-bound CheckThat! module
+# (collected first, tests/conftest.py) runs beside it. `.venv/bin/python -m pytest` alone runs one process.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy worker trainer

@@ -38,10 +38,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(getattr(pytest.mark, tier))
         if tier == "unit" and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
-    # `make test` runs two processes (`-n 2 --dist loadgroup`): the CPU-bound CheckThat! runs form
-    # one group, run first and one after another on one process, while the other process takes
-    # the tests that mostly wait on the broker. Alone (no -n) the order changes nothing.
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    # `make test` runs two processes (`-n 2 --dist loadfile`): the CPU-bound CheckThat! module is
+    # collected first, so one process runs it from the start while the other takes the tests that
+    # mostly wait on the broker. Alone (no -n) the order changes nothing.
+    items.sort(key=lambda item: Path(str(item.path)).name != "test_checkthat.py")
 
 
 @pytest.fixture(scope="session")

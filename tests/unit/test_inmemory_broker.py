@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
@@ -53,6 +54,9 @@ LIMITS = Limits(max_record_bytes=1_048_576, max_depth=32, max_text_chars=20_000)
 
 async def no_sleep(_: float) -> None:
     return None
+
+
+pytestmark = pytest.mark.inmemory
 
 
 def settings() -> Settings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,35 @@ CSP = (
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 FILTERS = ("lang", "tier", "platform", "fact_check_id", "model_version")
+
+
+class Recent:
+    """Values computed at most once per ``ttl_s`` per key, in this process.
+
+    The queue's counts per filter scan every open item (hundreds of milliseconds at 100,000):
+    every page load and every live refresh would pay it. Counts a few seconds old are what a
+    moderator needs; the items listed are always read fresh.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._locks: dict[Any, asyncio.Lock] = {}
+
+    def forget(self, key: Any) -> None:
+        self._values.pop(key, None)
+
+    async def get(self, key: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
+        async with self._locks.setdefault(key, asyncio.Lock()):  # one computation per key at a time
+            now = time.monotonic()
+            found = self._values.get(key)
+            if found is not None and now - found[0] < self.ttl_s:
+                return found[1]
+            value = await compute()
+            self._values[key] = (time.monotonic(), value)
+            if len(self._values) > 1000:  # filters are few; bound it anyway
+                self._values.pop(next(iter(self._values)))
+            return value
 
 
 class ConsoleMetrics:
@@ -98,6 +128,8 @@ class ConsoleDeps:
     proxy_user_header: str | None = None
     trusted_proxies: frozenset[str] = frozenset()
     ready: Callable[[], Awaitable[dict[str, bool]]] | None = None
+    counts_ttl_s: float = 5.0
+    depth_ttl_s: float = 1.0
 
 
 def http_url(value: object) -> str | None:
@@ -128,6 +160,15 @@ def create_app(deps: ConsoleDeps) -> Starlette:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.filters["http_url"] = http_url
     templates = Jinja2Templates(env=env)
+    counts_cache = Recent(deps.counts_ttl_s)
+    depth_cache = Recent(deps.depth_ttl_s)
+    # The badge follows every change at once (one count per change, not one per open page).
+    deps.events.on_publish.append(lambda _post_id: depth_cache.forget("depth"))
+
+    async def depth() -> int:
+        value: int = await depth_cache.get("depth", deps.reviews.depth)
+        deps.metrics.queue_depth.set(value)
+        return value
 
     def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         response: Response = templates.TemplateResponse(request, name, context, status_code=status)
@@ -221,13 +262,12 @@ def create_app(deps: ConsoleDeps) -> Starlette:
 
     async def queue_context(request: Request, session: ConsoleSession) -> dict[str, Any]:
         filters = filters_of(request)
-        items, counts, depth = await asyncio.gather(
+        items, counts, open_items = await asyncio.gather(
             deps.reviews.queue(filters, session.session_id, limit=50),
-            deps.reviews.counts(filters, session.session_id),
-            deps.reviews.depth(),
+            counts_cache.get(filters, lambda: deps.reviews.counts(filters, None)),
+            depth(),
         )
-        deps.metrics.queue_depth.set(depth)
-        return {"session": session, "items": items, "counts": counts, "depth": depth, "filters": filters}
+        return {"session": session, "items": items, "counts": counts, "depth": open_items, "filters": filters}
 
     async def queue(request: Request) -> Response:
         try:
@@ -319,7 +359,7 @@ def create_app(deps: ConsoleDeps) -> Starlette:
 
         async def stream() -> AsyncIterator[bytes]:
             async with deps.events.subscribe() as changes:
-                yield f"event: depth\ndata: {await deps.reviews.depth()}\n\n".encode()
+                yield f"event: depth\ndata: {await depth()}\n\n".encode()
                 while not deps.events.closed and not await request.is_disconnected():
                     try:
                         post_id = await asyncio.wait_for(changes.get(), timeout=15)
@@ -328,9 +368,8 @@ def create_app(deps: ConsoleDeps) -> Starlette:
                         continue
                     if deps.events.closed:
                         return
-                    depth = await deps.reviews.depth()
-                    deps.metrics.queue_depth.set(depth)
-                    yield f"event: changed\ndata: {json.dumps({'post_id': post_id, 'depth': depth})}\n\n".encode()
+                    change = {"post_id": post_id, "depth": await depth()}
+                    yield f"event: changed\ndata: {json.dumps(change)}\n\n".encode()
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

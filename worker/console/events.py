@@ -20,6 +20,8 @@ class Broadcaster:
         self.per_client = per_client
         self._clients: set[asyncio.Queue[str]] = set()
         self.closed = False
+        # Called with each change before the pages hear it (the app drops what it derived from the queue).
+        self.on_publish: list[Callable[[str], None]] = []
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
@@ -39,6 +41,8 @@ class Broadcaster:
             queue.put_nowait("")
 
     def publish(self, post_id: str) -> None:
+        for hook in self.on_publish:
+            hook(post_id)
         for queue in list(self._clients):
             if queue.full():
                 queue.get_nowait()

@@ -24,8 +24,10 @@ from tests.fakes import cosine_is_probability
 from tests.integration.test_worker import seed_corpus
 from worker.adapter.runtime import running
 from worker.adapter.topics import ensure_topics
+from worker.configs import rollout_config
 from worker.console.auth import hash_password
 from worker.console.runtime import ConsoleRuntime
+from worker.core.rollout import promote
 from worker.domain import Threshold
 from worker.settings import Settings
 
@@ -201,6 +203,20 @@ async def test_a_moderator_works_the_live_queue_in_a_real_browser(
             await root.click("ul.quarantine button")
             await expect(root.locator("#status")).to_contain_text('"cleared":true')
             assert first not in await worker.store.quarantine.quarantined()
+
+            # An admin rolls back from the page: a newer version was promoted, the page brings
+            # the earlier one back after the typed confirmation.
+            earlier = worker.models.current()
+            registered = await worker.store.registry.get_version(earlier.version)
+            assert registered is not None
+            await worker.store.registry.register_version("v-next", registered.path, registered.dimension)
+            await promote(worker.store, rollout_config(settings), "v-next", earlier.encoder, progress=False)
+            await root.goto(f"{base}/admin")
+            await root.fill('#rollback input[name="confirm"]', "rollback")
+            await root.click('#rollback button[type="submit"]')
+            await expect(root.locator("#status")).to_contain_text(earlier.version)
+            active = await worker.store.registry.active_version()
+            assert active is not None and active.version == earlier.version
         finally:
             await console.stop()
 

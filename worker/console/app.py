@@ -155,45 +155,48 @@ class Forbidden(Exception):
         self.status = status
 
 
-def create_app(deps: ConsoleDeps) -> Starlette:
-    """The console's routes over ``deps``."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
-    env.filters["http_url"] = http_url
-    templates = Jinja2Templates(env=env)
-    counts_cache = Recent(deps.counts_ttl_s)
-    depth_cache = Recent(deps.depth_ttl_s)
-    # The badge follows every change at once (one count per change, not one per open page).
-    deps.events.on_publish.append(lambda _post_id: depth_cache.forget("depth"))
+class Console:
+    """The console's pages and actions over ``deps``: one method per route, each thin."""
 
-    async def depth() -> int:
-        value: int = await depth_cache.get("depth", deps.reviews.depth)
-        deps.metrics.queue_depth.set(value)
+    def __init__(self, deps: ConsoleDeps) -> None:
+        self.deps = deps
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+        self.env.filters["http_url"] = http_url
+        self.templates = Jinja2Templates(env=self.env)
+        self.counts_cache = Recent(self.deps.counts_ttl_s)
+        self.depth_cache = Recent(self.deps.depth_ttl_s)
+        # The badge follows every change at once (one count per change, not one per open page).
+        self.deps.events.on_publish.append(lambda _post_id: self.depth_cache.forget("depth"))
+
+    async def depth(self) -> int:
+        value: int = await self.depth_cache.get("depth", self.deps.reviews.depth)
+        self.deps.metrics.queue_depth.set(value)
         return value
 
-    def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        response: Response = templates.TemplateResponse(request, name, context, status_code=status)
+    def render(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        response: Response = self.templates.TemplateResponse(request, name, context, status_code=status)
         return response
 
-    async def session_of(request: Request) -> ConsoleSession | None:
-        if deps.proxy_user_header:
+    async def session_of(self, request: Request) -> ConsoleSession | None:
+        if self.deps.proxy_user_header:
             client = request.client.host if request.client else ""
-            name = request.headers.get(deps.proxy_user_header)
-            if name and client in deps.trusted_proxies:
-                user = await deps.accounts.user(name)
+            name = request.headers.get(self.deps.proxy_user_header)
+            if name and client in self.deps.trusted_proxies:
+                user = await self.deps.accounts.user(name)
                 if user is None or user.disabled:
                     return None
                 token = request.cookies.get(COOKIE)
-                current = await deps.auth.session(token)
+                current = await self.deps.auth.session(token)
                 if current is not None and current.user == user.name:
                     return current
-                signed = await deps.auth.start(user.name, user.role)
+                signed = await self.deps.auth.start(user.name, user.role)
                 request.state.new_sign_in = signed
                 return signed.session
             return None
-        return await deps.auth.session(request.cookies.get(COOKIE))
+        return await self.deps.auth.session(request.cookies.get(COOKIE))
 
-    async def require(request: Request, *, admin: bool = False, change: bool = False) -> ConsoleSession:
-        session = await session_of(request)
+    async def require(self, request: Request, *, admin: bool = False, change: bool = False) -> ConsoleSession:
+        session = await self.session_of(request)
         if session is None:
             raise Forbidden(401, "sign in first")
         if admin and session.role != "admin":
@@ -208,107 +211,107 @@ def create_app(deps: ConsoleDeps) -> Starlette:
                 raise Forbidden(403, "missing or wrong CSRF token")
         return session
 
-    def with_cookie(request: Request, response: Response) -> Response:
+    def with_cookie(self, request: Request, response: Response) -> Response:
         sign_in = getattr(request.state, "new_sign_in", None)
         if sign_in is not None:
-            set_cookie(response, sign_in.token)
+            self.set_cookie(response, sign_in.token)
         return response
 
-    def set_cookie(response: Response, token: str) -> None:
+    def set_cookie(self, response: Response, token: str) -> None:
         response.set_cookie(
             COOKIE,
             token,
-            max_age=int(deps.auth.ttl_s),
+            max_age=int(self.deps.auth.ttl_s),
             httponly=True,
             samesite="strict",
-            secure=deps.secure_cookies,
+            secure=self.deps.secure_cookies,
             path="/",
         )
 
-    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        return with_cookie(request, render(request, name, context, status))
+    def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        return self.with_cookie(request, self.render(request, name, context, status))
 
-    def filters_of(request: Request) -> QueueFilter:
+    def filters_of(self, request: Request) -> QueueFilter:
         values = {k: (request.query_params.get(k) or None) for k in FILTERS}
         if values["tier"] not in (None, "match", "suggestion"):
             values["tier"] = None
         return QueueFilter(**values)  # type: ignore[arg-type]
 
-    async def login_form(request: Request) -> Response:
-        return render(request, "login.html", {"error": None})
+    async def login_form(self, request: Request) -> Response:
+        return self.render(request, "login.html", {"error": None})
 
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         form = await request.form()
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
         client = request.client.host if request.client else "?"
         try:
-            signed = await deps.auth.sign_in(name, password, client)
+            signed = await self.deps.auth.sign_in(name, password, client)
         except PermissionError as exc:
-            return render(request, "login.html", {"error": str(exc)}, 429)
+            return self.render(request, "login.html", {"error": str(exc)}, 429)
         if signed is None:
-            return render(request, "login.html", {"error": "wrong name or password"}, 401)
-        await deps.reviews.audit(signed.session.user, signed.session.session_id, "sign_in")
+            return self.render(request, "login.html", {"error": "wrong name or password"}, 401)
+        await self.deps.reviews.audit(signed.session.user, signed.session.session_id, "sign_in")
         response = RedirectResponse("/", status_code=303)
-        set_cookie(response, signed.token)
+        self.set_cookie(response, signed.token)
         return response
 
-    async def logout(request: Request) -> Response:
-        session = await require(request, change=True)
-        await deps.auth.sign_out(request.cookies.get(COOKIE))
-        await deps.reviews.audit(session.user, session.session_id, "sign_out")
+    async def logout(self, request: Request) -> Response:
+        session = await self.require(request, change=True)
+        await self.deps.auth.sign_out(request.cookies.get(COOKIE))
+        await self.deps.reviews.audit(session.user, session.session_id, "sign_out")
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    async def queue_context(request: Request, session: ConsoleSession) -> dict[str, Any]:
-        filters = filters_of(request)
+    async def queue_context(self, request: Request, session: ConsoleSession) -> dict[str, Any]:
+        filters = self.filters_of(request)
         items, counts, open_items = await asyncio.gather(
-            deps.reviews.queue(filters, session.session_id, limit=50),
-            counts_cache.get(filters, lambda: deps.reviews.counts(filters, None)),
-            depth(),
+            self.deps.reviews.queue(filters, session.session_id, limit=50),
+            self.counts_cache.get(filters, lambda: self.deps.reviews.counts(filters, None)),
+            self.depth(),
         )
         return {"session": session, "items": items, "counts": counts, "depth": open_items, "filters": filters}
 
-    async def queue(request: Request) -> Response:
+    async def queue(self, request: Request) -> Response:
         try:
-            session = await require(request)
+            session = await self.require(request)
         except Forbidden as exc:
             if exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
             raise
-        return page(request, "queue.html", await queue_context(request, session))
+        return self.page(request, "queue.html", await self.queue_context(request, session))
 
-    async def queue_rows(request: Request) -> Response:
-        session = await require(request)
-        return page(request, "rows.html", await queue_context(request, session))
+    async def queue_rows(self, request: Request) -> Response:
+        session = await self.require(request)
+        return self.page(request, "rows.html", await self.queue_context(request, session))
 
-    async def item_page(request: Request) -> Response:
-        session = await require(request)
+    async def item_page(self, request: Request) -> Response:
+        session = await self.require(request)
         post_id = request.path_params["post_id"]
-        item = await deps.reviews.claim(post_id, session.user, session.session_id, deps.lease_s)
+        item = await self.deps.reviews.claim(post_id, session.user, session.session_id, self.deps.lease_s)
         if item is None:
-            existing = await deps.reviews.item(post_id)
+            existing = await self.deps.reviews.item(post_id)
             status = 404 if existing is None else 409
             reason = "no such item" if existing is None else "another moderator holds this item, or it is decided"
-            return page(request, "gone.html", {"session": session, "reason": reason}, status=status)
-        await deps.reviews.audit(session.user, session.session_id, "claim", post_id=post_id)
+            return self.page(request, "gone.html", {"session": session, "reason": reason}, status=status)
+        await self.deps.reviews.audit(session.user, session.session_id, "claim", post_id=post_id)
         context = {
             "session": session,
             "item": item,
             "segments": highlight(item.text or "", shared_terms(item)),
-            "undo_s": deps.undo_s,
-            "lease_s": deps.lease_s,
+            "undo_s": self.deps.undo_s,
+            "lease_s": self.deps.lease_s,
         }
-        return page(request, "item.html", context)
+        return self.page(request, "item.html", context)
 
-    async def verdict(request: Request) -> Response:
-        session = await require(request, change=True)
+    async def verdict(self, request: Request) -> Response:
+        session = await self.require(request, change=True)
         post_id = request.path_params["post_id"]
         form = await request.form()
-        item = await deps.reviews.item(post_id)
+        item = await self.deps.reviews.item(post_id)
         if item is None:
             return JSONResponse({"error": "no such item"}, status_code=404)
-        first = not await deps.reviews.verdicts(post_id)
+        first = not await self.deps.reviews.verdicts(post_id)
         try:
             records = feedback_records(
                 item,
@@ -317,12 +320,12 @@ def create_app(deps: ConsoleDeps) -> Starlette:
                 moderator=session.user,
                 note=str(form.get("note") or "") or None,
             )
-            pending = await deps.reviews.add_verdicts(
+            pending = await self.deps.reviews.add_verdicts(
                 post_id,
                 records,
                 user=session.user,
                 session_id=session.session_id,
-                undo_s=deps.undo_s,
+                undo_s=self.deps.undo_s,
                 note=str(form.get("note") or "") or None,
             )
         except BadVerdict as exc:
@@ -330,54 +333,55 @@ def create_app(deps: ConsoleDeps) -> Starlette:
         except ClaimLost as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
         for p in pending:
-            deps.metrics.verdicts.labels(p.verdict).inc()
+            self.deps.metrics.verdicts.labels(p.verdict).inc()
         if first:
             waited = (datetime.now(UTC) - item.published_at).total_seconds()
-            deps.metrics.first_verdict_seconds.observe(max(0.0, waited))
-        after = await deps.reviews.item(post_id)
+            self.deps.metrics.first_verdict_seconds.observe(max(0.0, waited))
+        after = await self.deps.reviews.item(post_id)
         return JSONResponse(
             {
                 "pending": [{"fact_check_id": p.fact_check_id, "verdict": p.verdict} for p in pending],
                 "done": after is not None and after.status == "done",
-                "undo_s": deps.undo_s,
+                "undo_s": self.deps.undo_s,
             }
         )
 
-    async def undo(request: Request) -> Response:
-        session = await require(request, change=True)
-        n = await deps.reviews.undo(request.path_params["post_id"], user=session.user, session_id=session.session_id)
-        deps.metrics.undos.inc(n)
+    async def undo(self, request: Request) -> Response:
+        session = await self.require(request, change=True)
+        post_id = request.path_params["post_id"]
+        n = await self.deps.reviews.undo(post_id, user=session.user, session_id=session.session_id)
+        self.deps.metrics.undos.inc(n)
         return JSONResponse({"undone": n})
 
-    async def release(request: Request) -> Response:
-        session = await require(request, change=True)
-        await deps.reviews.release(request.path_params["post_id"], session.session_id)
+    async def release(self, request: Request) -> Response:
+        session = await self.require(request, change=True)
+        await self.deps.reviews.release(request.path_params["post_id"], session.session_id)
         return JSONResponse({"released": True})
 
-    async def events(request: Request) -> Response:
-        await require(request)
+    async def events(self, request: Request) -> Response:
+        await self.require(request)
 
         async def stream() -> AsyncIterator[bytes]:
-            async with deps.events.subscribe() as changes:
-                yield f"event: depth\ndata: {await depth()}\n\n".encode()
-                while not deps.events.closed and not await request.is_disconnected():
+            async with self.deps.events.subscribe() as changes:
+                yield f"event: depth\ndata: {await self.depth()}\n\n".encode()
+                while not self.deps.events.closed and not await request.is_disconnected():
                     try:
                         post_id = await asyncio.wait_for(changes.get(), timeout=15)
                     except TimeoutError:
                         yield b": keep-alive\n\n"
                         continue
-                    if deps.events.closed:
+                    if self.deps.events.closed:
                         return
-                    change = {"post_id": post_id, "depth": await depth()}
+                    change = {"post_id": post_id, "depth": await self.depth()}
                     yield f"event: changed\ndata: {json.dumps(change)}\n\n".encode()
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    async def admin_page(request: Request) -> Response:
-        session = await require(request, admin=True)
+    async def admin_page(self, request: Request) -> Response:
+        session = await self.require(request, admin=True)
         versions, quarantined, (letter_counts, letters) = await asyncio.gather(
-            deps.admin.versions(), deps.admin.quarantined(), deps.reviews.dead_letters()
+            self.deps.admin.versions(), self.deps.admin.quarantined(), self.deps.reviews.dead_letters()
         )
         context = {
             "session": session,
@@ -386,70 +390,74 @@ def create_app(deps: ConsoleDeps) -> Starlette:
             "letter_counts": letter_counts,
             "letters": letters,
         }
-        return page(request, "admin.html", context)
+        return self.page(request, "admin.html", context)
 
-    async def admin_rollback(request: Request) -> Response:
-        session = await require(request, admin=True, change=True)
+    async def admin_rollback(self, request: Request) -> Response:
+        session = await self.require(request, admin=True, change=True)
         form = await request.form()
         if str(form.get("confirm") or "") != "rollback":
             return JSONResponse({"error": "type rollback to confirm"}, status_code=400)
         version = str(form.get("version") or "") or None
         try:
-            target = await deps.admin.rollback(version)
+            target = await self.deps.admin.rollback(version)
         except (LookupError, RuntimeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
-        await deps.reviews.audit(session.user, session.session_id, "rollback", detail={"version": target})
+        await self.deps.reviews.audit(session.user, session.session_id, "rollback", detail={"version": target})
         return JSONResponse({"active": target})
 
-    async def admin_clear(request: Request) -> Response:
-        session = await require(request, admin=True, change=True)
+    async def admin_clear(self, request: Request) -> Response:
+        session = await self.require(request, admin=True, change=True)
         fact_check_id = str((await request.form()).get("fact_check_id") or "")
-        cleared = await deps.admin.clear_quarantine(fact_check_id, session.user)
-        await deps.reviews.audit(
+        cleared = await self.deps.admin.clear_quarantine(fact_check_id, session.user)
+        await self.deps.reviews.audit(
             session.user, session.session_id, "clear_quarantine", detail={"fact_check_id": fact_check_id}
         )
         return JSONResponse({"cleared": cleared})
 
-    async def healthz(_: Request) -> Response:
+    async def healthz(self, _: Request) -> Response:
         return PlainTextResponse("ok")
 
-    async def readyz(_: Request) -> Response:
-        checks = await deps.ready() if deps.ready else {}
+    async def readyz(self, _: Request) -> Response:
+        checks = await self.deps.ready() if self.deps.ready else {}
         ok = all(checks.values())
         body = "\n".join(f"{k}: {'ok' if v else 'FAIL'}" for k, v in checks.items()) or "ok"
         return PlainTextResponse(body, status_code=200 if ok else 503)
 
-    async def metrics(_: Request) -> Response:
-        deps.metrics.active_sessions.set(await deps.accounts.active_sessions())
-        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self, _: Request) -> Response:
+        self.deps.metrics.active_sessions.set(await self.deps.accounts.active_sessions())
+        return Response(generate_latest(self.deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def refused(request: Request, exc: Exception) -> Response:
+    async def refused(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Forbidden)
         if "text/html" in request.headers.get("accept", "") and exc.status == 401:
             return RedirectResponse("/login", status_code=303)
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
+
+def create_app(deps: ConsoleDeps) -> Starlette:
+    """The console's routes over ``deps``."""
+    console = Console(deps)
     routes = [
-        Route("/login", login_form, methods=["GET"]),
-        Route("/login", login, methods=["POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/", queue, methods=["GET"]),
-        Route("/queue/rows", queue_rows, methods=["GET"]),
-        Route("/items/{post_id:path}/verdicts", verdict, methods=["POST"]),
-        Route("/items/{post_id:path}/undo", undo, methods=["POST"]),
-        Route("/items/{post_id:path}/release", release, methods=["POST"]),
-        Route("/items/{post_id:path}", item_page, methods=["GET"]),
-        Route("/events", events, methods=["GET"]),
-        Route("/admin", admin_page, methods=["GET"]),
-        Route("/admin/rollback", admin_rollback, methods=["POST"]),
-        Route("/admin/quarantine/clear", admin_clear, methods=["POST"]),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
+        Route("/login", console.login_form, methods=["GET"]),
+        Route("/login", console.login, methods=["POST"]),
+        Route("/logout", console.logout, methods=["POST"]),
+        Route("/", console.queue, methods=["GET"]),
+        Route("/queue/rows", console.queue_rows, methods=["GET"]),
+        Route("/items/{post_id:path}/verdicts", console.verdict, methods=["POST"]),
+        Route("/items/{post_id:path}/undo", console.undo, methods=["POST"]),
+        Route("/items/{post_id:path}/release", console.release, methods=["POST"]),
+        Route("/items/{post_id:path}", console.item_page, methods=["GET"]),
+        Route("/events", console.events, methods=["GET"]),
+        Route("/admin", console.admin_page, methods=["GET"]),
+        Route("/admin/rollback", console.admin_rollback, methods=["POST"]),
+        Route("/admin/quarantine/clear", console.admin_clear, methods=["POST"]),
+        Route("/healthz", console.healthz),
+        Route("/readyz", console.readyz),
+        Route("/metrics", console.metrics),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={Forbidden: refused},
+        exception_handlers={Forbidden: console.refused},
     )

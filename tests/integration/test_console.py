@@ -132,6 +132,10 @@ async def test_a_moderator_works_the_live_queue_in_a_real_browser(
             await ana.keyboard.press("Enter")
             await ana.wait_for_selector('#item[data-post="p-1"]')
 
+            # The session cookie is HttpOnly and SameSite=Strict.
+            (cookie,) = await ana.context.cookies()
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
             # A second session does not see the item ana holds.
             bob = await sign_in(browser, base, "bob")
             assert await bob.locator('li.row[data-post="p-1"]').count() == 0
@@ -158,6 +162,9 @@ async def test_a_moderator_works_the_live_queue_in_a_real_browser(
             assert [(a["action"], a["user_name"], a["verdict"]) for a in audit if a["action"] == "verdict"] == [
                 ("verdict", "ana", "confirm")
             ]
+
+            metrics = await (await ana.request.get(f"{base}/metrics")).text()
+            assert 'factmatch_console_verdicts_total{verdict="confirm"} 1.0' in metrics
 
             # A post's markup is text: shown as typed, never run.
             await ana.goto(f"{base}/items/p-2")
@@ -243,3 +250,50 @@ async def test_an_identity_header_is_believed_only_from_the_trusted_proxy(
             await client.dispose()
     finally:
         await console.stop()
+
+
+def test_console_user_add_reads_the_password_from_stdin_and_refuses_a_short_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from argon2 import PasswordHasher
+
+    from worker.storage import Store
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTMATCH_")}
+    env["FACTMATCH_DATABASE_URL"] = database_url
+
+    def add(name: str, password: str, *role: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", "console", "user", "add", name, *role],
+            input=password + "\n",
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    created = add("lee", "a long enough password", "--role", "admin")
+    assert created.returncode == 0 and "created lee (admin)" in created.stdout, created.stderr
+    assert "a long enough password" not in created.stdout + created.stderr
+    short = add("kim", "short")
+    assert short.returncode == 2 and "8 characters" in short.stderr
+    assert add("kim", "a long enough password", "--role", "owner").returncode == 2
+
+    async def stored() -> tuple[str, str | None, bool]:
+        store = Store(database_url)
+        await store.open()
+        try:
+            lee, kim = await store.accounts.user("lee"), await store.accounts.user("kim")
+        finally:
+            await store.close()
+        assert lee is not None and lee.password_hash is not None
+        return lee.role, lee.password_hash, kim is None
+
+    role, hashed, no_kim = asyncio.run(stored())
+    assert role == "admin" and no_kim and hashed is not None
+    assert PasswordHasher().verify(hashed, "a long enough password")

@@ -48,10 +48,6 @@ class Broadcaster:
                 queue.get_nowait()
             queue.put_nowait(post_id)
 
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
     async def follow(self, changes: Callable[[], AsyncIterator[str]], retry_s: float = 2.0) -> None:
         """Publish every change ``changes()`` yields, listening again after a broken connection."""
         while True:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -375,12 +374,6 @@ class Reviews(Part):
     def changes(self) -> AsyncIterator[str]:
         """The post id of every item added or changed, as Postgres announces it (raises when the connection breaks)."""
         return self.db.payloads(REVIEW_CHANNEL)
-
-    async def first_verdict_at(self) -> dict[str, datetime]:
-        """Per decided post, when its first verdict came (for publish-to-verdict latency)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT post_id, min(created_at) FROM console_verdicts GROUP BY post_id")
-            return {str(p): t for p, t in await cur.fetchall()}
 
 
 async def _audit(

@@ -161,12 +161,16 @@ async def test_partitions_held_by_a_member_that_never_commits_are_reported_unser
             assert held, "the second member was given no partition"
             await produce_to_every_partition(settings.kafka_bootstrap, settings.topic_posts, range(30), 3)
 
+            wanted = f"{settings.topic_posts}[{','.join(map(str, held))}]"
+
             async def unready() -> bool:
-                return (await http_get(runtime.health.port, "/readyz"))[0] == 503
+                # Each held partition is reported once its own waiting time passes: wait for all of them.
+                status, body = await http_get(runtime.health.port, "/readyz")
+                return status == 503 and wanted in body
 
             await eventually(unready, 45, every_s=0.5)
             status, body = await http_get(runtime.health.port, "/readyz")
-            assert status == 503 and f"{settings.topic_posts}[{','.join(map(str, held))}]" in body, body
+            assert status == 503 and wanted in body, body
             _, scrape = await http_get(runtime.health.port, "/metrics")
             assert sample(scrape, "factmatch_unserved_partitions", topic=settings.topic_posts) == len(held)
             assert sample(scrape, "factmatch_topic_partitions", topic=settings.topic_posts) == 3

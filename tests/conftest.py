@@ -124,6 +124,11 @@ def make_settings(tiny_model: Path) -> Callable[..., Settings]:
             "topic_factchecks": f"factchecks-{suffix}",
             "group_id": f"worker-{suffix}",
             "indexer_group_id": f"indexer-{suffix}",
+            # Each test's own feedback group too: tansu's coordinator can leave a group that two
+            # workers left in a generation that never completes a join for the next member.
+            "topic_feedback": f"feedback-{suffix}",
+            "feedback_group_id": f"feedback-{suffix}",
+            "console_group_id": f"console-{suffix}",
             "model": str(tiny_model),
             "session_timeout_ms": 4000,
             "batch_max_wait_ms": 20,

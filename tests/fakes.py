@@ -36,7 +36,7 @@ class FakeEncoder:
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         self.calls.append(list(texts))
-        if self.fail_on and any(self.fail_on in t for t in texts):
+        if self.fail_on and any(self.fail_on.casefold() in t.casefold() for t in texts):
             raise RuntimeError("encoder exploded")
         return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self._dimension), np.float32)
 
@@ -58,6 +58,11 @@ class FakeSearcher:
         self.failures = failures
         self.error = error
         self.calls: list[tuple[str, int]] = []
+        # What its answers depend on besides the corpus (a reused answer's key); tests change it.
+        self.settings = "s1"
+
+    async def state(self) -> str:
+        return self.settings
 
     async def search(
         self, version: str, dimension: int, queries: Sequence[Query], decisions: Decisions | None = None

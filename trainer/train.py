@@ -29,6 +29,7 @@ from trainer.distributed import Ranks, barrier
 from trainer.lora import add_lora, save_lora
 from worker.configs import encoder_options
 from worker.core.encoder import SentenceTransformerEncoder
+from worker.retrieval.claims import claim_text
 from worker.retrieval.evaluation import read_qrels, read_queries
 from worker.settings import Settings
 from worker.storage import Store
@@ -97,11 +98,13 @@ async def collect_data(
     if eval_files is not None:
         for qid, text, fc in _read_labelled(*eval_files):
             if fc in data.corpus:
-                data.eval_queries[qid] = text
+                data.eval_queries[qid] = claim_text(text)
                 data.eval_relevant.setdefault(qid, set()).add(fc)
-    for qid, text, fc in labelled:
+    for qid, post_text, fc in labelled:
         if fc not in data.corpus:
             continue
+        # Trained on what the worker encodes (:mod:`worker.retrieval.claims`).
+        text = claim_text(post_text)
         if eval_files is None and _held_out(qid, settings.train_eval_fraction, settings.train_seed):
             data.eval_queries[qid] = text
             data.eval_relevant.setdefault(qid, set()).add(fc)

@@ -160,6 +160,40 @@ class ShadowReport:
         }
 
 
+# --- Claim clusters -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterPost:
+    """One answered post to put in a claim cluster: by its vector, or into the cluster of ``origin``
+    (the earlier post whose answer it repeats, so it was never encoded)."""
+
+    post_id: str
+    vector: Vectors | None
+    origin: str | None
+    lang: str | None
+    platform: str | None
+    seen_at: datetime
+    text: str
+    # Its rank-1 tiered match, if any (None: the worker abstained on it).
+    fact_check_id: str | None = None
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """A claim cluster as a post's result shows it (and the trends read it)."""
+
+    cluster_id: int
+    size: int
+    first_seen: datetime
+    last_seen: datetime
+    langs: dict[str, int]
+    platforms: dict[str, int]
+    # The best-matching fact-check of its posts (highest match probability seen), None while none matched.
+    fact_check_id: str | None
+    # Its posts that no fact-check reached a tier for.
+    abstained: int
+
+
 # --- Fact-check copies --------------------------------------------------------------------
 # What two copies of one fact-check may differ in. Plain character classes, so the storage
 # layer's SQL applies the very same patterns as :func:`worker.retrieval.openset.twin_key`.

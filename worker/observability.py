@@ -56,6 +56,11 @@ class Metrics:
             "Posts whose text was encoded recently (or earlier in the batch) and reused its vector.",
             registry=r,
         )
+        self.answers_reused = Counter(
+            "factmatch_answers_reused",
+            "Posts answered with an earlier post's matches (the same claim said again; results say duplicate_of).",
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "factmatch_stage_seconds", "Time per batch and stage.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )

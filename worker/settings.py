@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     embedding_cache_size: int = Field(
         10_000, ge=0, le=10_000_000, description="Recent post texts whose vectors are reused (0: off)."
     )
+    reuse_window_s: float = Field(
+        3_600.0,
+        ge=0,
+        le=30 * 86_400,
+        description="How long a claim's answer is reused, by every worker of the group, for posts repeating it"
+        " (same claim text, language, model version and corpus); 0: every post is searched.",
+    )
     result_text_max_chars: int = Field(
         2_000,
         ge=0,

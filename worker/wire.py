@@ -139,6 +139,12 @@ class MatchResult(BaseModel):
     model_version: str
     processed_at: datetime = Field(default_factory=utcnow)
     source: SourceRef | None = None
+    duplicate_of: str | None = Field(
+        None,
+        description="The post whose answer this one reuses: an earlier post of the same claim (the same text once"
+        " links, mentions, retweet prefixes, emoji, case and spacing are set aside) under the same model version"
+        " and corpus. Absent when this post was searched itself.",
+    )
     # What a consumer needs to show the post (a moderator's console) without a second topic.
     text: str | None = Field(
         None, description="The post's text, cut at the worker's result_text_max_chars (absent when 0)."

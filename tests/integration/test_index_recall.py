@@ -33,7 +33,9 @@ async def test_live_searches_are_re_run_exactly_and_a_starved_index_shows_low_re
     texts = ["5G towers spread the coronavirus", "vaccines cause autism", "drinking bleach cures covid"]
     async with running(settings) as runtime:
         version = runtime.models.current().version
-        await produce(settings.kafka_bootstrap, settings.topic_posts, [post(i, texts[i % 3]) for i in range(12)])
+        # Twelve different claims: a repeated one is answered from the first search, never searched again.
+        posts = [post(i, f"{texts[i % 3]}, report {i}") for i in range(12)]
+        await produce(settings.kafka_bootstrap, settings.topic_posts, posts)
         await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 12)
         for _ in range(100):
             if _recall(runtime, version)[1] >= 12:

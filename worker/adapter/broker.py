@@ -86,6 +86,7 @@ def observe_posts(metrics: Metrics, outcome: BatchOutcome, publish_s: float) -> 
     metrics.stage_seconds.labels(stage="publish").observe(publish_s)
     metrics.results_published.inc(len(outcome.results))
     metrics.embedding_cache_hits.inc(stats.cache_hits)
+    metrics.answers_reused.inc(stats.reused)
     now = time.time()
     for item in outcome.items:
         result = item.result

@@ -25,6 +25,7 @@ from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.core.indexer import CorpusIndexer
 from worker.core.language import fasttext_detector
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, PostItem, ServingModel
+from worker.core.reuse import Reuse
 from worker.core.serving import ServingEvents
 from worker.core.shadow import ShadowRunner
 from worker.core.side_topics import FactCheckEvents, FeedbackEvents
@@ -116,6 +117,7 @@ class WorkerRuntime:
         )
         transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         retries = metrics.retries
+        self.reuse = Reuse(self.store.answers, settings.reuse_window_s) if settings.reuse_window_s > 0 else None
         return MatchPipeline(
             self.models,
             retriever,
@@ -126,6 +128,7 @@ class WorkerRuntime:
                 *([self._probe_recall] if self.recall else []),
                 *([self.shadow.observe] if settings.shadow_share > 0 else []),
             ],
+            reuse=self.reuse,
         )
 
     def _deps(self, extra_sinks: list[ResultSink] | None) -> WorkerDeps:
@@ -212,11 +215,14 @@ class WorkerRuntime:
         return True, f"{active.version} indexed at {active.indexed_at:%Y-%m-%dT%H:%M:%S}"
 
     async def _stats(self) -> None:
+        """Housekeeping now and then: the corpus size per serving version; answers past the reuse window."""
         while True:
             try:
                 for mv in await self.store.registry.versions_with_status(SERVING_STATUSES):
                     size = await self.store.embeddings.count_embeddings(mv.version)
                     self.metrics.corpus_size.labels(model_version=mv.version).set(size)
+                if self.reuse is not None:
+                    await self.reuse.forget()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -31,10 +31,12 @@ from typing import Protocol, TypeVar
 
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
 from worker.core.decoding import Limits, decode_post
+from worker.core.reuse import Reuse, Reused
 from worker.domain import Encoder, Vectors
+from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
-from worker.wire import DeadLetter, MatchResult, Post, RawRecord
+from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +63,45 @@ class Searcher(Protocol):
         self, version: str, dimension: int, queries: Sequence[Query], decisions: Decisions | None = None
     ) -> list[Searched]: ...
 
+    async def state(self) -> str:
+        """A digest of what its answers depend on besides the corpus (settings, quarantine list)."""
+        ...
+
 
 @dataclass
 class PostItem:
-    """One post on its way through the pipeline: filled in step by step, published as ``result``."""
+    """One post on its way through the pipeline: filled in step by step, published as ``result``.
+
+    ``claim`` is the text it is encoded and searched as (:func:`worker.retrieval.claims.claim_text`).
+    A repeat of a claim is never searched: ``reused`` holds the stored answer of an earlier batch's
+    post, ``copy_of`` the earlier post of its own batch."""
 
     record: RawRecord
     post: Post
     lang: str | None = None
     lang_detected: bool = False
+    claim: str = ""
+    # Its answer key, when answers are reused (:func:`worker.core.reuse.answer_key`).
+    key: str | None = None
     vector: Vectors | None = None
     searched: Searched | None = None
+    reused: Reused | None = None
+    copy_of: PostItem | None = None
     result: MatchResult | None = None
 
     def query(self) -> Query:
         assert self.vector is not None
-        return Query(self.post.text, self.lang, self.vector)
+        return Query(self.claim, self.lang, self.vector)
+
+    def answer(self) -> tuple[list[Match], str | None]:
+        """Its matches, and whose they were when it repeats another post (never itself: a redelivery)."""
+        if self.reused is not None:
+            matches, origin = list(self.reused.matches), self.reused.post_id
+        elif self.copy_of is not None:
+            matches, origin = self.copy_of.answer()[0], self.copy_of.post.id
+        else:
+            matches, origin = (self.searched.matches if self.searched else []), None
+        return matches, (origin if origin != self.post.id else None)
 
 
 Observer = Callable[[ServingModel, Sequence[PostItem]], Awaitable[None] | None]
@@ -138,6 +163,8 @@ class BatchStats:
     encode_seconds: float = 0.0
     search_seconds: float = 0.0
     cache_hits: int = 0
+    # Posts answered with an earlier post's matches (its claim said again).
+    reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,6 +192,7 @@ class BatchOutcome:
             a.encode_seconds + b.encode_seconds,
             a.search_seconds + b.search_seconds,
             a.cache_hits + b.cache_hits,
+            a.reused + b.reused,
         )
         return BatchOutcome(
             (*self.results, *other.results),
@@ -183,8 +211,10 @@ class MatchPipeline:
         config: PipelineConfig,
         detect_language: Callable[[str], str | None] | None = None,
         observers: Sequence[Observer] = (),
+        reuse: Reuse | None = None,
     ) -> None:
         self.models = models
+        self.reuse = reuse
         self.searcher = searcher
         self.config = config
         self.detect_language = detect_language
@@ -200,9 +230,12 @@ class MatchPipeline:
         # One snapshot per batch: a model switch lands between batches, never inside one.
         model = self.models.current()
         await self._languages(items)
-        stats = await self._match(model, items)
+        todo = await self._repeats(model, items)
+        stats = await self._match(model, todo)
         for item in items:
             item.result = self._result(model, item)
+        await self._remember(model, todo)
+        stats = replace(stats, reused=len(items) - len(todo))
         await self._observe(model, items)
         return BatchOutcome(
             results=tuple(i.result for i in items if i.result is not None),
@@ -220,7 +253,7 @@ class MatchPipeline:
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
             else:
-                items.append(PostItem(record, decoded, lang=decoded.lang))
+                items.append(PostItem(record, decoded, lang=decoded.lang, claim=claim_text(decoded.text)))
         return items, letters
 
     async def _languages(self, items: Sequence[PostItem]) -> None:
@@ -229,13 +262,15 @@ class MatchPipeline:
         unknown = [item for item in items if not item.lang]
         if detect is None or not unknown:
             return
-        found = await asyncio.to_thread(lambda: [detect(item.post.text) for item in unknown])
+        found = await asyncio.to_thread(lambda: [detect(item.claim) for item in unknown])
         for item, lang in zip(unknown, found, strict=True):
             item.lang, item.lang_detected = lang, lang is not None
 
     async def _match(self, model: ServingModel, items: Sequence[PostItem]) -> BatchStats:
         """Encode in planned calls and search each call's posts while the next call encodes."""
-        texts = [item.post.text for item in items]
+        if not items:
+            return BatchStats()
+        texts = [item.claim for item in items]
         started = time.perf_counter()
         plan = await asyncio.to_thread(self.stage.plan, model.encoder, model.version, texts)
         planned = time.perf_counter()
@@ -286,15 +321,46 @@ class MatchPipeline:
         for item, searched in zip(chunk_items, found, strict=True):
             item.searched = searched
 
+    async def _repeats(self, model: ServingModel, items: Sequence[PostItem]) -> list[PostItem]:
+        """Mark the posts whose claim was answered before (stored, or earlier in the batch); the rest."""
+        if self.reuse is None:
+            return list(items)
+        reuse = self.reuse
+        state = f"{model.decisions.fingerprint}:{await self.searcher.state()}"
+        posts = [(item.claim, item.lang) for item in items]
+        keys = await self.config.retry.run("reuse", lambda: reuse.keys(model.version, state, posts))
+        found = await self.config.retry.run("reuse", lambda: reuse.find(keys))
+        first: dict[str, PostItem] = {}
+        todo: list[PostItem] = []
+        for item, key in zip(items, keys, strict=True):
+            item.key = key
+            if key in found:
+                item.reused = found[key]
+            elif key in first:
+                item.copy_of = first[key]
+            else:
+                first[key] = item
+                todo.append(item)
+        return todo
+
+    async def _remember(self, model: ServingModel, answered: Sequence[PostItem]) -> None:
+        if self.reuse is None or not answered:
+            return
+        reuse = self.reuse
+        rows = [(item.key, item.post.id, item.answer()[0]) for item in answered if item.key is not None]
+        await self.config.retry.run("reuse", lambda: reuse.remember(model.version, rows))
+
     def _result(self, model: ServingModel, item: PostItem) -> MatchResult:
         cut = self.config.result_text_max_chars
         text = item.post.text
+        matches, duplicate_of = item.answer()
         return MatchResult(
             post_id=item.post.id,
             lang=item.lang,
             lang_detected=item.lang_detected,
             platform=item.post.platform,
-            matches=item.searched.matches if item.searched else [],
+            matches=matches,
+            duplicate_of=duplicate_of,
             model_version=model.version,
             source=item.record.source(),
             text=text[:cut] if cut else None,

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from worker.core.pipeline import PostItem, Searcher, ServingModel
 from worker.domain import ShadowRow
+from worker.retrieval.claims import claim_text
 from worker.retrieval.retriever import Query
 from worker.wire import MatchResult, Post
 
@@ -80,10 +81,10 @@ class ShadowRunner:
                 self._on_drop(len(picked))
 
     async def answer(self, shadow: ServingModel, picked: Sequence[tuple[Post, MatchResult]]) -> list[ShadowRow]:
-        texts = [p.text for p, _ in picked]
+        texts = [claim_text(p.text) for p, _ in picked]
         vectors = await asyncio.to_thread(shadow.encoder.encode_queries, texts)
         # Each post in the language the active path saw it in (detected when missing).
-        queries = [Query(p.text, r.lang, v) for (p, r), v in zip(picked, vectors, strict=True)]
+        queries = [Query(t, r.lang, v) for t, (_, r), v in zip(texts, picked, vectors, strict=True)]
         found = await self.searcher.search(shadow.version, shadow.dimension, queries, shadow.decisions)
         rows = []
         for (post, result), searched in zip(picked, found, strict=True):

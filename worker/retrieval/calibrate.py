@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from worker.domain import Encoder
+from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision
 from worker.retrieval.openset import Published, open_set_report, precision_recall_curve
 from worker.retrieval.rerank import Reranker
@@ -76,7 +77,7 @@ def encoded_chunks(
     with tqdm(total=len(ids), desc=desc, unit="post", disable=not progress) as bar:
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
-            texts = [labelled.queries[q] for q in part]
+            texts = [claim_text(labelled.queries[q]) for q in part]
             vectors = np.asarray(encoder.encode_queries(texts))
             yield Chunk(part, queries_of(texts, [labelled.langs.get(q) for q in part], vectors))
             bar.update(len(part))

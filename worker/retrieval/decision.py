@@ -29,11 +29,13 @@ is neither helped nor punished by a lexical side that cannot see it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,17 @@ class Decisions:
     thresholds: Mapping[tuple[str, str], float] = field(default_factory=dict)
     # The version's cross-encoder, when it has one and reranking is on.
     reranker: Reranker | None = field(default=None, compare=False)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A digest of what it decides with (its model, cuts and whether it reranks): the share of a
+        reused answer's key that a refit changes."""
+        data = {
+            "model": self.model.to_dict() if self.model else None,
+            "cuts": sorted([lang, tier, cut] for (lang, tier), cut in self.thresholds.items()),
+            "rerank": self.reranker is not None,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @classmethod
     def from_stored(cls, stored: StoredDecision | None, version: str = "") -> Decisions:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.domain import Encoder
+from worker.retrieval.claims import claim_text
 from worker.retrieval.retriever import Retriever, queries_of
 from worker.wire import FactCheck, Match
 
@@ -163,7 +164,7 @@ async def rank_queries(
     with tqdm(total=len(ids), desc="ranking queries", unit="query", disable=not progress) as bar:
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
-            texts = [queries[q] for q in part]
+            texts = [claim_text(queries[q]) for q in part]
             vectors = np.asarray(encoder.encode_queries(texts))
             found = await retriever.search(
                 version, encoder.dimension, queries_of(texts, [query_langs.get(q) for q in part], vectors)

@@ -14,6 +14,7 @@ monitors themselves run as the pipeline's observers, not here. Nothing here know
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -243,6 +244,11 @@ class Retriever:
             floor = min(top) if top else 0.0
             out.append(top + [floor] * (len(fused) - len(top)))
         return out
+
+    async def state(self) -> str:
+        """A digest of its settings and the quarantine list it searches with now (a reused answer's key)."""
+        quarantined = sorted(await self.quarantine.current()) if self.quarantine else []
+        return hashlib.sha256(f"{self.config!r}|{','.join(quarantined)}".encode()).hexdigest()[:16]
 
     async def search(
         self,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from worker.domain import (
+    ClusterPost,
+    ClusterSummary,
     ConsoleSession,
     ConsoleUser,
     FactCheckDetails,
@@ -33,7 +36,7 @@ from worker.domain import (
     VerdictKind,
     VersionStatus,
 )
-from worker.wire import DeadLetter, FactCheck, Feedback, MatchResult
+from worker.wire import DeadLetter, FactCheck, Feedback, Match, MatchResult
 
 
 class VersionRegistry(Protocol):
@@ -171,6 +174,33 @@ class AccountStore(Protocol):
     async def session(self, token_sha256: str) -> ConsoleSession | None: ...
     async def end_session(self, token_sha256: str) -> None: ...
     async def active_sessions(self, within_s: float = 900) -> int: ...
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    """The published matches of the first post that made a claim, as every later repeat reuses them."""
+
+    post_id: str
+    model_version: str
+    matches: Sequence[Match]
+
+
+class AnswerStore(Protocol):
+    """Claim answers shared by the workers of a group (:class:`worker.storage.answers.Answers`)."""
+
+    async def generations(self, version: str) -> tuple[int, int]: ...
+    async def find_answers(self, keys: Sequence[str], window_s: float) -> dict[str, ClaimAnswer]: ...
+    async def remember_answers(self, answers: Sequence[tuple[str, ClaimAnswer]], window_s: float) -> None: ...
+    async def forget_answers(self, older_than_s: float, limit: int = 10_000) -> int: ...
+
+
+class ClusterStore(Protocol):
+    """Claim clusters shared by the workers of a group (:class:`worker.storage.clusters.Clusters`)."""
+
+    async def assign_clusters(
+        self, version: str, dimension: int, posts: Sequence[ClusterPost], *, cut: float, window_s: float
+    ) -> list[ClusterSummary]: ...
+    async def forget_clusters(self, older_than_s: float, limit: int = 10_000) -> int: ...
 
 
 class PayloadStore(Protocol):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +33,7 @@ from worker.domain import (
     Vectors,
     VersionStatus,
 )
+from worker.storage.interfaces import ClaimAnswer
 from worker.wire import FactCheck, Feedback
 
 
@@ -120,9 +123,14 @@ class MemoryCorpus:
     async def upsert_fact_checks(self, fact_checks: Sequence[FactCheck]) -> None:
         for fc in fact_checks:
             self.fact_checks[fc.id] = (fc, _now())
+        if fact_checks:
+            self.embeddings.generations["*"] += 1
 
     async def delete_fact_checks(self, ids: Sequence[str]) -> int:
-        return sum(self.fact_checks.pop(i, None) is not None for i in set(ids))
+        deleted = sum(self.fact_checks.pop(i, None) is not None for i in set(ids))
+        if deleted:
+            self.embeddings.generations["*"] += 1
+        return deleted
 
     async def count_fact_checks(self) -> int:
         return len(self.fact_checks)
@@ -150,12 +158,16 @@ class MemoryEmbeddings:
     def __init__(self, registry: MemoryRegistry) -> None:
         self.registry = registry
         self.vectors: dict[tuple[str, str], tuple[np.ndarray, datetime]] = {}
+        # Corpus generations by scope ("*": the fact-checks; a version: its vectors), as the triggers keep them.
+        self.generations: Counter[str] = Counter()
 
     async def write_embeddings(self, version: str, ids: Sequence[str], vectors: Vectors) -> None:
         if len(ids) != len(vectors):
             raise ValueError("ids and vectors differ in length")
         for fc_id, vector in zip(ids, vectors, strict=True):
             self.vectors[(version, fc_id)] = (np.asarray(vector, dtype=np.float32), _now())
+        if len(ids):
+            self.generations[version] += 1
 
     async def build_index(self, version: str, dimension: int, *, m: int = 16, ef_construction: int = 64) -> None:
         self.registry.mark_indexed(version, True)
@@ -166,6 +178,7 @@ class MemoryEmbeddings:
     async def drop_version_index(self, version: str) -> None:
         for key in [k for k in self.vectors if k[0] == version]:
             del self.vectors[key]
+            self.generations[version] += 1
         self.registry.mark_indexed(version, False)
 
 
@@ -254,6 +267,36 @@ class MemoryQuarantine:
         return self.active.pop(fact_check_id, None) is not None
 
 
+class MemoryAnswers:
+    """Claim answers by key, with the time each was stored (``clock``: seconds, monotonic)."""
+
+    def __init__(self, embeddings: MemoryEmbeddings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.embeddings = embeddings
+        self.clock = clock
+        self.answers: dict[str, tuple[ClaimAnswer, float]] = {}
+
+    async def generations(self, version: str) -> tuple[int, int]:
+        return self.embeddings.generations["*"], self.embeddings.generations[version]
+
+    async def find_answers(self, keys: Sequence[str], window_s: float) -> dict[str, ClaimAnswer]:
+        now = self.clock()
+        found = {k: self.answers[k] for k in keys if k in self.answers}
+        return {k: answer for k, (answer, at) in found.items() if now - at < window_s}
+
+    async def remember_answers(self, answers: Sequence[tuple[str, ClaimAnswer]], window_s: float) -> None:
+        now = self.clock()
+        for key, answer in answers:
+            if key not in self.answers or now - self.answers[key][1] >= window_s:
+                self.answers[key] = (answer, now)
+
+    async def forget_answers(self, older_than_s: float, limit: int = 10_000) -> int:
+        now = self.clock()
+        old = [k for k, (_, at) in self.answers.items() if now - at > older_than_s][:limit]
+        for key in old:
+            del self.answers[key]
+        return len(old)
+
+
 class MemoryStore:
     """Registry, corpus, embeddings, decisions, shadow, feedback and quarantine in dictionaries."""
 
@@ -266,6 +309,7 @@ class MemoryStore:
         self.shadow = MemoryShadow(self.registry, self.bus)
         self.feedback = MemoryFeedback()
         self.quarantine = MemoryQuarantine()
+        self.answers = MemoryAnswers(self.embeddings)
         self._locks: dict[int, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager

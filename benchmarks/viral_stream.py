@@ -1,0 +1,294 @@
+"""Claims, not posts: a viral stream from CheckThat! 2020, the worker against the hand-written loop.
+
+The stream (``viral_stream``): CheckThat! 2020 tweets that have a gold fact-check are the claims;
+each post draws a claim with Zipf-like popularity (weight 1 / rank^1.1), so a few claims are
+posted hundreds of times and most a handful. A claim's first post is its tweet; a later post is
+the tweet again (a retweet as platforms send it) or, about half of the stream, a near-copy: a
+retweet prefix, a changed link, an emoji, changed spacing (the same claim text), or a changed
+mention, a typo or a different casing (a different claim text, left to the clusters). Posts
+carry ``created_at`` over one simulated day, with a few claims spiking in one hour.
+
+Each path drains the same stream from a backlog through real tansu and embedded Postgres, the
+corpus being CheckThat!'s 10,375 fact-checks, and is read back by an independent client:
+
+- the hand-written loop (``benchmarks/hand_loop.py``: poll, encode, one query per post, produce);
+- the worker with ``reuse_window_s=0`` (every post encoded and searched);
+- the worker as configured by default (a claim said again is answered once).
+
+Printed: posts/s of each and the ratios (goal: worker >= 3x the loop on this stream), the share
+of posts answered by reuse, and whether reuse changed any post's published matches (fact-check
+ids and tiers, post by post, reuse on vs off; goal: identical). The over-match quarantine is
+off in both worker runs so that what one run quarantines cannot change the other's results.
+
+    .venv/bin/python benchmarks/viral_stream.py --posts 2000 --out benchmarks/results/viral_2core.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.hand_loop import hand_loop  # noqa: E402
+from benchmarks.performance import DATA, Model, Reader, free_port, prepare  # noqa: E402
+from tests.conftest import settings_env  # noqa: E402
+from worker.configs import encoder_options  # noqa: E402
+from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
+from worker.local.models import default_model_ref, minilm_model_ref  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+
+EMOJI = ["\U0001f631", "\U0001f525", "\u203c\ufe0f", "\U0001f440", "\U0001f4af", "\U0001f621", "\u2757"]
+SAME_CLAIM = ("retweet", "link", "emoji", "spacing")
+OTHER_TEXT = ("mention", "typo", "casing")
+
+
+def labelled_claims() -> list[tuple[str, str]]:
+    """(tweet text, its gold fact-check id) for every CheckThat! tweet that has one, first pair each."""
+    from worker.retrieval.evaluation import load_jsonl
+
+    claims: dict[str, tuple[str, str]] = {}
+    for split in ("train", "dev", "test"):
+        gold: dict[str, str] = {}
+        for line in (DATA / f"{split}_qrels.tsv").read_text().splitlines():
+            if "\t" in line:
+                query, fc = line.split("\t")[:2]
+                gold.setdefault(query.strip(), fc.strip())
+        for row in load_jsonl(DATA / f"{split}_queries.jsonl"):
+            if str(row["id"]) in gold:
+                claims.setdefault(str(row["text"]), (str(row["text"]), gold[str(row["id"])]))
+    return list(claims.values())
+
+
+def near_copy(text: str, kind: str, rng: random.Random) -> str:
+    handle = f"user{rng.randrange(10_000)}"
+    if kind == "retweet":
+        return f"RT @{handle}: {text}"
+    if kind == "link":
+        stripped = re.sub(r"(?:https?://|pic\.twitter\.com/)\S*", "", text).strip()
+        return f"{stripped} https://t.co/{uuid.UUID(int=rng.getrandbits(128)).hex[:10]}"
+    if kind == "emoji":
+        return f"{text} {rng.choice(EMOJI)}"
+    if kind == "spacing":
+        return "  " + text.replace(" ", "  ", 2) + "\n"
+    if kind == "mention":
+        return f"@{handle} {text}"
+    if kind == "typo":
+        words = text.split(" ")
+        long = [i for i, w in enumerate(words) if len(w) >= 5 and w.isalpha()]
+        if long:
+            i = rng.choice(long)
+            j = rng.randrange(len(words[i]) - 1)
+            w = words[i]
+            words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+        return " ".join(words)
+    return text.upper() if rng.random() < 0.5 else text.lower()
+
+
+def viral_stream(posts: int, seed: int = 7, spiking: int = 3) -> list[dict[str, Any]]:
+    """The stream's posts in arrival order: ``{"id", "text", "created_at", "claim", "fact_check", "kind"}``."""
+    rng = random.Random(seed)
+    claims = labelled_claims()
+    rng.shuffle(claims)
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(len(claims))]
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    spikes = {rng.randrange(20, 200): rng.uniform(2, 22) for _ in range(spiking)}  # claim -> spike hour
+    seen: set[int] = set()
+    out: list[dict[str, Any]] = []
+    for n in range(posts):
+        claim = rng.choices(range(len(claims)), weights)[0] if rng.random() > 0.08 * len(spikes) else 0
+        if claim == 0 and spikes:
+            claim = rng.choice(list(spikes))
+        text, fc = claims[claim]
+        kind = "first" if claim not in seen else "exact"
+        if claim in seen and rng.random() < 0.5:
+            kind = rng.choice(SAME_CLAIM + OTHER_TEXT)
+            text = near_copy(text, kind, rng)
+        seen.add(claim)
+        hour = spikes[claim] + rng.uniform(0, 1) if claim in spikes else rng.uniform(0, 24)
+        at = start + timedelta(hours=hour)
+        post = {"id": f"v{n}", "text": text, "created_at": at.isoformat(), "claim": claim, "fact_check": fc}
+        out.append({**post, "kind": kind})
+    return out
+
+
+class ResultReader(Reader):
+    """The reader that also keeps each post's published (fact-check id, tier) pairs and ``duplicate_of``."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def drain(self, timeout_s: float) -> None:
+        for message in self.raw.consume(num_messages=500, timeout=max(0.001, timeout_s)):
+            if message.error() is None:
+                result = json.loads(message.value())
+                post_id = result["post_id"]
+                self.seen.setdefault(post_id, time.monotonic())
+                self.published.setdefault(post_id, message.timestamp()[1] / 1000)
+                self.results.setdefault(post_id, result)
+
+
+def produce_posts(bootstrap: str, topic: str, prefix: str, stream: list[dict[str, Any]]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for post in stream:
+        key = f"{prefix}-{post['id']}"
+        body = {"id": key, "text": post["text"], "created_at": post["created_at"], "platform": "x"}
+        producer.produce(topic, value=json.dumps(body).encode(), key=key.encode())
+        producer.poll(0)
+    producer.flush(60)
+
+
+PATHS = ("hand-written loop", "worker, reuse off", "worker")
+
+
+def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any]]) -> dict[str, Any]:
+    """Drain the stream through one path; its rate and what it published, by stream post id."""
+    import subprocess
+
+    from worker.adapter.topics import ensure_topics
+
+    suffix = uuid.uuid4().hex[:6]
+    settings = base.model_copy(
+        update={
+            "topic_posts": f"posts-{suffix}", "topic_matches": f"matches-{suffix}",
+            "topic_dead_letter": f"dlq-{suffix}", "topic_factchecks": f"fc-{suffix}",
+            "topic_feedback": f"fb-{suffix}", "group_id": f"g-{suffix}", "indexer_group_id": f"i-{suffix}",
+            "feedback_group_id": f"f-{suffix}", "console_group_id": f"c-{suffix}", "model": model.ref,
+            "metrics_port": free_port(), "overmatch_quarantine": False,
+            "reuse_window_s": 0.0 if path == "worker, reuse off" else base.reuse_window_s,
+        }
+    )  # fmt: skip
+    asyncio.run(ensure_topics(settings))
+    reader = ResultReader(settings.kafka_bootstrap, settings.topic_matches)
+    if path == "hand-written loop":
+        ctx = multiprocessing.get_context("spawn")
+        stop = ctx.Event()
+        process: Any = ctx.Process(
+            target=hand_loop,
+            args=(settings.kafka_bootstrap, settings.topic_posts, settings.topic_matches,
+                  settings.database_url.get_secret_value(), model.ref, model.version,  # type: ignore[union-attr]
+                  model.encoder.dimension, settings.ef_search, stop),
+        )  # fmt: skip
+        process.start()
+    else:
+        log = (Path(base.model_store) / f"worker-{suffix}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=settings_env(settings), stdout=log, stderr=log
+        )
+    try:
+        at = stream[0]["created_at"]
+        warm = [{"id": f"w{i}", "text": f"warm-up post number {i}", "created_at": at} for i in range(32)]
+        produce_posts(settings.kafka_bootstrap, settings.topic_posts, "warm", warm)
+        reader.until("warm", 32, 600)
+        started = time.monotonic()
+        produce_posts(settings.kafka_bootstrap, settings.topic_posts, "run", stream)
+        finished = reader.until("run", len(stream), 1800)
+    finally:
+        if path == "hand-written loop":
+            stop.set()
+            process.join(30)
+        else:
+            process.terminate()
+            process.wait(60)
+        reader.close()
+    rate = len(stream) / (finished - started)
+    published = {k.removeprefix("run-"): v for k, v in reader.results.items() if k.startswith("run-")}
+    print(f"  {path}: {rate:.1f} posts/s", flush=True)
+    return {"rate": rate, "results": published}
+
+
+def answers(result: dict[str, Any]) -> list[tuple[str, str | None]]:
+    return [(m["fact_check_id"], m.get("tier")) for m in result["matches"]]
+
+
+def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    kinds: dict[str, int] = {}
+    for post in stream:
+        kinds[post["kind"]] = kinds.get(post["kind"], 0) + 1
+    claims = len({p["claim"] for p in stream})
+    on, off, loop = runs["worker"], runs["worker, reuse off"], runs["hand-written loop"]
+    reused = sum(1 for r in on["results"].values() if r.get("duplicate_of"))
+    differ = [p["id"] for p in stream if answers(on["results"][p["id"]]) != answers(off["results"][p["id"]])]
+    figures = {
+        "posts": len(stream),
+        "claims": claims,
+        "kinds": kinds,
+        "rate": {path: run["rate"] for path, run in runs.items()},
+        "worker_vs_loop": on["rate"] / loop["rate"],
+        "reuse_off_vs_loop": off["rate"] / loop["rate"],
+        "reused_share": reused / len(stream),
+        "reuse_changed_posts": len(differ),
+    }
+    print(f"\n{len(stream)} posts of {claims} claims; kinds: {kinds}")
+    print(f"  throughput, worker / hand-written loop: {figures['worker_vs_loop']:.2f}x (goal >= 3x);"
+          f" reuse off: {figures['reuse_off_vs_loop']:.2f}x")  # fmt: skip
+    print(f"  posts answered by reuse: {reused} ({figures['reused_share']:.1%}); the rest encoded and searched")
+    print(f"  posts whose matches (ids, tiers) differ with reuse on vs off: {len(differ)} (goal 0)"
+          + (f", e.g. {differ[:5]}" if differ else ""))  # fmt: skip
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="default, minilm, or a model directory")
+    parser.add_argument("--posts", type=int, default=2000)
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
+    parser.add_argument("--out", type=Path, default=None, help="Also write the figures as JSON here.")
+    args = parser.parse_args()
+    if not (DATA / "corpus.jsonl").is_file():
+        print(f"skipped: {DATA} not found (CheckThat! 2020 is read from ../shared/data)")
+        return
+
+    from worker.local.stack import local_stack
+    from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+    from worker.storage import Store, apply_migrations
+
+    stream = viral_stream(args.posts)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    with local_stack() as (broker, database):
+        base = Settings(  # type: ignore[call-arg]
+            _env_file=None, kafka_bootstrap=broker.bootstrap, database_url=database.url, device="cpu",
+            model_store=args.cache / "models", session_timeout_ms=6000,
+        )  # fmt: skip
+        Path(base.model_store).mkdir(parents=True, exist_ok=True)
+
+        async def load_corpus() -> None:
+            await apply_migrations(database.url)
+            store = Store(database.url)
+            await store.open()
+            await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(DATA / "corpus.jsonl")))
+            await store.close()
+
+        asyncio.run(load_corpus())
+        ref = {"default": lambda: default_model_ref(base.model_store), "minilm": minilm_model_ref}.get(
+            args.model, lambda: args.model
+        )()
+        model = Model(args.model, ref, SentenceTransformerEncoder(ref, encoder_options(base)))
+        print(f"{args.model}: {ref}", flush=True)
+        asyncio.run(prepare(model, base, args.cache))
+        runs = {path: run_path(path, model, base, stream) for path in args.paths}
+    if set(PATHS) <= set(runs):
+        figures = report(stream, runs)
+        figures["model"] = args.model
+        figures["cpu_cores"] = multiprocessing.cpu_count()
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 """Claims, not posts: a viral stream from CheckThat! 2020, the worker against the hand-written loop.
 
-The stream (``viral_stream``): CheckThat! 2020 tweets that have a gold fact-check are the claims;
+The stream (``viral_stream``): CheckThat! 2020 test tweets that have a gold fact-check are the
+claims (``--splits``; the cluster cut was chosen on a stream of train and dev tweets);
 each post draws a claim with Zipf-like popularity (weight 1 / rank^1.1), so a few claims are
 posted hundreds of times and most a handful. A claim's first post is its tweet; a later post is
 the tweet again (a retweet as platforms send it) or, about half of the stream, a near-copy: a
@@ -34,6 +35,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,12 +56,12 @@ SAME_CLAIM = ("retweet", "link", "emoji", "spacing")
 OTHER_TEXT = ("mention", "typo", "casing")
 
 
-def labelled_claims() -> list[tuple[str, str]]:
-    """(tweet text, its gold fact-check id) for every CheckThat! tweet that has one, first pair each."""
+def labelled_claims(splits: Sequence[str]) -> list[tuple[str, str]]:
+    """(tweet text, its gold fact-check id) for every CheckThat! tweet of ``splits`` that has one."""
     from worker.retrieval.evaluation import load_jsonl
 
     claims: dict[str, tuple[str, str]] = {}
-    for split in ("train", "dev", "test"):
+    for split in splits:
         gold: dict[str, str] = {}
         for line in (DATA / f"{split}_qrels.tsv").read_text().splitlines():
             if "\t" in line:
@@ -96,14 +98,18 @@ def near_copy(text: str, kind: str, rng: random.Random) -> str:
     return text.upper() if rng.random() < 0.5 else text.lower()
 
 
-def viral_stream(posts: int, seed: int = 7, spiking: int = 3) -> list[dict[str, Any]]:
-    """The stream's posts in arrival order: ``{"id", "text", "created_at", "claim", "fact_check", "kind"}``."""
+def viral_stream(
+    posts: int, splits: Sequence[str] = ("test",), seed: int = 7, spiking: int = 3
+) -> list[dict[str, Any]]:
+    """The stream's posts in arrival order: ``{"id", "text", "created_at", "claim", "fact_check", "kind"}``.
+
+    Built from the test split by default (held out: the cluster cut was chosen on train and dev)."""
     rng = random.Random(seed)
-    claims = labelled_claims()
+    claims = labelled_claims(splits)
     rng.shuffle(claims)
     weights = [1 / (rank + 1) ** 1.1 for rank in range(len(claims))]
     start = datetime(2026, 12, 1, tzinfo=UTC)
-    spikes = {rng.randrange(20, 200): rng.uniform(2, 22) for _ in range(spiking)}  # claim -> spike hour
+    spikes = {rng.randrange(10, len(claims)): rng.uniform(2, 22) for _ in range(spiking)}  # claim -> spike hour
     seen: set[int] = set()
     out: list[dict[str, Any]] = []
     for n in range(posts):
@@ -215,6 +221,35 @@ def answers(result: dict[str, Any]) -> list[tuple[str, str | None]]:
     return [(m["fact_check_id"], m.get("tier")) for m in result["matches"]]
 
 
+def cluster_figures(stream: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """ARI and purity of the clusters against each post's claim and gold fact-check; copies with their original."""
+    from collections import Counter, defaultdict
+
+    from sklearn.metrics import adjusted_rand_score
+
+    assigned = [results[p["id"]]["cluster_id"] for p in stream]
+    first: dict[int, Any] = {}
+    for post, cluster in zip(stream, assigned, strict=True):
+        first.setdefault(post["claim"], cluster)
+    together: dict[str, list[bool]] = defaultdict(list)
+    for post, cluster in zip(stream, assigned, strict=True):
+        if post["kind"] != "first":
+            together[post["kind"]].append(cluster == first[post["claim"]])
+    members: dict[Any, list[str]] = defaultdict(list)
+    for post, cluster in zip(stream, assigned, strict=True):
+        members[cluster].append(post["fact_check"])
+    purity = sum(Counter(m).most_common(1)[0][1] for m in members.values()) / len(stream)
+    copies = [same for kind in together for same in together[kind]]
+    return {
+        "clusters": len(members),
+        "ari_claim": adjusted_rand_score([p["claim"] for p in stream], assigned),
+        "ari_fact_check": adjusted_rand_score([p["fact_check"] for p in stream], assigned),
+        "purity_fact_check": purity,
+        "copy_with_original": sum(copies) / len(copies),
+        "copy_with_original_by_kind": {k: sum(v) / len(v) for k, v in together.items()},
+    }
+
+
 def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     for post in stream:
@@ -233,12 +268,24 @@ def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dic
         "reused_share": reused / len(stream),
         "reuse_changed_posts": len(differ),
     }
+    if all(r.get("cluster_id") is not None for r in on["results"].values()):
+        figures["clusters"] = c = cluster_figures(stream, on["results"])
+    else:
+        c = None
     print(f"\n{len(stream)} posts of {claims} claims; kinds: {kinds}")
     print(f"  throughput, worker / hand-written loop: {figures['worker_vs_loop']:.2f}x (goal >= 3x);"
           f" reuse off: {figures['reuse_off_vs_loop']:.2f}x")  # fmt: skip
     print(f"  posts answered by reuse: {reused} ({figures['reused_share']:.1%}); the rest encoded and searched")
     print(f"  posts whose matches (ids, tiers) differ with reuse on vs off: {len(differ)} (goal 0)"
           + (f", e.g. {differ[:5]}" if differ else ""))  # fmt: skip
+    if c is not None:
+        ari = f"ARI against the claim {c['ari_claim']:.3f}, against the gold fact-check {c['ari_fact_check']:.3f}"
+        print(
+            f"  clusters: {c['clusters']} for {claims} claims; {ari} (goal >= 0.9); purity {c['purity_fact_check']:.3f}"
+        )
+        by_kind = ", ".join(f"{k} {v:.1%}" for k, v in sorted(c["copy_with_original_by_kind"].items()))
+        together = c["copy_with_original"]
+        print(f"  a repeat or near-copy in its original's cluster: {together:.1%} (goal >= 99%): {by_kind}")
     return figures
 
 
@@ -246,6 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="default, minilm, or a model directory")
     parser.add_argument("--posts", type=int, default=2000)
+    parser.add_argument("--splits", nargs="+", default=["test"], help="CheckThat! splits the claims come from.")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
     parser.add_argument("--out", type=Path, default=None, help="Also write the figures as JSON here.")
@@ -258,7 +306,7 @@ def main() -> None:
     from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
     from worker.storage import Store, apply_migrations
 
-    stream = viral_stream(args.posts)
+    stream = viral_stream(args.posts, args.splits)
     args.cache.mkdir(parents=True, exist_ok=True)
     with local_stack() as (broker, database):
         base = Settings(  # type: ignore[call-arg]

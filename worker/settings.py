@@ -140,6 +140,22 @@ class Settings(BaseSettings):
         description="How long a claim's answer is reused, by every worker of the group, for posts repeating it"
         " (same claim text, language, model version and corpus); 0: every post is searched.",
     )
+    claim_clusters: bool = Field(
+        True, description="Put every answered post in a claim cluster (results carry cluster_id and its summary)."
+    )
+    cluster_similarity: float = Field(
+        0.92,
+        ge=0,
+        le=1,
+        description="Cosine similarity to a cluster's centroid at or above which a post joins it (else it starts"
+        " one). Model-specific: 0.92 for the default model, about 0.8 for MiniLM (docs/measurements.md).",
+    )
+    cluster_window_s: float = Field(
+        7 * 86_400,
+        gt=0,
+        le=365 * 86_400,
+        description="A cluster no post joined for this long is not joined again (and is deleted after twice as long).",
+    )
     result_text_max_chars: int = Field(
         2_000,
         ge=0,
@@ -358,6 +374,9 @@ class Settings(BaseSettings):
             raise ValueError("tier_suggestion_precision must not exceed tier_match_precision")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.claim_clusters and self.reuse_window_s > self.cluster_window_s:
+            # A repeat joins its origin's cluster, which must still be there.
+            raise ValueError("reuse_window_s must not exceed cluster_window_s")
         if self.backend == "onnx" and self.device not in ("auto", "cpu"):
             raise ValueError("backend onnx runs on CPU: set device=cpu (or auto), or backend=torch on a GPU")
         if self.onnx_int8 and self.backend != "onnx":

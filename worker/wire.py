@@ -127,6 +127,20 @@ class SourceRef(BaseModel):
     offset: int
 
 
+class ClaimCluster(BaseModel):
+    """The claim cluster a post joined, as it stood once the post joined it."""
+
+    id: int
+    size: int = Field(description="Posts in the cluster, this one included.")
+    first_seen: datetime = Field(description="The earliest post's created_at (else when it was answered).")
+    last_seen: datetime
+    langs: dict[str, int] = Field(default_factory=dict, description="Posts per language ('und': unknown).")
+    platforms: dict[str, int] = Field(default_factory=dict, description="Posts per platform ('unknown': none).")
+    fact_check_id: str | None = Field(
+        None, description="The best-matching fact-check of its posts so far (None: none reached a tier)."
+    )
+
+
 class MatchResult(BaseModel):
     """Exactly one per post, on the matches topic, keyed by post id."""
 
@@ -146,6 +160,10 @@ class MatchResult(BaseModel):
         " and corpus. Absent when this post was searched itself.",
     )
     # What a consumer needs to show the post (a moderator's console) without a second topic.
+    cluster_id: int | None = Field(
+        None, description="The claim cluster the post joined: posts making the same claim, in any wording."
+    )
+    cluster: ClaimCluster | None = None
     text: str | None = Field(
         None, description="The post's text, cut at the worker's result_text_max_chars (absent when 0)."
     )

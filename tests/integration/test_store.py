@@ -318,7 +318,8 @@ async def test_a_planted_fact_check_that_matches_everything_is_quarantined_for_e
             async def search(self, vectors: np.ndarray, decisions: Decisions) -> list[list[Match]]:
                 queries = queries_of([""] * len(vectors), ["en"] * len(vectors), vectors)
                 found = [f.matches for f in await self.retriever.search("v1", dim, queries, decisions)]
-                await self.guard.observe(frozenset(m.fact_check_id for m in ms if m.tier is not None) for ms in found)
+                tiered = (frozenset(m.fact_check_id for m in ms if m.tier is not None) for ms in found)
+                await self.guard.observe((ids, None) for ids in tiered)
                 return found
 
         def worker(name: str) -> Worker:
@@ -337,7 +338,7 @@ async def test_a_planted_fact_check_that_matches_everything_is_quarantined_for_e
         assert all(ms[0].fact_check_id == "planted" and ms[0].tier == "match" for ms in found)
         assert await store.quarantine.quarantined() == {"planted"}
         log = await store.quarantine.quarantine_log()
-        assert log[0]["flagged_by"] == "worker-a" and "of the last 20 posts" in log[0]["reason"]
+        assert log[0]["flagged_by"] == "worker-a" and "of the 20 claims" in log[0]["reason"]
         # Another worker reads the quarantine from Postgres: "planted" is at most a suggestion there.
         second = worker("worker-b")
         found = await second.search(posts[20:], decisions)

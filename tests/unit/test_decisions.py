@@ -221,24 +221,51 @@ def test_over_match_watch_flags_a_planted_fact_check_that_matches_everything() -
         ids = {f"fc{rng.integers(0, 400)}"} if rng.random() < 0.5 else set()
         if post >= 600:
             ids.add("planted")  # a bad edit: from now on it matches every post
-        flags += watch.observe([frozenset(ids)])
+        flags += watch.observe([(frozenset(ids), None)])
     assert [f.fact_check_id for f in flags] == ["planted"]
-    assert flags[0].matches == 20 and "matched 20 of the last 200 posts" in flags[0].reason()
+    assert flags[0].matches == 20 and "matched 20 of the 200 claims of the last posts" in flags[0].reason()
     # Already flagged: not again. Once a moderator clears it, the rate they accepted is part of
     # its baseline: it is flagged again only if it jumps again.
-    assert watch.observe([frozenset({"planted"})] * 50) == []
+    assert watch.observe([(frozenset({"planted"}), None)] * 50) == []
     watch.cleared("planted")
-    assert watch.observe([frozenset({"planted"})] * 300) == []
+    assert watch.observe([(frozenset({"planted"}), None)] * 300) == []
 
 
 def test_a_viral_fact_check_is_judged_against_its_own_baseline() -> None:
     watch = OverMatchWatch(OverMatchConfig(window=100, share=0.05, factor=5.0, min_matches=5))
-    steady = [frozenset({"viral"}) if i % 10 == 0 else frozenset() for i in range(100)]
+    steady = [(frozenset({"viral"}) if i % 10 == 0 else frozenset(), None) for i in range(100)]
     # Its first window looks like an outbreak (no baseline yet)...
     assert [f.fact_check_id for f in watch.observe(steady)] == ["viral"]
     watch.cleared("viral")
     # ...but once its 10% is its baseline, 10% more is no news.
     assert watch.observe(steady * 3) == []
+
+
+def test_a_viral_claim_is_a_trend_and_many_unrelated_claims_on_one_fact_check_are_an_over_match() -> None:
+    config = OverMatchConfig(window=200, share=0.05, factor=5.0, min_matches=20)
+    viral, planted = OverMatchWatch(config), OverMatchWatch(config)
+    rng = np.random.default_rng(2)
+    flags: list[Any] = []
+    for post in range(1000):
+        background = frozenset({f"fc{rng.integers(0, 400)}"}) if rng.random() < 0.5 else frozenset()
+        claim = f"claim-{rng.integers(0, 100_000)}"
+        # From post 600 on, six posts in ten repeat one claim, which one fact-check debunks.
+        if post >= 600 and rng.random() < 0.6:
+            flags += viral.observe([(frozenset({"debunk-1"}), "viral-cluster")])
+        else:
+            flags += viral.observe([(background, claim)])
+        # A planted fact-check shown for every post from 600 on, each post a claim of its own.
+        planted_flags = planted.observe([(background | {"planted"} if post >= 600 else background, claim)])
+        flags += planted_flags
+    assert [f.fact_check_id for f in flags] == ["planted"]
+    assert "matched 20 of the" in flags[0].reason() and "claims of the last posts" in flags[0].reason()
+
+
+def test_without_clusters_every_post_is_a_claim_of_its_own() -> None:
+    watch = OverMatchWatch(OverMatchConfig(window=50, share=0.2, factor=2.0, min_matches=10))
+    assert [f.fact_check_id for f in watch.observe([(frozenset({"fc"}), None)] * 12)] == ["fc"]
+    same_claim = OverMatchWatch(OverMatchConfig(window=50, share=0.2, factor=2.0, min_matches=10))
+    assert same_claim.observe([(frozenset({"fc"}), "cluster-1")] * 50) == []
 
 
 async def test_quarantined_fact_checks_leave_tier_match_and_flags_reach_the_store() -> None:
@@ -273,12 +300,12 @@ async def test_quarantined_fact_checks_leave_tier_match_and_flags_reach_the_stor
     async def published() -> list[list[Any]]:
         # As the worker runs it: search, then the guard observes every tiered match shown.
         found = [f.matches for f in await retriever.search("v", 4, queries(16), decisions)]
-        await guard.observe(frozenset(m.fact_check_id for m in ms if m.tier is not None) for ms in found)
+        await guard.observe((frozenset(m.fact_check_id for m in ms if m.tier is not None), None) for ms in found)
         return found
 
     first = await published()
     assert all(ms[0].tier == "match" for ms in first)
-    assert "generic" in store.ids and "matched 16 of the last 16 posts" in store.reasons["generic"]
+    assert "generic" in store.ids and "matched 16 of the 16 claims" in store.reasons["generic"]
     later = await published()
     assert all(ms[0].fact_check_id == "generic" and ms[0].tier == "suggestion" for ms in later)
     # Cleared in the store: back in tier "match" after the next refresh.

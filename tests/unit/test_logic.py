@@ -121,6 +121,8 @@ def test_settings_refuse_bad_values() -> None:
         {"retry_attempts": 50, "retry_backoff_max_s": 300},
         {"tier_match_precision": 0.6, "tier_suggestion_precision": 0.9},
         {"retrieval_mode": "psychic"},
+        {"reuse_window_s": 86_400, "cluster_window_s": 3_600},
+        {"cluster_similarity": 1.5},
     ):
         with pytest.raises(ValidationError):
             Settings(_env_file=None, **bad)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
 from worker.adapter.coverage import PartitionCoverage, watch_partitions
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
+from worker.core.clusters import Clustering
 from worker.core.indexer import CorpusIndexer
 from worker.core.language import fasttext_detector
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, PostItem, ServingModel
@@ -118,6 +119,11 @@ class WorkerRuntime:
         transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         retries = metrics.retries
         self.reuse = Reuse(self.store.answers, settings.reuse_window_s) if settings.reuse_window_s > 0 else None
+        self.clustering = (
+            Clustering(self.store.clusters, settings.cluster_similarity, settings.cluster_window_s)
+            if settings.claim_clusters
+            else None
+        )
         return MatchPipeline(
             self.models,
             retriever,
@@ -129,6 +135,7 @@ class WorkerRuntime:
                 *([self.shadow.observe] if settings.shadow_share > 0 else []),
             ],
             reuse=self.reuse,
+            clustering=self.clustering,
         )
 
     def _deps(self, extra_sinks: list[ResultSink] | None) -> WorkerDeps:
@@ -149,9 +156,13 @@ class WorkerRuntime:
         )
 
     async def _watch_overmatch(self, _model: ServingModel, items: Sequence[PostItem]) -> None:
-        # What moderators are shown: every tiered match, so a version with no "match" cut is watched too.
+        # What moderators are shown: every tiered match, so a version with no "match" cut is watched too;
+        # counted per claim cluster, so a viral claim is a trend and not an over-match.
         await self.guard.observe(
-            frozenset(m.fact_check_id for m in item.result.matches if m.tier is not None)
+            (
+                frozenset(m.fact_check_id for m in item.result.matches if m.tier is not None),
+                str(item.result.cluster_id) if item.result.cluster_id is not None else None,
+            )
             for item in items
             if item.result is not None
         )
@@ -215,7 +226,7 @@ class WorkerRuntime:
         return True, f"{active.version} indexed at {active.indexed_at:%Y-%m-%dT%H:%M:%S}"
 
     async def _stats(self) -> None:
-        """Housekeeping now and then: the corpus size per serving version; answers past the reuse window."""
+        """Housekeeping now and then: the corpus size per serving version; answers and clusters past their window."""
         while True:
             try:
                 for mv in await self.store.registry.versions_with_status(SERVING_STATUSES):
@@ -223,6 +234,8 @@ class WorkerRuntime:
                     self.metrics.corpus_size.labels(model_version=mv.version).set(size)
                 if self.reuse is not None:
                     await self.reuse.forget()
+                if self.clustering is not None:
+                    await self.clustering.forget()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

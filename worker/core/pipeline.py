@@ -30,13 +30,14 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
+from worker.core.clusters import Clustering, cluster_post
 from worker.core.decoding import Limits, decode_post
 from worker.core.reuse import Reuse, Reused
-from worker.domain import Encoder, Vectors
+from worker.domain import ClusterSummary, Encoder, Vectors
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
-from worker.wire import DeadLetter, Match, MatchResult, Post, RawRecord
+from worker.wire import ClaimCluster, DeadLetter, Match, MatchResult, Post, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class PostItem:
     searched: Searched | None = None
     reused: Reused | None = None
     copy_of: PostItem | None = None
+    cluster: ClusterSummary | None = None
     result: MatchResult | None = None
 
     def query(self) -> Query:
@@ -212,9 +214,11 @@ class MatchPipeline:
         detect_language: Callable[[str], str | None] | None = None,
         observers: Sequence[Observer] = (),
         reuse: Reuse | None = None,
+        clustering: Clustering | None = None,
     ) -> None:
         self.models = models
         self.reuse = reuse
+        self.clustering = clustering
         self.searcher = searcher
         self.config = config
         self.detect_language = detect_language
@@ -232,6 +236,7 @@ class MatchPipeline:
         await self._languages(items)
         todo = await self._repeats(model, items)
         stats = await self._match(model, todo)
+        await self._cluster(model, items)
         for item in items:
             item.result = self._result(model, item)
         await self._remember(model, todo)
@@ -350,6 +355,32 @@ class MatchPipeline:
         rows = [(item.key, item.post.id, item.answer()[0]) for item in answered if item.key is not None]
         await self.config.retry.run("reuse", lambda: reuse.remember(model.version, rows))
 
+    async def _cluster(self, model: ServingModel, items: Sequence[PostItem]) -> None:
+        """Put every post in its claim cluster: an encoded post by its vector, a repeat by its origin's."""
+        if self.clustering is None:
+            return
+        clustering = self.clustering
+        posts = []
+        for item in items:
+            origin = item.reused.post_id if item.reused else (item.copy_of.post.id if item.copy_of else None)
+            posts.append(
+                cluster_post(
+                    item.post.id,
+                    vector=item.vector if origin is None else None,
+                    origin=origin,
+                    lang=item.lang,
+                    platform=item.post.platform,
+                    posted_at=item.post.created_at,
+                    text=item.claim,
+                    matches=item.answer()[0],
+                )
+            )
+        found = await self.config.retry.run(
+            "clusters", lambda: clustering.assign(model.version, model.dimension, posts)
+        )
+        for item, cluster in zip(items, found, strict=True):
+            item.cluster = cluster
+
     def _result(self, model: ServingModel, item: PostItem) -> MatchResult:
         cut = self.config.result_text_max_chars
         text = item.post.text
@@ -361,6 +392,8 @@ class MatchPipeline:
             platform=item.post.platform,
             matches=matches,
             duplicate_of=duplicate_of,
+            cluster_id=item.cluster.cluster_id if item.cluster else None,
+            cluster=_cluster(item.cluster),
             model_version=model.version,
             source=item.record.source(),
             text=text[:cut] if cut else None,
@@ -377,3 +410,17 @@ class MatchPipeline:
                     await outcome
             except Exception as exc:  # an observer never costs a batch
                 log.warning("batch observer failed: %r", exc)
+
+
+def _cluster(summary: ClusterSummary | None) -> ClaimCluster | None:
+    if summary is None:
+        return None
+    return ClaimCluster(
+        id=summary.cluster_id,
+        size=summary.size,
+        first_seen=summary.first_seen,
+        last_seen=summary.last_seen,
+        langs=summary.langs,
+        platforms=summary.platforms,
+        fact_check_id=summary.fact_check_id,
+    )

@@ -4,11 +4,11 @@ One module per seam, each a :class:`~worker.storage.db.Part` over one shared poo
 (model versions), ``corpus`` (fact-checks), ``embeddings`` (vectors and HNSW indexes),
 ``candidates`` (search), ``decisions`` (decision models and tier cuts), ``quarantine``,
 ``feedback`` (moderator verdicts), ``shadow`` (shadow evaluation), ``dead_letters`` (archived
-payloads), ``reviews`` and ``accounts`` (the console) and ``answers`` (a claim answered once for
-all its repeats). :class:`Store` holds one of each, the way hasher-matcher-actioner keeps
-its storage interface apart from its Postgres implementation: callers take the narrow
-protocol of the part they use (:mod:`worker.storage.interfaces`), and the parts lifecycle and
-version code need have an in-memory twin (:mod:`worker.storage.memory`) for fast unit tests.
+payloads), ``reviews`` and ``accounts`` (the console), ``answers`` (a claim answered once for all
+its repeats) and ``clusters`` (claim clusters). :class:`Store` holds one of each, the way
+hasher-matcher-actioner keeps its storage interface apart from its Postgres implementation:
+callers take the narrow protocol of the part they use (:mod:`worker.storage.interfaces`), and the
+parts lifecycle and version code need have an in-memory twin (:mod:`worker.storage.memory`).
 This package imports no retrieval and no core (``tests/unit/test_layers.py``).
 """
 
@@ -21,6 +21,7 @@ from worker.domain import ClaimLost, ModelVersion, ShadowReport
 from worker.storage.accounts import Accounts
 from worker.storage.answers import Answers
 from worker.storage.candidates import Candidates
+from worker.storage.clusters import Clusters
 from worker.storage.corpus import Corpus
 from worker.storage.db import Database, apply_migrations, migrate, with_search_path
 from worker.storage.dead_letters import DeadLetterPayloads
@@ -79,6 +80,7 @@ class Store:
         self.reviews = Reviews(self.db)
         self.accounts = Accounts(self.db)
         self.answers = Answers(self.db)
+        self.clusters = Clusters(self.db)
 
     @property
     def conninfo(self) -> str:

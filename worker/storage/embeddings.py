@@ -28,6 +28,25 @@ def index_name(version: str) -> str:
     return "fce_hnsw_" + hashlib.sha1(version.encode()).hexdigest()[:16]
 
 
+def centroid_index_name(version: str) -> str:
+    return "ccl_hnsw_" + hashlib.sha1(version.encode()).hexdigest()[:16]
+
+
+def centroid_index(version: str, dimension: int) -> sql.Composed:
+    """The statement that builds ``version``'s partial HNSW index over its cluster centroids."""
+    vtype = vector_type(dimension)
+    return sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {name} ON claim_clusters USING hnsw ((centroid::{vtype}({dim})) {ops})"
+        " WHERE model_version = {version}"
+    ).format(
+        name=sql.Identifier(centroid_index_name(version)),
+        vtype=sql.SQL(vtype),
+        dim=sql.Literal(dimension),
+        ops=sql.SQL(f"{vtype}_cosine_ops"),
+        version=sql.Literal(version),
+    )
+
+
 class Embeddings(Part):
     """``fact_check_embeddings`` and each version's HNSW index."""
 
@@ -96,6 +115,8 @@ class Embeddings(Part):
             await conn.execute("SET maintenance_work_mem = '512MB'")
             try:
                 await conn.execute(statement)
+                # The version's claim-cluster centroids get theirs at the same time (an empty table: instant).
+                await conn.execute(centroid_index(version, dimension))
             finally:
                 await conn.execute("RESET maintenance_work_mem")
             # Fresh statistics, or the planner prefers the primary key for a version it thinks is tiny.
@@ -106,6 +127,7 @@ class Embeddings(Part):
         """Free a retired version's embeddings and index; it can no longer be rolled back to."""
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(version))))
+            await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(centroid_index_name(version))))
             await conn.execute("DELETE FROM fact_check_embeddings WHERE model_version = %s", (version,))
             await conn.execute(
                 "UPDATE model_versions SET indexed_at = NULL,"

@@ -18,8 +18,12 @@ corpus being CheckThat!'s 10,375 fact-checks, and is read back by an independent
 
 Printed: posts/s of each and the ratios (goal: worker >= 3x the loop on this stream), the share
 of posts answered by reuse, and whether reuse changed any post's published matches (fact-check
-ids and tiers, post by post, reuse on vs off; goal: identical). The over-match quarantine is
-off in both worker runs so that what one run quarantines cannot change the other's results.
+ids and tiers, post by post, reuse on vs off; goal: identical), the clusters' adjusted Rand index
+and purity against each post's claim and gold fact-check (goal ARI >= 0.9) and how often a
+near-copy lands in its original's cluster (goal >= 99%), and which fact-checks the over-match
+watch flags when it counts claim clusters (the worker) and when it counts posts (the reuse-off
+run also has clusters off). The quarantine itself is off in both worker runs, so that what one
+run quarantines cannot change the other's results.
 
     .venv/bin/python benchmarks/viral_stream.py --posts 2000 --out benchmarks/results/viral_2core.json
 """
@@ -176,6 +180,8 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
             "feedback_group_id": f"f-{suffix}", "console_group_id": f"c-{suffix}", "model": model.ref,
             "metrics_port": free_port(), "overmatch_quarantine": False,
             "reuse_window_s": 0.0 if path == "worker, reuse off" else base.reuse_window_s,
+            # Without clusters the over-match watch counts posts, as it did before claim clusters.
+            "claim_clusters": path != "worker, reuse off",
         }
     )  # fmt: skip
     asyncio.run(ensure_topics(settings))
@@ -203,6 +209,7 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
         started = time.monotonic()
         produce_posts(settings.kafka_bootstrap, settings.topic_posts, "run", stream)
         finished = reader.until("run", len(stream), 1800)
+        flagged = overmatch_flags(settings.metrics_port) if path != "hand-written loop" else []
     finally:
         if path == "hand-written loop":
             stop.set()
@@ -214,7 +221,15 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
     rate = len(stream) / (finished - started)
     published = {k.removeprefix("run-"): v for k, v in reader.results.items() if k.startswith("run-")}
     print(f"  {path}: {rate:.1f} posts/s", flush=True)
-    return {"rate": rate, "results": published}
+    return {"rate": rate, "results": published, "flagged": flagged}
+
+
+def overmatch_flags(port: int) -> list[str]:
+    """The fact-checks the worker's over-match watch flagged (its metric; the quarantine itself is off)."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sorted(set(re.findall(r'factmatch_overmatch_flags_total\{fact_check_id="([^"]+)"\} [1-9]', body)))
 
 
 def answers(result: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -267,6 +282,8 @@ def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dic
         "reuse_off_vs_loop": off["rate"] / loop["rate"],
         "reused_share": reused / len(stream),
         "reuse_changed_posts": len(differ),
+        "overmatch_flags_by_clusters": on["flagged"],
+        "overmatch_flags_by_posts": off["flagged"],
     }
     if all(r.get("cluster_id") is not None for r in on["results"].values()):
         figures["clusters"] = c = cluster_figures(stream, on["results"])
@@ -275,6 +292,8 @@ def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dic
     print(f"\n{len(stream)} posts of {claims} claims; kinds: {kinds}")
     print(f"  throughput, worker / hand-written loop: {figures['worker_vs_loop']:.2f}x (goal >= 3x);"
           f" reuse off: {figures['reuse_off_vs_loop']:.2f}x")  # fmt: skip
+    print(f"  over-match watch, counting claim clusters: {len(on['flagged'])} fact-check(s) flagged {on['flagged']};"
+          f" counting posts (clusters off): {len(off['flagged'])} {off['flagged']}")  # fmt: skip
     print(f"  posts answered by reuse: {reused} ({figures['reused_share']:.1%}); the rest encoded and searched")
     print(f"  posts whose matches (ids, tiers) differ with reuse on vs off: {len(differ)} (goal 0)"
           + (f", e.g. {differ[:5]}" if differ else ""))  # fmt: skip

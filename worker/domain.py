@@ -194,6 +194,22 @@ class ClusterSummary:
     abstained: int
 
 
+@dataclass(frozen=True)
+class TrendingFactCheck:
+    """A fact-check's posts over the last hour, day and week (by their created_at), and how fast it rises."""
+
+    fact_check_id: str
+    last_hour: int
+    last_day: int
+    last_week: int
+    # (last hour + 1) / (the week's mean other hour + 1): 1 is its usual pace.
+    spike: float
+    # The last day's posts per language and platform, and hour by hour (oldest first; the last is this hour).
+    langs: dict[str, int]
+    platforms: dict[str, int]
+    hourly: list[int]
+
+
 # --- Fact-check copies --------------------------------------------------------------------
 # What two copies of one fact-check may differ in. Plain character classes, so the storage
 # layer's SQL applies the very same patterns as :func:`worker.retrieval.openset.twin_key`.

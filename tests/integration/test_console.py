@@ -297,3 +297,37 @@ def test_console_user_add_reads_the_password_from_stdin_and_refuses_a_short_one(
     role, hashed, no_kim = asyncio.run(stored())
     assert role == "admin" and no_kim and hashed is not None
     assert PasswordHasher().verify(hashed, "a long enough password")
+
+
+async def test_the_trending_page_shows_a_fact_check_the_stream_keeps_matching_with_its_sparkline(
+    console_settings: Settings, browser: Any
+) -> None:
+    settings = console_settings
+    await seed_corpus(settings)
+    async with running(settings) as worker:
+        await tier_everything(worker)
+        await worker.store.accounts.put_user("ana", "moderator", hash_password("ana-password"))
+        claim = "5G towers spread the coronavirus"
+        copies = [claim, f"RT @a: {claim}", f"{claim} https://t.co/x", f"{claim} \U0001f631", f"  {claim}"]
+        posts = [(f"t-{i}".encode(), json.dumps({"id": f"t-{i}", "text": t}).encode()) for i, t in enumerate(copies)]
+        await produce(settings.kafka_bootstrap, settings.topic_posts, posts)
+        records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 5)
+        top = {json.loads(r.value)["matches"][0]["fact_check_id"] for r in records}
+        assert len(top) == 1, "one claim, one best match"
+        [fact_check] = top
+        console = ConsoleRuntime(settings)
+        port = await console.start()
+        try:
+            page = await sign_in(browser, f"http://127.0.0.1:{port}", "ana")
+            await page.click('a[href="/trending"]')
+            row = page.locator(f'table.trending tr[data-fact-check="{fact_check}"]')
+            await expect(row).to_have_count(1)
+            cells = await row.locator("td").all_text_contents()
+            assert cells[2:5] == ["5", "5", "5"]  # last hour, day, week
+            assert cells[7].strip() == "unknown 5"
+            points = await row.locator("svg.spark polyline").get_attribute("points")
+            assert points is not None and len(points.split()) == 24
+            if os.environ.get("FACTMATCH_SCREENSHOTS"):
+                await page.screenshot(path=str(DOCS / "console-trending.png"))
+        finally:
+            await console.stop()

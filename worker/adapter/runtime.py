@@ -40,6 +40,9 @@ from worker.wire import RawRecord
 
 log = logging.getLogger(__name__)
 
+# How long the trending fact-checks' hourly counts are kept: their week and a day's margin.
+TREND_HISTORY_S = 8 * 86_400
+
 
 class WorkerRuntime:
     """The production worker's parts: store, models, pipeline, corpus indexer and broker."""
@@ -236,6 +239,7 @@ class WorkerRuntime:
                     await self.reuse.forget()
                 if self.clustering is not None:
                     await self.clustering.forget()
+                    await self.store.trends.forget_hits(TREND_HISTORY_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -2,7 +2,8 @@
 
 One module per command group (``stack``: demo, up, post, worker; ``data``: migrate, load;
 ``model``: eval, calibrate, models; ``trainer``: train, rollout, rollback, feedback;
-``quarantine``: list, clear, add; ``shadow``: start, stop, report; ``console``: serve, user add). Each
+``quarantine``: list, clear, add; ``shadow``: start, stop, report; ``console``: serve, user add;
+``claims``: trending). Each
 command parses its flags into one :class:`~worker.settings.Settings` and calls library
 functions; a new command is a function in the group it belongs to.
 """
@@ -13,7 +14,7 @@ import sys
 
 import typer
 
-from worker.cli import console, data, model, quarantine, shadow, stack, trainer
+from worker.cli import claims, console, data, model, quarantine, shadow, stack, trainer
 
 cli = typer.Typer(
     add_completion=False,
@@ -26,6 +27,7 @@ cli.add_typer(model.models, name="models")
 cli.add_typer(quarantine.app, name="quarantine")
 cli.add_typer(shadow.app, name="shadow")
 cli.add_typer(console.app, name="console")
+cli.add_typer(claims.app, name="claims")
 
 
 def main() -> None:

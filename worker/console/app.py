@@ -37,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from worker.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Authenticator, csrf_ok
+from worker.console.claims import ClaimPages, Details, TrendSource
 from worker.console.events import Broadcaster
 from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
 from worker.domain import ClaimLost, ConsoleSession, QueueFilter
@@ -130,6 +131,9 @@ class ConsoleDeps:
     ready: Callable[[], Awaitable[dict[str, bool]]] | None = None
     counts_ttl_s: float = 5.0
     depth_ttl_s: float = 1.0
+    # The claim pages (trending fact-checks): the workers' counts and the fact-checks' details.
+    trends: TrendSource | None = None
+    fact_checks: Details | None = None
 
 
 def http_url(value: object) -> str | None:
@@ -451,6 +455,11 @@ def create_app(deps: ConsoleDeps) -> Starlette:
         Route("/admin", console.admin_page, methods=["GET"]),
         Route("/admin/rollback", console.admin_rollback, methods=["POST"]),
         Route("/admin/quarantine/clear", console.admin_clear, methods=["POST"]),
+        *(
+            [Route("/trending", ClaimPages(console, deps.trends, deps.fact_checks).trending, methods=["GET"])]
+            if deps.trends is not None and deps.fact_checks is not None
+            else []
+        ),
         Route("/healthz", console.healthz),
         Route("/readyz", console.readyz),
         Route("/metrics", console.metrics),

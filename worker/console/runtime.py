@@ -110,6 +110,8 @@ class ConsoleRuntime:
             proxy_user_header=settings.console_proxy_user_header,
             trusted_proxies=settings.trusted_proxies(),
             ready=self.ready,
+            trends=self.store.trends,
+            fact_checks=self.store.candidates.details,
         )
         self.app = create_app(self.deps)
         self.server: _Server | None = None

@@ -5,10 +5,11 @@ One module per seam, each a :class:`~worker.storage.db.Part` over one shared poo
 ``candidates`` (search), ``decisions`` (decision models and tier cuts), ``quarantine``,
 ``feedback`` (moderator verdicts), ``shadow`` (shadow evaluation), ``dead_letters`` (archived
 payloads), ``reviews`` and ``accounts`` (the console), ``answers`` (a claim answered once for all
-its repeats) and ``clusters`` (claim clusters). :class:`Store` holds one of each, the way
-hasher-matcher-actioner keeps its storage interface apart from its Postgres implementation:
-callers take the narrow protocol of the part they use (:mod:`worker.storage.interfaces`), and the
-parts lifecycle and version code need have an in-memory twin (:mod:`worker.storage.memory`).
+its repeats), ``clusters`` (claim clusters) and ``trends`` (trending fact-checks). :class:`Store`
+holds one of each, the way hasher-matcher-actioner keeps its storage interface apart from its
+Postgres implementation: callers take the narrow protocol of the part they use
+(:mod:`worker.storage.interfaces`), and the parts lifecycle and version code need have an
+in-memory twin (:mod:`worker.storage.memory`).
 This package imports no retrieval and no core (``tests/unit/test_layers.py``).
 """
 
@@ -32,6 +33,7 @@ from worker.storage.quarantine import Quarantine
 from worker.storage.registry import Registry
 from worker.storage.reviews import Reviews
 from worker.storage.shadow import ShadowResults
+from worker.storage.trends import Trends
 
 __all__ = [
     "ClaimLost",
@@ -81,6 +83,7 @@ class Store:
         self.accounts = Accounts(self.db)
         self.answers = Answers(self.db)
         self.clusters = Clusters(self.db)
+        self.trends = Trends(self.db)
 
     @property
     def conninfo(self) -> str:

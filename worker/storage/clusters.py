@@ -5,7 +5,9 @@ least ``cut`` similar (cosine), else starts one; a repeat (a post answered with 
 answer, never encoded) joins its origin's cluster. Each assignment is kept (``post_clusters``), so
 a redelivered post keeps its cluster and is not counted twice. A batch is assigned in one
 transaction under a per-version advisory lock: workers of a group take turns for the few
-milliseconds it takes, and the outcome does not depend on which worker assigns which batch.
+milliseconds it takes, and the outcome does not depend on which worker assigns which batch. A
+newly clustered post with a tiered match is also counted, once, for its fact-check's hour
+(``fact_check_hits``, read by :mod:`worker.storage.trends`).
 Centroids are the normalised running mean of their posts' vectors; each version's centroids have
 a partial HNSW index, built with the version's fact-check index (:func:`worker.storage.embeddings.centroid_index`).
 """
@@ -13,7 +15,9 @@ a partial HNSW index, built with the version's fact-check index (:func:`worker.s
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -63,11 +67,30 @@ class Clusters(Part):
             )
             known: dict[str, int] = {post: cluster for post, cluster in await cur.fetchall()}
             out: dict[str, ClusterSummary] = {}
+            hits: dict[tuple[str, datetime, str, str], int] = defaultdict(int)
             for post in posts:
                 if post.post_id not in known:
                     known[post.post_id] = await self._join(conn, version, dimension, post, known, cut, window_s)
+                    if post.fact_check_id is not None:
+                        hour = post.seen_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                        hits[(post.fact_check_id, hour, post.lang or "und", post.platform or "unknown")] += 1
                 out[post.post_id] = await self._summary(conn, known[post.post_id])
+            await self._count_hits(conn, hits)
             return [out[p.post_id] for p in posts]
+
+    @staticmethod
+    async def _count_hits(conn: AsyncConnection[Any], hits: dict[tuple[str, datetime, str, str], int]) -> None:
+        """Add the newly clustered posts to their fact-checks' hourly counts (the trends read them)."""
+        if not hits:
+            return
+        fcs, hours, langs, platforms = (list(column) for column in zip(*hits, strict=True))
+        await conn.execute(
+            "INSERT INTO fact_check_hits (fact_check_id, hour, lang, platform, posts)"
+            " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bigint[])"
+            " ON CONFLICT (fact_check_id, hour, lang, platform)"
+            " DO UPDATE SET posts = fact_check_hits.posts + excluded.posts",
+            (fcs, hours, langs, platforms, list(hits.values())),
+        )
 
     async def _join(
         self,

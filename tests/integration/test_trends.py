@@ -1,0 +1,66 @@
+"""Integration tier: trending fact-checks are counted once per post, as posts join their clusters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from tests.conftest import settings_env
+from tests.integration.test_clusters import DIM, opened_store, post, unit
+from worker.settings import Settings
+from worker.storage.trends import spike_score
+
+NOW = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
+
+
+async def test_a_spiking_fact_check_ranks_first_counted_once_per_post_by_language_and_platform(
+    database_url: str, make_settings: object
+) -> None:
+    store = await opened_store(database_url)
+    try:
+        rng = np.random.default_rng(1)
+        posts = []
+        # "steady": two posts an hour all week; "spike": quiet, then 30 posts in this hour.
+        for hour in range(1, 7 * 24):
+            at = NOW - timedelta(hours=hour)
+            posts += [post(f"s{hour}-{i}", unit(1, 0.01 * i), seen_at=at, fact_check_id="steady") for i in range(2)]
+        posts += [post(f"q{d}", unit(0, 1), seen_at=NOW - timedelta(days=d), fact_check_id="spike") for d in (2, 4)]
+        posts += [
+            post(f"p{i}", unit(0, 1, 0.01 * i), seen_at=NOW - timedelta(minutes=i), fact_check_id="spike",
+                 lang="de" if i % 3 == 0 else "en", platform="tiktok" if i % 2 else "x")
+            for i in range(30)
+        ]  # fmt: skip
+        posts.append(post("abstained", unit(0, 0, 1), seen_at=NOW))
+        rng.shuffle(posts)  # type: ignore[arg-type]
+        for start in range(0, len(posts), 50):
+            await store.clusters.assign_clusters("v1", DIM, posts[start : start + 50], cut=0.9, window_s=86_400 * 30)
+        # Redelivered: counted once.
+        await store.clusters.assign_clusters("v1", DIM, posts[:100], cut=0.9, window_s=86_400 * 30)
+
+        spike, steady = await store.trends.trending(NOW, limit=5)
+        assert (spike.fact_check_id, steady.fact_check_id) == ("spike", "steady")
+        assert (spike.last_hour, spike.last_day, spike.last_week) == (30, 30, 32)
+        assert spike.langs == {"en": 20, "de": 10} and spike.platforms == {"x": 15, "tiktok": 15}
+        assert spike.hourly[-1] == 30 and sum(spike.hourly) == 30
+        assert spike.spike == round(spike_score(30, 32), 3) > 20
+        assert (steady.last_hour, steady.last_day) == (0, 46) and steady.spike < 1
+        assert steady.hourly == [2] * 23 + [0]
+
+        settings = make_settings(database_url=database_url)  # type: ignore[operator]
+        assert isinstance(settings, Settings)
+        out = subprocess.run(  # noqa: ASYNC221 (the CLI in its own process, as a user runs it)
+            [sys.executable, "-m", "worker.cli", "claims", "trending", "--at", NOW.isoformat(), "--json"],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        listed = json.loads(out.stdout)
+        assert [r["fact_check_id"] for r in listed] == ["spike", "steady"] and listed[0]["last_hour"] == 30
+    finally:
+        await store.close()

@@ -32,9 +32,17 @@ CREATE TABLE IF NOT EXISTS post_clusters (
     post_id        text NOT NULL,
     cluster_id     bigint NOT NULL REFERENCES claim_clusters (id) ON DELETE CASCADE,
     assigned_at    timestamptz NOT NULL DEFAULT now(),
+    -- The post as the emerging claims show it: when it was posted, its claim text, and whether
+    -- the worker abstained on it (no fact-check reached a tier).
+    seen_at        timestamptz NOT NULL,
+    text           text NOT NULL,
+    abstained      boolean NOT NULL,
     PRIMARY KEY (model_version, post_id)
 );
-CREATE INDEX IF NOT EXISTS post_clusters_cluster ON post_clusters (cluster_id);
+CREATE INDEX IF NOT EXISTS post_clusters_cluster ON post_clusters (cluster_id, seen_at);
+-- The emerging claims: clusters no post of which matched a fact-check, by when a post last joined.
+CREATE INDEX IF NOT EXISTS claim_clusters_unmatched ON claim_clusters (model_version, updated_at)
+    WHERE fact_check_id IS NULL;
 
 DO $$
 BEGIN

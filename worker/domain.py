@@ -210,6 +210,23 @@ class TrendingFactCheck:
     hourly: list[int]
 
 
+@dataclass(frozen=True)
+class EmergingClaim:
+    """A claim cluster no fact-check matched yet, growing: what a fact-checker should look at next."""
+
+    cluster_id: int
+    size: int
+    last_day: int  # its posts in the day before the moment asked about
+    day_before: int  # and in the day before that
+    growth: float  # (last day + 1) / (day before + 1)
+    first_seen: datetime
+    last_seen: datetime
+    langs: dict[str, int]
+    platforms: dict[str, int]
+    representative: str  # its first post's claim text
+    examples: list[str]  # its latest distinct claim texts
+
+
 # --- Fact-check copies --------------------------------------------------------------------
 # What two copies of one fact-check may differ in. Plain character classes, so the storage
 # layer's SQL applies the very same patterns as :func:`worker.retrieval.openset.twin_key`.

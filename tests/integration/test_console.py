@@ -331,3 +331,34 @@ async def test_the_trending_page_shows_a_fact_check_the_stream_keeps_matching_wi
                 await page.screenshot(path=str(DOCS / "console-trending.png"))
         finally:
             await console.stop()
+
+
+async def test_a_claim_no_fact_check_matches_is_listed_as_needing_a_fact_check(
+    console_settings: Settings, browser: Any
+) -> None:
+    settings = console_settings
+    await seed_corpus(settings)
+    async with running(settings) as worker:  # never calibrated: the worker abstains on every post
+        await worker.store.accounts.put_user("ana", "moderator", hash_password("ana-password"))
+        claim = "Purple elephants secretly run the national weather service"
+        copies = [claim, f"RT @a: {claim}", f"{claim} https://t.co/y", f"{claim} \U0001f418"]
+        posts = [(f"e-{i}".encode(), json.dumps({"id": f"e-{i}", "text": t}).encode()) for i, t in enumerate(copies)]
+        await produce(settings.kafka_bootstrap, settings.topic_posts, posts)
+        records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 4)
+        clusters = {json.loads(r.value)["cluster_id"] for r in records}
+        assert len(clusters) == 1
+        [cluster] = clusters
+        console = ConsoleRuntime(settings)
+        port = await console.start()
+        try:
+            page = await sign_in(browser, f"http://127.0.0.1:{port}", "ana")
+            await page.click('a[href="/emerging"]')
+            row = page.locator(f'table.emerging tr[data-cluster="{cluster}"]')
+            await expect(row).to_have_count(1)
+            cells = await row.locator("td").all_text_contents()
+            assert claim in cells[0] and cells[2:4] == ["4", "4"]
+            assert await page.locator("table.emerging tr[data-cluster]").count() == 1
+            if os.environ.get("FACTMATCH_SCREENSHOTS"):
+                await page.screenshot(path=str(DOCS / "console-emerging.png"))
+        finally:
+            await console.stop()

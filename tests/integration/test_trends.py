@@ -64,3 +64,33 @@ async def test_a_spiking_fact_check_ranks_first_counted_once_per_post_by_languag
         assert [r["fact_check_id"] for r in listed] == ["spike", "steady"] and listed[0]["last_hour"] == 30
     finally:
         await store.close()
+
+
+async def test_emerging_claims_are_unmatched_clusters_growing_fastest_first_with_examples(database_url: str) -> None:
+    store = await opened_store(database_url)
+    try:
+        posts = [
+            # Growing: 2 posts the day before, 8 in the last day, none matched.
+            *(
+                post(f"g{i}", unit(1, 0.01 * i), seen_at=NOW - timedelta(hours=30 + i), text=f"grow {i}")
+                for i in range(2)
+            ),
+            *(
+                post(f"h{i}", unit(1, 0.01 * i), seen_at=NOW - timedelta(hours=i), text=f"grow {i % 4}")
+                for i in range(8)
+            ),
+            # Steady and larger: one post every 4.5 hours (6 in the last day, 5 in the day before).
+            *(post(f"s{i}", unit(0, 1), seen_at=NOW - timedelta(hours=1 + i * 4.5), text="steady") for i in range(20)),
+            # Matched: not emerging, however it grows.
+            *(post(f"m{i}", unit(0, 0, 1), seen_at=NOW - timedelta(hours=i), fact_check_id="fc1") for i in range(9)),
+            # Too few.
+            *(post(f"f{i}", unit(0, 0, 0, 1), seen_at=NOW - timedelta(hours=i)) for i in range(2)),
+        ]
+        await store.clusters.assign_clusters("v1", DIM, posts, cut=0.9, window_s=86_400 * 30)
+        grow, steady = await store.trends.emerging("v1", NOW)
+        assert (grow.last_day, grow.day_before, grow.size, grow.growth) == (8, 2, 10, 3.0)
+        assert grow.representative == "grow 0" and grow.examples == ["grow 0", "grow 1", "grow 2"]
+        assert (steady.last_day, steady.day_before, steady.growth) == (6, 5, round(7 / 6, 3))
+        assert await store.trends.emerging("v2", NOW) == []
+    finally:
+        await store.close()

@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from worker.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Authenticator, csrf_ok
-from worker.console.claims import ClaimPages, Details, TrendSource
+from worker.console.claims import ActiveVersion, ClaimPages, Details, TrendSource
 from worker.console.events import Broadcaster
 from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
 from worker.domain import ClaimLost, ConsoleSession, QueueFilter
@@ -134,6 +134,7 @@ class ConsoleDeps:
     # The claim pages (trending fact-checks): the workers' counts and the fact-checks' details.
     trends: TrendSource | None = None
     fact_checks: Details | None = None
+    active_version: ActiveVersion | None = None
 
 
 def http_url(value: object) -> str | None:
@@ -438,6 +439,14 @@ class Console:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 
+def claim_routes(console: Console, deps: ConsoleDeps) -> list[Route]:
+    """The claim pages (trending fact-checks, emerging claims), when the console has what they read."""
+    if deps.trends is None or deps.fact_checks is None or deps.active_version is None:
+        return []
+    pages = ClaimPages(console, deps.trends, deps.fact_checks, deps.active_version)
+    return [Route("/trending", pages.trending, methods=["GET"]), Route("/emerging", pages.emerging, methods=["GET"])]
+
+
 def create_app(deps: ConsoleDeps) -> Starlette:
     """The console's routes over ``deps``."""
     console = Console(deps)
@@ -455,11 +464,7 @@ def create_app(deps: ConsoleDeps) -> Starlette:
         Route("/admin", console.admin_page, methods=["GET"]),
         Route("/admin/rollback", console.admin_rollback, methods=["POST"]),
         Route("/admin/quarantine/clear", console.admin_clear, methods=["POST"]),
-        *(
-            [Route("/trending", ClaimPages(console, deps.trends, deps.fact_checks).trending, methods=["GET"])]
-            if deps.trends is not None and deps.fact_checks is not None
-            else []
-        ),
+        *claim_routes(console, deps),
         Route("/healthz", console.healthz),
         Route("/readyz", console.readyz),
         Route("/metrics", console.metrics),

@@ -1,4 +1,5 @@
-"""The console's claim pages: trending fact-checks, each with a sparkline of its last day.
+"""The console's claim pages: trending fact-checks (each with a sparkline of its last day) and the
+emerging claims that need a fact-check.
 
 Read-only for every signed-in user; the counts are the workers' (:mod:`worker.storage.trends`), the
 fact-checks' claims and links come from the corpus.
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from worker.domain import ConsoleSession, FactCheckDetails, TrendingFactCheck
+from worker.domain import ConsoleSession, EmergingClaim, FactCheckDetails, TrendingFactCheck
 
 Details = Callable[[Sequence[str]], Awaitable[dict[str, FactCheckDetails]]]
 
@@ -27,6 +28,12 @@ class Pages(Protocol):
 
 class TrendSource(Protocol):
     async def trending(self, now: datetime, *, limit: int = 20, min_posts: int = 3) -> list[TrendingFactCheck]: ...
+    async def emerging(
+        self, version: str, now: datetime, *, limit: int = 20, min_posts: int = 3, examples: int = 3
+    ) -> list[EmergingClaim]: ...
+
+
+ActiveVersion = Callable[[], Awaitable[str | None]]
 
 
 def sparkline(values: Sequence[int], width: int = 120, height: int = 24) -> str:
@@ -39,17 +46,27 @@ def sparkline(values: Sequence[int], width: int = 120, height: int = 24) -> str:
 class ClaimPages:
     """Routes of the claim pages, on top of the console's sessions and pages."""
 
-    def __init__(self, console: Pages, trends: TrendSource, details: Details, limit: int = 50) -> None:
+    def __init__(
+        self, console: Pages, trends: TrendSource, details: Details, active: ActiveVersion, limit: int = 50
+    ) -> None:
         self.console = console
         self.trends = trends
         self.details = details
+        self.active = active
         self.limit = limit
+
+    @staticmethod
+    def moment(request: Request) -> datetime:
+        """``?at=`` (ISO 8601, UTC when it names no zone; a replayed stream's end), else now."""
+        try:
+            now = datetime.fromisoformat(request.query_params.get("at") or "")
+        except ValueError:
+            return datetime.now(UTC)
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     async def trending(self, request: Request) -> Response:
         session = await self.console.require(request)
-        at = request.query_params.get("at")
-        now = datetime.fromisoformat(at) if at else datetime.now(UTC)
-        now = now if now.tzinfo else now.replace(tzinfo=UTC)
+        now = self.moment(request)
         rows = await self.trends.trending(now, limit=self.limit)
         found = await self.details([r.fact_check_id for r in rows]) if rows else {}
         context: dict[str, Any] = {
@@ -60,3 +77,10 @@ class ClaimPages:
             ],
         }
         return self.console.page(request, "trending.html", context)
+
+    async def emerging(self, request: Request) -> Response:
+        session = await self.console.require(request)
+        now = self.moment(request)
+        version = await self.active()
+        rows = await self.trends.emerging(version, now, limit=self.limit) if version else []
+        return self.console.page(request, "emerging.html", {"session": session, "now": now, "rows": rows})

@@ -112,6 +112,7 @@ class ConsoleRuntime:
             ready=self.ready,
             trends=self.store.trends,
             fact_checks=self.store.candidates.details,
+            active_version=self.active_version,
         )
         self.app = create_app(self.deps)
         self.server: _Server | None = None
@@ -120,6 +121,10 @@ class ConsoleRuntime:
 
     async def ready(self) -> dict[str, bool]:
         return {"database": await self.store.ping()}
+
+    async def active_version(self) -> str | None:
+        active = await self.store.registry.active_version()
+        return active.version if active else None
 
     async def start(self) -> int:
         """Open the store, start the loops and the web server; returns the port it listens on."""

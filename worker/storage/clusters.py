@@ -122,8 +122,9 @@ class Clusters(Part):
             cluster = int(row[0])
         await self._count(conn, cluster, post, centroid)
         await conn.execute(
-            "INSERT INTO post_clusters (model_version, post_id, cluster_id) VALUES (%s, %s, %s)",
-            (version, post.post_id, cluster),
+            "INSERT INTO post_clusters (model_version, post_id, cluster_id, seen_at, text, abstained)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (version, post.post_id, cluster, post.seen_at, post.text[:1000], post.fact_check_id is None),
         )
         return cluster
 

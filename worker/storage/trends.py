@@ -1,10 +1,11 @@
-"""Trending fact-checks' SQL: posts per fact-check and hour, and the trending list read from them.
+"""What the stream says, claim by claim: trending fact-checks and emerging claims, read in SQL.
 
 The counts (``fact_check_hits``) are written by :class:`worker.storage.clusters.Clusters` in the
 transaction that puts a post in its claim cluster, so each post counts once however often it is
 delivered. This part reads them: per fact-check, posts in the last hour, day and week, by language
 and platform, the last day hour by hour (what a sparkline draws), and a spike score against the
-fact-check's own baseline.
+fact-check's own baseline. The emerging claims are the claim clusters of a model version that no
+post matched a fact-check in (:mod:`worker.storage.clusters` keeps them), growing fastest first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from worker.domain import TrendingFactCheck
+from worker.domain import EmergingClaim, TrendingFactCheck
 from worker.storage.db import Part
 
 HOURS_PER_WEEK = 7 * 24
@@ -74,6 +75,52 @@ class Trends(Part):
             platforms=dict(platforms),
             hourly=hourly,
         )
+
+    async def emerging(
+        self, version: str, now: datetime, *, limit: int = 20, min_posts: int = 3, examples: int = 3
+    ) -> list[EmergingClaim]:
+        """Clusters of ``version`` that no fact-check matched, with ``min_posts`` or more in the day before
+        ``now``, fastest growing (that day against the day before) and then largest first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT c.id, c.size, c.first_seen, c.last_seen, c.langs, c.platforms, c.representative_text,"
+                " count(*) FILTER (WHERE p.seen_at > %(now)s - interval '24 hours') AS last_day,"
+                " count(*) FILTER (WHERE p.seen_at <= %(now)s - interval '24 hours') AS day_before"
+                " FROM claim_clusters c JOIN post_clusters p ON p.cluster_id = c.id"
+                " WHERE c.model_version = %(v)s AND c.fact_check_id IS NULL"
+                " AND p.seen_at > %(now)s - interval '48 hours' AND p.seen_at <= %(now)s"
+                " GROUP BY c.id HAVING count(*) FILTER (WHERE p.seen_at > %(now)s - interval '24 hours') >= %(min)s",
+                {"v": version, "now": now, "min": min_posts},
+            )
+            rows = await cur.fetchall()
+            growth = {int(r[0]): (int(r[7]) + 1) / (int(r[8]) + 1) for r in rows}
+            rows = sorted(rows, key=lambda r: (-growth[int(r[0])], -int(r[7]), int(r[0])))[:limit]
+            cur = await conn.execute(
+                "SELECT cluster_id, text FROM (SELECT cluster_id, text, row_number() OVER"
+                " (PARTITION BY cluster_id ORDER BY seen_at DESC, post_id) AS n FROM post_clusters"
+                " WHERE cluster_id = ANY(%s) AND seen_at <= %s) latest WHERE n <= %s",
+                ([int(r[0]) for r in rows], now, 10 * examples),
+            )
+            texts: dict[int, list[str]] = defaultdict(list)
+            for cluster, text in await cur.fetchall():
+                if text not in texts[cluster] and len(texts[cluster]) < examples:
+                    texts[cluster].append(text)
+        return [
+            EmergingClaim(
+                cluster_id=int(r[0]),
+                size=int(r[1]),
+                last_day=int(r[7]),
+                day_before=int(r[8]),
+                growth=round(growth[int(r[0])], 3),
+                first_seen=r[2],
+                last_seen=r[3],
+                langs=dict(r[4]),
+                platforms=dict(r[5]),
+                representative=r[6],
+                examples=texts[int(r[0])],
+            )
+            for r in rows
+        ]
 
     async def forget_hits(self, older_than_s: float) -> int:
         """Delete the counts of hours older than ``older_than_s``."""

@@ -23,7 +23,9 @@ and purity against each post's claim and gold fact-check (goal ARI >= 0.9) and h
 near-copy lands in its original's cluster (goal >= 99%), and which fact-checks the over-match
 watch flags when it counts claim clusters (the worker) and when it counts posts (the reuse-off
 run also has clusters off). The quarantine itself is off in both worker runs, so that what one
-run quarantines cannot change the other's results.
+run quarantines cannot change the other's results. Then the emerging-claims phase
+(``benchmarks/emerging_phase.py``): the spiking claims' fact-checks withheld, are those claims in
+the top 10 emerging clusters, and do they match again once their fact-checks are back?
 
     .venv/bin/python benchmarks/viral_stream.py --posts 2000 --out benchmarks/results/viral_2core.json
 """
@@ -128,7 +130,8 @@ def viral_stream(
         seen.add(claim)
         hour = spikes[claim] + rng.uniform(0, 1) if claim in spikes else rng.uniform(0, 24)
         at = start + timedelta(hours=hour)
-        post = {"id": f"v{n}", "text": text, "created_at": at.isoformat(), "claim": claim, "fact_check": fc}
+        post = {"id": f"v{n}", "text": text, "created_at": at.isoformat(), "claim": claim, "fact_check": fc,
+                "spike": claim in spikes}  # fmt: skip
         out.append({**post, "kind": kind})
     return out
 
@@ -314,6 +317,7 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=2000)
     parser.add_argument("--splits", nargs="+", default=["test"], help="CheckThat! splits the claims come from.")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--no-emerging", action="store_true", help="Skip the emerging-claims phase.")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
     parser.add_argument("--out", type=Path, default=None, help="Also write the figures as JSON here.")
     args = parser.parse_args()
@@ -349,8 +353,14 @@ def main() -> None:
         print(f"{args.model}: {ref}", flush=True)
         asyncio.run(prepare(model, base, args.cache))
         runs = {path: run_path(path, model, base, stream) for path in args.paths}
+        if not args.no_emerging:
+            from benchmarks.emerging_phase import emerging_phase
+
+            emerged = emerging_phase(model, base, stream)
     if set(PATHS) <= set(runs):
         figures = report(stream, runs)
+        if not args.no_emerging:
+            figures["emerging"] = emerged
         figures["model"] = args.model
         figures["cpu_cores"] = multiprocessing.cpu_count()
         if args.out:

@@ -11,10 +11,18 @@ CREATE TABLE IF NOT EXISTS fact_check_hits (
 );
 CREATE INDEX IF NOT EXISTS fact_check_hits_hour ON fact_check_hits (hour);
 
+-- When each claim report (trending, emerging) was last published: one worker of the group takes
+-- each interval's turn by moving this row forward (worker/storage/trends.py).
+CREATE TABLE IF NOT EXISTS claim_reports (
+    name          text PRIMARY KEY,
+    published_at  timestamptz NOT NULL
+);
+
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'factmatch_worker') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON fact_check_hits TO factmatch_worker;
+        GRANT SELECT, INSERT, UPDATE ON claim_reports TO factmatch_worker;
     END IF;
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'factmatch: cannot grant to the factmatch roles here; grant them by hand';

@@ -129,6 +129,8 @@ def make_settings(tiny_model: Path) -> Callable[..., Settings]:
             "topic_feedback": f"feedback-{suffix}",
             "feedback_group_id": f"feedback-{suffix}",
             "console_group_id": f"console-{suffix}",
+            "topic_trending": f"trending-{suffix}",
+            "topic_emerging": f"emerging-{suffix}",
             "model": str(tiny_model),
             "session_timeout_ms": 4000,
             "batch_max_wait_ms": 20,

@@ -46,6 +46,23 @@ class Settings(BaseSettings):
     topic_dead_letter: str = Field("posts.dlq", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     topic_factchecks: str = Field("factchecks", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     topic_feedback: str = Field("match-feedback", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    topic_trending: str = Field(
+        "trending-fact-checks",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Where the trending fact-checks are published every claims_report_interval_s.",
+    )
+    topic_emerging: str = Field(
+        "emerging-claims",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Where the emerging claims (no fact-check yet) are published every claims_report_interval_s.",
+    )
+    claims_report_interval_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="How often one worker of the group publishes the trending fact-checks and the emerging claims"
+        " (0: never; the console and `factmatch claims` still show them).",
+    )
     group_id: str = Field("factmatch-worker", min_length=1)
     indexer_group_id: str = Field("factmatch-indexer", min_length=1)
     feedback_group_id: str = Field("factmatch-feedback", min_length=1)
@@ -397,9 +414,11 @@ class Settings(BaseSettings):
             self.topic_dead_letter,
             self.topic_factchecks,
             self.topic_feedback,
+            self.topic_trending,
+            self.topic_emerging,
         ]
         if len(set(topics)) != len(topics):
-            raise ValueError("the five topic names must differ")
+            raise ValueError("the topic names must differ")
         if len({self.group_id, self.indexer_group_id, self.feedback_group_id, self.console_group_id}) != 4:
             raise ValueError("group_id, indexer_group_id, feedback_group_id and console_group_id must differ")
         if self.console_proxy_user_header and not self.trusted_proxies():

@@ -172,6 +172,55 @@ class MatchResult(BaseModel):
     posted_at: datetime | None = Field(None, description="The post's own created_at, as the post gave it.")
 
 
+class TrendingFactCheck(BaseModel):
+    """One trending fact-check: its posts over the last hour, day and week, and how fast it rises."""
+
+    fact_check_id: str
+    claim: str | None = None
+    title: str | None = None
+    url: str | None = None
+    last_hour: int
+    last_day: int
+    last_week: int
+    spike: float = Field(description="(last hour + 1) / (the week's mean other hour + 1): 1 is its usual pace.")
+    langs: dict[str, int] = Field(default_factory=dict, description="The last day's posts per language.")
+    platforms: dict[str, int] = Field(default_factory=dict, description="The last day's posts per platform.")
+    hourly: list[int] = Field(default_factory=list, description="The last day's posts hour by hour, oldest first.")
+
+
+class TrendingFactChecks(BaseModel):
+    """The trending fact-checks, fastest rising first, on the trending topic (keyed ``trending``)."""
+
+    schema_version: int = SCHEMA_VERSION
+    at: datetime
+    fact_checks: list[TrendingFactCheck]
+
+
+class EmergingClaim(BaseModel):
+    """A claim cluster no fact-check matched yet, growing: what a fact-checker should look at next."""
+
+    cluster_id: int
+    size: int
+    last_day: int = Field(description="Its posts in the last day.")
+    day_before: int = Field(description="Its posts in the day before.")
+    growth: float = Field(description="(last day + 1) / (day before + 1).")
+    first_seen: datetime
+    last_seen: datetime
+    langs: dict[str, int] = Field(default_factory=dict)
+    platforms: dict[str, int] = Field(default_factory=dict)
+    representative: str = Field(description="Its first post's claim text.")
+    examples: list[str] = Field(default_factory=list, description="Its latest distinct claim texts.")
+
+
+class EmergingClaims(BaseModel):
+    """The emerging claims of the serving model version, fastest growing first (keyed ``emerging``)."""
+
+    schema_version: int = SCHEMA_VERSION
+    at: datetime
+    model_version: str
+    claims: list[EmergingClaim]
+
+
 DeadLetterReason = Literal[
     "invalid_utf8",
     "invalid_json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from tests.conftest import settings_env
+from tests.conftest import consume_until, produce, settings_env
 from tests.integration.test_clusters import DIM, opened_store, post, unit
+from tests.integration.test_worker import seed_corpus
+from worker.adapter.runtime import running
 from worker.settings import Settings
 from worker.storage.trends import spike_score
+from worker.wire import EmergingClaims, TrendingFactChecks
 
 NOW = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
 
@@ -94,3 +98,39 @@ async def test_emerging_claims_are_unmatched_clusters_growing_fastest_first_with
         assert await store.trends.emerging("v2", NOW) == []
     finally:
         await store.close()
+
+
+async def test_one_worker_of_the_group_publishes_each_report_per_interval(database_url: str) -> None:
+    store = await opened_store(database_url)
+    try:
+        turns = await asyncio.gather(*(store.trends.report_turn("trending", 60) for _ in range(8)))
+        assert sorted(turns) == [False] * 7 + [True]
+        assert not await store.trends.report_turn("trending", 60)
+        assert await store.trends.report_turn("emerging", 60)  # each report has its own turn
+        assert await store.trends.report_turn("trending", 0)  # the interval has passed
+    finally:
+        await store.close()
+
+
+async def test_the_worker_publishes_trending_fact_checks_and_emerging_claims_to_their_topics(
+    stack_settings: Settings,
+) -> None:
+    settings = stack_settings.model_copy(update={"claims_report_interval_s": 1.0})
+    await seed_corpus(settings)
+    claim = "Purple elephants secretly run the national weather service"
+    copies = [claim, f"RT @a: {claim}", f"{claim} https://t.co/y", f"{claim} \U0001f418"]
+    posts = [(f"e-{i}".encode(), json.dumps({"id": f"e-{i}", "text": t}).encode()) for i, t in enumerate(copies)]
+    async with running(settings):  # never calibrated: it abstains on every post, so nothing trends
+        await produce(settings.kafka_bootstrap, settings.topic_posts, posts)
+        records = await consume_until(
+            settings.kafka_bootstrap,
+            [settings.topic_emerging],
+            lambda rs: any(json.loads(r.value)["claims"] for r in rs),
+            timeout_s=60,
+        )
+        trending = await consume_until(settings.kafka_bootstrap, [settings.topic_trending], lambda rs: len(rs) >= 1)
+    report = EmergingClaims.model_validate_json(next(r.value for r in records if json.loads(r.value)["claims"]))
+    [emerging] = report.claims
+    assert emerging.size == 4 and emerging.representative == claim and emerging.last_day == 4
+    assert records[0].key == b"emerging"
+    assert TrendingFactChecks.model_validate_json(trending[0].value).fact_checks == []

@@ -39,9 +39,19 @@ def test_the_asyncapi_document_names_every_topic_with_its_message_schema() -> No
         "feedback": "match-feedback",
         "matches": "matches",
         "dead-letters": "posts.dlq",
+        "trending-fact-checks": "trending-fact-checks",
+        "emerging-claims": "emerging-claims",
     }
     schemas = document["components"]["schemas"]
-    for name in ("Post", "FactCheckEvent", "Feedback", "MatchResult", "DeadLetter"):
+    for name in (
+        "Post",
+        "FactCheckEvent",
+        "Feedback",
+        "MatchResult",
+        "DeadLetter",
+        "TrendingFactChecks",
+        "EmergingClaims",
+    ):
         assert name in schemas
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(document))
     assert set(refs) <= set(schemas), "a reference points at no schema"

@@ -31,7 +31,7 @@ from worker.core.pipeline import BatchOutcome, DependencyUnavailable
 from worker.core.side_topics import SideOutcome
 from worker.observability import Metrics
 from worker.settings import Settings
-from worker.wire import DeadLetter, MatchResult, RawRecord
+from worker.wire import DeadLetter, EmergingClaims, MatchResult, RawRecord, TrendingFactChecks
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,20 @@ def build_broker(
         description="Messages that could not be processed.",
         schema=DeadLetter,
     )
+    if settings.claims_report_interval_s > 0:
+        # Published by the runtime's claim reporter (worker/adapter/claim_reports.py); declared here for the contract.
+        broker.publisher(
+            settings.topic_trending,
+            title="trending-fact-checks",
+            description="The trending fact-checks, every claims_report_interval_s, from one worker of the group.",
+            schema=TrendingFactChecks,
+        )
+        broker.publisher(
+            settings.topic_emerging,
+            title="emerging-claims",
+            description="Claims with no fact-check yet, growing, every claims_report_interval_s.",
+            schema=EmergingClaims,
+        )
     sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead, settings.dead_letter_max_value_bytes), *deps.sinks]
     for sub, processor in subscriptions(settings, metrics, deps):
         subscribe(broker, settings, metrics, sub, processor, sinks, watch)

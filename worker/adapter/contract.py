@@ -19,7 +19,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from worker.settings import Settings
-from worker.wire import SCHEMA_VERSION, DeadLetter, FactCheckEvent, Feedback, MatchResult, Post
+from worker.wire import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    EmergingClaims,
+    FactCheckEvent,
+    Feedback,
+    MatchResult,
+    Post,
+    TrendingFactChecks,
+)
 
 CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
 
@@ -30,6 +39,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "dead-letter": DeadLetter,
     "fact-check-event": FactCheckEvent,
     "feedback": Feedback,
+    "trending-fact-checks": TrendingFactChecks,
+    "emerging-claims": EmergingClaims,
 }
 # The subscribers' channels and the model each record is decoded into.
 RECEIVED: dict[str, type[BaseModel]] = {"posts": Post, "factchecks": FactCheckEvent, "feedback": Feedback}

@@ -204,10 +204,13 @@ async def preflight(settings: Settings, timeout_s: float = 30.0) -> None:
 
 
 def topic_names(settings: Settings) -> list[str]:
+    """The topics a worker reads or writes (the claim reports' only when it publishes them)."""
+    reports = [settings.topic_trending, settings.topic_emerging] if settings.claims_report_interval_s > 0 else []
     return [
         settings.topic_posts,
         settings.topic_matches,
         settings.topic_dead_letter,
         settings.topic_factchecks,
         settings.topic_feedback,
+        *reports,
     ]

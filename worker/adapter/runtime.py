@@ -20,6 +20,7 @@ from faststream import FastStream
 from worker.adapter import kafka
 from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
+from worker.adapter.claim_reports import ClaimReporter
 from worker.adapter.coverage import PartitionCoverage, watch_partitions
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.core.clusters import Clustering
@@ -66,6 +67,11 @@ class WorkerRuntime:
         self.broker_watch = BrokerWatch(settings, self.consumers)
         self.coverage = PartitionCoverage(settings.unserved_partition_after_s)
         self.broker = build_broker(settings, self._deps(extra_sinks), metrics=self.metrics, watch=self.broker_watch)
+        self.reporter = (
+            ClaimReporter(self.store, self.broker, settings)
+            if settings.claims_report_interval_s > 0 and settings.claim_clusters
+            else None
+        )
         self.health = HealthServer(
             self.metrics,
             {
@@ -273,6 +279,7 @@ class WorkerRuntime:
             asyncio.create_task(self.broker_watch.run()),
             *([asyncio.create_task(self.recall.run())] if self.recall else []),
             asyncio.create_task(self.shadow.run()),
+            *([asyncio.create_task(self.reporter.run())] if self.reporter else []),
         ]
 
     async def model_loaded(self) -> None:

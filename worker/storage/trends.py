@@ -122,6 +122,17 @@ class Trends(Part):
             for r in rows
         ]
 
+    async def report_turn(self, name: str, interval_s: float) -> bool:
+        """True for exactly one caller per ``interval_s`` across the group: that worker publishes ``name``."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO claim_reports AS r (name, published_at) VALUES (%s, now())"
+                " ON CONFLICT (name) DO UPDATE SET published_at = now()"
+                " WHERE r.published_at <= now() - make_interval(secs => %s) RETURNING 1",
+                (name, interval_s),
+            )
+            return cur.rowcount == 1
+
     async def forget_hits(self, older_than_s: float) -> int:
         """Delete the counts of hours older than ``older_than_s``."""
         async with self.pool.connection() as conn:

@@ -1,0 +1,111 @@
+"""Publishing what the stream says: the trending fact-checks and the emerging claims, to their topics.
+
+Every ``claims_report_interval_s`` each worker asks Postgres whose turn it is
+(:meth:`worker.storage.trends.Trends.report_turn`); the one that gets it reads both lists and
+publishes them (``topic_trending`` keyed ``trending``, ``topic_emerging`` keyed ``emerging``), so a
+group publishes each report once per interval however many replicas it runs. A failed report is
+logged and tried again at the next interval: downstream tools see the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.settings import Settings
+from worker.storage import Store
+from worker.wire import EmergingClaim, EmergingClaims, TrendingFactCheck, TrendingFactChecks
+
+log = logging.getLogger(__name__)
+
+LIMIT = 50
+
+
+async def trending_report(store: Store, now: datetime) -> TrendingFactChecks:
+    rows = await store.trends.trending(now, limit=LIMIT)
+    details = await store.candidates.details([r.fact_check_id for r in rows]) if rows else {}
+    known = {r.fact_check_id: details.get(r.fact_check_id) for r in rows}
+    return TrendingFactChecks(
+        at=now,
+        fact_checks=[
+            TrendingFactCheck(
+                fact_check_id=r.fact_check_id,
+                claim=fc.claim if (fc := known[r.fact_check_id]) else None,
+                title=fc.title if fc else None,
+                url=fc.url if fc else None,
+                last_hour=r.last_hour,
+                last_day=r.last_day,
+                last_week=r.last_week,
+                spike=r.spike,
+                langs=r.langs,
+                platforms=r.platforms,
+                hourly=r.hourly,
+            )
+            for r in rows
+        ],
+    )
+
+
+async def emerging_report(store: Store, version: str, now: datetime) -> EmergingClaims:
+    rows = await store.trends.emerging(version, now, limit=LIMIT)
+    return EmergingClaims(
+        at=now,
+        model_version=version,
+        claims=[
+            EmergingClaim(
+                cluster_id=r.cluster_id,
+                size=r.size,
+                last_day=r.last_day,
+                day_before=r.day_before,
+                growth=r.growth,
+                first_seen=r.first_seen,
+                last_seen=r.last_seen,
+                langs=r.langs,
+                platforms=r.platforms,
+                representative=r.representative,
+                examples=r.examples,
+            )
+            for r in rows
+        ],
+    )
+
+
+class ClaimReporter:
+    """The runtime's background task that publishes both reports when it is this worker's turn."""
+
+    def __init__(self, store: Store, broker: Any, settings: Settings) -> None:
+        self.store = store
+        self.broker = broker
+        self.settings = settings
+
+    async def publish(self, now: datetime | None = None) -> list[str]:
+        """Publish each report whose turn this worker gets; the names of those published."""
+        now = now or datetime.now(UTC)
+        interval = self.settings.claims_report_interval_s
+        published = []
+        if await self.store.trends.report_turn("trending", interval):
+            trending = await trending_report(self.store, now)
+            await self.broker.publish(
+                trending.model_dump_json().encode(), topic=self.settings.topic_trending, key=b"trending"
+            )
+            published.append("trending")
+        active = await self.store.registry.active_version()
+        if active is not None and await self.store.trends.report_turn("emerging", interval):
+            emerging = await emerging_report(self.store, active.version, now)
+            await self.broker.publish(
+                emerging.model_dump_json().encode(), topic=self.settings.topic_emerging, key=b"emerging"
+            )
+            published.append("emerging")
+        return published
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.claims_report_interval_s)
+            try:
+                await self.publish()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next interval tries again
+                log.warning("claim reports not published: %r", exc)

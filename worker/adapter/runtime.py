@@ -25,8 +25,9 @@ from worker.adapter.coverage import PartitionCoverage, watch_partitions
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.core.clusters import Clustering
 from worker.core.indexer import CorpusIndexer
+from worker.core.items import PostItem
 from worker.core.language import fasttext_detector
-from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, PostItem, ServingModel
+from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, ServingModel
 from worker.core.reuse import Reuse
 from worker.core.serving import ServingEvents
 from worker.core.shadow import ShadowRunner

@@ -2,8 +2,10 @@
 
 The FastStream handler hands it raw records and publishes what it returns. It depends on
 narrow protocols (a model source and a searcher, :class:`worker.retrieval.Retriever` in
-production), so unit tests drive it with fakes. Each post travels as one :class:`PostItem`
-(its record, post, language, vector, search and result), never as parallel lists.
+production), so unit tests drive it with fakes. Each post travels as one
+:class:`~worker.core.items.PostItem` (its record, post, language, vector, search and result),
+never as parallel lists. A claim said again is answered once (:mod:`worker.core.reuse`) and every
+post joins its claim cluster (:mod:`worker.core.clusters`).
 Posts are searched one encoder call at a time while the next call encodes (torch and
 Postgres then use the cores together instead of taking turns); results are still published
 and committed per batch, after all of them, so commit-after-publish is unchanged.
@@ -30,14 +32,15 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
-from worker.core.clusters import Clustering, cluster_post
+from worker.core.clusters import Clustering
 from worker.core.decoding import Limits, decode_post
-from worker.core.reuse import Reuse, Reused
-from worker.domain import ClusterSummary, Encoder, Vectors
+from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
+from worker.core.reuse import Reuse
+from worker.domain import Encoder
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
-from worker.wire import ClaimCluster, DeadLetter, Match, MatchResult, Post, RawRecord
+from worker.wire import DeadLetter, MatchResult, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,43 +70,6 @@ class Searcher(Protocol):
     async def state(self) -> str:
         """A digest of what its answers depend on besides the corpus (settings, quarantine list)."""
         ...
-
-
-@dataclass
-class PostItem:
-    """One post on its way through the pipeline: filled in step by step, published as ``result``.
-
-    ``claim`` is the text it is encoded and searched as (:func:`worker.retrieval.claims.claim_text`).
-    A repeat of a claim is never searched: ``reused`` holds the stored answer of an earlier batch's
-    post, ``copy_of`` the earlier post of its own batch."""
-
-    record: RawRecord
-    post: Post
-    lang: str | None = None
-    lang_detected: bool = False
-    claim: str = ""
-    # Its answer key, when answers are reused (:func:`worker.core.reuse.answer_key`).
-    key: str | None = None
-    vector: Vectors | None = None
-    searched: Searched | None = None
-    reused: Reused | None = None
-    copy_of: PostItem | None = None
-    cluster: ClusterSummary | None = None
-    result: MatchResult | None = None
-
-    def query(self) -> Query:
-        assert self.vector is not None
-        return Query(self.claim, self.lang, self.vector)
-
-    def answer(self) -> tuple[list[Match], str | None]:
-        """Its matches, and whose they were when it repeats another post (never itself: a redelivery)."""
-        if self.reused is not None:
-            matches, origin = list(self.reused.matches), self.reused.post_id
-        elif self.copy_of is not None:
-            matches, origin = self.copy_of.answer()[0], self.copy_of.post.id
-        else:
-            matches, origin = (self.searched.matches if self.searched else []), None
-        return matches, (origin if origin != self.post.id else None)
 
 
 Observer = Callable[[ServingModel, Sequence[PostItem]], Awaitable[None] | None]
@@ -335,18 +301,7 @@ class MatchPipeline:
         posts = [(item.claim, item.lang) for item in items]
         keys = await self.config.retry.run("reuse", lambda: reuse.keys(model.version, state, posts))
         found = await self.config.retry.run("reuse", lambda: reuse.find(keys))
-        first: dict[str, PostItem] = {}
-        todo: list[PostItem] = []
-        for item, key in zip(items, keys, strict=True):
-            item.key = key
-            if key in found:
-                item.reused = found[key]
-            elif key in first:
-                item.copy_of = first[key]
-            else:
-                first[key] = item
-                todo.append(item)
-        return todo
+        return mark_repeats(items, keys, found)
 
     async def _remember(self, model: ServingModel, answered: Sequence[PostItem]) -> None:
         if self.reuse is None or not answered:
@@ -360,21 +315,7 @@ class MatchPipeline:
         if self.clustering is None:
             return
         clustering = self.clustering
-        posts = []
-        for item in items:
-            origin = item.reused.post_id if item.reused else (item.copy_of.post.id if item.copy_of else None)
-            posts.append(
-                cluster_post(
-                    item.post.id,
-                    vector=item.vector if origin is None else None,
-                    origin=origin,
-                    lang=item.lang,
-                    platform=item.post.platform,
-                    posted_at=item.post.created_at,
-                    text=item.claim,
-                    matches=item.answer()[0],
-                )
-            )
+        posts = cluster_posts(items)
         found = await self.config.retry.run(
             "clusters", lambda: clustering.assign(model.version, model.dimension, posts)
         )
@@ -393,7 +334,7 @@ class MatchPipeline:
             matches=matches,
             duplicate_of=duplicate_of,
             cluster_id=item.cluster.cluster_id if item.cluster else None,
-            cluster=_cluster(item.cluster),
+            cluster=wire_cluster(item.cluster),
             model_version=model.version,
             source=item.record.source(),
             text=text[:cut] if cut else None,
@@ -410,17 +351,3 @@ class MatchPipeline:
                     await outcome
             except Exception as exc:  # an observer never costs a batch
                 log.warning("batch observer failed: %r", exc)
-
-
-def _cluster(summary: ClusterSummary | None) -> ClaimCluster | None:
-    if summary is None:
-        return None
-    return ClaimCluster(
-        id=summary.cluster_id,
-        size=summary.size,
-        first_seen=summary.first_seen,
-        last_seen=summary.last_seen,
-        langs=summary.langs,
-        platforms=summary.platforms,
-        fact_check_id=summary.fact_check_id,
-    )

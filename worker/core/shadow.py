@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from worker.core.pipeline import PostItem, Searcher, ServingModel
+from worker.core.items import PostItem
+from worker.core.pipeline import Searcher, ServingModel
 from worker.domain import ShadowRow
 from worker.retrieval.claims import claim_text
 from worker.retrieval.retriever import Query

@@ -166,6 +166,22 @@ def produce_posts(bootstrap: str, topic: str, prefix: str, stream: list[dict[str
 
 
 PATHS = ("hand-written loop", "worker, reuse off", "worker")
+# Also selectable: where the worker's time goes.
+EXTRA_PATHS = ("worker, clusters off",)
+
+
+async def fresh_start(settings: Settings) -> None:
+    """No answer, cluster or count of an earlier path: each path starts from the same state."""
+    from worker.storage import Store
+
+    store = Store(settings.require_database_url())
+    await store.open()
+    try:
+        await store.answers.forget_answers(0, limit=10_000_000)
+        await store.clusters.forget_clusters(0, limit=10_000_000)
+        await store.trends.forget_hits(0)
+    finally:
+        await store.close()
 
 
 def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any]]) -> dict[str, Any]:
@@ -184,10 +200,11 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
             "metrics_port": free_port(), "overmatch_quarantine": False,
             "reuse_window_s": 0.0 if path == "worker, reuse off" else base.reuse_window_s,
             # Without clusters the over-match watch counts posts, as it did before claim clusters.
-            "claim_clusters": path != "worker, reuse off",
+            "claim_clusters": path not in ("worker, reuse off", "worker, clusters off"),
         }
     )  # fmt: skip
     asyncio.run(ensure_topics(settings))
+    asyncio.run(fresh_start(settings))
     reader = ResultReader(settings.kafka_bootstrap, settings.topic_matches)
     if path == "hand-written loop":
         ctx = multiprocessing.get_context("spawn")
@@ -316,7 +333,7 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="default, minilm, or a model directory")
     parser.add_argument("--posts", type=int, default=2000)
     parser.add_argument("--splits", nargs="+", default=["test"], help="CheckThat! splits the claims come from.")
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + EXTRA_PATHS)
     parser.add_argument("--no-emerging", action="store_true", help="Skip the emerging-claims phase.")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
     parser.add_argument("--out", type=Path, default=None, help="Also write the figures as JSON here.")

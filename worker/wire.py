@@ -128,7 +128,7 @@ class SourceRef(BaseModel):
 
 
 class ClaimCluster(BaseModel):
-    """The claim cluster a post joined, as it stood once the post joined it."""
+    """The claim cluster a post joined, as it stood once the post's batch was placed."""
 
     id: int
     size: int = Field(description="Posts in the cluster, this one included.")

@@ -5,7 +5,10 @@ least ``cut`` similar (cosine), else starts one; a repeat (a post answered with 
 answer, never encoded) joins its origin's cluster. Each assignment is kept (``post_clusters``), so
 a redelivered post keeps its cluster and is not counted twice. A batch is assigned in one
 transaction under a per-version advisory lock: workers of a group take turns for the few
-milliseconds it takes, and the outcome does not depend on which worker assigns which batch. A
+milliseconds it takes, and the outcome does not depend on which worker assigns which batch. Each
+encoded post new to the store costs one nearest-centroid query (a new cluster one insert); the
+batch's joins are written once per touched cluster at the end, so the posts of one batch see the
+centroids as the batch found them (and the clusters it started). A
 newly clustered post with a tiered match is also counted, once, for its fact-check's hour
 (``fact_check_hits``, read by :mod:`worker.storage.trends`).
 Centroids are the normalised running mean of their posts' vectors; each version's centroids have
@@ -15,14 +18,16 @@ a partial HNSW index, built with the version's fact-check index (:func:`worker.s
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from worker.domain import ClusterPost, ClusterSummary
 from worker.storage.db import Part
@@ -48,13 +53,72 @@ def summary(row: dict[str, Any]) -> ClusterSummary:
     )
 
 
+@dataclass
+class _Joins:
+    """What one cluster gains from a batch: written to its row once, after every post was placed."""
+
+    # The centroid and size the batch started from (None: a cluster this batch started).
+    base: tuple[np.ndarray, int] | None
+    vectors: list[np.ndarray] = field(default_factory=list)
+    posts: list[ClusterPost] = field(default_factory=list)
+
+    def centroid(self) -> np.ndarray | None:
+        if not self.vectors:
+            return None
+        total: np.ndarray = np.sum(np.stack(self.vectors), axis=0)
+        if self.base is not None:
+            total = total + self.base[0] * self.base[1]
+        return (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
+
+    def row(self, cluster: int) -> dict[str, Any]:
+        matched = [p for p in self.posts if p.fact_check_id is not None]
+        best = max(matched, key=lambda p: p.probability or 0.0, default=None)
+        return {
+            "id": cluster,
+            "n": len(self.posts),
+            "centroid": self.centroid(),
+            "first": min(p.seen_at for p in self.posts),
+            "last": max(p.seen_at for p in self.posts),
+            "langs": Jsonb(Counter(p.lang or "und" for p in self.posts)),
+            "platforms": Jsonb(Counter(p.platform or "unknown" for p in self.posts)),
+            "abstained": len(self.posts) - len(matched),
+            "fc": best.fact_check_id if best else None,
+            "p": (best.probability or 0.0) if best else None,
+        }
+
+
+def _merged(column: str, increments: str) -> str:
+    """SQL: a jsonb of counts plus another's, key by key."""
+    return (
+        f"(SELECT coalesce(jsonb_object_agg(k, n), '{{}}'::jsonb) FROM (SELECT k, sum(v::bigint) AS n FROM"
+        f" (SELECT key AS k, value AS v FROM jsonb_each_text({column}) UNION ALL"
+        f"  SELECT key, value FROM jsonb_each_text({increments})) x GROUP BY k) y)"
+    )
+
+
+_UPDATE = (
+    "UPDATE claim_clusters SET size = size + %(n)s, updated_at = now(),"
+    " centroid = coalesce(%(centroid)s::vector, centroid),"
+    " first_seen = least(first_seen, %(first)s::timestamptz), last_seen = greatest(last_seen, %(last)s::timestamptz),"
+    f" langs = {_merged('langs', '%(langs)s::jsonb')}, platforms = {_merged('platforms', '%(platforms)s::jsonb')},"
+    " abstained = abstained + %(abstained)s,"
+    " fact_check_id = CASE WHEN %(fc)s::text IS NOT NULL AND %(p)s::real >= coalesce(best_probability, -1)"
+    "     THEN %(fc)s::text ELSE fact_check_id END,"
+    " best_probability = CASE WHEN %(fc)s::text IS NOT NULL AND %(p)s::real >= coalesce(best_probability, -1)"
+    "     THEN %(p)s::real ELSE best_probability END"
+    " WHERE id = %(id)s"
+)
+
+
 class Clusters(Part):
     """``claim_clusters`` and ``post_clusters``."""
 
     async def assign_clusters(
         self, version: str, dimension: int, posts: Sequence[ClusterPost], *, cut: float, window_s: float
     ) -> list[ClusterSummary]:
-        """Each post's cluster after it joined (in order: a post may join one started earlier in the list)."""
+        """Each post's cluster, as it stands once the batch was placed (in order: a post may join a
+        cluster started earlier in the list). One nearest-centroid query per encoded post new to the
+        store, one row written per cluster the batch touched."""
         if not posts:
             return []
         async with self.pool.connection() as conn, conn.transaction():
@@ -66,17 +130,86 @@ class Clusters(Part):
                 (version, sorted({p.post_id for p in posts} | {p.origin for p in posts if p.origin})),
             )
             known: dict[str, int] = {post: cluster for post, cluster in await cur.fetchall()}
-            out: dict[str, ClusterSummary] = {}
-            hits: dict[tuple[str, datetime, str, str], int] = defaultdict(int)
+            joins: dict[int, _Joins] = {}
+            placed: list[tuple[ClusterPost, int]] = []
             for post in posts:
                 if post.post_id not in known:
-                    known[post.post_id] = await self._join(conn, version, dimension, post, known, cut, window_s)
-                    if post.fact_check_id is not None:
-                        hour = post.seen_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-                        hits[(post.fact_check_id, hour, post.lang or "und", post.platform or "unknown")] += 1
-                out[post.post_id] = await self._summary(conn, known[post.post_id])
-            await self._count_hits(conn, hits)
-            return [out[p.post_id] for p in posts]
+                    cluster = await self._place(conn, version, dimension, post, known, joins, cut, window_s)
+                    known[post.post_id] = cluster
+                    placed.append((post, cluster))
+            await self._write(conn, version, joins, placed)
+            rows = conn.cursor(row_factory=dict_row)
+            await rows.execute(
+                f"SELECT {SUMMARY} FROM claim_clusters WHERE id = ANY(%s)", (sorted({known[p.post_id] for p in posts}),)
+            )
+            found = {int(row["id"]): summary(row) for row in await rows.fetchall()}
+            return [found[known[p.post_id]] for p in posts]
+
+    async def _place(
+        self,
+        conn: AsyncConnection[Any],
+        version: str,
+        dimension: int,
+        post: ClusterPost,
+        known: dict[str, int],
+        joins: dict[int, _Joins],
+        cut: float,
+        window_s: float,
+    ) -> int:
+        """The cluster ``post`` joins: its origin's, the nearest above the cut, or a new one."""
+        cluster = known.get(post.origin) if post.origin else None
+        vector = None if post.vector is None else np.asarray(post.vector, dtype=np.float32)
+        if cluster is None and vector is not None:
+            found = await self._nearest(conn, version, dimension, vector, window_s)
+            if found is not None and found[2] >= cut:
+                cluster = found[0]
+                joins.setdefault(cluster, _Joins(base=(found[1], found[3])))
+        if cluster is None:
+            cur = await conn.execute(
+                "INSERT INTO claim_clusters (model_version, centroid, first_seen, last_seen, representative_post_id,"
+                " representative_text) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (version, vector, post.seen_at, post.seen_at, post.post_id, post.text[:2000]),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            cluster = int(row[0])
+            joins[cluster] = _Joins(base=None)
+        entry = joins.setdefault(cluster, _Joins(base=None))
+        entry.posts.append(post)
+        if vector is not None:
+            entry.vectors.append(vector)
+        return cluster
+
+    async def _write(
+        self,
+        conn: AsyncConnection[Any],
+        version: str,
+        joins: dict[int, _Joins],
+        placed: Sequence[tuple[ClusterPost, int]],
+    ) -> None:
+        """The batch's joins: each touched cluster's row, each post's assignment, the trends' counts."""
+        if not placed:
+            return
+        async with conn.cursor() as cur:
+            await cur.executemany(_UPDATE, [entry.row(cluster) for cluster, entry in joins.items()])
+        await conn.execute(
+            "INSERT INTO post_clusters (model_version, post_id, cluster_id, seen_at, text, abstained)"
+            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::boolean[])",
+            (
+                version,
+                [p.post_id for p, _ in placed],
+                [c for _, c in placed],
+                [p.seen_at for p, _ in placed],
+                [p.text[:1000] for p, _ in placed],
+                [p.fact_check_id is None for p, _ in placed],
+            ),
+        )
+        hits: dict[tuple[str, datetime, str, str], int] = defaultdict(int)
+        for post, _ in placed:
+            if post.fact_check_id is not None:
+                hour = post.seen_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                hits[(post.fact_check_id, hour, post.lang or "und", post.platform or "unknown")] += 1
+        await self._count_hits(conn, hits)
 
     @staticmethod
     async def _count_hits(conn: AsyncConnection[Any], hits: dict[tuple[str, datetime, str, str], int]) -> None:
@@ -91,42 +224,6 @@ class Clusters(Part):
             " DO UPDATE SET posts = fact_check_hits.posts + excluded.posts",
             (fcs, hours, langs, platforms, list(hits.values())),
         )
-
-    async def _join(
-        self,
-        conn: AsyncConnection[Any],
-        version: str,
-        dimension: int,
-        post: ClusterPost,
-        known: dict[str, int],
-        cut: float,
-        window_s: float,
-    ) -> int:
-        cluster = known.get(post.origin) if post.origin else None
-        centroid: np.ndarray | None = None
-        if cluster is None and post.vector is not None:
-            found = await self._nearest(conn, version, dimension, post.vector, window_s)
-            if found is not None and found[2] >= cut:
-                cluster, size = found[0], found[3]
-                mean = found[1] * size + np.asarray(post.vector, dtype=np.float32)
-                centroid = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-        if cluster is None:
-            vector = None if post.vector is None else np.asarray(post.vector, dtype=np.float32)
-            cur = await conn.execute(
-                "INSERT INTO claim_clusters (model_version, centroid, first_seen, last_seen, representative_post_id,"
-                " representative_text) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (version, vector, post.seen_at, post.seen_at, post.post_id, post.text[:2000]),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            cluster = int(row[0])
-        await self._count(conn, cluster, post, centroid)
-        await conn.execute(
-            "INSERT INTO post_clusters (model_version, post_id, cluster_id, seen_at, text, abstained)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (version, post.post_id, cluster, post.seen_at, post.text[:1000], post.fact_check_id is None),
-        )
-        return cluster
 
     async def _nearest(
         self, conn: AsyncConnection[Any], version: str, dimension: int, vector: Any, window_s: float
@@ -144,42 +241,6 @@ class Clusters(Part):
             return None
         centroid = row[1].to_numpy() if hasattr(row[1], "to_numpy") else row[1]
         return int(row[0]), np.asarray(centroid, dtype=np.float32), float(row[2]), int(row[3])
-
-    async def _count(
-        self, conn: AsyncConnection[Any], cluster: int, post: ClusterPost, centroid: np.ndarray | None
-    ) -> None:
-        """Add one post to the cluster's counts (and move its centroid when the post brought a vector)."""
-        await conn.execute(
-            "UPDATE claim_clusters SET size = size + 1, updated_at = now(),"
-            " centroid = coalesce(%(centroid)s::vector, centroid),"
-            " first_seen = least(first_seen, %(seen)s::timestamptz),"
-            " last_seen = greatest(last_seen, %(seen)s::timestamptz),"
-            " langs = langs || jsonb_build_object(%(lang)s::text, coalesce((langs->>%(lang)s::text)::bigint, 0) + 1),"
-            " platforms = platforms || jsonb_build_object(%(platform)s::text,"
-            "     coalesce((platforms->>%(platform)s::text)::bigint, 0) + 1),"
-            " abstained = abstained + (%(fc)s::text IS NULL)::int,"
-            " fact_check_id = CASE WHEN %(fc)s::text IS NOT NULL AND coalesce(%(p)s::real, 0)"
-            "     >= coalesce(best_probability, -1) THEN %(fc)s::text ELSE fact_check_id END,"
-            " best_probability = CASE WHEN %(fc)s::text IS NOT NULL AND coalesce(%(p)s::real, 0)"
-            "     >= coalesce(best_probability, -1) THEN coalesce(%(p)s::real, 0) ELSE best_probability END"
-            " WHERE id = %(id)s",
-            {
-                "centroid": centroid,
-                "seen": post.seen_at,
-                "lang": post.lang or "und",
-                "platform": post.platform or "unknown",
-                "fc": post.fact_check_id,
-                "p": post.probability,
-                "id": cluster,
-            },
-        )
-
-    async def _summary(self, conn: AsyncConnection[Any], cluster: int) -> ClusterSummary:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(f"SELECT {SUMMARY} FROM claim_clusters WHERE id = %s", (cluster,))
-        row = await cur.fetchone()
-        assert row is not None
-        return summary(row)
 
     async def cluster(self, cluster_id: int) -> ClusterSummary | None:
         async with self.pool.connection() as conn:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.performance import Model, free_port
-from benchmarks.viral_stream import ROOT, ResultReader, produce_posts
+from benchmarks.performance import Model
+from benchmarks.viral_stream import ROOT, ResultReader, path_settings, produce_posts
 from tests.conftest import settings_env
 from worker.settings import Settings
 from worker.wire import FactCheck, document_text
@@ -79,19 +78,10 @@ def emerging_phase(model: Model, base: Settings, stream: list[dict[str, Any]]) -
     spiking = {p["claim"] for p in stream if p["spike"]}
     gold = {p["claim"]: p["fact_check"] for p in stream}
     withheld = asyncio.run(withhold(base, {gold[c] for c in spiking}))
-    suffix = uuid.uuid4().hex[:6]
-    settings = base.model_copy(
-        update={
-            "topic_posts": f"posts-{suffix}", "topic_matches": f"matches-{suffix}",
-            "topic_dead_letter": f"dlq-{suffix}", "topic_factchecks": f"fc-{suffix}",
-            "topic_feedback": f"fb-{suffix}", "group_id": f"g-{suffix}", "indexer_group_id": f"i-{suffix}",
-            "feedback_group_id": f"f-{suffix}", "console_group_id": f"c-{suffix}", "model": model.ref,
-            "metrics_port": free_port(), "overmatch_quarantine": False,
-        }
-    )  # fmt: skip
+    settings = path_settings(base, model)
     asyncio.run(ensure_topics(settings))
     reader = ResultReader(settings.kafka_bootstrap, settings.topic_matches)
-    log = (Path(base.model_store) / f"worker-{suffix}.log").open("ab")
+    log = (Path(base.model_store) / f"worker-{settings.group_id}.log").open("ab")
     env = settings_env(settings)
     process = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log

@@ -170,6 +170,21 @@ PATHS = ("hand-written loop", "worker, reuse off", "worker")
 EXTRA_PATHS = ("worker, clusters off",)
 
 
+def path_settings(base: Settings, model: Model, **overrides: Any) -> Settings:
+    """``base`` with topics and groups of the path's own, ``model``, the quarantine off, and ``overrides``."""
+    suffix = uuid.uuid4().hex[:6]
+    return base.model_copy(
+        update={
+            "topic_posts": f"posts-{suffix}", "topic_matches": f"matches-{suffix}",
+            "topic_dead_letter": f"dlq-{suffix}", "topic_factchecks": f"fc-{suffix}",
+            "topic_feedback": f"fb-{suffix}", "topic_trending": f"tr-{suffix}", "topic_emerging": f"em-{suffix}",
+            "group_id": f"g-{suffix}", "indexer_group_id": f"i-{suffix}", "feedback_group_id": f"f-{suffix}",
+            "console_group_id": f"c-{suffix}", "model": model.ref, "metrics_port": free_port(),
+            "overmatch_quarantine": False, **overrides,
+        }
+    )  # fmt: skip
+
+
 async def fresh_start(settings: Settings) -> None:
     """No answer, cluster or count of an earlier path: each path starts from the same state."""
     from worker.storage import Store
@@ -190,19 +205,13 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
 
     from worker.adapter.topics import ensure_topics
 
-    suffix = uuid.uuid4().hex[:6]
-    settings = base.model_copy(
-        update={
-            "topic_posts": f"posts-{suffix}", "topic_matches": f"matches-{suffix}",
-            "topic_dead_letter": f"dlq-{suffix}", "topic_factchecks": f"fc-{suffix}",
-            "topic_feedback": f"fb-{suffix}", "group_id": f"g-{suffix}", "indexer_group_id": f"i-{suffix}",
-            "feedback_group_id": f"f-{suffix}", "console_group_id": f"c-{suffix}", "model": model.ref,
-            "metrics_port": free_port(), "overmatch_quarantine": False,
-            "reuse_window_s": 0.0 if path == "worker, reuse off" else base.reuse_window_s,
-            # Without clusters the over-match watch counts posts, as it did before claim clusters.
-            "claim_clusters": path not in ("worker, reuse off", "worker, clusters off"),
-        }
-    )  # fmt: skip
+    settings = path_settings(
+        base,
+        model,
+        reuse_window_s=0.0 if path == "worker, reuse off" else base.reuse_window_s,
+        # Without clusters the over-match watch counts posts, as it did before claim clusters.
+        claim_clusters=path not in ("worker, reuse off", "worker, clusters off"),
+    )
     asyncio.run(ensure_topics(settings))
     asyncio.run(fresh_start(settings))
     reader = ResultReader(settings.kafka_bootstrap, settings.topic_matches)
@@ -217,7 +226,7 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
         )  # fmt: skip
         process.start()
     else:
-        log = (Path(base.model_store) / f"worker-{suffix}.log").open("ab")
+        log = (Path(base.model_store) / f"worker-{settings.group_id}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=settings_env(settings), stdout=log, stderr=log
         )

@@ -19,6 +19,13 @@ app = typer.Typer(no_args_is_help=True, help="Claims in the stream: trending fac
 
 SPARKS = " ▁▂▃▄▅▆▇█"
 
+# The options both lists take.
+At = Annotated[
+    str | None, typer.Option(help="ISO 8601 moment to look back from (default: now; a replayed stream's end).")
+]
+Limit = Annotated[int, typer.Option(min=1, max=1000)]
+MinPosts = Annotated[int, typer.Option(min=1, help="Fewest posts in the last day to be listed.")]
+
 
 def sparkline(values: list[int]) -> str:
     top = max(values) or 1
@@ -40,11 +47,9 @@ def counted(values: dict[str, int]) -> str:
 
 @app.command()
 def trending(
-    at: Annotated[
-        str | None, typer.Option(help="ISO 8601 moment to look back from (default: now; a replayed stream's end).")
-    ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    min_posts: Annotated[int, typer.Option(min=1, help="Fewest posts in the last day to be listed.")] = 3,
+    at: At = None,
+    limit: Limit = 20,
+    min_posts: MinPosts = 3,
     as_json: JsonFlag = False,
 ) -> None:
     """The fact-checks the stream's posts match most, fastest rising first (spike against their own week)."""
@@ -80,11 +85,9 @@ def trending(
 
 @app.command()
 def emerging(
-    at: Annotated[
-        str | None, typer.Option(help="ISO 8601 moment to look back from (default: now; a replayed stream's end).")
-    ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    min_posts: Annotated[int, typer.Option(min=1, help="Fewest posts in the last day to be listed.")] = 3,
+    at: At = None,
+    limit: Limit = 20,
+    min_posts: MinPosts = 3,
     as_json: JsonFlag = False,
 ) -> None:
     """Claims the stream keeps making that no fact-check matches yet, fastest growing first."""

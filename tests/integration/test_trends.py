@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -134,3 +135,20 @@ async def test_the_worker_publishes_trending_fact_checks_and_emerging_claims_to_
     assert emerging.size == 4 and emerging.representative == claim and emerging.last_day == 4
     assert records[0].key == b"emerging"
     assert TrendingFactChecks.model_validate_json(trending[0].value).fact_checks == []
+
+
+async def test_a_worker_upgraded_before_the_report_topics_exist_still_matches(
+    kafka: str, database_url: str, make_settings: Any
+) -> None:
+    from worker.adapter.topics import ensure_topics
+
+    settings = make_settings(kafka_bootstrap=kafka, database_url=database_url, claims_report_interval_s=1.0)
+    # The topics of a release without claim reports: no trending or emerging topic.
+    created = await ensure_topics(settings.model_copy(update={"claims_report_interval_s": 0.0}), partitions=1)
+    assert settings.topic_trending not in created and settings.topic_emerging not in created
+    await seed_corpus(settings)
+    async with running(settings):
+        await produce(settings.kafka_bootstrap, settings.topic_posts, [(b"u-1", b'{"id": "u-1", "text": "5G"}')])
+        records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 1)
+        await asyncio.sleep(2.5)  # a report interval or two pass: the missing topics cost nothing but a log line
+    assert json.loads(records[0].value)["post_id"] == "u-1"

@@ -51,6 +51,7 @@ class _NoTaskCallbackLines(logging.Filter):
 
 
 logging.getLogger("faststream.access.kafka").addFilter(_NoTaskCallbackLines())
+log = logging.getLogger(__name__)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -195,22 +196,27 @@ async def preflight(settings: Settings, timeout_s: float = 30.0) -> None:
         ) from exc
     finally:
         await client.close()
-    missing = [t for t in topic_names(settings) if t not in existing]
+    missing = [t for t in topic_names(settings, reports=False) if t not in existing]
     if missing:
         # Workers never create topics (see _MetadataRequestNoAutoCreate): say which, and how.
         raise KafkaUnavailable(
             f"topics missing at {settings.kafka_bootstrap}: {', '.join(missing)}; run `factmatch topics`"
         )
+    # The claim reports' topics are optional: an upgraded group keeps matching until they exist.
+    if reports := [t for t in topic_names(settings) if t not in existing]:
+        hint = "run `factmatch topics`; until then no report is published"
+        log.warning("claim report topics missing (%s): %s", ", ".join(reports), hint)
 
 
-def topic_names(settings: Settings) -> list[str]:
-    """The topics a worker reads or writes (the claim reports' only when it publishes them)."""
-    reports = [settings.topic_trending, settings.topic_emerging] if settings.claims_report_interval_s > 0 else []
+def topic_names(settings: Settings, *, reports: bool = True) -> list[str]:
+    """The topics a worker reads or writes (with ``reports``, the claim reports' when it publishes them)."""
+    publishes = reports and settings.claims_report_interval_s > 0
+    report_topics = [settings.topic_trending, settings.topic_emerging] if publishes else []
     return [
         settings.topic_posts,
         settings.topic_matches,
         settings.topic_dead_letter,
         settings.topic_factchecks,
         settings.topic_feedback,
-        *reports,
+        *report_topics,
     ]

@@ -14,6 +14,7 @@ import numpy as np
 from tests.conftest import consume_until, produce, settings_env
 from tests.integration.test_clusters import DIM, opened_store, post, unit
 from tests.integration.test_worker import seed_corpus
+from worker.adapter.claim_reports import trending_report
 from worker.adapter.runtime import running
 from worker.settings import Settings
 from worker.storage.trends import spike_score
@@ -54,6 +55,12 @@ async def test_a_spiking_fact_check_ranks_first_counted_once_per_post_by_languag
         assert spike.spike == round(spike_score(30, 32), 3) > 20
         assert (steady.last_hour, steady.last_day) == (0, 46) and steady.spike < 1
         assert steady.hourly == [2] * 23 + [0]
+        # As the trending topic carries them (no such fact-check in the corpus: no claim to show).
+        report = await trending_report(store, NOW)  # type: ignore[arg-type]
+        assert [(t.fact_check_id, t.last_hour, t.hourly[-1], t.claim) for t in report.fact_checks] == [
+            ("spike", 30, 30, None),
+            ("steady", 0, 0, None),
+        ]
 
         settings = make_settings(database_url=database_url)  # type: ignore[operator]
         assert isinstance(settings, Settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,24 +25,17 @@ LIMIT = 50
 
 
 async def trending_report(store: Store, now: datetime) -> TrendingFactChecks:
+    """The trending fact-checks as the topic carries them: the store's counts with each claim, title and link."""
     rows = await store.trends.trending(now, limit=LIMIT)
     details = await store.candidates.details([r.fact_check_id for r in rows]) if rows else {}
-    known = {r.fact_check_id: details.get(r.fact_check_id) for r in rows}
     return TrendingFactChecks(
         at=now,
         fact_checks=[
             TrendingFactCheck(
-                fact_check_id=r.fact_check_id,
-                claim=fc.claim if (fc := known[r.fact_check_id]) else None,
+                **asdict(r),
+                claim=fc.claim if (fc := details.get(r.fact_check_id)) else None,
                 title=fc.title if fc else None,
                 url=fc.url if fc else None,
-                last_hour=r.last_hour,
-                last_day=r.last_day,
-                last_week=r.last_week,
-                spike=r.spike,
-                langs=r.langs,
-                platforms=r.platforms,
-                hourly=r.hourly,
             )
             for r in rows
         ],
@@ -49,27 +43,10 @@ async def trending_report(store: Store, now: datetime) -> TrendingFactChecks:
 
 
 async def emerging_report(store: Store, version: str, now: datetime) -> EmergingClaims:
+    """The emerging claims as the topic carries them (the wire model has the store's fields)."""
     rows = await store.trends.emerging(version, now, limit=LIMIT)
-    return EmergingClaims(
-        at=now,
-        model_version=version,
-        claims=[
-            EmergingClaim(
-                cluster_id=r.cluster_id,
-                size=r.size,
-                last_day=r.last_day,
-                day_before=r.day_before,
-                growth=r.growth,
-                first_seen=r.first_seen,
-                last_seen=r.last_seen,
-                langs=r.langs,
-                platforms=r.platforms,
-                representative=r.representative,
-                examples=r.examples,
-            )
-            for r in rows
-        ],
-    )
+    claims = [EmergingClaim(**asdict(r)) for r in rows]
+    return EmergingClaims(at=now, model_version=version, claims=claims)
 
 
 class ClaimReporter:

@@ -272,10 +272,27 @@ class ReviewItem:
     status: Literal["open", "done"] = "open"
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+    cluster_id: int | None = None
 
     @property
     def matches(self) -> list[dict[str, Any]]:
         return list(self.result.get("matches") or [])
+
+
+@dataclass(frozen=True)
+class ReviewGroup:
+    """One entry of the queue: a claim cluster's open posts shown as one (``item`` first in the
+    queue's order), or a single post (``cluster_id`` None, or the only open post of its cluster).
+
+    ``posts`` counts the cluster's open posts within the queue's filters that this session may take.
+    """
+
+    item: ReviewItem
+    posts: int = 1
+
+    @property
+    def cluster_id(self) -> int | None:
+        return self.item.cluster_id
 
 
 @dataclass(frozen=True)

@@ -362,3 +362,58 @@ async def test_a_claim_no_fact_check_matches_is_listed_as_needing_a_fact_check(
                 await page.screenshot(path=str(DOCS / "console-emerging.png"))
         finally:
             await console.stop()
+
+
+async def test_a_moderator_confirms_a_claims_copies_at_once_on_its_cluster_page(
+    console_settings: Settings, browser: Any
+) -> None:
+    settings = console_settings
+    await seed_corpus(settings)
+    async with running(settings) as worker:
+        await tier_everything(worker)
+        await worker.store.accounts.put_user("ana", "moderator", hash_password("ana-password"))
+        claim = "5G towers spread the coronavirus"
+        texts = [claim, f"RT @a: {claim}", f"{claim} https://t.co/z", "The moon landing was staged in a studio"]
+        posts = [(f"c-{i}".encode(), json.dumps({"id": f"c-{i}", "text": t}).encode()) for i, t in enumerate(texts)]
+        await produce(settings.kafka_bootstrap, settings.topic_posts, posts)
+        records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 4)
+        clusters = {json.loads(r.value)["post_id"]: json.loads(r.value)["cluster_id"] for r in records}
+        assert clusters["c-0"] == clusters["c-1"] == clusters["c-2"] != clusters["c-3"]
+        console = ConsoleRuntime(settings)
+        port = await console.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            page = await sign_in(browser, base, "ana")
+            # Four posts, two entries: the claim's three copies are one row.
+            row = page.locator(f'li.row[data-cluster="{clusters["c-0"]}"]')
+            await expect(row).to_have_count(1, timeout=60_000)
+            await expect(page.locator("li.row")).to_have_count(2)
+            assert (await row.locator(".posts").text_content() or "").strip() == "×3"
+            order = await page.eval_on_selector_all("li.row", "rows => rows.map(r => r.dataset.cluster || '')")
+            for _ in range(order.index(str(clusters["c-0"]))):
+                await page.keyboard.press("j")
+            await page.keyboard.press("Enter")
+            await page.wait_for_selector(f'#item[data-cluster="{clusters["c-0"]}"]')
+            listed = await page.eval_on_selector_all("li.cluster-post", "ps => ps.map(p => p.dataset.post)")
+            assert sorted(listed) == ["c-0", "c-1", "c-2"]
+            if os.environ.get("FACTMATCH_SCREENSHOTS"):
+                await page.screenshot(path=str(DOCS / "console-cluster.png"))
+            first = await page.locator("li.match").first.get_attribute("data-fact-check")
+            await page.keyboard.press("c")
+            await expect(page.locator("#status")).to_have_text(re.compile("^done for 3 post"))
+            await expect(page.locator("li.cluster-post.done")).to_have_count(3)
+
+            # One Feedback record per post reaches the feedback topic, after the undo window.
+            sent = await consume_until(
+                settings.kafka_bootstrap, [settings.topic_feedback], lambda rs: len(rs) >= 3, timeout_s=30
+            )
+            feedback = sorted((json.loads(r.value) for r in sent), key=lambda f: f["post_id"])
+            assert [(f["post_id"], f["fact_check_id"], f["verdict"]) for f in feedback] == [
+                (p, first, "confirm") for p in ("c-0", "c-1", "c-2")
+            ]
+            assert [f["post_text"] for f in feedback] == texts[:3], "each record carries its own post's text"
+            await page.goto(base + "/")
+            await expect(page.locator("li.row")).to_have_count(1)
+            assert await page.locator('li.row[data-post="c-3"]').count() == 1
+        finally:
+            await console.stop()

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from worker.console.auth import RateLimiter, hash_password
-from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
+from worker.console.review import (
+    BadVerdict,
+    cluster_feedback,
+    cluster_matches,
+    feedback_records,
+    highlight,
+    shared_terms,
+)
 from worker.domain import ReviewItem
 from worker.wire import Feedback
 
@@ -29,6 +36,30 @@ def test_a_verdict_is_one_feedback_record_the_trainer_reads_unchanged() -> None:
     assert parsed.post_id == "p1" and parsed.fact_check_id == "fc-2" and parsed.verdict == "confirm"
     assert parsed.moderator == "ana" and parsed.model_version == "v7" and parsed.note == "the chip one"
     assert parsed.post_text == "Vaccines contain microchips, they say"
+
+
+def test_a_cluster_verdict_judges_each_post_on_what_it_showed_and_lists_the_shared_fact_checks_first() -> None:
+    def post(post_id: str, shown: dict[str, float]) -> ReviewItem:
+        matches = [{"fact_check_id": fc, "probability": p} for fc, p in shown.items()]
+        when = datetime(2026, 12, 1, tzinfo=UTC)
+        return ReviewItem(post_id, {"matches": matches}, f"text {post_id}", "en", "x", "v7", "match", 0.9, when)
+
+    posts = [post("a", {"fc-1": 0.9, "fc-2": 0.4}), post("b", {"fc-1": 0.95}), post("c", {"fc-3": 0.99})]
+    confirmed = cluster_feedback(posts, "confirm", "fc-1", moderator="ana", note=None)
+    assert {p: [(fc, v) for fc, v, _ in rs] for p, rs in confirmed.items()} == {
+        "a": [("fc-1", "confirm")],
+        "b": [("fc-1", "confirm")],
+    }
+    assert [Feedback.model_validate(r[2]).post_text for rs in confirmed.values() for r in rs] == ["text a", "text b"]
+    assert set(cluster_feedback(posts, "none", None, moderator="ana", note=None)) == {"a", "b", "c"}
+    with pytest.raises(BadVerdict):
+        cluster_feedback(posts, "reject", "fc-9", moderator="ana", note=None)
+    shown = cluster_matches(posts)
+    assert [(m.match["fact_check_id"], m.posts, m.match["probability"]) for m in shown] == [
+        ("fc-1", 2, 0.95),
+        ("fc-3", 1, 0.99),
+        ("fc-2", 1, 0.4),
+    ]
 
 
 def test_none_of_these_rejects_every_match_shown() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,6 @@ import jinja2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import (
     JSONResponse,
@@ -38,47 +36,16 @@ from starlette.templating import Jinja2Templates
 
 from worker.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Authenticator, csrf_ok
 from worker.console.claims import ActiveVersion, ClaimPages, Details, TrendSource
+from worker.console.clusters import ClusterPages
 from worker.console.events import Broadcaster
 from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
-from worker.domain import ClaimLost, ConsoleSession, QueueFilter
-from worker.storage.interfaces import AccountStore, ReviewQueue
+from worker.console.web import Recent, SecurityHeaders, http_url
+from worker.domain import ClaimLost, ConsoleSession, QueueFilter, ReviewGroup
+from worker.storage.interfaces import AccountStore, ClusterReviewQueue, ReviewQueue
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
-    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 FILTERS = ("lang", "tier", "platform", "fact_check_id", "model_version")
-
-
-class Recent:
-    """Values computed at most once per ``ttl_s`` per key, in this process.
-
-    The queue's counts per filter scan every open item (hundreds of milliseconds at 100,000):
-    every page load and every live refresh would pay it. Counts a few seconds old are what a
-    moderator needs; the items listed are always read fresh.
-    """
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._values: dict[Any, tuple[float, Any]] = {}
-        self._locks: dict[Any, asyncio.Lock] = {}
-
-    def forget(self, key: Any) -> None:
-        self._values.pop(key, None)
-
-    async def get(self, key: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
-        async with self._locks.setdefault(key, asyncio.Lock()):  # one computation per key at a time
-            now = time.monotonic()
-            found = self._values.get(key)
-            if found is not None and now - found[0] < self.ttl_s:
-                return found[1]
-            value = await compute()
-            self._values[key] = (time.monotonic(), value)
-            if len(self._values) > 1000:  # filters are few; bound it anyway
-                self._values.pop(next(iter(self._values)))
-            return value
 
 
 class ConsoleMetrics:
@@ -135,23 +102,8 @@ class ConsoleDeps:
     trends: TrendSource | None = None
     fact_checks: Details | None = None
     active_version: ActiveVersion | None = None
-
-
-def http_url(value: object) -> str | None:
-    """A link only when it is http(s): a post's ``javascript:`` URL is shown as nothing."""
-    text = str(value or "").strip()
-    return text if text.lower().startswith(("https://", "http://")) else None
-
-
-class SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    # The queue by claim cluster: one entry and one verdict for a cluster's open posts.
+    groups: ClusterReviewQueue | None = None
 
 
 class Forbidden(Exception):
@@ -268,14 +220,26 @@ class Console:
         response.delete_cookie(COOKIE, path="/")
         return response
 
+    def counted(self, verdicts: list[str], undos: int = 0) -> None:
+        """Count verdicts given and undone (the cluster pages' too)."""
+        for verdict in verdicts:
+            self.deps.metrics.verdicts.labels(verdict).inc()
+        self.deps.metrics.undos.inc(undos)
+
+    async def entries(self, filters: QueueFilter, session: ConsoleSession) -> list[ReviewGroup]:
+        """The queue's entries: by claim cluster where the console has the grouped queue."""
+        if self.deps.groups is not None:
+            return await self.deps.groups.queue(filters, session.session_id, limit=50)
+        return [ReviewGroup(i) for i in await self.deps.reviews.queue(filters, session.session_id, limit=50)]
+
     async def queue_context(self, request: Request, session: ConsoleSession) -> dict[str, Any]:
         filters = self.filters_of(request)
-        items, counts, open_items = await asyncio.gather(
-            self.deps.reviews.queue(filters, session.session_id, limit=50),
+        groups, counts, open_items = await asyncio.gather(
+            self.entries(filters, session),
             self.counts_cache.get(filters, lambda: self.deps.reviews.counts(filters, None)),
             self.depth(),
         )
-        return {"session": session, "items": items, "counts": counts, "depth": open_items, "filters": filters}
+        return {"session": session, "groups": groups, "counts": counts, "depth": open_items, "filters": filters}
 
     async def queue(self, request: Request) -> Response:
         try:
@@ -337,8 +301,7 @@ class Console:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except ClaimLost as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
-        for p in pending:
-            self.deps.metrics.verdicts.labels(p.verdict).inc()
+        self.counted([p.verdict for p in pending])
         if first:
             waited = (datetime.now(UTC) - item.published_at).total_seconds()
             self.deps.metrics.first_verdict_seconds.observe(max(0.0, waited))
@@ -355,7 +318,7 @@ class Console:
         session = await self.require(request, change=True)
         post_id = request.path_params["post_id"]
         n = await self.deps.reviews.undo(post_id, user=session.user, session_id=session.session_id)
-        self.deps.metrics.undos.inc(n)
+        self.counted([], undos=n)
         return JSONResponse({"undone": n})
 
     async def release(self, request: Request) -> Response:
@@ -465,6 +428,7 @@ def create_app(deps: ConsoleDeps) -> Starlette:
         Route("/admin/rollback", console.admin_rollback, methods=["POST"]),
         Route("/admin/quarantine/clear", console.admin_clear, methods=["POST"]),
         *claim_routes(console, deps),
+        *(ClusterPages(console, deps.groups, lease_s=deps.lease_s, undo_s=deps.undo_s).routes() if deps.groups else []),
         Route("/healthz", console.healthz),
         Route("/readyz", console.readyz),
         Route("/metrics", console.metrics),

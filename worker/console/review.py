@@ -69,6 +69,42 @@ def feedback_records(
     ]
 
 
+def cluster_feedback(
+    items: list[ReviewItem], choice: str, fact_check_id: str | None, *, moderator: str, note: str | None
+) -> dict[str, list[tuple[str, VerdictKind, dict[str, Any]]]]:
+    """Each post's records for a choice given to a cluster's posts (as :func:`feedback_records` for one).
+
+    ``confirm``/``reject`` of a fact-check applies to the posts that showed it (the others keep
+    their items); ``none`` rejects what each post showed. :class:`BadVerdict` when no post showed it.
+    """
+    chosen = [i for i in items if choice == "none" or fact_check_id in {str(m["fact_check_id"]) for m in i.matches}]
+    if not chosen:
+        raise BadVerdict(f"none of these posts showed fact-check {fact_check_id!r}")
+    return {i.post_id: feedback_records(i, choice, fact_check_id, moderator=moderator, note=note) for i in chosen}
+
+
+@dataclass(frozen=True)
+class ClusterMatch:
+    """A fact-check shown for some of a cluster's posts: its best showing, and for how many posts."""
+
+    match: dict[str, Any]
+    posts: int
+
+
+def cluster_matches(items: list[ReviewItem]) -> list[ClusterMatch]:
+    """Every fact-check the posts showed, the one shown for most posts first (then the surer)."""
+    best: dict[str, dict[str, Any]] = {}
+    posts: dict[str, int] = {}
+    for item in items:
+        for m in item.matches:
+            fc = str(m["fact_check_id"])
+            posts[fc] = posts.get(fc, 0) + 1
+            if fc not in best or (m.get("probability") or 0.0) > (best[fc].get("probability") or 0.0):
+                best[fc] = m
+    order = sorted(best, key=lambda fc: (-posts[fc], -(best[fc].get("probability") or 0.0), fc))
+    return [ClusterMatch(best[fc], posts[fc]) for fc in order]
+
+
 def highlight(text: str, terms: set[str]) -> list[Segment]:
     """``text`` cut into segments, the words among ``terms`` (lower-cased) marked shared.
 

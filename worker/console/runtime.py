@@ -113,6 +113,7 @@ class ConsoleRuntime:
             trends=self.store.trends,
             fact_checks=self.store.candidates.details,
             active_version=self.active_version,
+            groups=self.store.review_groups,
         )
         self.app = create_app(self.deps)
         self.server: _Server | None = None

@@ -31,6 +31,7 @@ from worker.storage.embeddings import Embeddings, index_name, vector_type
 from worker.storage.feedback import FeedbackLog
 from worker.storage.quarantine import Quarantine
 from worker.storage.registry import Registry
+from worker.storage.review_groups import ReviewGroups
 from worker.storage.reviews import Reviews
 from worker.storage.shadow import ShadowResults
 from worker.storage.trends import Trends
@@ -80,6 +81,7 @@ class Store:
         self.shadow = ShadowResults(self.db)
         self.dead_letters = DeadLetterPayloads(self.db)
         self.reviews = Reviews(self.db)
+        self.review_groups = ReviewGroups(self.db)
         self.accounts = Accounts(self.db)
         self.answers = Answers(self.db)
         self.clusters = Clusters(self.db)

@@ -9,7 +9,7 @@ and a unit test hands it a fake. This module imports only :mod:`worker.domain` a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from worker.domain import (
     PendingVerdict,
     PostCandidates,
     QueueFilter,
+    ReviewGroup,
     ReviewItem,
     Role,
     ShadowReport,
@@ -163,6 +164,37 @@ class ReviewQueue(Protocol):
         post_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None: ...
+
+
+class ClusterReviewQueue(Protocol):
+    """The queue by claim cluster (:class:`worker.storage.review_groups.ReviewGroups`)."""
+
+    async def queue(
+        self, filters: QueueFilter, session_id: str | None, *, limit: int = 50, chunk: int = 200, rounds: int = 5
+    ) -> list[ReviewGroup]: ...
+    async def claim(
+        self,
+        cluster_id: int,
+        user: str,
+        session_id: str,
+        lease_s: float,
+        *,
+        filters: QueueFilter | None = None,
+        post_ids: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[ReviewItem]: ...
+    async def add_verdicts(
+        self,
+        cluster_id: int,
+        verdicts: Mapping[str, Sequence[tuple[str, VerdictKind, dict[str, Any]]]],
+        *,
+        user: str,
+        session_id: str,
+        undo_s: float,
+        note: str | None = None,
+    ) -> list[PendingVerdict]: ...
+    async def undo(self, post_ids: Sequence[str], *, user: str, session_id: str) -> int: ...
+    async def release(self, post_ids: Sequence[str], session_id: str) -> None: ...
 
 
 class AccountStore(Protocol):

@@ -24,9 +24,9 @@ REVIEW_CHANNEL = "factmatch_review_items"
 """NOTIFY channel: a review item was added or changed (payload: the post id)."""
 
 _RANK_TIER = {rank: tier for tier, rank in TIER_RANK.items()}
-_ITEM_COLUMNS = (
+ITEM_COLUMNS = (
     "post_id, result, text, lang, platform, model_version, tier_rank, probability, published_at,"
-    " status, claimed_by, claimed_until"
+    " status, claimed_by, claimed_until, cluster_id"
 )
 
 
@@ -37,7 +37,7 @@ def safe_preview(value: bytes, chars: int) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
-def _item(row: dict[str, Any]) -> ReviewItem:
+def review_item(row: dict[str, Any]) -> ReviewItem:
     return ReviewItem(
         post_id=row["post_id"],
         result=row["result"],
@@ -51,6 +51,7 @@ def _item(row: dict[str, Any]) -> ReviewItem:
         status=row["status"],
         claimed_by=row["claimed_by"],
         claimed_until=row["claimed_until"],
+        cluster_id=row["cluster_id"],
     )
 
 
@@ -71,10 +72,11 @@ def review_row(result: MatchResult) -> tuple[Any, ...] | None:
         best.probability,
         [m.fact_check_id for m in result.matches],
         result.processed_at,
+        result.cluster_id,
     )
 
 
-def _where(filters: QueueFilter, session_id: str | None) -> tuple[sql.Composable, list[Any]]:
+def queue_where(filters: QueueFilter, session_id: str | None) -> tuple[sql.Composable, list[Any]]:
     """The open items a session may see: unclaimed, claimed by itself, or whose lease ended."""
     clauses: list[sql.Composable] = [sql.SQL("status = 'open'")]
     params: list[Any] = []
@@ -115,11 +117,13 @@ class Reviews(Part):
             for row in rows:
                 cur = await conn.execute(
                     "INSERT INTO review_items (post_id, result, text, lang, platform, model_version, tier_rank,"
-                    " probability, fact_check_ids, published_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " probability, fact_check_ids, published_at, cluster_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (post_id) DO UPDATE SET result = EXCLUDED.result, text = EXCLUDED.text,"
                     " lang = EXCLUDED.lang, platform = EXCLUDED.platform, model_version = EXCLUDED.model_version,"
                     " tier_rank = EXCLUDED.tier_rank, probability = EXCLUDED.probability,"
-                    " fact_check_ids = EXCLUDED.fact_check_ids, published_at = EXCLUDED.published_at"
+                    " fact_check_ids = EXCLUDED.fact_check_ids, published_at = EXCLUDED.published_at,"
+                    " cluster_id = EXCLUDED.cluster_id"
                     " WHERE review_items.status = 'open' AND review_items.result IS DISTINCT FROM EXCLUDED.result",
                     row,
                 )
@@ -134,19 +138,19 @@ class Reviews(Part):
         """Open items in the order a human should see them.
 
         A match before a suggestion, the surer first, the older first."""
-        where, params = _where(filters, session_id)
+        where, params = queue_where(filters, session_id)
         query = sql.SQL(
             "SELECT {cols} FROM review_items WHERE {where}"
             " ORDER BY tier_rank, probability DESC NULLS LAST, published_at, post_id LIMIT %s OFFSET %s"
-        ).format(cols=sql.SQL(_ITEM_COLUMNS), where=where)
+        ).format(cols=sql.SQL(ITEM_COLUMNS), where=where)
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(query, [*params, limit, offset])
-            return [_item(r) for r in await cur.fetchall()]
+            return [review_item(r) for r in await cur.fetchall()]
 
     async def counts(self, filters: QueueFilter, session_id: str | None) -> dict[str, dict[str, int]]:
         """Items per value of each filter (within the other filters' choice), plus the total."""
-        where, params = _where(filters, session_id)
+        where, params = queue_where(filters, session_id)
         query = sql.SQL(
             "SELECT 'lang' AS facet, coalesce(lang, 'und') AS value, count(*) FROM review_items WHERE {w} GROUP BY 2"
             " UNION ALL SELECT 'tier', CASE tier_rank WHEN 0 THEN 'match' ELSE 'suggestion' END, count(*)"
@@ -178,10 +182,10 @@ class Reviews(Part):
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                sql.SQL("SELECT {} FROM review_items WHERE post_id = %s").format(sql.SQL(_ITEM_COLUMNS)), (post_id,)
+                sql.SQL("SELECT {} FROM review_items WHERE post_id = %s").format(sql.SQL(ITEM_COLUMNS)), (post_id,)
             )
             row = await cur.fetchone()
-        return _item(row) if row else None
+        return review_item(row) if row else None
 
     async def claim(self, post_id: str, user: str, session_id: str, lease_s: float) -> ReviewItem | None:
         """Hold ``post_id`` for this session for ``lease_s`` (renewed when it holds it already).
@@ -197,13 +201,13 @@ class Reviews(Part):
                     " WHERE post_id = %s AND status = 'open'"
                     " AND (claimed_until IS NULL OR claimed_until < now() OR claim_session = %s)"
                     " RETURNING {}"
-                ).format(sql.SQL(_ITEM_COLUMNS)),
+                ).format(sql.SQL(ITEM_COLUMNS)),
                 (user, session_id, lease_s, post_id, session_id),
             )
             row = await cur.fetchone()
             if row is not None:
                 await conn.execute("SELECT pg_notify(%s, %s)", (REVIEW_CHANNEL, post_id))
-        return _item(row) if row else None
+        return review_item(row) if row else None
 
     async def release(self, post_id: str, session_id: str) -> None:
         async with self.pool.connection() as conn:
@@ -231,58 +235,15 @@ class Reviews(Part):
         when the session does not hold the item's claim.
         """
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT fact_check_ids FROM review_items WHERE post_id = %s AND status = 'open'"
-                " AND claim_session = %s FOR UPDATE",
-                (post_id, session_id),
-            )
-            held = await cur.fetchone()
-            if held is None:
-                raise ClaimLost(f"post {post_id} is not claimed by this session")
-            pending: list[PendingVerdict] = []
-            for fact_check_id, verdict, feedback in verdicts:
-                cur = await conn.execute(
-                    "INSERT INTO console_verdicts (post_id, fact_check_id, verdict, feedback, user_name, session_id,"
-                    " send_after) VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
-                    " RETURNING id, send_after",
-                    (post_id, fact_check_id, verdict, Jsonb(feedback), user, session_id, undo_s),
-                )
-                vid, send_after = await cur.fetchone() or (0, None)
-                pending.append(PendingVerdict(int(vid), post_id, fact_check_id, verdict, "pending", send_after))
-                await _audit(conn, user, session_id, "verdict", post_id, fact_check_id, verdict, note)
-            await conn.execute(
-                "UPDATE review_items SET status = 'done', decided_at = now(), decided_by = %s,"
-                " claimed_by = NULL, claim_session = NULL, claimed_until = NULL"
-                " WHERE post_id = %s AND (EXISTS (SELECT FROM console_verdicts WHERE post_id = %s"
-                "  AND verdict = 'confirm' AND state <> 'undone')"
-                "  OR NOT EXISTS (SELECT FROM unnest(fact_check_ids) fc WHERE fc NOT IN"
-                "   (SELECT fact_check_id FROM console_verdicts WHERE post_id = %s AND state <> 'undone')))",
-                (user, post_id, post_id, post_id),
-            )
-            await conn.execute("SELECT pg_notify(%s, %s)", (REVIEW_CHANNEL, post_id))
-            return pending
+            pending = await record_verdicts(conn, post_id, verdicts, user, session_id, undo_s, note)
+        if pending is None:
+            raise ClaimLost(f"post {post_id} is not claimed by this session")
+        return pending
 
     async def undo(self, post_id: str, *, user: str, session_id: str) -> int:
         """Withdraw this session's verdicts on ``post_id`` still inside their window; the item opens again, claimed."""
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "UPDATE console_verdicts SET state = 'undone' WHERE post_id = %s AND session_id = %s"
-                " AND state = 'pending' AND send_after > now() RETURNING fact_check_id, verdict",
-                (post_id, session_id),
-            )
-            undone = await cur.fetchall()
-            if undone:
-                await conn.execute(
-                    "UPDATE review_items SET status = 'open', decided_at = NULL, decided_by = NULL,"
-                    " claimed_by = %s, claim_session = %s,"
-                    " claimed_until = greatest(claimed_until, now() + interval '60s')"
-                    " WHERE post_id = %s",
-                    (user, session_id, post_id),
-                )
-                for fact_check_id, verdict in undone:
-                    await _audit(conn, user, session_id, "undo", post_id, fact_check_id, verdict, None)
-                await conn.execute("SELECT pg_notify(%s, %s)", (REVIEW_CHANNEL, post_id))
-            return len(undone)
+            return await undo_verdicts(conn, post_id, user, session_id)
 
     async def send_due(self, send: Callable[[list[dict[str, Any]]], Awaitable[None]], *, limit: int = 100) -> int:
         """Publish verdicts whose undo window closed (``send`` publishes and raises on failure).
@@ -325,7 +286,7 @@ class Reviews(Part):
         detail: dict[str, Any] | None = None,
     ) -> None:
         async with self.pool.connection() as conn:
-            await _audit(conn, user, session_id, action, post_id, None, None, None, detail)
+            await write_audit(conn, user, session_id, action, post_id, None, None, None, detail)
 
     async def audit_log(self, post_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
@@ -376,7 +337,75 @@ class Reviews(Part):
         return self.db.payloads(REVIEW_CHANNEL)
 
 
-async def _audit(
+async def record_verdicts(
+    conn: Any,
+    post_id: str,
+    verdicts: Sequence[tuple[str, VerdictKind, dict[str, Any]]],
+    user: str,
+    session_id: str,
+    undo_s: float,
+    note: str | None,
+) -> list[PendingVerdict] | None:
+    """Record verdicts on one post in the caller's transaction (see :meth:`Reviews.add_verdicts`);
+    None, with nothing written, when ``session_id`` does not hold the post's claim."""
+    cur = await conn.execute(
+        "SELECT fact_check_ids FROM review_items WHERE post_id = %s AND status = 'open'"
+        " AND claim_session = %s FOR UPDATE",
+        (post_id, session_id),
+    )
+    if await cur.fetchone() is None:
+        return None
+    pending: list[PendingVerdict] = []
+    for fact_check_id, verdict, feedback in verdicts:
+        cur = await conn.execute(
+            "INSERT INTO console_verdicts (post_id, fact_check_id, verdict, feedback, user_name, session_id,"
+            " send_after) VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
+            " RETURNING id, send_after",
+            (post_id, fact_check_id, verdict, Jsonb(feedback), user, session_id, undo_s),
+        )
+        row = await cur.fetchone()
+        if row is None:  # INSERT ... RETURNING always returns its row
+            raise RuntimeError(f"no verdict row returned for post {post_id}")
+        vid, send_after = row
+        pending.append(PendingVerdict(int(vid), post_id, fact_check_id, verdict, "pending", send_after))
+        await write_audit(conn, user, session_id, "verdict", post_id, fact_check_id, verdict, note)
+    await conn.execute(
+        "UPDATE review_items SET status = 'done', decided_at = now(), decided_by = %s,"
+        " claimed_by = NULL, claim_session = NULL, claimed_until = NULL"
+        " WHERE post_id = %s AND (EXISTS (SELECT FROM console_verdicts WHERE post_id = %s"
+        "  AND verdict = 'confirm' AND state <> 'undone')"
+        "  OR NOT EXISTS (SELECT FROM unnest(fact_check_ids) fc WHERE fc NOT IN"
+        "   (SELECT fact_check_id FROM console_verdicts WHERE post_id = %s AND state <> 'undone')))",
+        (user, post_id, post_id, post_id),
+    )
+    await conn.execute("SELECT pg_notify(%s, %s)", (REVIEW_CHANNEL, post_id))
+    return pending
+
+
+async def undo_verdicts(conn: Any, post_id: str, user: str, session_id: str) -> int:
+    """Withdraw, in the caller's transaction, ``session_id``'s verdicts on one post still inside
+    their window (see :meth:`Reviews.undo`); returns how many."""
+    cur = await conn.execute(
+        "UPDATE console_verdicts SET state = 'undone' WHERE post_id = %s AND session_id = %s"
+        " AND state = 'pending' AND send_after > now() RETURNING fact_check_id, verdict",
+        (post_id, session_id),
+    )
+    undone = await cur.fetchall()
+    if undone:
+        await conn.execute(
+            "UPDATE review_items SET status = 'open', decided_at = NULL, decided_by = NULL,"
+            " claimed_by = %s, claim_session = %s,"
+            " claimed_until = greatest(claimed_until, now() + interval '60s')"
+            " WHERE post_id = %s",
+            (user, session_id, post_id),
+        )
+        for fact_check_id, verdict in undone:
+            await write_audit(conn, user, session_id, "undo", post_id, fact_check_id, verdict, None)
+        await conn.execute("SELECT pg_notify(%s, %s)", (REVIEW_CHANNEL, post_id))
+    return len(undone)
+
+
+async def write_audit(
     conn: Any,
     user: str,
     session_id: str | None,

@@ -80,28 +80,53 @@ function selectMatch(i) {
 
 let undoTimer = null;
 
+// An item page works one post; a cluster page (data-base) works the posts it lists, named in
+// every request so that a post that joined the cluster later is never decided unseen.
+function base() {
+  const item = document.getElementById("item");
+  return item.dataset.base || "/items/" + encodeURIComponent(item.dataset.post);
+}
+
+function clusterPosts() { return Array.from(document.querySelectorAll("li.cluster-post")); }
+
+function withPosts(fields) {
+  const pairs = Object.entries(fields);
+  clusterPosts().forEach((li) => pairs.push(["post", li.dataset.post]));
+  return pairs;
+}
+
+function showOpen(open) {
+  if (!open) return;
+  const still = new Set(open);
+  clusterPosts().forEach((li) => li.classList.toggle("done", !still.has(li.dataset.post)));
+  const count = document.getElementById("open-posts");
+  if (count) count.textContent = String(still.size);
+}
+
 async function judge(verdict, factCheckId) {
   const item = document.getElementById("item");
   const fields = { verdict, note: document.getElementById("note").value };
   if (factCheckId) fields.fact_check_id = factCheckId;
-  const answer = await post("/items/" + encodeURIComponent(item.dataset.post) + "/verdicts", fields);
+  const answer = await post(base() + "/verdicts", withPosts(fields));
   if (!answer.ok) { setStatus("not recorded: " + (answer.data.error || answer.status)); return; }
   for (const p of answer.data.pending) {
     const li = document.querySelector('li.match[data-fact-check="' + CSS.escape(p.fact_check_id) + '"]');
     if (li) li.querySelector(".state").textContent = p.verdict + "ed";
   }
+  showOpen(answer.data.open);
   const undo = document.getElementById("undo");
   undo.disabled = false;
   clearTimeout(undoTimer);
   undoTimer = setTimeout(() => { undo.disabled = true; }, Number(item.dataset.undo) * 1000);
-  setStatus(answer.data.done ? "done: sent after " + item.dataset.undo + " s unless undone" : "recorded");
+  const scope = answer.data.posts !== undefined ? " for " + answer.data.posts + " post(s)" : "";
+  setStatus((answer.data.done ? "done" + scope + ": sent after " + item.dataset.undo + " s unless undone" : "recorded" + scope));
 }
 
 async function undo() {
-  const item = document.getElementById("item");
-  const answer = await post("/items/" + encodeURIComponent(item.dataset.post) + "/undo", {});
+  const answer = await post(base() + "/undo", withPosts({}));
   if (answer.ok && answer.data.undone) {
     matches().forEach((m) => { m.querySelector(".state").textContent = ""; });
+    clusterPosts().forEach((li) => li.classList.remove("done"));
     document.getElementById("undo").disabled = true;
     setStatus("undone (" + answer.data.undone + ")");
   } else {
@@ -110,17 +135,20 @@ async function undo() {
 }
 
 async function back() {
-  // Leaving without a verdict gives the item back at once instead of when its lease ends.
-  const item = document.getElementById("item");
-  await post("/items/" + encodeURIComponent(item.dataset.post) + "/release", {});
+  // Leaving without a verdict gives the item (or the cluster's posts) back at once instead of when the lease ends.
+  await post(base() + "/release", withPosts({}));
   location.href = "/";
 }
 
 function renewLease() {
   const item = document.getElementById("item");
   const lease = Number(item.dataset.lease) * 1000;
-  // Re-opening the item renews this session's claim while the page stays open.
-  setInterval(() => fetch(location.pathname, { credentials: "same-origin" }), Math.max(5000, lease / 2));
+  // Re-opening the item renews this session's claim while the page stays open; a cluster page
+  // renews the claims of the posts it lists, and takes no new ones.
+  const renew = item.dataset.base
+    ? () => post(base() + "/renew", withPosts({}))
+    : () => fetch(location.pathname, { credentials: "same-origin" });
+  setInterval(renew, Math.max(5000, lease / 2));
 }
 
 // --- admin -------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The moderators' console under load, on the embedded stack (tansu + Postgres), one console process.
 
-1. Pages: the queue page and an item page with ``--items`` (100,000) review items in Postgres,
-   p50 / p95 over ``--requests`` requests each (a signed-in session, over HTTP).
+1. Pages: the queue page (grouped by claim cluster), an item page and a cluster page (claims
+   up to 100 posts) with ``--items`` (100,000) review items in Postgres: one viral cluster holds
+   every tenth item, the rest are in clusters of five; p50 / p95 over ``--requests`` requests
+   each (a signed-in session, over HTTP).
 2. Live: a result produced to ``matches`` -> its row in an open queue page, in a real headless
    Chromium, p50 / p95 over ``--live`` results.
 3. Concurrency: ``--sessions`` (20) moderators at once, each opening and confirming items from its
@@ -62,7 +64,13 @@ def result(i: int, at: datetime) -> MatchResult:
         model_version="v1",
         processed_at=at + timedelta(seconds=i),
         text=f"post {i}: vaccines contain microchips, a claim said again",
+        cluster_id=cluster_of(i),
     )
+
+
+def cluster_of(i: int) -> int:
+    """Every tenth post in one viral cluster (1), the others in clusters of five."""
+    return 1 if i % 10 == 0 else 2 + i % 18_000
 
 
 class Client:
@@ -131,11 +139,8 @@ async def live(base: str, settings: Settings, n: int) -> dict[str, float]:
         for i in range(n):
             live_result = result(10_000_000 + i, datetime.now(UTC) - timedelta(days=3650))
             # The oldest surest match: the new item sorts first, so it is on the page.
-            live_result = live_result.model_copy(
-                update={
-                    "matches": [m.model_copy(update={"tier": "match", "probability": 1.0}) for m in live_result.matches]
-                }
-            )
+            surest = [m.model_copy(update={"tier": "match", "probability": 1.0}) for m in live_result.matches]
+            live_result = live_result.model_copy(update={"matches": surest, "cluster_id": None})
             await producer.send_and_wait(settings.topic_matches, live_result.model_dump_json().encode())
             sent = time.perf_counter()
             await page.wait_for_selector(f'li.row[data-post="{live_result.post_id}"]', timeout=30_000)
@@ -219,7 +224,8 @@ async def main() -> None:
                     "queue_filtered_page": await asyncio.to_thread(
                         timed, client, "/?lang=fr&tier=match", args.requests
                     ),
-                    "item_page": await asyncio.to_thread(timed, client, "/items/p-4242", args.requests),
+                    "item_page": await asyncio.to_thread(timed, client, "/items/p-4243", args.requests),
+                    "cluster_page": await asyncio.to_thread(timed, client, "/clusters/1", args.requests),
                 }
                 print(json.dumps(pages), flush=True)
                 sse = await live(base, settings, args.live)

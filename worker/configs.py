@@ -18,6 +18,7 @@ from worker.core.document_cache import CachedDocuments, model_identity
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_device
 from worker.core.indexer import CorpusIndexer
 from worker.core.pipeline import PipelineConfig, RetryPolicy
+from worker.core.rematch import RematchConfig
 from worker.core.rollout import Bootstrap, RolloutConfig, ShippedDecision, bootstrap
 from worker.core.serving import Loader, ModelManager, version_name_for
 from worker.domain import Encoder, ModelVersion, ModeName, Tier
@@ -103,6 +104,16 @@ def pipeline_config(
     )
 
 
+def rematch_config(settings: Settings) -> RematchConfig:
+    return RematchConfig(
+        window_s=settings.cluster_window_s,
+        max_clusters=settings.rematch_max_clusters,
+        max_posts=settings.rematch_max_posts,
+        encode_batch_size=settings.encode_batch_size,
+        result_text_max_chars=settings.result_text_max_chars,
+    )
+
+
 def overmatch_config(settings: Settings) -> OverMatchConfig:
     return OverMatchConfig(
         settings.overmatch_window, settings.overmatch_share, settings.overmatch_factor, settings.overmatch_min_matches
@@ -113,6 +124,7 @@ def encoder_options(settings: Settings) -> EncoderOptions:
     return EncoderOptions(
         device=settings.device,
         dtype=settings.dtype,
+        autocast=settings.autocast,
         query_prompt=settings.query_prompt,
         query_prompt_name=settings.query_prompt_name,
         document_prompt_name=settings.document_prompt_name,

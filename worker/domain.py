@@ -176,6 +176,33 @@ class ClusterPost:
     # Its rank-1 tiered match, if any (None: the worker abstained on it).
     fact_check_id: str | None = None
     probability: float | None = None
+    # Its link on its platform (kept for an update of its result when it is re-matched).
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class UnmatchedCluster:
+    """A recent claim cluster no fact-check matched: what a re-match searches with (its centroid,
+    its first post's claim text, its most frequent language)."""
+
+    cluster_id: int
+    centroid: Vectors
+    text: str
+    lang: str | None
+
+
+@dataclass(frozen=True)
+class ClusteredPost:
+    """A post the worker abstained on, as its cluster keeps it: enough to re-match it and publish
+    an update of its result."""
+
+    post_id: str
+    cluster_id: int
+    text: str
+    lang: str | None
+    platform: str | None
+    url: str | None
+    seen_at: datetime
 
 
 @dataclass(frozen=True)

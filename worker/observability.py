@@ -61,6 +61,11 @@ class Metrics:
             "Posts answered with an earlier post's matches (the same claim said again; results say duplicate_of).",
             registry=r,
         )
+        self.rematched = Counter(
+            "factmatch_rematched",
+            "Posts the worker had abstained on that a fact-check added later matched (an updated result each).",
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "factmatch_stage_seconds", "Time per batch and stage.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )

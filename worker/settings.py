@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     model_store: Path = Field(Path("models"), description="Directory where trained model versions live.")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    autocast: Literal["auto", "off", "bfloat16"] = Field(
+        "off",
+        description="Encode a float32 model on CPU under bfloat16 autocast (matrix products in bf16, the rest in"
+        " float32) where the CPU computes bf16 natively (AVX-512 BF16 or AMX); auto: the same. Figures in"
+        " docs/measurements.md.",
+    )
     backend: Literal["torch", "onnx"] = Field(
         "torch",
         description="onnx: ONNX Runtime on CPU, exported once per model into model_store/onnx; a restart then"
@@ -172,6 +178,20 @@ class Settings(BaseSettings):
         gt=0,
         le=365 * 86_400,
         description="A cluster no post joined for this long is not joined again (and is deleted after twice as long).",
+    )
+    rematch_interval_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="How often one worker of the group checks whether the fact-checks changed and, if they did,"
+        " searches the recent claim clusters nobody had a fact-check for again: their posts a new fact-check"
+        " now matches get an updated result (rematched) on the matches topic. 0: never.",
+    )
+    rematch_max_clusters: int = Field(
+        500, ge=1, le=100_000, description="Most unmatched clusters one re-match pass searches (most recent first)."
+    )
+    rematch_max_posts: int = Field(
+        2_000, ge=1, le=1_000_000, description="Most posts one re-match pass encodes and searches again."
     )
     result_text_max_chars: int = Field(
         2_000,

@@ -142,7 +142,8 @@ class ClaimCluster(BaseModel):
 
 
 class MatchResult(BaseModel):
-    """Exactly one per post, on the matches topic, keyed by post id."""
+    """One per post, on the matches topic, keyed by post id; a post the worker abstained on gets one
+    more, ``rematched``, when a fact-check added later matches it (keep the latest per key)."""
 
     schema_version: int = SCHEMA_VERSION
     post_id: str
@@ -158,6 +159,11 @@ class MatchResult(BaseModel):
         description="The post whose answer this one reuses: an earlier post of the same claim (the same text once"
         " links, mentions, retweet prefixes, emoji, case and spacing are set aside) under the same model version"
         " and corpus. Absent when this post was searched itself.",
+    )
+    rematched: bool = Field(
+        False,
+        description="An update of this post's earlier result: no fact-check matched it then, and one added since"
+        " does (the worker searches the claims it abstained on again when the fact-checks change).",
     )
     # What a consumer needs to show the post (a moderator's console) without a second topic.
     cluster_id: int | None = Field(

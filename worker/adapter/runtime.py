@@ -22,12 +22,14 @@ from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
 from worker.adapter.claim_reports import ClaimReporter
 from worker.adapter.coverage import PartitionCoverage, watch_partitions
+from worker.adapter.rematching import RematchLoop
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.core.clusters import Clustering
 from worker.core.indexer import CorpusIndexer
 from worker.core.items import PostItem
 from worker.core.language import fasttext_detector
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, ServingModel
+from worker.core.rematch import Rematcher
 from worker.core.reuse import Reuse
 from worker.core.serving import ServingEvents
 from worker.core.shadow import ShadowRunner
@@ -38,7 +40,7 @@ from worker.retrieval.overmatch import OverMatchWatch, QuarantineGuard
 from worker.retrieval.recall import RecallMonitor
 from worker.retrieval.retriever import Retriever
 from worker.settings import Settings
-from worker.wire import RawRecord
+from worker.wire import MatchResult, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,8 @@ class WorkerRuntime:
         self.models.events = ServingEvents(
             loaded=self.metrics.model_loads.inc,
             switched=self.metrics.model_switches.inc,
-            serving=lambda mv: self.metrics.model.info(
-                {"version": mv.version, "path": mv.path, "dimension": str(mv.dimension)}
+            serving=lambda mv, precision: self.metrics.model.info(
+                {"version": mv.version, "path": mv.path, "dimension": str(mv.dimension), "precision": precision}
             ),
         )
         self.pipeline = self._pipeline()
@@ -73,6 +75,7 @@ class WorkerRuntime:
             if settings.claims_report_interval_s > 0 and settings.claim_clusters
             else None
         )
+        self.rematch = self._rematch_loop(extra_sinks or [])
         self.health = HealthServer(
             self.metrics,
             {
@@ -117,7 +120,7 @@ class WorkerRuntime:
         )
         # One retriever; the shadow calls it without the observers, so it never flags
         # fact-checks or samples searches for what nobody was shown.
-        retriever = Retriever(self.store.candidates, retrieval_config(settings), self.guard)
+        retriever = self.retriever = Retriever(self.store.candidates, retrieval_config(settings), self.guard)
         self.shadow = ShadowRunner(
             self.models,
             retriever,
@@ -163,6 +166,27 @@ class WorkerRuntime:
             factchecks=FactCheckEvents(self.corpus, limits),
             feedback=FeedbackEvents(self.store.feedback, limits),
             sinks=[*archive, *(extra_sinks or [])],
+        )
+
+    def _rematch_loop(self, extra_sinks: list[ResultSink]) -> RematchLoop | None:
+        """Updates for the posts nobody had a fact-check for, when one arrives (needs the claim clusters)."""
+        from worker.configs import rematch_config
+
+        settings = self.settings
+        if settings.rematch_interval_s <= 0 or not settings.claim_clusters:
+            return None
+
+        async def publish(results: Sequence[MatchResult]) -> None:
+            for result in results:
+                await self.broker.publish(
+                    result.model_dump_json().encode(), topic=settings.topic_matches, key=result.post_id.encode()
+                )
+            for sink in extra_sinks:
+                await sink.publish(results, ())
+
+        rematcher = Rematcher(self.models, self.retriever, self.store.rematches, rematch_config(settings))
+        return RematchLoop(
+            rematcher, self.store.trends.report_turn, publish, settings.rematch_interval_s, self.metrics.rematched.inc
         )
 
     async def _watch_overmatch(self, _model: ServingModel, items: Sequence[PostItem]) -> None:
@@ -281,6 +305,7 @@ class WorkerRuntime:
             *([asyncio.create_task(self.recall.run())] if self.recall else []),
             asyncio.create_task(self.shadow.run()),
             *([asyncio.create_task(self.reporter.run())] if self.reporter else []),
+            *([asyncio.create_task(self.rematch.run())] if self.rematch else []),
         ]
 
     async def model_loaded(self) -> None:

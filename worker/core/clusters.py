@@ -29,6 +29,7 @@ def cluster_post(
     posted_at: datetime | None,
     text: str,
     matches: Sequence[Match],
+    url: str | None = None,
 ) -> ClusterPost:
     """What one post brings to its cluster; its rank-1 match counts only when it reached a tier."""
     top = matches[0] if matches and matches[0].tier is not None else None
@@ -42,6 +43,7 @@ def cluster_post(
         text=text,
         fact_check_id=top.fact_check_id if top else None,
         probability=top.probability if top else None,
+        url=url,
     )
 
 

@@ -7,6 +7,7 @@ and pooling come from the model's own config; settings may override the query pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -57,12 +58,37 @@ def resolve_dtype(requested: str, device: str) -> str:
     return "float32"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), as torch detects it."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_autocast(requested: str, device: str, dtype: str) -> str | None:
+    """The autocast dtype to encode under, or None.
+
+    Only a CPU model with float32 weights is autocast (a GPU's weights are already bf16/fp16 by
+    ``dtype``). ``auto`` and ``bfloat16`` both need a CPU that computes bf16 natively; without
+    one the encoder stays in float32 (logged), since emulated bf16 is slower than float32.
+    """
+    if requested == "off" or not device.startswith("cpu") or dtype != "float32":
+        return None
+    if cpu_has_bf16():
+        return "bfloat16"
+    if requested == "bfloat16":
+        log.warning("autocast bfloat16 requested but this CPU has no native bf16 (AVX-512 BF16 or AMX): float32")
+    return None
+
+
 @dataclass(frozen=True)
 class EncoderOptions:
     """The subset of settings that shapes how a model encodes (built by :mod:`worker.configs`)."""
 
     device: str = "auto"
     dtype: str = "auto"
+    autocast: str = "auto"
     query_prompt: str | None = None
     query_prompt_name: str = "query"
     document_prompt_name: str = "document"
@@ -96,6 +122,9 @@ class SentenceTransformerEncoder:
             model_kwargs=model_kwargs,
         )
         self.model.eval()
+        self.autocast = resolve_autocast(self.options.autocast, self.device, dtype)
+        # What the vectors are computed in, for logs, metrics and a version's metadata.
+        self.precision = f"{dtype}, {self.autocast} autocast" if self.autocast else dtype
         self._guard_length()
         dimension = self.model.get_embedding_dimension()
         if not dimension:
@@ -112,6 +141,7 @@ class SentenceTransformerEncoder:
                 "model": model_ref,
                 "device": self.device,
                 "dtype": dtype,
+                "precision": self.precision,
                 "attention": getattr(getattr(self.model[0].model, "config", None), "_attn_implementation", None),
                 "max_seq_length": self.max_seq_length,
                 "dimension": self._dimension,
@@ -159,7 +189,7 @@ class SentenceTransformerEncoder:
     def _encode(self, texts: Sequence[str], prompt: str) -> Vectors:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        with self._lock:
+        with self._lock, self._arithmetic():
             vectors = self.model.encode(
                 list(texts),
                 prompt=prompt,
@@ -174,6 +204,13 @@ class SentenceTransformerEncoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
         return normalised
+
+    def _arithmetic(self) -> contextlib.AbstractContextManager[object]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.autocast))
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         return self._encode(texts, self.query_prompt)

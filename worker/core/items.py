@@ -87,6 +87,7 @@ def cluster_posts(items: Sequence[PostItem]) -> list[ClusterPost]:
                 posted_at=item.post.created_at,
                 text=item.claim,
                 matches=item.answer()[0],
+                url=item.post.url,
             )
         )
     return posts

@@ -75,6 +75,7 @@ class OnnxEncoder:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path), session_options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.precision = "onnx int8" if manifest["int8"] else "onnx float32"
         # One call at a time: two concurrent runs would only split the same cores.
         self._lock = threading.Lock()
         log.info(

@@ -37,7 +37,8 @@ class ServingEvents:
 
     loaded: Callable[[], None] | None = None
     switched: Callable[[], None] | None = None
-    serving: Callable[[ModelVersion], None] | None = None
+    # The version now serving and its encoder's arithmetic (``precision``, e.g. "float32, bfloat16 autocast").
+    serving: Callable[[ModelVersion, str], None] | None = None
 
 
 def version_name_for(model_ref: str) -> str:
@@ -123,7 +124,7 @@ class ModelManager:
             decisions = dataclasses.replace(decisions, reranker=await asyncio.to_thread(self.rerankers, mv.path))
         self._current = ServingModel(mv.version, mv.dimension, encoder, decisions)
         if self.events.serving is not None:
-            self.events.serving(mv)
+            self.events.serving(mv, str(getattr(encoder, "precision", "unknown")))
         if previous is not None and previous != mv.version and self.events.switched is not None:
             self.events.switched()
         log.info("serving model version %s", mv.version, extra={"model_version": mv.version, "previous": previous})

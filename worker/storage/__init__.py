@@ -5,7 +5,8 @@ One module per seam, each a :class:`~worker.storage.db.Part` over one shared poo
 ``candidates`` (search), ``decisions`` (decision models and tier cuts), ``quarantine``,
 ``feedback`` (moderator verdicts), ``shadow`` (shadow evaluation), ``dead_letters`` (archived
 payloads), ``reviews`` and ``accounts`` (the console), ``answers`` (a claim answered once for all
-its repeats), ``clusters`` (claim clusters) and ``trends`` (trending fact-checks). :class:`Store`
+its repeats), ``clusters`` (claim clusters), ``trends`` (trending fact-checks) and ``rematches`` (unmatched
+clusters searched again when the fact-checks change). :class:`Store`
 holds one of each, the way hasher-matcher-actioner keeps its storage interface apart from its
 Postgres implementation: callers take the narrow protocol of the part they use
 (:mod:`worker.storage.interfaces`), and the parts lifecycle and version code need have an
@@ -31,6 +32,7 @@ from worker.storage.embeddings import Embeddings, index_name, vector_type
 from worker.storage.feedback import FeedbackLog
 from worker.storage.quarantine import Quarantine
 from worker.storage.registry import Registry
+from worker.storage.rematch import Rematches
 from worker.storage.review_groups import ReviewGroups
 from worker.storage.reviews import Reviews
 from worker.storage.shadow import ShadowResults
@@ -86,6 +88,7 @@ class Store:
         self.answers = Answers(self.db)
         self.clusters = Clusters(self.db)
         self.trends = Trends(self.db)
+        self.rematches = Rematches(self.db)
 
     @property
     def conninfo(self) -> str:

@@ -110,6 +110,26 @@ _UPDATE = (
 )
 
 
+async def count_hits(conn: AsyncConnection[Any], hits: dict[tuple[str, datetime, str, str], int]) -> None:
+    """Add posts to their fact-checks' hourly counts, keyed (fact-check, hour, language, platform)
+    (the trends read them)."""
+    if not hits:
+        return
+    fcs, hours, langs, platforms = (list(column) for column in zip(*hits, strict=True))
+    await conn.execute(
+        "INSERT INTO fact_check_hits (fact_check_id, hour, lang, platform, posts)"
+        " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bigint[])"
+        " ON CONFLICT (fact_check_id, hour, lang, platform)"
+        " DO UPDATE SET posts = fact_check_hits.posts + excluded.posts",
+        (fcs, hours, langs, platforms, list(hits.values())),
+    )
+
+
+def hit_hour(seen_at: datetime) -> datetime:
+    """The hour a post counts in."""
+    return seen_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 class Clusters(Part):
     """``claim_clusters`` and ``post_clusters``."""
 
@@ -193,8 +213,10 @@ class Clusters(Part):
         async with conn.cursor() as cur:
             await cur.executemany(_UPDATE, [entry.row(cluster) for cluster, entry in joins.items()])
         await conn.execute(
-            "INSERT INTO post_clusters (model_version, post_id, cluster_id, seen_at, text, abstained)"
-            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::boolean[])",
+            "INSERT INTO post_clusters"
+            " (model_version, post_id, cluster_id, seen_at, text, abstained, lang, platform, url)"
+            " SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::boolean[],"
+            " %s::text[], %s::text[], %s::text[])",
             (
                 version,
                 [p.post_id for p, _ in placed],
@@ -202,28 +224,16 @@ class Clusters(Part):
                 [p.seen_at for p, _ in placed],
                 [p.text[:1000] for p, _ in placed],
                 [p.fact_check_id is None for p, _ in placed],
+                [p.lang for p, _ in placed],
+                [p.platform for p, _ in placed],
+                [(p.url or "")[:2000] or None for p, _ in placed],
             ),
         )
         hits: dict[tuple[str, datetime, str, str], int] = defaultdict(int)
         for post, _ in placed:
             if post.fact_check_id is not None:
-                hour = post.seen_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-                hits[(post.fact_check_id, hour, post.lang or "und", post.platform or "unknown")] += 1
-        await self._count_hits(conn, hits)
-
-    @staticmethod
-    async def _count_hits(conn: AsyncConnection[Any], hits: dict[tuple[str, datetime, str, str], int]) -> None:
-        """Add the newly clustered posts to their fact-checks' hourly counts (the trends read them)."""
-        if not hits:
-            return
-        fcs, hours, langs, platforms = (list(column) for column in zip(*hits, strict=True))
-        await conn.execute(
-            "INSERT INTO fact_check_hits (fact_check_id, hour, lang, platform, posts)"
-            " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bigint[])"
-            " ON CONFLICT (fact_check_id, hour, lang, platform)"
-            " DO UPDATE SET posts = fact_check_hits.posts + excluded.posts",
-            (fcs, hours, langs, platforms, list(hits.values())),
-        )
+                hits[(post.fact_check_id, hit_hour(post.seen_at), post.lang or "und", post.platform or "unknown")] += 1
+        await count_hits(conn, hits)
 
     async def _nearest(
         self, conn: AsyncConnection[Any], version: str, dimension: int, vector: Any, window_s: float

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from worker.domain import (
+    ClusteredPost,
     ClusterPost,
     ClusterSummary,
     ConsoleSession,
@@ -33,6 +34,7 @@ from worker.domain import (
     Source,
     StoredDecision,
     Threshold,
+    UnmatchedCluster,
     Vectors,
     VerdictKind,
     VersionStatus,
@@ -233,6 +235,17 @@ class ClusterStore(Protocol):
         self, version: str, dimension: int, posts: Sequence[ClusterPost], *, cut: float, window_s: float
     ) -> list[ClusterSummary]: ...
     async def forget_clusters(self, older_than_s: float, limit: int = 10_000) -> int: ...
+
+
+class RematchStore(Protocol):
+    """Unmatched claim clusters searched again when the corpus changes (:class:`worker.storage.rematch.Rematches`)."""
+
+    async def rematch_generation(self, version: str) -> int | None: ...
+    async def unmatched_clusters(self, version: str, window_s: float, limit: int) -> list[UnmatchedCluster]: ...
+    async def abstained_posts(self, version: str, cluster_ids: Sequence[int], limit: int) -> list[ClusteredPost]: ...
+    async def record_rematches(
+        self, version: str, generation: int, matched: Sequence[tuple[ClusteredPost, str, float]]
+    ) -> int: ...
 
 
 class PayloadStore(Protocol):

@@ -1,0 +1,65 @@
+"""The encoder's CPU arithmetic: bfloat16 autocast is used only where the CPU computes bf16 natively
+and only for float32 weights on CPU, and with the default model it gives float32's vectors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.core import encoder as encoder_module
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, cpu_has_bf16, resolve_autocast
+from worker.local.models import default_model_ref
+
+POSTS = [
+    "RT Drinking hot water with vinegar cures the coronavirus",
+    "5G towers spread the virus, my neighbour says",
+    "Le vaccin contient une puce électronique",
+    "Bill Gates wants to microchip everyone through the vaccine",
+    "short",
+    "A much longer post that goes on and on about a claim it read somewhere on the internet " * 3,
+] * 6
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "dtype", "native", "expected"),
+    [
+        ("auto", "cpu", "float32", True, "bfloat16"),
+        ("auto", "cpu", "float32", False, None),
+        ("bfloat16", "cpu", "float32", False, None),
+        ("bfloat16", "cpu", "float32", True, "bfloat16"),
+        ("off", "cpu", "float32", True, None),
+        ("auto", "cuda", "bfloat16", True, None),
+        ("auto", "cpu", "bfloat16", True, None),
+    ],
+)
+def test_autocast_only_for_float32_weights_on_a_cpu_that_computes_bf16(
+    monkeypatch: pytest.MonkeyPatch, requested: str, device: str, dtype: str, native: bool, expected: str | None
+) -> None:
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: native)
+    assert resolve_autocast(requested, device, dtype) == expected
+
+
+def test_an_explicit_request_on_a_cpu_without_bf16_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        assert resolve_autocast("bfloat16", "cpu", "float32") is None
+    assert "no native bf16" in caplog.text
+
+
+def test_bf16_autocast_gives_the_default_models_float32_vectors(tmp_path: Path) -> None:
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16: the encoder stays in float32 (the test above covers it)")
+    ref = default_model_ref(tmp_path)
+    fp32 = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="off"))
+    fast = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="bfloat16"))
+    assert fp32.precision == "float32" and fast.precision == "float32, bfloat16 autocast"
+    for encode in ("encode_queries", "encode_documents"):
+        a, b = getattr(fp32, encode)(POSTS), getattr(fast, encode)(POSTS)
+        assert b.dtype == np.float32 and b.shape == a.shape
+        np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+        assert float(np.min(np.sum(a * b, axis=1))) >= 0.9999

@@ -30,7 +30,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # 2. The dependencies, from pyproject.toml and the constraints alone: a code or README edit
 #    does not reinstall them. (tomllib reads the list; the project itself is not installed yet.)
+#    pdqhash is a source package: its C++ builds here, in the build stage only (the compiler
+#    is Debian's for the pinned codename; it never reaches the runtime image).
 COPY pyproject.toml constraints.txt ./
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" \
         > requirements.txt \

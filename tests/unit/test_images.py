@@ -1,0 +1,174 @@
+"""Unit tier: what the image code decides without a network: which addresses and links may be
+fetched, what untrusted bytes are, and that PDQ sees the same photo through the usual edits."""
+
+from __future__ import annotations
+
+import base64
+import io
+import ipaddress
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+from worker.images.decode import decode, inline_bytes, sniff
+from worker.images.fetch import FetchPolicy, ImageRefused, address_allowed, check_url
+from worker.images.pdq import MIN_QUALITY, hamming, pdq_hash
+
+CUT = 31  # hasher-matcher-actioner's default PDQ match distance
+
+
+def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A distinct synthetic 'photo': soft shapes on a gradient (photos have few sharp edges)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * rng.uniform(0.1, 0.4) + y * rng.uniform(0.1, 0.4) + rng.uniform(0, 90)) % 256] * 3, -1)
+    image = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, w * 0.9)), int(rng.integers(0, h * 0.9))
+        box = [x0, y0, x0 + int(rng.integers(w // 10, w // 2)), y0 + int(rng.integers(h // 8, h // 2))]
+        draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image.filter(ImageFilter.GaussianBlur(4))
+
+
+def encoded(image: Image.Image, kind: str = "PNG", **kw: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, kind, **kw)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.216.34", True),
+        ("2606:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.0.0.8", False),
+        ("172.16.3.4", False),
+        ("192.168.1.1", False),
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("169.254.169.254", False),  # the cloud metadata service
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fd00::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),  # loopback, IPv4-mapped
+        ("::ffff:10.0.0.1", False),
+    ],
+)
+def test_only_global_addresses_are_fetched_by_default(address: str, allowed: bool) -> None:
+    assert address_allowed(ipaddress.ip_address(address), FetchPolicy()) is allowed
+
+
+def test_an_allowed_network_lets_a_private_cdn_through_and_nothing_else() -> None:
+    policy = FetchPolicy(allow_networks=FetchPolicy.networks("10.20.0.0/16, 127.0.0.2/32"))
+    assert address_allowed(ipaddress.ip_address("10.20.3.4"), policy)
+    assert address_allowed(ipaddress.ip_address("127.0.0.2"), policy)
+    assert not address_allowed(ipaddress.ip_address("10.21.0.1"), policy)
+    assert not address_allowed(ipaddress.ip_address("127.0.0.1"), policy)
+    with pytest.raises(ValueError):
+        FetchPolicy.networks("10.0.0.0/33")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://example.com/a.png", "bad_url"),
+        ("file:///etc/passwd", "bad_url"),
+        ("javascript:alert(1)", "bad_url"),
+        ("http://user:pw@example.com/a.png", "bad_url"),
+        ("http:///a.png", "bad_url"),
+        ("http://127.0.0.1/a.png", "address_refused"),
+        ("http://169.254.169.254/latest/meta-data/", "address_refused"),
+        ("http://[::1]:8080/a.png", "address_refused"),
+        ("https://evil.example/a.png", "host_refused"),
+    ],
+)
+def test_links_the_fetcher_never_tries(url: str, reason: str) -> None:
+    policy = FetchPolicy(hosts=("cdn.example", "pbs.twimg.com")) if reason == "host_refused" else FetchPolicy()
+    with pytest.raises(ImageRefused) as refused:
+        check_url(url, policy)
+    assert refused.value.reason == reason
+
+
+def test_allowed_hosts_include_their_subdomains_only() -> None:
+    policy = FetchPolicy(hosts=("cdn.example",))
+    assert check_url("https://cdn.example/a.png", policy) == "cdn.example"
+    assert check_url("https://img.cdn.example/a.png", policy) == "img.cdn.example"
+    with pytest.raises(ImageRefused):
+        check_url("https://notcdn.example/a.png", policy)
+
+
+def test_what_an_image_is_comes_from_its_bytes() -> None:
+    image = photo(1, (64, 48))
+    for kind in ("PNG", "JPEG", "GIF", "WEBP"):
+        data = encoded(image, kind)
+        assert sniff(data) == kind
+        assert decode(data, 10_000).shape == (48, 64, 3)
+    for data in (b"", b"<html>not an image</html>", b"%PDF-1.7", b"RIFF\x00\x00\x00\x00WAVE", b"BM" + b"\x00" * 60):
+        with pytest.raises(ImageRefused) as refused:
+            decode(data, 10_000)
+        assert refused.value.reason == "not_an_image"
+    with pytest.raises(ImageRefused) as refused:
+        decode(encoded(image)[:200], 10_000)  # a PNG cut short
+    assert refused.value.reason == "broken_image"
+
+
+def test_a_decompression_bomb_is_refused_before_its_pixels_are_decoded() -> None:
+    # A valid PNG header claiming 100,000 x 100,000 pixels, and a few bytes of zlib data.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = (100_000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 10_000))
+    bomb += chunk(b"IEND", b"")
+    assert len(bomb) < 1_000
+    with pytest.raises(ImageRefused) as refused:
+        decode(bomb, 40_000_000)
+    assert refused.value.reason == "too_many_pixels" and "pixels" in refused.value.detail
+    # The same cap on an honest image.
+    with pytest.raises(ImageRefused):
+        decode(encoded(photo(2, (300, 300))), 300 * 299)
+
+
+def test_inline_images_are_bounded_before_decoding() -> None:
+    data = encoded(photo(3, (32, 32)))
+    assert inline_bytes(base64.b64encode(data).decode(), 10_000) == data
+    with pytest.raises(ImageRefused) as refused:
+        inline_bytes(base64.b64encode(b"x" * 20_000).decode(), 10_000)
+    assert refused.value.reason == "too_large"
+    with pytest.raises(ImageRefused) as refused:
+        inline_bytes("not base64 at all!", 10_000)
+    assert refused.value.reason == "bad_data"
+
+
+def test_pdq_sees_the_same_photo_through_resizing_recompression_brightness_and_a_watermark() -> None:
+    for seed in range(5):
+        original = photo(seed)
+        reference = pdq_hash(np.asarray(original))
+        assert reference.usable and len(reference.hex) == 64 and len(reference.bits) == 256
+        marked = original.copy()
+        ImageDraw.Draw(marked).text((20, 440), "@somebody reposted this", fill=(255, 255, 255))
+        edits = {
+            "half size": original.resize((320, 240)),
+            "double size": original.resize((1280, 960)),
+            "jpeg q30": Image.open(io.BytesIO(encoded(original, "JPEG", quality=30))),
+            "brighter": ImageEnhance.Brightness(original).enhance(1.3),
+            "darker": ImageEnhance.Brightness(original).enhance(0.75),
+            "watermark": marked,
+        }
+        for name, edited in edits.items():
+            distance = hamming(reference.hex, pdq_hash(np.asarray(edited.convert("RGB"))).hex)
+            assert distance <= CUT, (seed, name, distance)
+
+
+def test_pdq_keeps_distinct_photos_apart_and_flags_a_blank_image() -> None:
+    hashes = [pdq_hash(np.asarray(photo(seed))).hex for seed in range(12)]
+    distances = [hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1 :]]
+    assert min(distances) > 2 * CUT
+    blank = pdq_hash(np.full((200, 200, 3), 128, dtype=np.uint8))
+    assert blank.quality < MIN_QUALITY and not blank.usable

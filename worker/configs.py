@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.core.decoding import Limits
 from worker.core.document_cache import CachedDocuments, model_identity
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_device
+from worker.core.images import ImageConfig
 from worker.core.indexer import CorpusIndexer
 from worker.core.pipeline import PipelineConfig, RetryPolicy
 from worker.core.rematch import RematchConfig
@@ -32,6 +34,9 @@ from worker.retrieval.shipped import shipped_decisions
 from worker.settings import Settings
 from worker.storage import Store, apply_migrations
 from worker.wire import FactCheck
+
+if TYPE_CHECKING:
+    from worker.images.reader import ImageReader
 
 
 def fusion_config(settings: Settings, mode: ModeName | None = None) -> FusionConfig:
@@ -112,6 +117,34 @@ def rematch_config(settings: Settings) -> RematchConfig:
         encode_batch_size=settings.encode_batch_size,
         result_text_max_chars=settings.result_text_max_chars,
     )
+
+
+def image_config(settings: Settings) -> ImageConfig:
+    return ImageConfig(match_distance=settings.image_match_distance, batch_timeout_s=settings.image_batch_timeout_s)
+
+
+def image_reader(settings: Settings) -> ImageReader | None:
+    """What reads posts' and fact-checks' images (None when images are off)."""
+    if not settings.images:
+        return None
+    from worker.images.fetch import FetchPolicy, ImageFetcher
+    from worker.images.reader import ImageReader, ReadLimits
+
+    policy = FetchPolicy(
+        max_bytes=settings.image_max_bytes,
+        timeout_s=settings.image_fetch_timeout_s,
+        connect_timeout_s=settings.image_connect_timeout_s,
+        max_redirects=settings.image_max_redirects,
+        allow_networks=FetchPolicy.networks(settings.image_allow_networks),
+        hosts=tuple(h.strip().lower() for h in settings.image_hosts.split(",") if h.strip()),
+    )
+    limits = ReadLimits(
+        max_per_item=settings.image_max_per_post,
+        max_bytes=settings.image_max_bytes,
+        max_pixels=settings.image_max_pixels,
+        concurrency=settings.image_fetch_concurrency,
+    )
+    return ImageReader(ImageFetcher(policy), limits)
 
 
 def overmatch_config(settings: Settings) -> OverMatchConfig:
@@ -252,13 +285,23 @@ def model_manager(store: Store, settings: Settings) -> ModelManager:
 async def load_fact_checks(store: Store, settings: Settings, fact_checks: Sequence[FactCheck]) -> int:
     """Load fact-checks and embed them under every serving version (bootstrapping one if none is active)."""
     manager = model_manager(store, settings)
-    if await store.registry.active_version() is None:
-        # Rows first, index after: the bootstrap embeds everything, then builds the index.
-        await store.corpus.upsert_fact_checks(fact_checks)
-        await bootstrap_active_version(store, settings, manager)
-        return len({fc.id for fc in fact_checks})
-    change = await CorpusIndexer(store, manager.encoder_for).upsert(fact_checks, progress=True)
-    return change.upserted
+    indexer = corpus_indexer(store, settings, manager.encoder_for)
+    try:
+        if await store.registry.active_version() is None:
+            # Rows first, index after: the bootstrap embeds everything, then builds the index.
+            await store.corpus.upsert_fact_checks(fact_checks)
+            await indexer.index_images(list({fc.id: fc for fc in fact_checks}.values()))
+            await bootstrap_active_version(store, settings, manager)
+            return len({fc.id for fc in fact_checks})
+        change = await indexer.upsert(fact_checks, progress=True)
+        return change.upserted
+    finally:
+        await indexer.close()
+
+
+def corpus_indexer(store: Store, settings: Settings, encoder_for: Callable[[str, str], Encoder]) -> CorpusIndexer:
+    """Applies fact-check changes: rows, vectors under every serving version, images' hashes."""
+    return CorpusIndexer(store, encoder_for, image_reader(settings), store.images)
 
 
 async def eval_model_ref(settings: Settings, model: str | None) -> str:

@@ -76,6 +76,28 @@ class FactCheckDetails:
 
 
 @dataclass(frozen=True)
+class ImageRead:
+    """One image read (fetched or inline, decoded, hashed), or why not: ``error`` is a short reason."""
+
+    index: int
+    pdq: str | None = None
+    quality: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    """A fact-check with an image near one of a post's images (PDQ Hamming ``distance``)."""
+
+    fact_check_id: str
+    image: int
+    distance: int
+    details: FactCheckDetails
+
+
+@dataclass(frozen=True)
 class Threshold:
     """One fitted tier cut on the match probability, for one language (``*``: all)."""
 

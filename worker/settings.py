@@ -324,6 +324,48 @@ class Settings(BaseSettings):
         " (benchmarks/results/ann_100k_2core.txt), for a build about 3x as long.",
     )
 
+    # --- Images (posts' and fact-checks' images, matched by PDQ hash) ------------------
+    images: bool = Field(
+        True, description="Read the images posts and fact-checks carry and match them by perceptual hash (PDQ)."
+    )
+    image_max_per_post: int = Field(
+        4, ge=1, le=32, description="Images read per post or fact-check; the rest are listed as skipped."
+    )
+    image_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1_024, le=100 * 1024 * 1024, description="Largest image fetched or taken inline."
+    )
+    image_max_pixels: int = Field(
+        40_000_000,
+        ge=10_000,
+        le=500_000_000,
+        description="Largest image decoded (a decompression bomb is refused before).",
+    )
+    image_fetch_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Longest one image's fetch takes, redirects included."
+    )
+    image_connect_timeout_s: float = Field(2.0, gt=0, le=30)
+    image_max_redirects: int = Field(3, ge=0, le=10)
+    image_batch_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Longest a batch waits for its images; later ones are reported as timeout."
+    )
+    image_fetch_concurrency: int = Field(8, ge=1, le=256, description="Images fetched at once by one worker.")
+    image_allow_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs images may be fetched from although not public (a platform's CDN inside"
+        " a private network). By default only global addresses: loopback, private, link-local (the metadata"
+        " service) and the like are refused, after DNS and on every redirect.",
+    )
+    image_hosts: str = Field(
+        "", description="Comma-separated host names (and their subdomains) that alone may be fetched; empty: any host."
+    )
+    image_match_distance: int = Field(
+        31,
+        ge=0,
+        le=128,
+        description="PDQ Hamming distance (of 256 bits) at or below which a post's image is a fact-check's picture"
+        " (hasher-matcher-actioner's default).",
+    )
+
     # --- Failure handling --------------------------------------------------------------
     retry_attempts: int = Field(5, ge=1, le=50, description="Tries of a batch against an unhealthy dependency.")
     retry_backoff_initial_s: float = Field(0.5, gt=0, le=60)
@@ -399,6 +441,19 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"database_url must be a postgresql:// URL or libpq key=value string, not {scheme or 'that'}"
                 )
+        return value
+
+    @field_validator("image_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"image_allow_networks: {part!r} is not a network (CIDR)") from exc
         return value
 
     def trusted_proxies(self) -> frozenset[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +40,23 @@ Id = Annotated[
 ]
 
 
+class ImageRef(BaseModel):
+    """An image a post or a fact-check carries: a link the worker fetches (under its network
+    policy) or the image's bytes inline, base64 (bounded by the record's size); never both."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    url: str | None = Field(None, max_length=4_000, description="An http(s) link to the image.")
+    data: str | None = Field(None, description="The image's bytes, base64 (JPEG, PNG, GIF or WebP).")
+    alt: str | None = Field(None, max_length=2_000, description="The image's alt text, as the platform gave it.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageRef:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("an image has either url or data")
+        return self
+
+
 class Post(BaseModel):
     """A social-media post, as platforms produce it to the posts topic (keyed by ``id``)."""
 
@@ -51,6 +68,11 @@ class Post(BaseModel):
     platform: str | None = Field(None, max_length=100)
     url: str | None = Field(None, max_length=4_000, description="The post's link on its platform.")
     created_at: datetime | None = None
+    images: list[ImageRef] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Images attached to the post; the worker reads the first image_max_per_post of them.",
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -68,6 +90,12 @@ class FactCheck(BaseModel):
     rating: str | None = None
     published_at: datetime | None = None
     source: str | None = None
+    images: list[ImageRef] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The images the fact-check is about (the viral photo, the fake screenshot): a post showing"
+        " the same picture is matched by its perceptual hash.",
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -97,7 +125,10 @@ class Match(BaseModel):
     """One fact-check that a post matched, with why: both retrievers' scores and ranks, shared terms."""
 
     fact_check_id: str
-    score: float = Field(description="Cosine similarity of post and fact-check under the model version.")
+    score: float = Field(
+        description="Cosine similarity of post and fact-check under the model version (0 for a fact-check found"
+        " by its image alone)."
+    )
     rank: int
     claim: str
     title: str | None = None
@@ -119,6 +150,14 @@ class Match(BaseModel):
     lexical_rank: int | None = None
     fused_score: float | None = None
     shared_terms: list[str] = Field(default_factory=list)
+    image: int | None = Field(
+        None, description="Which of the post's images (its index) shows the fact-check's image; absent: none."
+    )
+    image_distance: int | None = Field(
+        None,
+        description="PDQ Hamming distance (of 256 bits) between that image and the fact-check's nearest image:"
+        " 0 is the same picture; at most the worker's image_match_distance.",
+    )
 
 
 class SourceRef(BaseModel):
@@ -139,6 +178,21 @@ class ClaimCluster(BaseModel):
     fact_check_id: str | None = Field(
         None, description="The best-matching fact-check of its posts so far (None: none reached a tier)."
     )
+
+
+class ImageOutcome(BaseModel):
+    """What the worker made of one of the post's images: its PDQ hash, or why it has none."""
+
+    index: int = Field(description="The image's position in the post's images.")
+    pdq: str | None = Field(None, description="Its PDQ hash, 64 hex digits.")
+    quality: int | None = Field(None, description="PDQ's quality (0-100); below 50 the hash is not matched.")
+    error: str | None = Field(
+        None,
+        description="Why it was not read: bad_url, address_refused, host_refused, unreachable, http_status,"
+        " too_large, too_many_redirects, timeout, not_an_image, broken_image, too_many_pixels, bad_data,"
+        " too_many_images. The post's text is matched all the same.",
+    )
+    detail: str | None = None
 
 
 class MatchResult(BaseModel):
@@ -176,6 +230,7 @@ class MatchResult(BaseModel):
     text_truncated: bool = Field(False, description="``text`` holds only the start of the post's text.")
     url: str | None = Field(None, description="The post's link on its platform, as the post gave it.")
     posted_at: datetime | None = Field(None, description="The post's own created_at, as the post gave it.")
+    images: list[ImageOutcome] = Field(default_factory=list, description="One per image the post carried.")
 
 
 class TrendingFactCheck(BaseModel):

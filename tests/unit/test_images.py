@@ -172,3 +172,32 @@ def test_pdq_keeps_distinct_photos_apart_and_flags_a_blank_image() -> None:
     assert min(distances) > 2 * CUT
     blank = pdq_hash(np.full((200, 200, 3), 128, dtype=np.uint8))
     assert blank.quality < MIN_QUALITY and not blank.usable
+
+
+def test_a_same_picture_fact_check_is_a_match_listed_first_and_a_text_match_gains_the_evidence() -> None:
+    from worker.core.images import with_image_matches
+    from worker.domain import FactCheckDetails, ImageHit
+    from worker.wire import Match
+
+    def text(fc: str, rank: int, tier: str | None) -> Match:
+        return Match(fact_check_id=fc, score=0.8, rank=rank, claim=fc, tier=tier, probability=0.6)  # type: ignore[arg-type]
+
+    details = FactCheckDetails("a shark on a highway", None, "https://fc.example/1", "en", "false", None)
+    matches = [text("fc-a", 1, "suggestion"), text("fc-b", 2, None), text("fc-c", 3, None)]
+    hits = [
+        ImageHit("fc-photo", 1, 12, details),
+        ImageHit("fc-c", 0, 4, details),
+        ImageHit("fc-c", 1, 20, details),  # the same fact-check by another image: its nearest counts
+        ImageHit("fc-q", 0, 2, details),
+    ]
+    merged = with_image_matches(matches, hits, quarantined=frozenset({"fc-q"}))
+    assert [(m.fact_check_id, m.rank, m.tier, m.image, m.image_distance) for m in merged] == [
+        ("fc-q", 1, "suggestion", 0, 2),  # quarantined: one tier lower, like a text match
+        ("fc-c", 2, "match", 0, 4),
+        ("fc-photo", 3, "match", 1, 12),
+        ("fc-a", 4, "suggestion", None, None),
+        ("fc-b", 5, None, None, None),
+    ]
+    assert merged[1].probability == 0.6 and merged[1].score == 0.8  # found by text too: its scores stay
+    assert merged[2].probability is None and merged[2].score == 0.0 and merged[2].claim == "a shark on a highway"
+    assert with_image_matches(matches, [], frozenset()) == matches

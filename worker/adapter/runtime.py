@@ -25,6 +25,7 @@ from worker.adapter.coverage import PartitionCoverage, watch_partitions
 from worker.adapter.rematching import RematchLoop
 from worker.adapter.sinks import DeadLetterArchive, ResultSink
 from worker.core.clusters import Clustering
+from worker.core.images import ImageMatching
 from worker.core.indexer import CorpusIndexer
 from worker.core.items import PostItem
 from worker.core.language import fasttext_detector
@@ -52,7 +53,7 @@ class WorkerRuntime:
     """The production worker's parts: store, models, pipeline, corpus indexer and broker."""
 
     def __init__(self, settings: Settings, extra_sinks: list[ResultSink] | None = None) -> None:
-        from worker.configs import model_manager, store_from_settings
+        from worker.configs import image_reader, model_manager, store_from_settings
 
         self.settings = settings
         self.metrics = Metrics()
@@ -65,8 +66,10 @@ class WorkerRuntime:
                 {"version": mv.version, "path": mv.path, "dimension": str(mv.dimension), "precision": precision}
             ),
         )
+        # One image reader (its fetcher's connections and limits) for posts and fact-checks.
+        self.image_reader = image_reader(settings)
         self.pipeline = self._pipeline()
-        self.corpus = CorpusIndexer(self.store, self.models.encoder_for)
+        self.corpus = CorpusIndexer(self.store, self.models.encoder_for, self.image_reader, self.store.images)
         self.broker_watch = BrokerWatch(settings, self.consumers)
         self.coverage = PartitionCoverage(settings.unserved_partition_after_s)
         self.broker = build_broker(settings, self._deps(extra_sinks), metrics=self.metrics, watch=self.broker_watch)
@@ -149,6 +152,7 @@ class WorkerRuntime:
             ],
             reuse=self.reuse,
             clustering=self.clustering,
+            images=self._images(),
         )
 
     def _deps(self, extra_sinks: list[ResultSink] | None) -> WorkerDeps:
@@ -167,6 +171,14 @@ class WorkerRuntime:
             feedback=FeedbackEvents(self.store.feedback, limits),
             sinks=[*archive, *(extra_sinks or [])],
         )
+
+    def _images(self) -> ImageMatching | None:
+        """Posts' images read and matched by PDQ hash (None when images are off)."""
+        from worker.configs import image_config
+
+        if self.image_reader is None:
+            return None
+        return ImageMatching(self.image_reader, self.store.images, image_config(self.settings), self.guard)
 
     def _rematch_loop(self, extra_sinks: list[ResultSink]) -> RematchLoop | None:
         """Updates for the posts nobody had a fact-check for, when one arrives (needs the claim clusters)."""
@@ -334,6 +346,8 @@ class WorkerRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.stop()
+        if self.image_reader is not None:
+            await self.image_reader.close()
         await self.store.close()
 
     async def start(self) -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from worker.core.images import ImageSource
 from worker.domain import SERVING_STATUSES, Encoder
-from worker.storage.interfaces import EmbeddingIndex, IndexingStores
+from worker.storage.interfaces import EmbeddingIndex, ImageIndex, IndexingStores
 from worker.wire import FactCheck, FactCheckEvent, document_text
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,18 @@ class CorpusChange:
 class CorpusIndexer:
     """Applies fact-check upserts and deletes, embedding under every serving version."""
 
-    def __init__(self, store: IndexingStores, encoder_for: EncoderFor) -> None:
+    def __init__(
+        self,
+        store: IndexingStores,
+        encoder_for: EncoderFor,
+        images: ImageSource | None = None,
+        image_index: ImageIndex | None = None,
+    ) -> None:
         self.store = store
         self.encoder_for = encoder_for
+        # Fact-checks' images are read and hashed (PDQ) when both are given.
+        self.images = images
+        self.image_index = image_index
 
     async def upsert(self, fact_checks: Sequence[FactCheck], *, progress: bool = False) -> CorpusChange:
         change = CorpusChange()
@@ -112,7 +122,26 @@ class CorpusIndexer:
             change.embedded += await embed_fact_checks(
                 self.store.embeddings, mv.version, encoder, unique, progress=progress
             )
+        await self.index_images(unique)
         return change
+
+    async def close(self) -> None:
+        if self.images is not None:
+            await self.images.close()
+
+    async def index_images(self, fact_checks: Sequence[FactCheck]) -> None:
+        """Each upserted fact-check's images, read and hashed (none: its earlier images go)."""
+        if self.images is None or self.image_index is None:
+            return
+        source = self.images
+        reads = await asyncio.gather(*(source.read(fc.images) for fc in fact_checks if fc.images))
+        found = iter(reads)
+        await self.image_index.replace_images(
+            {
+                fc.id: list(zip(next(found), [ref.url for ref in fc.images], strict=True)) if fc.images else []
+                for fc in fact_checks
+            }
+        )
 
     async def apply(self, events: Sequence[FactCheckEvent]) -> CorpusChange:
         # The last event for an id wins, as it would if they were applied one by one.

@@ -9,11 +9,11 @@ cluster, and the cluster as the wire shows it. :class:`worker.core.pipeline.Matc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from worker.core.clusters import cluster_post
 from worker.core.reuse import Reused
-from worker.domain import ClusterPost, ClusterSummary, Vectors
+from worker.domain import ClusterPost, ClusterSummary, ImageRead, Vectors
 from worker.retrieval.retriever import Query, Searched
 from worker.wire import ClaimCluster, Match, MatchResult, Post, RawRecord
 
@@ -38,6 +38,8 @@ class PostItem:
     reused: Reused | None = None
     copy_of: PostItem | None = None
     cluster: ClusterSummary | None = None
+    # Its images as read (fetched or inline, hashed), one per image it carried.
+    images: list[ImageRead] = field(default_factory=list)
     result: MatchResult | None = None
 
     def query(self) -> Query:
@@ -57,10 +59,14 @@ class PostItem:
 
 def mark_repeats(items: Sequence[PostItem], keys: Sequence[str], found: dict[str, Reused]) -> list[PostItem]:
     """Give each post its answer key and mark the repeats: a stored answer (``reused``) or an earlier
-    post of the batch (``copy_of``); the posts left to encode and search, in order."""
+    post of the batch (``copy_of``); the posts left to encode and search, in order. A post with
+    images is never a repeat and never repeated: its answer depends on more than its claim."""
     first: dict[str, PostItem] = {}
     todo: list[PostItem] = []
     for item, key in zip(items, keys, strict=True):
+        if item.post.images:
+            todo.append(item)
+            continue
         item.key = key
         if key in found:
             item.reused = found[key]

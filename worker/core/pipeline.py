@@ -34,9 +34,10 @@ from typing import Protocol, TypeVar
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
 from worker.core.clusters import Clustering
 from worker.core.decoding import Limits, decode_post
+from worker.core.images import ImageMatching, outcome, with_image_matches
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
 from worker.core.reuse import Reuse
-from worker.domain import Encoder
+from worker.domain import Encoder, ImageRead
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
@@ -181,10 +182,12 @@ class MatchPipeline:
         observers: Sequence[Observer] = (),
         reuse: Reuse | None = None,
         clustering: Clustering | None = None,
+        images: ImageMatching | None = None,
     ) -> None:
         self.models = models
         self.reuse = reuse
         self.clustering = clustering
+        self.images = images
         self.searcher = searcher
         self.config = config
         self.detect_language = detect_language
@@ -199,9 +202,15 @@ class MatchPipeline:
             return BatchOutcome(dead_letters=tuple(letters))
         # One snapshot per batch: a model switch lands between batches, never inside one.
         model = self.models.current()
-        await self._languages(items)
-        todo = await self._repeats(model, items)
-        stats = await self._match(model, todo)
+        reading = self._read_images(items)
+        try:
+            await self._languages(items)
+            todo = await self._repeats(model, items)
+            stats = await self._match(model, todo)
+            await self._match_images(items, reading)
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()
         await self._cluster(model, items)
         for item in items:
             item.result = self._result(model, item)
@@ -292,6 +301,31 @@ class MatchPipeline:
         for item, searched in zip(chunk_items, found, strict=True):
             item.searched = searched
 
+    def _read_images(self, items: Sequence[PostItem]) -> asyncio.Future[list[list[ImageRead]]] | None:
+        """Start reading the batch's images; they are read while the text is encoded and searched."""
+        with_images = [item for item in items if item.post.images]
+        if self.images is None or not with_images:
+            return None
+        return asyncio.ensure_future(self.images.read([item.post.images for item in with_images]))
+
+    async def _match_images(
+        self, items: Sequence[PostItem], reading: asyncio.Future[list[list[ImageRead]]] | None
+    ) -> None:
+        """Each post's images as read, and the fact-checks that show the same picture among its matches."""
+        if reading is None or self.images is None:
+            return
+        images = self.images
+        with_images = [item for item in items if item.post.images]
+        reads = await reading
+        hits = await self.config.retry.run("images", lambda: images.hits(reads))
+        quarantined = await images.quarantined()
+        for item, read, found in zip(with_images, reads, hits, strict=True):
+            item.images = read
+            if item.searched is not None and found:
+                item.searched = replace(
+                    item.searched, matches=with_image_matches(item.searched.matches, found, quarantined)
+                )
+
     async def _repeats(self, model: ServingModel, items: Sequence[PostItem]) -> list[PostItem]:
         """Mark the posts whose claim was answered before (stored, or earlier in the batch); the rest."""
         if self.reuse is None:
@@ -341,6 +375,7 @@ class MatchPipeline:
             text_truncated=bool(cut) and len(text) > cut,
             url=item.post.url,
             posted_at=item.post.created_at,
+            images=[outcome(read) for read in item.images],
         )
 
     async def _observe(self, model: ServingModel, items: Sequence[PostItem]) -> None:

@@ -6,7 +6,7 @@ One module per seam, each a :class:`~worker.storage.db.Part` over one shared poo
 ``feedback`` (moderator verdicts), ``shadow`` (shadow evaluation), ``dead_letters`` (archived
 payloads), ``reviews`` and ``accounts`` (the console), ``answers`` (a claim answered once for all
 its repeats), ``clusters`` (claim clusters), ``trends`` (trending fact-checks) and ``rematches`` (unmatched
-clusters searched again when the fact-checks change). :class:`Store`
+clusters searched again when the fact-checks change), ``images`` (fact-checks' images by PDQ hash). :class:`Store`
 holds one of each, the way hasher-matcher-actioner keeps its storage interface apart from its
 Postgres implementation: callers take the narrow protocol of the part they use
 (:mod:`worker.storage.interfaces`), and the parts lifecycle and version code need have an
@@ -30,6 +30,7 @@ from worker.storage.dead_letters import DeadLetterPayloads
 from worker.storage.decisions import DecisionModels
 from worker.storage.embeddings import Embeddings, index_name, vector_type
 from worker.storage.feedback import FeedbackLog
+from worker.storage.images import FactCheckImages
 from worker.storage.quarantine import Quarantine
 from worker.storage.registry import Registry
 from worker.storage.rematch import Rematches
@@ -89,6 +90,7 @@ class Store:
         self.clusters = Clusters(self.db)
         self.trends = Trends(self.db)
         self.rematches = Rematches(self.db)
+        self.images = FactCheckImages(self.db)
 
     @property
     def conninfo(self) -> str:

@@ -22,6 +22,8 @@ from worker.domain import (
     ConsoleSession,
     ConsoleUser,
     FactCheckDetails,
+    ImageHit,
+    ImageRead,
     ModelVersion,
     PendingVerdict,
     PostCandidates,
@@ -246,6 +248,15 @@ class RematchStore(Protocol):
     async def record_rematches(
         self, version: str, generation: int, matched: Sequence[tuple[ClusteredPost, str, float]]
     ) -> int: ...
+
+
+class ImageIndex(Protocol):
+    """Fact-checks' images by PDQ hash (:class:`worker.storage.images.FactCheckImages`)."""
+
+    async def replace_images(self, images: Mapping[str, Sequence[tuple[ImageRead, str | None]]]) -> None: ...
+    async def nearest_images(
+        self, hashes: Sequence[str], *, max_distance: int, limit: int = 5
+    ) -> list[list[ImageHit]]: ...
 
 
 class PayloadStore(Protocol):

@@ -1,0 +1,105 @@
+"""Integration tier: images in Postgres (PDQ hashes as bit(256), nearest by Hamming distance)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+
+from tests.conftest import consume_until, eventually, produce
+from tests.integration.test_image_fetch import HOST, _serve
+from tests.integration.test_worker import bodies, seed_corpus
+from tests.unit.test_images import encoded, photo
+from worker.adapter.runtime import running
+from worker.domain import ImageRead
+from worker.images.pdq import hamming, pdq_hash
+from worker.settings import Settings
+from worker.storage import Store
+from worker.wire import FactCheck
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_fact_check_images_are_found_by_hamming_distance_within_the_cut(database_url: str) -> None:
+    store = Store(database_url)
+    await store.open()
+    try:
+        hashes = [pdq_hash(np.asarray(photo(seed))).hex for seed in range(6)]
+        await store.corpus.upsert_fact_checks([FactCheck(id=f"fc{i}", claim=f"claim {i}") for i in range(6)])
+        await store.images.replace_images(
+            {
+                f"fc{i}": [
+                    (ImageRead(0, hashes[i], 100, "sha"), f"https://cdn.example/{i}.jpg"),
+                    (ImageRead(1, error="timeout", detail="no image"), None),
+                ]
+                for i in range(5)
+            }
+        )
+        assert [r.pdq for r in await store.images.image_reads("fc2")] == [hashes[2], None]
+
+        # A post image one bit off fc3's; one off nobody's (fc5 has no image); an empty list.
+        near = format(int(hashes[3], 16) ^ 1, "064x")
+        found = await store.images.nearest_images([near, hashes[5]], max_distance=31)
+        assert [[(h.fact_check_id, h.image, h.distance) for h in hits] for hits in found] == [[("fc3", 0, 1)], []]
+        assert found[0][0].details.claim == "claim 3"
+        assert hamming(near, hashes[3]) == 1
+        assert await store.images.nearest_images([], max_distance=31) == []
+
+        # Replaced with the fact-check; gone with it.
+        await store.images.replace_images({"fc3": []})
+        assert await store.images.nearest_images([near], max_distance=31) == [[]]
+        await store.corpus.delete_fact_checks(["fc2"])
+        assert await store.images.nearest_images([hashes[2]], max_distance=31) == [[]]
+    finally:
+        await store.close()
+
+
+async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothing(stack_settings: Settings) -> None:
+    """Real tansu, Postgres and worker: a fact-check's photo, served by a local 'CDN' (the one
+    allowed private address), is matched by a post carrying a recompressed, resized copy inline."""
+    runner, port = await _serve()
+    settings = stack_settings.model_copy(update={"image_allow_networks": f"{HOST}/32", "image_fetch_timeout_s": 2.0})
+    await seed_corpus(settings)
+    try:
+        async with running(settings) as runtime:
+            images = [{"url": f"http://{HOST}:{port}/image"}, {"url": "http://169.254.169.254/x.png"}]
+            fc = {"id": "fc-photo", "claim": "This photo shows a shark on a flooded highway", "images": images}
+            await produce(settings.kafka_bootstrap, settings.topic_factchecks, [(b"fc-photo", json.dumps(fc).encode())])
+
+            async def indexed() -> bool:
+                return [r.error for r in await runtime.store.images.image_reads("fc-photo")] == [
+                    None,
+                    "address_refused",
+                ]
+
+            assert await eventually(indexed, 30)
+            copy = b64(encoded(photo(7).resize((320, 240)), "JPEG", quality=40))
+            text = "unbelievable, look at this"
+            posts = [
+                {"id": "img-copy", "text": text, "images": [{"data": copy}]},
+                {"id": "img-other", "text": text, "images": [{"data": b64(encoded(photo(8)))}]},
+                {"id": "img-hostile", "text": "5G towers spread the virus",
+                 "images": [{"url": "http://169.254.169.254/latest/meta-data/"}, {"data": b64(b"<html>no</html>")},
+                            {"url": f"http://localhost:{port}/image"}]},
+            ]  # fmt: skip
+            await produce(
+                settings.kafka_bootstrap,
+                settings.topic_posts,
+                [(p["id"].encode(), json.dumps(p).encode()) for p in posts],
+            )
+            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 3)
+    finally:
+        await runner.cleanup()
+    results = {r["post_id"]: r for r in bodies(records, settings.topic_matches)}
+    top = results["img-copy"]["matches"][0]
+    assert top["fact_check_id"] == "fc-photo" and top["tier"] == "match" and top["image"] == 0
+    assert top["image_distance"] <= settings.image_match_distance and top["rank"] == 1
+    assert results["img-copy"]["images"][0]["error"] is None and results["img-copy"]["duplicate_of"] is None
+    assert all(m["fact_check_id"] != "fc-photo" for m in results["img-other"]["matches"])
+    assert results["img-other"]["duplicate_of"] is None  # same text, another picture: never a repeat
+    hostile = results["img-hostile"]
+    assert [i["error"] for i in hostile["images"]] == ["address_refused", "not_an_image", "address_refused"]
+    assert hostile["matches"] and all(m["image"] is None for m in hostile["matches"])  # its text still matched

@@ -1,0 +1,79 @@
+"""Fact-check images' SQL: their PDQ hashes as ``bit(256)``, searched by Hamming distance.
+
+A fact-check's images are replaced together with it (one row per image, its hash or why it has
+none). A post's hashes are searched in one round trip: for each, the nearest fact-check images
+by Hamming distance (pgvector's ``<~>`` over an HNSW index), kept when within the cut, with what
+a published match shows of their fact-checks. Hashes travel as 64 hex digits and become bits in
+SQL (``('x' || hex)::bit(256)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from worker.domain import FactCheckDetails, ImageHit, ImageRead
+from worker.storage.db import Part
+
+
+class FactCheckImages(Part):
+    """``fact_check_images``."""
+
+    async def replace_images(self, images: Mapping[str, Sequence[tuple[ImageRead, str | None]]]) -> None:
+        """Each fact-check's images are now its reads (with each one's link, None when inline); a
+        fact-check given no reads has no images. One transaction."""
+        rows = [
+            (fc_id, r.index, url, r.sha256, r.pdq, r.quality, r.error)
+            for fc_id, reads in images.items()
+            for r, url in reads
+        ]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM fact_check_images WHERE fact_check_id = ANY(%s)", (sorted(images),))
+            if rows:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO fact_check_images (fact_check_id, idx, url, sha256, hash, quality, error)"
+                        " VALUES (%s, %s, %s, %s, ('x' || %s)::bit(256), %s, %s)",
+                        rows,
+                    )
+
+    async def image_reads(self, fact_check_id: str) -> list[ImageRead]:
+        """The fact-check's images as they were read."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT idx, hash::text, quality, sha256, error FROM fact_check_images"
+                " WHERE fact_check_id = %s ORDER BY idx",
+                (fact_check_id,),
+            )
+            rows = await cur.fetchall()
+        return [
+            ImageRead(i, format(int(bits, 2), "064x") if bits else None, quality, sha, error)
+            for i, bits, quality, sha, error in rows
+        ]
+
+    async def nearest_images(self, hashes: Sequence[str], *, max_distance: int, limit: int = 5) -> list[list[ImageHit]]:
+        """For each hash (hex), up to ``limit`` fact-checks with an image within ``max_distance``,
+        nearest first (a fact-check once, at its nearest image). ``ImageHit.image`` is the hash's position."""
+        if not hashes:
+            return []
+        async with self.pool.connection() as conn, conn.transaction():
+            # Past the index's first candidates when many are over the cut.
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cur = await conn.execute(
+                "SELECT q.i, h.fact_check_id, min(h.distance)::int, fc.claim, fc.title, fc.url, fc.lang, fc.rating,"
+                " fc.published_at FROM unnest(%s::text[]) WITH ORDINALITY AS q(hex, i)"
+                " CROSS JOIN LATERAL (SELECT fact_check_id, hash <~> ('x' || q.hex)::bit(256) AS distance"
+                "   FROM fact_check_images WHERE hash IS NOT NULL"
+                "   ORDER BY hash <~> ('x' || q.hex)::bit(256) LIMIT %s) h"
+                " JOIN fact_checks fc ON fc.id = h.fact_check_id WHERE h.distance <= %s"
+                " GROUP BY q.i, h.fact_check_id, fc.claim, fc.title, fc.url, fc.lang, fc.rating, fc.published_at"
+                " ORDER BY q.i, 3, h.fact_check_id",
+                (list(hashes), 4 * limit, max_distance),
+            )
+            rows = await cur.fetchall()
+        found: list[list[ImageHit]] = [[] for _ in hashes]
+        for i, fc_id, distance, claim, title, url, lang, rating, published_at in rows:
+            hits = found[int(i) - 1]
+            if len(hits) < limit:
+                details = FactCheckDetails(claim, title, url, lang, rating, published_at)
+                hits.append(ImageHit(fc_id, int(i) - 1, int(distance), details))
+        return found

@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt tests/crd/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix tests/crd
 	# The console's browser tests drive Debian's chromium (Playwright's own download cannot be reached).
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	# Text in images: Debian's Tesseract with the demo's five languages.
+	command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx por || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-spa tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-por >/dev/null; }
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,10 @@ from worker.storage import Store, apply_migrations
 from worker.wire import FactCheck
 
 if TYPE_CHECKING:
+    from worker.images.ocr import Tesseract
     from worker.images.reader import ImageReader
+
+log = logging.getLogger(__name__)
 
 
 def fusion_config(settings: Settings, mode: ModeName | None = None) -> FusionConfig:
@@ -144,7 +148,28 @@ def image_reader(settings: Settings) -> ImageReader | None:
         max_pixels=settings.image_max_pixels,
         concurrency=settings.image_fetch_concurrency,
     )
-    return ImageReader(ImageFetcher(policy), limits)
+    return ImageReader(ImageFetcher(policy), limits, ocr_engine(settings))
+
+
+def ocr_engine(settings: Settings) -> Tesseract | None:
+    """Tesseract for the text in images, as ``image_ocr`` asks (auto: when installed)."""
+    from worker.images.ocr import Tesseract
+
+    if settings.image_ocr == "off":
+        return None
+    try:
+        engine = Tesseract(
+            settings.image_ocr_langs,
+            timeout_s=settings.image_ocr_timeout_s,
+            min_word_confidence=settings.image_ocr_min_confidence,
+        )
+    except RuntimeError as exc:
+        if settings.image_ocr == "tesseract":
+            raise
+        log.warning("no OCR of images: %s", exc)
+        return None
+    log.info("text in images read by Tesseract (%s)", settings.image_ocr_langs)
+    return engine
 
 
 def overmatch_config(settings: Settings) -> OverMatchConfig:

@@ -85,6 +85,9 @@ class ImageRead:
     sha256: str | None = None
     error: str | None = None
     detail: str | None = None
+    # The text read in it (OCR), and the mean confidence of its words (0-100).
+    text: str | None = None
+    text_confidence: float | None = None
 
 
 @dataclass(frozen=True)

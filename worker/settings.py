@@ -358,6 +358,20 @@ class Settings(BaseSettings):
     image_hosts: str = Field(
         "", description="Comma-separated host names (and their subdomains) that alone may be fetched; empty: any host."
     )
+    image_ocr: Literal["auto", "tesseract", "off"] = Field(
+        "auto",
+        description="Read the text in posts' images with Tesseract (auto: when it is installed, logged either way;"
+        " tesseract: refuse to start without it) and search it as a query of its own.",
+    )
+    image_ocr_langs: str = Field(
+        "eng+spa+fra+deu+por",
+        pattern=r"^[a-z_]{3,12}(\+[a-z_]{3,12})*$",
+        description="Tesseract's languages for image text, '+'-joined (each needs its data: tesseract-ocr-<lang>).",
+    )
+    image_ocr_timeout_s: float = Field(10.0, gt=0, le=120, description="Longest OCR of one image.")
+    image_ocr_min_confidence: float = Field(
+        60.0, ge=0, le=100, description="Words read with a lower confidence (0-100) are left out of an image's text."
+    )
     image_match_distance: int = Field(
         31,
         ge=0,

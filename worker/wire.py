@@ -153,6 +153,11 @@ class Match(BaseModel):
     image: int | None = Field(
         None, description="Which of the post's images (its index) shows the fact-check's image; absent: none."
     )
+    image_text: int | None = Field(
+        None,
+        description="Which of the post's images (its index) holds the text that found this fact-check (OCR);"
+        " absent: found by the post's own text or picture.",
+    )
     image_distance: int | None = Field(
         None,
         description="PDQ Hamming distance (of 256 bits) between that image and the fact-check's nearest image:"
@@ -193,6 +198,8 @@ class ImageOutcome(BaseModel):
         " too_many_images. The post's text is matched all the same.",
     )
     detail: str | None = None
+    text: str | None = Field(None, description="The text read in the image (OCR), searched as a query of its own.")
+    text_confidence: float | None = Field(None, description="OCR's mean word confidence for that text (0-100).")
 
 
 class MatchResult(BaseModel):

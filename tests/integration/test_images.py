@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.conftest import consume_until, eventually, produce
 from tests.integration.test_image_fetch import HOST, _serve
@@ -17,6 +19,8 @@ from worker.images.pdq import hamming, pdq_hash
 from worker.settings import Settings
 from worker.storage import Store
 from worker.wire import FactCheck
+
+MEME = "Drinking bleach cures the coronavirus in two days"
 
 
 def b64(data: bytes) -> str:
@@ -67,7 +71,12 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
         async with running(settings) as runtime:
             images = [{"url": f"http://{HOST}:{port}/image"}, {"url": "http://169.254.169.254/x.png"}]
             fc = {"id": "fc-photo", "claim": "This photo shows a shark on a flooded highway", "images": images}
-            await produce(settings.kafka_bootstrap, settings.topic_factchecks, [(b"fc-photo", json.dumps(fc).encode())])
+            meme = {"id": "fc-meme", "claim": MEME}
+            await produce(
+                settings.kafka_bootstrap,
+                settings.topic_factchecks,
+                [(b"fc-photo", json.dumps(fc).encode()), (b"fc-meme", json.dumps(meme).encode())],
+            )
 
             async def indexed() -> bool:
                 return [r.error for r in await runtime.store.images.image_reads("fc-photo")] == [
@@ -81,6 +90,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
             posts = [
                 {"id": "img-copy", "text": text, "images": [{"data": copy}]},
                 {"id": "img-other", "text": text, "images": [{"data": b64(encoded(photo(8)))}]},
+                {"id": "img-meme", "text": "lol", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt")))}]},
                 {"id": "img-hostile", "text": "5G towers spread the virus",
                  "images": [{"url": "http://169.254.169.254/latest/meta-data/"}, {"data": b64(b"<html>no</html>")},
                             {"url": f"http://localhost:{port}/image"}]},
@@ -90,7 +100,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 settings.topic_posts,
                 [(p["id"].encode(), json.dumps(p).encode()) for p in posts],
             )
-            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 3)
+            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 4)
     finally:
         await runner.cleanup()
     results = {r["post_id"]: r for r in bodies(records, settings.topic_matches)}
@@ -98,8 +108,53 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
     assert top["fact_check_id"] == "fc-photo" and top["tier"] == "match" and top["image"] == 0
     assert top["image_distance"] <= settings.image_match_distance and top["rank"] == 1
     assert results["img-copy"]["images"][0]["error"] is None and results["img-copy"]["duplicate_of"] is None
-    assert all(m["fact_check_id"] != "fc-photo" for m in results["img-other"]["matches"])
+    assert all(m["image"] is None for m in results["img-other"]["matches"])  # another picture: no image evidence
     assert results["img-other"]["duplicate_of"] is None  # same text, another picture: never a repeat
+    if runtime.image_reader is not None and runtime.image_reader.ocr is not None:  # Tesseract installed
+        meme = results["img-meme"]
+        assert meme["images"][0]["text"].split() == MEME.split()
+        assert meme["matches"][0]["fact_check_id"] == "fc-meme" and meme["matches"][0]["image_text"] == 0
     hostile = results["img-hostile"]
     assert [i["error"] for i in hostile["images"]] == ["address_refused", "not_an_image", "address_refused"]
     assert hostile["matches"] and all(m["image"] is None for m in hostile["matches"])  # its text still matched
+
+
+def caption(text: str, seed: int = 0, size: tuple[int, int] = (900, 320)) -> bytes:
+    """A meme: the claim written on a photo-like background in DejaVu Sans (a Debian font)."""
+    from PIL import ImageDraw, ImageFont
+
+    image = photo(seed, size)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 34)
+    box = draw.multiline_textbbox((30, 30), text, font=font)
+    draw.rectangle((box[0] - 10, box[1] - 10, box[2] + 10, box[3] + 10), fill=(0, 0, 0))
+    draw.multiline_text((30, 30), text, font=font, fill=(255, 255, 255))
+    return encoded(image, "JPEG", quality=85)
+
+
+def needs_tesseract() -> Any:
+    from worker.images.ocr import tesseract_languages
+
+    if not {"eng", "spa", "fra", "deu", "por"} <= tesseract_languages():
+        pytest.skip("Tesseract with eng, spa, fra, deu and por (make installs them)")
+    from worker.images.ocr import Tesseract
+
+    return Tesseract("eng+spa+fra+deu+por", timeout_s=30)
+
+
+def test_tesseract_reads_a_memes_caption_in_each_demo_language() -> None:
+    from worker.images.decode import decode
+
+    ocr = needs_tesseract()
+    captions = {
+        "en": "Drinking bleach cures\nthe coronavirus",
+        "es": "Las torres 5G propagan\nel coronavirus en Europa",
+        "fr": "Le vaccin contient une\npuce électronique",
+        "de": "Die Mondlandung wurde\nin einem Studio gedreht",
+        "pt": "A vacina altera o DNA\ndas pessoas",
+    }
+    for n, (lang, text) in enumerate(captions.items()):
+        found = ocr.read(decode(caption(text, seed=n), 10**7))
+        assert found is not None and found.confidence > 80, lang
+        assert found.text.split() == text.split(), (lang, found.text)
+    assert ocr.read(np.asarray(photo(3))) is None  # no text

@@ -201,3 +201,24 @@ def test_a_same_picture_fact_check_is_a_match_listed_first_and_a_text_match_gain
     assert merged[1].probability == 0.6 and merged[1].score == 0.8  # found by text too: its scores stay
     assert merged[2].probability is None and merged[2].score == 0.0 and merged[2].claim == "a shark on a highway"
     assert with_image_matches(matches, [], frozenset()) == matches
+
+
+def test_the_text_in_an_image_adds_its_matches_and_the_surer_of_two_wins() -> None:
+    from worker.core.images import with_text_in_images
+    from worker.wire import Match
+
+    def m(fc: str, rank: int, tier: str | None, p: float | None, score: float = 0.5) -> Match:
+        return Match(fact_check_id=fc, score=score, rank=rank, claim=fc, tier=tier, probability=p)  # type: ignore[arg-type]
+
+    own = [m("fc-a", 1, "suggestion", 0.7), m("fc-b", 2, None, 0.3)]
+    in_image = [(1, [m("fc-meme", 1, "match", 0.95), m("fc-a", 2, "suggestion", 0.6), m("fc-b", 3, "suggestion", 0.8)])]
+    merged = with_text_in_images(own, in_image)
+    assert [(x.fact_check_id, x.rank, x.tier, x.image_text) for x in merged] == [
+        ("fc-meme", 1, "match", 1),
+        ("fc-b", 2, "suggestion", 1),  # surer from the image's text
+        ("fc-a", 3, "suggestion", None),  # surer from the post's own text: stays its own
+    ]
+    assert with_text_in_images(own, []) == own
+    # Uncalibrated (no probabilities): the cosine decides.
+    plain = with_text_in_images([m("x", 1, None, None, 0.4)], [(0, [m("x", 1, None, None, 0.9)])])
+    assert [(x.fact_check_id, x.score, x.image_text) for x in plain] == [("x", 0.9, 0)]

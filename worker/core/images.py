@@ -7,6 +7,10 @@ are bounded by ``batch_timeout_s``: an image not read by then is reported as ``t
 post is answered with its text alone. Usable hashes (PDQ quality >= ``min_quality``) are looked
 up in one round trip (:class:`~worker.storage.interfaces.ImageIndex`).
 
+The text read in an image (OCR) is searched as a query of its own, its language detected on its
+own, and its matches join the post's (:func:`with_text_in_images`): a fact-check found both ways
+keeps the surer of the two, with ``image_text`` naming the image when that was its text.
+
 How an image hit becomes a match (:func:`with_image_matches`): a fact-check whose image is within
 ``match_distance`` of one of the post's images is the same picture, the strongest evidence the
 worker has, so it is a "match" (a quarantined fact-check one tier lower, as text matches are)
@@ -29,8 +33,9 @@ from worker.wire import ImageOutcome, ImageRef, Match
 
 
 class ImageSource(Protocol):
-    async def read(self, images: Sequence[ImageRef]) -> list[ImageRead]:
-        """One read per image, in order; never raises for an image (a refusal is a read with its error)."""
+    async def read(self, images: Sequence[ImageRef], *, ocr: bool = True) -> list[ImageRead]:
+        """One read per image, in order; never raises for an image (a refusal is a read with its
+        error). With ``ocr``, each image's text too (where the source has an OCR engine)."""
         ...
 
     async def close(self) -> None: ...
@@ -47,7 +52,15 @@ class ImageConfig:
 
 
 def outcome(read: ImageRead) -> ImageOutcome:
-    return ImageOutcome(index=read.index, pdq=read.pdq, quality=read.quality, error=read.error, detail=read.detail)
+    return ImageOutcome(
+        index=read.index,
+        pdq=read.pdq,
+        quality=read.quality,
+        error=read.error,
+        detail=read.detail,
+        text=read.text,
+        text_confidence=read.text_confidence,
+    )
 
 
 class ImageMatching:
@@ -135,3 +148,26 @@ def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quara
         )
     rest = [m for m in matches if m.fact_check_id not in best]
     return [m.model_copy(update={"rank": rank}) for rank, m in enumerate([*pictured, *rest], 1)]
+
+
+_TIER_ORDER: dict[Tier | None, int] = {"match": 0, "suggestion": 1, None: 2}
+
+
+def with_text_in_images(matches: Sequence[Match], found: Sequence[tuple[int, Sequence[Match]]]) -> list[Match]:
+    """The post's matches with those the text in its images found (``found``: each image's index and
+    the matches of its text as a query of its own). A fact-check found both ways keeps the surer of
+    the two; the list is ordered by tier, then probability (cosine when uncalibrated)."""
+    best: dict[str, tuple[Match, int]] = {m.fact_check_id: (m, n) for n, m in enumerate(matches)}
+    offset = len(matches)
+    for index, image_matches in found:
+        for m in image_matches:
+            known = best.get(m.fact_check_id)
+            if known is None or _sureness(m) > _sureness(known[0]):
+                best[m.fact_check_id] = (m.model_copy(update={"image_text": index}), known[1] if known else offset)
+                offset += 1
+    ordered = sorted(best.values(), key=lambda entry: (_TIER_ORDER[entry[0].tier], -_sureness(entry[0]), entry[1]))
+    return [m.model_copy(update={"rank": rank}) for rank, (m, _) in enumerate(ordered, 1)]
+
+
+def _sureness(m: Match) -> float:
+    return m.probability if m.probability is not None else m.score

@@ -134,7 +134,7 @@ class CorpusIndexer:
         if self.images is None or self.image_index is None:
             return
         source = self.images
-        reads = await asyncio.gather(*(source.read(fc.images) for fc in fact_checks if fc.images))
+        reads = await asyncio.gather(*(source.read(fc.images, ocr=False) for fc in fact_checks if fc.images))
         found = iter(reads)
         await self.image_index.replace_images(
             {

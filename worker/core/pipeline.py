@@ -34,14 +34,14 @@ from typing import Protocol, TypeVar
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
 from worker.core.clusters import Clustering
 from worker.core.decoding import Limits, decode_post
-from worker.core.images import ImageMatching, outcome, with_image_matches
+from worker.core.images import ImageMatching, outcome, with_image_matches, with_text_in_images
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
 from worker.core.reuse import Reuse
 from worker.domain import Encoder, ImageRead
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
-from worker.wire import DeadLetter, MatchResult, RawRecord
+from worker.wire import DeadLetter, Match, MatchResult, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class Searcher(Protocol):
         """A digest of what its answers depend on besides the corpus (settings, quarantine list)."""
         ...
 
+
+# A batch's images being read: one list of reads per post that has images.
+Reading = asyncio.Future[list[list[ImageRead]]] | None
 
 Observer = Callable[[ServingModel, Sequence[PostItem]], Awaitable[None] | None]
 """Told of every answered batch; must not block (queue and return)."""
@@ -207,7 +210,7 @@ class MatchPipeline:
             await self._languages(items)
             todo = await self._repeats(model, items)
             stats = await self._match(model, todo)
-            await self._match_images(items, reading)
+            await self._match_images(model, items, reading)
         finally:
             if reading is not None and not reading.done():
                 reading.cancel()
@@ -301,30 +304,45 @@ class MatchPipeline:
         for item, searched in zip(chunk_items, found, strict=True):
             item.searched = searched
 
-    def _read_images(self, items: Sequence[PostItem]) -> asyncio.Future[list[list[ImageRead]]] | None:
+    def _read_images(self, items: Sequence[PostItem]) -> Reading:
         """Start reading the batch's images; they are read while the text is encoded and searched."""
         with_images = [item for item in items if item.post.images]
         if self.images is None or not with_images:
             return None
         return asyncio.ensure_future(self.images.read([item.post.images for item in with_images]))
 
-    async def _match_images(
-        self, items: Sequence[PostItem], reading: asyncio.Future[list[list[ImageRead]]] | None
-    ) -> None:
-        """Each post's images as read, and the fact-checks that show the same picture among its matches."""
+    async def _match_images(self, model: ServingModel, items: Sequence[PostItem], reading: Reading) -> None:
+        """Each post's images as read; the text in them searched; the same pictures among its matches."""
         if reading is None or self.images is None:
             return
         images = self.images
         with_images = [item for item in items if item.post.images]
-        reads = await reading
-        hits = await self.config.retry.run("images", lambda: images.hits(reads))
+        for item, reads in zip(with_images, await reading, strict=True):
+            item.images = reads
+        texts = [(item, read) for item in with_images for read in item.images if read.text]
+        found = await self._search_texts(model, [read.text or "" for _, read in texts])
+        hits = await self.config.retry.run("images", lambda: images.hits([item.images for item in with_images]))
         quarantined = await images.quarantined()
-        for item, read, found in zip(with_images, reads, hits, strict=True):
-            item.images = read
-            if item.searched is not None and found:
-                item.searched = replace(
-                    item.searched, matches=with_image_matches(item.searched.matches, found, quarantined)
-                )
+        for item, pictured in zip(with_images, hits, strict=True):
+            if item.searched is None:
+                continue
+            in_text = [(read.index, m) for (owner, read), m in zip(texts, found, strict=True) if owner is item]
+            matches = with_text_in_images(item.searched.matches, in_text)
+            item.searched = replace(item.searched, matches=with_image_matches(matches, pictured, quarantined))
+
+    async def _search_texts(self, model: ServingModel, texts: Sequence[str]) -> list[list[Match]]:
+        """Texts found in images, each searched as a post of its own (its language detected on its own)."""
+        if not texts:
+            return []
+        claims = [claim_text(t) for t in texts]
+        detect = self.detect_language
+        langs = await asyncio.to_thread(lambda: [detect(c) if detect else None for c in claims])
+        vectors = await asyncio.to_thread(model.encoder.encode_queries, claims)
+        queries = [Query(c, lang, v) for c, lang, v in zip(claims, langs, vectors, strict=True)]
+        found = await self.config.retry.run(
+            "search", lambda: self.searcher.search(model.version, model.dimension, queries, model.decisions)
+        )
+        return [searched.matches for searched in found]
 
     async def _repeats(self, model: ServingModel, items: Sequence[PostItem]) -> list[PostItem]:
         """Mark the posts whose claim was answered before (stored, or earlier in the batch); the rest."""

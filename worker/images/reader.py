@@ -1,4 +1,5 @@
-"""A post's or a fact-check's images, read: fetched or taken inline, decoded, PDQ-hashed.
+"""A post's or a fact-check's images, read: fetched or taken inline, decoded, PDQ-hashed, and (a
+post's) their text read by OCR.
 
 Never raises for an image: every refusal, and anything unexpected from a decoder, becomes an
 :class:`~worker.domain.ImageRead` with its reason, so an image never costs its post. Images are
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from worker.domain import ImageRead
 from worker.images.decode import decode, inline_bytes
 from worker.images.fetch import ImageFetcher, ImageRefused
+from worker.images.ocr import Tesseract
 from worker.images.pdq import pdq_hash
 from worker.wire import ImageRef
 
@@ -31,25 +33,37 @@ class ReadLimits:
     concurrency: int = 8
 
 
-def _hashed(data: bytes, max_pixels: int) -> tuple[str, int, str]:
+def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> ImageRead:
+    """Decode, hash and (with ``ocr``) read the text of one image, off the event loop."""
     digest = hashlib.sha256(data).hexdigest()
     pixels = decode(data, max_pixels)
     found = pdq_hash(pixels)
-    return found.hex, found.quality, digest
+    text = ocr.read(pixels) if ocr is not None else None
+    return ImageRead(
+        index,
+        pdq=found.hex,
+        quality=found.quality,
+        sha256=digest,
+        text=text.text if text else None,
+        text_confidence=text.confidence if text else None,
+    )
 
 
 class ImageReader:
     """Reads images under a fetcher's policy and the :class:`ReadLimits`."""
 
-    def __init__(self, fetcher: ImageFetcher, limits: ReadLimits) -> None:
+    def __init__(self, fetcher: ImageFetcher, limits: ReadLimits, ocr: Tesseract | None = None) -> None:
         self.fetcher = fetcher
         self.limits = limits
+        self.ocr = ocr
         self._slots = asyncio.Semaphore(limits.concurrency)
 
-    async def read(self, images: Sequence[ImageRef]) -> list[ImageRead]:
-        """One read per image, in order; those past ``max_per_item`` are refused unread."""
+    async def read(self, images: Sequence[ImageRef], *, ocr: bool = True) -> list[ImageRead]:
+        """One read per image, in order; those past ``max_per_item`` are refused unread. With ``ocr``
+        (and an OCR engine), each image's text too."""
         keep = self.limits.max_per_item
-        reads = await asyncio.gather(*(self._one(i, ref) for i, ref in enumerate(images[:keep])))
+        engine = self.ocr if ocr else None
+        reads = await asyncio.gather(*(self._one(i, ref, engine) for i, ref in enumerate(images[:keep])))
         skipped = [
             ImageRead(i, error="too_many_images", detail=f"only the first {keep} are read")
             for i in range(keep, len(images))
@@ -59,7 +73,7 @@ class ImageReader:
     async def close(self) -> None:
         await self.fetcher.close()
 
-    async def _one(self, index: int, ref: ImageRef) -> ImageRead:
+    async def _one(self, index: int, ref: ImageRef, ocr: Tesseract | None) -> ImageRead:
         try:
             async with self._slots:
                 if ref.data is not None:
@@ -67,8 +81,7 @@ class ImageReader:
                 else:
                     assert ref.url is not None
                     data = await self.fetcher.fetch(ref.url)
-                pdq, quality, digest = await asyncio.to_thread(_hashed, data, self.limits.max_pixels)
-            return ImageRead(index, pdq=pdq, quality=quality, sha256=digest)
+                return await asyncio.to_thread(_read, index, data, self.limits.max_pixels, ocr)
         except ImageRefused as refused:
             return ImageRead(index, error=refused.reason, detail=refused.detail[:300] or None)
         except Exception as exc:  # a decoder's surprise costs this image only

@@ -6,9 +6,10 @@ For each variant of one model (default: the default model):
 - posts/s of ``encode_queries`` over CheckThat! train tweets' claim texts (batch 32, best of
   ``--rounds``, variants alternated so each sees the same machine);
 - cosine of each post's vector to float32's (min and mean);
-- CheckThat! **dev** MAP@5, dense exact cosine against the 10,375 fact-checks: with the
-  fact-checks embedded by the same variant (a fresh index) and with float32's (a worker switched
-  over an index built before). Document vectors are cached under ``--cache``.
+- CheckThat! **dev** MAP@5, dense exact cosine against the 10,375 fact-checks: with float32's
+  index (what the worker's autocast serves: it encodes posts under autocast and fact-checks in
+  float32) and with the fact-checks embedded by the same variant. Document vectors are cached
+  under ``--cache``.
 - with ``--tiers``: the shipped decision model's tiers on the open-set dev split (half of dev's
   posts lose their fact-checks, as ``benchmarks/decisions.py`` splits it), float32 against bf16
   autocast, through the worker's own SQL (embedded Postgres) and ``Retriever``.
@@ -50,11 +51,14 @@ VARIANTS = {
 
 
 def documents(encoder: SentenceTransformerEncoder, texts: list[str], path: Path) -> np.ndarray:
+    """The fact-checks' vectors as this variant would compute them if it computed the index too
+    (the worker's autocast never does: its index stays float32)."""
     if path.is_file():
         loaded: np.ndarray = np.load(path)
         return loaded
     started = time.perf_counter()
-    vectors = np.concatenate([encoder.encode_documents(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+    with encoder._arithmetic():
+        vectors = np.concatenate([encoder.encode_documents(texts[i : i + 256]) for i in range(0, len(texts), 256)])
     print(f"  {len(texts)} fact-checks embedded in {time.perf_counter() - started:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)

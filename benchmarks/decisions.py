@@ -48,6 +48,7 @@ from worker.retrieval.calibrate import (
     evaluate_decisions,
     fit_calibration,
 )
+from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
 from worker.retrieval.modes import Candidate
@@ -150,7 +151,7 @@ async def gather(url: str, model: str, settings: Settings, posts: list[LabelledP
 
     # The serving backend (FACTMATCH_BACKEND / _ONNX_INT8) encodes corpus and posts, as in a worker.
     backend = "-int8" if settings.onnx_int8 else ("-onnx" if settings.backend == "onnx" else "")
-    path = cache / f"{model_key(model)}{backend}.pkl"
+    path = cache / f"{model_key(model)}{backend}-claims.pkl"
     if path.is_file():
         cached: Gathered = pickle.loads(path.read_bytes())
         return cached
@@ -163,8 +164,9 @@ async def gather(url: str, model: str, settings: Settings, posts: list[LabelledP
         await store.corpus.upsert_fact_checks(corpus)
         await store.registry.register_version("m", model, encoder.dimension, status="indexing")
         await index_version(store, "m", encoder.dimension, encoder, progress=True)
-        texts = sorted({t for p in posts for t in p.queries.values()})
-        langs = {t: lang for p in posts for q, t in p.queries.items() for lang in (p.langs.get(q),)}
+        # Keyed by claim text: what evaluation and calibration encode and search (worker/retrieval/claims.py).
+        texts = sorted({claim_text(t) for p in posts for t in p.queries.values()})
+        langs = {claim_text(t): lang for p in posts for q, t in p.queries.items() for lang in (p.langs.get(q),)}
         from tqdm.auto import tqdm
 
         for start in tqdm(range(0, len(texts), 64), desc="candidates", unit="batch"):

@@ -179,6 +179,8 @@ async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_setting
                 version=runtime.models.current().version,
                 path=str(runtime.models.current().encoder.model_ref),  # type: ignore[attr-defined]
                 dimension="64",
+                # What the vectors are computed in: bf16 autocast on CPUs that have it.
+                precision=runtime.models.current().encoder.precision,  # type: ignore[attr-defined]
             )
             == 1
         )

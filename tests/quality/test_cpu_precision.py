@@ -57,7 +57,7 @@ def test_bf16_autocast_gives_the_default_models_float32_vectors(tmp_path: Path) 
     ref = default_model_ref(tmp_path)
     fp32 = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="off"))
     fast = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="bfloat16"))
-    assert fp32.precision == "float32" and fast.precision == "float32, posts in bfloat16 autocast"
+    assert fp32.precision == "float32" and fast.precision == "float32 (posts under bfloat16 autocast)"
     a, b = fp32.encode_queries(POSTS), fast.encode_queries(POSTS)
     assert b.dtype == np.float32 and b.shape == a.shape
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)

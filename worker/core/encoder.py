@@ -124,8 +124,9 @@ class SentenceTransformerEncoder:
         )
         self.model.eval()
         self.autocast = resolve_autocast(self.options.autocast, self.device, dtype)
-        # What the vectors are computed in, for logs, metrics and a version's metadata.
-        self.precision = f"{dtype}, posts in {self.autocast} autocast" if self.autocast else dtype
+        # What the vectors are computed in, for logs, metrics and a version's metadata (no comma: a
+        # metric label's value).
+        self.precision = f"{dtype} (posts under {self.autocast} autocast)" if self.autocast else dtype
         self._guard_length()
         dimension = self.model.get_embedding_dimension()
         if not dimension:

@@ -1,0 +1,288 @@
+"""Images, measured: PDQ recall under common edits, false matches on unrelated pictures, and the
+text-in-image (OCR) path's accuracy on claims rendered as memes.
+
+- **PDQ**: ``--photos`` distinct generated "photos" (soft shapes on gradients, varied sizes and
+  aspect ratios; no real photos of fact-checks' subjects exist offline) stand for fact-checks'
+  images. Each is edited (resized, recompressed, brightened, darkened, watermarked, grey, cropped,
+  mirrored) and hashed; an edit is *recalled* when its nearest fact-check hash is its original's
+  and within the cut. ``--unrelated`` other pictures measure false matches: the share with any
+  fact-check hash within the cut. Several cuts side by side (the worker's default is 31).
+- **OCR**: ``--memes`` CheckThat! 2020 fact-checks (``../shared/data``) have their claim rendered
+  onto varied backgrounds, fonts and sizes, then recompressed and some resized; Tesseract (the
+  worker's languages) reads them, and the text is searched as the worker searches it (its claim
+  text, the default model, exact cosine over all 10,375 fact-checks, float32 index). accuracy@1:
+  the rendered fact-check ranks first. The claim typed rather than rendered is the ceiling.
+- **Cost**: images read per second (decode + PDQ, and + OCR) beside the encoder's posts per
+  second on the same machine, one after the other in this run.
+
+    .venv/bin/python benchmarks/images.py --out benchmarks/results/images_2core.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from worker.images.decode import decode  # noqa: E402
+from worker.images.pdq import pdq_hash  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
+FONTS = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSerif-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
+]
+CUTS = (16, 24, 31, 40, 48)
+
+
+def photo(seed: int) -> Image.Image:
+    """A distinct synthetic photo: a gradient, soft shapes, a blur; size and aspect vary by seed."""
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(480, 1280)), int(rng.integers(360, 960))
+    y, x = np.mgrid[0:h, 0:w]
+    channels = [(x * rng.uniform(0.05, 0.4) + y * rng.uniform(0.05, 0.4) + rng.uniform(0, 255)) % 256 for _ in range(3)]
+    image = Image.fromarray(np.stack(channels, -1).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(6, 20))):
+        x0, y0 = int(rng.integers(0, w * 0.9)), int(rng.integers(0, h * 0.9))
+        box = [x0, y0, x0 + int(rng.integers(w // 12, w // 2)), y0 + int(rng.integers(h // 10, h // 2))]
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.6 else draw.rectangle)(box, fill=fill)
+    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.5, 5))))
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def crop(image: Image.Image, share: float) -> Image.Image:
+    w, h = image.size
+    return image.crop((int(w * share), int(h * share), int(w * (1 - share)), int(h * (1 - share))))
+
+
+def watermark(image: Image.Image) -> Image.Image:
+    marked = image.copy()
+    font = ImageFont.truetype(FONTS[0], max(14, image.size[1] // 24))
+    ImageDraw.Draw(marked).text(
+        (12, image.size[1] - image.size[1] // 12), "@reposter via t.me/x", font=font, fill="white"
+    )
+    return marked
+
+
+EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "half size": lambda im: im.resize((im.size[0] // 2, im.size[1] // 2)),
+    "1.5x size": lambda im: im.resize((im.size[0] * 3 // 2, im.size[1] * 3 // 2)),
+    "jpeg q30": lambda im: jpeg(im, 30),
+    "resized + jpeg q60": lambda im: jpeg(im.resize((im.size[0] * 2 // 3, im.size[1] * 2 // 3)), 60),
+    "brighter x1.3": lambda im: ImageEnhance.Brightness(im).enhance(1.3),
+    "darker x0.75": lambda im: ImageEnhance.Brightness(im).enhance(0.75),
+    "contrast x1.3": lambda im: ImageEnhance.Contrast(im).enhance(1.3),
+    "watermark": watermark,
+    "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "crop 1% a side": lambda im: crop(im, 0.01),
+    "crop 5% a side (~10%)": lambda im: crop(im, 0.05),
+    "mirrored": ImageOps.mirror,
+}
+
+
+def bits(hexes: list[str]) -> np.ndarray:
+    return np.unpackbits(np.array([list(bytes.fromhex(h)) for h in hexes], dtype=np.uint8), axis=1)
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between every row of ``a`` and of ``b`` (0/1 bit matrices)."""
+    a16, b16 = a.astype(np.int16), b.astype(np.int16)
+    return np.asarray(a16.sum(1)[:, None] + b16.sum(1)[None, :] - 2 * (a16 @ b16.T))
+
+
+def hashed(image: Image.Image) -> str:
+    return pdq_hash(np.asarray(image.convert("RGB"))).hex
+
+
+def pdq_part(photos: int, unrelated: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    originals = [photo(seed) for seed in range(photos)]
+    index = bits([hashed(im) for im in originals])
+    out: dict[str, Any] = {"photos": photos, "unrelated": unrelated, "recall": {}}
+    for name, edit in EDITS.items():
+        d = distances(bits([hashed(edit(im)) for im in originals]), index)
+        nearest, own = d.argmin(1), d[np.arange(photos), np.arange(photos)]
+        out["recall"][name] = {
+            str(cut): round(float(np.mean((nearest == np.arange(photos)) & (own <= cut))), 4) for cut in CUTS
+        }
+        out["recall"][name]["median_distance"] = float(np.median(own))
+        print(f"  {name}: {out['recall'][name]}", flush=True)
+    others = bits([hashed(photo(10_000_000 + seed)) for seed in range(unrelated)])
+    nearest_other = distances(others, index).min(1)
+    out["false_match_rate"] = {str(cut): round(float(np.mean(nearest_other <= cut)), 5) for cut in CUTS}
+    out["nearest_unrelated_distance_min"] = int(nearest_other.min())
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def meme(claim: str, seed: int) -> bytes:
+    """A claim rendered as a meme: wrapped, on a photo, a plain colour or a dark box; JPEG."""
+    rng = np.random.default_rng(seed)
+    font = ImageFont.truetype(FONTS[seed % len(FONTS)], int(rng.integers(24, 42)))
+    lines = textwrap.wrap(claim, width=int(rng.integers(28, 46)))[:8]
+    text = "\n".join(lines)
+    probe = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, spacing=8)
+    w, h = right - left + 80, bottom - top + 80
+    style = seed % 3
+    if style == 0:  # caption box on a photo
+        image = photo(seed).resize((w, h))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((20, 20, w - 20, h - 20), fill=(0, 0, 0))
+        colour = (255, 255, 255)
+    elif style == 1:  # plain light background, dark text (a screenshot)
+        image = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(215, 256, 3)))
+        draw = ImageDraw.Draw(image)
+        colour = tuple(int(c) for c in rng.integers(0, 60, 3))
+    else:  # dark background, light text
+        image = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 70, 3)))
+        draw = ImageDraw.Draw(image)
+        colour = (255, 255, int(rng.integers(150, 256)))
+    draw.multiline_text((40 - left, 40 - top), text, font=font, fill=colour, spacing=8)
+    if seed % 4 == 3:
+        image = image.resize((w * 3 // 4, h * 3 // 4))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=int(rng.integers(55, 90)))
+    return out.getvalue()
+
+
+def ocr_part(memes: int, cache: Path) -> dict[str, Any]:
+    from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
+    from worker.images.ocr import Tesseract
+    from worker.local.models import default_model_ref
+    from worker.retrieval.claims import claim_text
+    from worker.retrieval.evaluation import load_labelled_set
+    from worker.settings import Settings
+    from worker.wire import document_text
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    labelled = load_labelled_set(DATA / "corpus.jsonl", DATA / "dev_queries.jsonl", DATA / "dev_qrels.tsv")
+    corpus = labelled.corpus
+    encoder = SentenceTransformerEncoder(default_model_ref(settings.model_store), EncoderOptions(device="cpu"))
+    path = cache / "float32.npy"  # benchmarks/cpu_precision.py's cache, when it ran here
+    if path.is_file():
+        docs = np.load(path)
+    else:
+        texts = [document_text(fc.title, fc.claim) for fc in corpus]
+        docs = np.concatenate([encoder.encode_documents(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, docs)
+    rng = np.random.default_rng(2020)
+    picked = sorted(rng.choice(len(corpus), size=memes, replace=False).tolist())
+    ocr = Tesseract(settings.image_ocr_langs, timeout_s=60, min_word_confidence=settings.image_ocr_min_confidence)
+    read: list[str] = []
+    started = time.perf_counter()
+    for n, i in enumerate(picked):
+        found = ocr.read(decode(meme(corpus[i].claim, n), settings.image_max_pixels))
+        read.append(found.text if found else "")
+    ocr_seconds = time.perf_counter() - started
+
+    def accuracy(texts: list[str]) -> float:
+        vectors = encoder.encode_queries([claim_text(t) or "-" for t in texts])
+        top = np.argmax(vectors @ docs.T, axis=1)
+        return round(
+            float(np.mean([int(t) == i and bool(text) for t, i, text in zip(top, picked, texts, strict=True)])), 4
+        )
+
+    words = [
+        len(set(claim_text(r).lower().split()) & set(claim_text(corpus[i].claim).lower().split()))
+        / max(1, len(set(claim_text(corpus[i].claim).lower().split())))
+        for r, i in zip(read, picked, strict=True)
+    ]
+    return {
+        "memes": memes,
+        "ocr_accuracy_at_1": accuracy(read),
+        "typed_claim_accuracy_at_1": accuracy([corpus[i].claim for i in picked]),
+        "no_text_read": sum(1 for r in read if not r),
+        "claim_words_read_mean": round(float(np.mean(words)), 4),
+        "ocr_seconds_per_image": round(ocr_seconds / memes, 3),
+    }
+
+
+def cost_part(n: int) -> dict[str, Any]:
+    """Images read per second through the worker's reader (inline, so no network), with and
+    without OCR, and the encoder's posts per second, in this run one after the other."""
+    from worker.configs import encoder_options, ocr_engine
+    from worker.core.encoder import SentenceTransformerEncoder
+    from worker.images.fetch import FetchPolicy, ImageFetcher
+    from worker.images.reader import ImageReader, ReadLimits
+    from worker.local.models import default_model_ref
+    from worker.settings import Settings
+    from worker.wire import ImageRef
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    refs = [
+        ImageRef(data=base64.b64encode(meme(f"claim number {i} about a vaccine and 5G", i)).decode()) for i in range(n)
+    ]
+
+    async def rate(reader: ImageReader) -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(reader.read([ref]) for ref in refs))
+        await reader.close()
+        return round(n / (time.perf_counter() - started), 1)
+
+    limits = ReadLimits(concurrency=settings.image_fetch_concurrency)
+    plain = asyncio.run(rate(ImageReader(ImageFetcher(FetchPolicy()), limits)))
+    with_ocr = asyncio.run(rate(ImageReader(ImageFetcher(FetchPolicy()), limits, ocr_engine(settings))))
+    encoder = SentenceTransformerEncoder(default_model_ref(settings.model_store), encoder_options(settings))
+    texts = [f"claim number {i} about a vaccine and 5G, shared again and again by many people" for i in range(256)]
+    encoder.encode_queries(texts[:32])
+    started = time.perf_counter()
+    encoder.encode_queries(texts)
+    encode = round(len(texts) / (time.perf_counter() - started), 1)
+    return {"images_per_s_pdq": plain, "images_per_s_pdq_and_ocr": with_ocr, "encoder_posts_per_s": encode,
+            "encoder_precision": encoder.precision}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument("--unrelated", type=int, default=2000)
+    parser.add_argument("--memes", type=int, default=200)
+    parser.add_argument("--cost", type=int, default=40)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench/precision"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    print("PDQ", flush=True)
+    report["pdq"] = pdq_part(args.photos, args.unrelated)
+    print(json.dumps(report["pdq"]["false_match_rate"]), flush=True)
+    if DATA.is_dir():
+        print("OCR", flush=True)
+        report["ocr"] = ocr_part(args.memes, args.cache)
+        print(json.dumps(report["ocr"]), flush=True)
+    else:
+        report["ocr"] = {"skipped": f"{DATA} is absent"}
+    print("cost", flush=True)
+    report["cost"] = cost_part(args.cost)
+    print(json.dumps(report["cost"]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,8 @@ text-in-image (OCR) path's accuracy on claims rendered as memes.
   aspect ratios; no real photos of fact-checks' subjects exist offline) stand for fact-checks'
   images. Each is edited (resized, recompressed, brightened, darkened, watermarked, grey, cropped,
   mirrored) and hashed; an edit is *recalled* when its nearest fact-check hash is its original's
-  and within the cut. ``--unrelated`` other pictures measure false matches: the share with any
+  and within the cut (fact-checks' images indexed under their 8 rotations and mirror images, as
+  the worker keeps them). ``--unrelated`` other pictures measure false matches: the share with any
   fact-check hash within the cut. Several cuts side by side (the worker's default is 31).
 - **OCR**: ``--memes`` CheckThat! 2020 fact-checks (``../shared/data``) have their claim rendered
   onto varied backgrounds, fonts and sizes, then recompressed and some resized; Tesseract (the
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from worker.images.decode import decode  # noqa: E402
-from worker.images.pdq import pdq_hash  # noqa: E402
+from worker.images.pdq import pdq_dihedral, pdq_hash  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
 FONTS = [
@@ -101,6 +102,7 @@ EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "crop 1% a side": lambda im: crop(im, 0.01),
     "crop 5% a side (~10%)": lambda im: crop(im, 0.05),
     "mirrored": ImageOps.mirror,
+    "rotated 90": lambda im: im.rotate(90, expand=True),
 }
 
 
@@ -118,13 +120,19 @@ def hashed(image: Image.Image) -> str:
     return pdq_hash(np.asarray(image.convert("RGB"))).hex
 
 
+def dihedral(image: Image.Image) -> list[str]:
+    first, others = pdq_dihedral(np.asarray(image.convert("RGB")))
+    return [first.hex, *others]
+
+
 def pdq_part(photos: int, unrelated: int) -> dict[str, Any]:
     started = time.perf_counter()
     originals = [photo(seed) for seed in range(photos)]
-    index = bits([hashed(im) for im in originals])
+    # As the worker keeps a fact-check's image: under its 8 rotations and mirror images.
+    index = bits([h for im in originals for h in dihedral(im)])
     out: dict[str, Any] = {"photos": photos, "unrelated": unrelated, "recall": {}}
     for name, edit in EDITS.items():
-        d = distances(bits([hashed(edit(im)) for im in originals]), index)
+        d = distances(bits([hashed(edit(im)) for im in originals]), index).reshape(photos, photos, 8).min(2)
         nearest, own = d.argmin(1), d[np.arange(photos), np.arange(photos)]
         out["recall"][name] = {
             str(cut): round(float(np.mean((nearest == np.arange(photos)) & (own <= cut))), 4) for cut in CUTS

@@ -88,6 +88,8 @@ class ImageRead:
     # The text read in it (OCR), and the mean confidence of its words (0-100).
     text: str | None = None
     text_confidence: float | None = None
+    # The hashes of its 7 other rotations and mirror images (what a fact-check's image is kept under too).
+    variants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

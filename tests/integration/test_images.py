@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import ImageOps
 
 from tests.conftest import consume_until, eventually, produce
 from tests.integration.test_image_fetch import HOST, _serve
@@ -52,6 +53,15 @@ async def test_fact_check_images_are_found_by_hamming_distance_within_the_cut(da
         assert hamming(near, hashes[3]) == 1
         assert await store.images.nearest_images([], max_distance=31) == []
 
+        # A fact-check's image is kept under its 7 other rotations and mirror images too.
+        mirrored = format(int(hashes[5], 16) ^ 3, "064x")
+        await store.images.replace_images(
+            {"fc5": [(ImageRead(0, hashes[5], 100, variants=("0" * 64, mirrored)), None)]}
+        )
+        [[hit]] = await store.images.nearest_images([mirrored], max_distance=31)
+        assert (hit.fact_check_id, hit.distance) == ("fc5", 0)
+        assert [r.pdq for r in await store.images.image_reads("fc5")] == [hashes[5]]
+
         # Replaced with the fact-check; gone with it.
         await store.images.replace_images({"fc3": []})
         assert await store.images.nearest_images([near], max_distance=31) == [[]]
@@ -90,6 +100,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
             posts = [
                 {"id": "img-copy", "text": text, "images": [{"data": copy}]},
                 {"id": "img-other", "text": text, "images": [{"data": b64(encoded(photo(8)))}]},
+                {"id": "img-mirror", "text": text, "images": [{"data": b64(encoded(ImageOps.mirror(photo(7))))}]},
                 {"id": "img-meme", "text": "lol", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt")))}]},
                 {"id": "img-hostile", "text": "5G towers spread the virus",
                  "images": [{"url": "http://169.254.169.254/latest/meta-data/"}, {"data": b64(b"<html>no</html>")},
@@ -100,7 +111,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 settings.topic_posts,
                 [(p["id"].encode(), json.dumps(p).encode()) for p in posts],
             )
-            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 4)
+            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 5)
     finally:
         await runner.cleanup()
     results = {r["post_id"]: r for r in bodies(records, settings.topic_matches)}
@@ -110,6 +121,8 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
     assert results["img-copy"]["images"][0]["error"] is None and results["img-copy"]["duplicate_of"] is None
     assert all(m["image"] is None for m in results["img-other"]["matches"])  # another picture: no image evidence
     assert results["img-other"]["duplicate_of"] is None  # same text, another picture: never a repeat
+    mirror = results["img-mirror"]["matches"][0]  # the picture flipped: the same picture
+    assert (mirror["fact_check_id"], mirror["tier"], mirror["image"]) == ("fc-photo", "match", 0)
     if runtime.image_reader is not None and runtime.image_reader.ocr is not None:  # Tesseract installed
         meme = results["img-meme"]
         assert meme["images"][0]["text"].split() == MEME.split()

@@ -35,15 +35,30 @@ class PdqHash:
         return self.quality >= MIN_QUALITY
 
 
+def _hex(bits: np.ndarray) -> str:
+    value = 0
+    for bit in np.asarray(bits, dtype=np.int64):
+        value = (value << 1) | int(bit)
+    return format(value, f"0{BITS // 4}x")
+
+
 def pdq_hash(pixels: np.ndarray) -> PdqHash:
     """The PDQ hash of RGB pixels (height x width x 3, uint8)."""
     import pdqhash
 
     bits, quality = pdqhash.compute(np.ascontiguousarray(pixels, dtype=np.uint8))
-    value = 0
-    for bit in np.asarray(bits, dtype=np.int64):
-        value = (value << 1) | int(bit)
-    return PdqHash(format(value, f"0{BITS // 4}x"), int(quality))
+    return PdqHash(_hex(bits), int(quality))
+
+
+def pdq_dihedral(pixels: np.ndarray) -> tuple[PdqHash, tuple[str, ...]]:
+    """The image's PDQ hash and the hashes of its 7 other rotations and mirror images (PDQ computes
+    all 8 from one transform): a fact-check's image is kept under all 8, so a mirrored or rotated
+    repost is the same picture."""
+    import pdqhash
+
+    hashes, quality = pdqhash.compute_dihedral(np.ascontiguousarray(pixels, dtype=np.uint8))
+    first, *others = (_hex(bits) for bits in hashes)
+    return PdqHash(first, int(quality)), tuple(others)
 
 
 def hamming(a: str, b: str) -> int:

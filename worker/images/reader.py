@@ -19,7 +19,7 @@ from worker.domain import ImageRead
 from worker.images.decode import decode, inline_bytes
 from worker.images.fetch import ImageFetcher, ImageRefused
 from worker.images.ocr import Tesseract
-from worker.images.pdq import pdq_hash
+from worker.images.pdq import pdq_dihedral
 from worker.wire import ImageRef
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> Im
     """Decode, hash and (with ``ocr``) read the text of one image, off the event loop."""
     digest = hashlib.sha256(data).hexdigest()
     pixels = decode(data, max_pixels)
-    found = pdq_hash(pixels)
+    found, variants = pdq_dihedral(pixels)
     text = ocr.read(pixels) if ocr is not None else None
     return ImageRead(
         index,
@@ -46,6 +46,7 @@ def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> Im
         sha256=digest,
         text=text.text if text else None,
         text_confidence=text.confidence if text else None,
+        variants=variants,
     )
 
 

@@ -1,7 +1,8 @@
 """Fact-check images' SQL: their PDQ hashes as ``bit(256)``, searched by Hamming distance.
 
-A fact-check's images are replaced together with it (one row per image, its hash or why it has
-none). A post's hashes are searched in one round trip: for each, the nearest fact-check images
+A fact-check's images are replaced together with it: one row per image and dihedral variant (the
+image as given and its 7 other rotations and mirror images), or one row saying why it has none.
+A post's hashes are searched in one round trip: for each, the nearest fact-check images
 by Hamming distance (pgvector's ``<~>`` over an HNSW index), kept when within the cut, with what
 a published match shows of their fact-checks. Hashes travel as 64 hex digits and become bits in
 SQL (``('x' || hex)::bit(256)``).
@@ -22,17 +23,18 @@ class FactCheckImages(Part):
         """Each fact-check's images are now its reads (with each one's link, None when inline); a
         fact-check given no reads has no images. One transaction."""
         rows = [
-            (fc_id, r.index, url, r.sha256, r.pdq, r.quality, r.error)
+            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error)
             for fc_id, reads in images.items()
             for r, url in reads
+            for variant, pdq in enumerate((r.pdq, *r.variants) if r.pdq else (None,))
         ]
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM fact_check_images WHERE fact_check_id = ANY(%s)", (sorted(images),))
             if rows:
                 async with conn.cursor() as cur:
                     await cur.executemany(
-                        "INSERT INTO fact_check_images (fact_check_id, idx, url, sha256, hash, quality, error)"
-                        " VALUES (%s, %s, %s, %s, ('x' || %s)::bit(256), %s, %s)",
+                        "INSERT INTO fact_check_images (fact_check_id, idx, variant, url, sha256, hash, quality, error)"
+                        " VALUES (%s, %s, %s, %s, %s, ('x' || %s)::bit(256), %s, %s)",
                         rows,
                     )
 
@@ -41,7 +43,7 @@ class FactCheckImages(Part):
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT idx, hash::text, quality, sha256, error FROM fact_check_images"
-                " WHERE fact_check_id = %s ORDER BY idx",
+                " WHERE fact_check_id = %s AND variant = 0 ORDER BY idx",
                 (fact_check_id,),
             )
             rows = await cur.fetchall()

@@ -37,6 +37,7 @@ from worker.storage import Store, apply_migrations
 from worker.wire import FactCheck
 
 if TYPE_CHECKING:
+    from worker.images.fetch import FetchPolicy
     from worker.images.ocr import Tesseract
     from worker.images.reader import ImageReader
 
@@ -131,17 +132,10 @@ def image_reader(settings: Settings) -> ImageReader | None:
     """What reads posts' and fact-checks' images (None when images are off)."""
     if not settings.images:
         return None
-    from worker.images.fetch import FetchPolicy, ImageFetcher
+    from worker.images.fetch import ImageFetcher
     from worker.images.reader import ImageReader, ReadLimits
 
-    policy = FetchPolicy(
-        max_bytes=settings.image_max_bytes,
-        timeout_s=settings.image_fetch_timeout_s,
-        connect_timeout_s=settings.image_connect_timeout_s,
-        max_redirects=settings.image_max_redirects,
-        allow_networks=FetchPolicy.networks(settings.image_allow_networks),
-        hosts=tuple(h.strip().lower() for h in settings.image_hosts.split(",") if h.strip()),
-    )
+    policy = fetch_policy(settings)
     limits = ReadLimits(
         max_per_item=settings.image_max_per_post,
         max_bytes=settings.image_max_bytes,
@@ -149,6 +143,20 @@ def image_reader(settings: Settings) -> ImageReader | None:
         concurrency=settings.image_fetch_concurrency,
     )
     return ImageReader(ImageFetcher(policy), limits, ocr_engine(settings))
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    """What an image fetcher (the worker's, the console's) may reach and read."""
+    from worker.images.fetch import FetchPolicy
+
+    return FetchPolicy(
+        max_bytes=settings.image_max_bytes,
+        timeout_s=settings.image_fetch_timeout_s,
+        connect_timeout_s=settings.image_connect_timeout_s,
+        max_redirects=settings.image_max_redirects,
+        allow_networks=FetchPolicy.networks(settings.image_allow_networks),
+        hosts=tuple(h.strip().lower() for h in settings.image_hosts.split(",") if h.strip()),
+    )
 
 
 def ocr_engine(settings: Settings) -> Tesseract | None:

@@ -189,6 +189,7 @@ class ImageOutcome(BaseModel):
     """What the worker made of one of the post's images: its PDQ hash, or why it has none."""
 
     index: int = Field(description="The image's position in the post's images.")
+    url: str | None = Field(None, description="Its link, as the post gave it (absent for an inline image).")
     pdq: str | None = Field(None, description="Its PDQ hash, 64 hex digits.")
     quality: int | None = Field(None, description="PDQ's quality (0-100); below 50 the hash is not matched.")
     error: str | None = Field(

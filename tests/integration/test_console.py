@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from playwright.async_api import expect
 
@@ -417,3 +418,71 @@ async def test_a_moderator_confirms_a_claims_copies_at_once_on_its_cluster_page(
             assert await page.locator('li.row[data-post="c-3"]').count() == 1
         finally:
             await console.stop()
+
+
+async def test_the_console_shows_a_posts_images_through_itself_never_the_original_bytes(
+    console_settings: Settings,
+) -> None:
+    """A post's image link and its fact-check's image, fetched by the console under the workers'
+    network policy and served re-encoded; a refused link is a 404; only a signed-in session asks."""
+    from playwright.async_api import async_playwright
+
+    from tests.integration.test_image_fetch import HOST, PNG, _serve
+    from tests.unit.test_images import photo
+    from worker.images.decode import decode
+    from worker.images.pdq import hamming, pdq_hash
+
+    runner, port = await _serve()
+    cdn = f"http://{HOST}:{port}"
+    settings = console_settings.model_copy(
+        update={
+            "image_allow_networks": f"{HOST}/32",
+            "console_proxy_user_header": "X-Forwarded-User",
+            "console_trusted_proxies": "127.0.0.1",
+        }
+    )
+    await seed_corpus(settings)
+    try:
+        async with running(settings) as worker:
+            await tier_everything(worker)
+            await worker.store.accounts.put_user("ana", "moderator", None)
+            fc = {"id": "fc-photo", "claim": "A shark swims on a flooded highway", "images": [{"url": f"{cdn}/image"}]}
+            await produce(settings.kafka_bootstrap, settings.topic_factchecks, [(b"fc-photo", json.dumps(fc).encode())])
+
+            async def indexed() -> bool:
+                return await worker.store.images.image_links("fc-photo") == [f"{cdn}/image"]
+
+            assert await eventually(indexed, 30)
+            links = [{"url": f"{cdn}/image"}, {"url": f"http://127.0.0.1:{port}/image"}]
+            post = {"id": "p/img 1", "text": "look at this", "images": links}
+            await produce(settings.kafka_bootstrap, settings.topic_posts, [(b"p", json.dumps(post).encode())])
+            console = ConsoleRuntime(settings)
+            console_port = await console.start()
+            try:
+
+                async def queued() -> bool:
+                    return await console.store.reviews.item("p/img 1") is not None
+
+                assert await eventually(queued, 30)
+                async with async_playwright() as p:
+                    client = await p.request.new_context(base_url=f"http://127.0.0.1:{console_port}")
+                    ana = {"X-Forwarded-User": "ana"}
+                    shown = await client.get("/images/posts/0/p%2Fimg%201", headers=ana)
+                    assert shown.status == 200 and shown.headers["content-type"] == "image/jpeg"
+                    body = await shown.body()
+                    assert body != PNG and body[:3] == b"\xff\xd8\xff"  # re-encoded, not the original
+                    near = hamming(pdq_hash(decode(body, 10**7)).hex, pdq_hash(np.asarray(photo(7))).hex)
+                    assert near <= 31
+                    refused = await client.get("/images/posts/1/p%2Fimg%201", headers=ana)
+                    assert refused.status == 404 and "address_refused" in await refused.text()
+                    assert (await client.get("/images/posts/5/p%2Fimg%201", headers=ana)).status == 404
+                    assert (await client.get("/images/fact-checks/0/fc-photo", headers=ana)).status == 200
+                    assert (await client.get("/images/posts/0/p%2Fimg%201")).status == 401
+                    page = await (await client.get("/items/p%2Fimg%201", headers=ana)).text()
+                    assert 'src="/images/posts/0/p/img%201"' in page and "not read (address_refused)" in page
+                    assert 'src="/images/fact-checks/0/fc-photo"' in page and "same image" in page
+                    await client.dispose()
+            finally:
+                await console.stop()
+    finally:
+        await runner.cleanup()

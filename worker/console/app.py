@@ -38,9 +38,11 @@ from worker.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Authenticator, 
 from worker.console.claims import ActiveVersion, ClaimPages, Details, TrendSource
 from worker.console.clusters import ClusterPages
 from worker.console.events import Broadcaster
+from worker.console.images import FactCheckImageLinks, ImagePages
 from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
 from worker.console.web import Recent, SecurityHeaders, http_url
 from worker.domain import ClaimLost, ConsoleSession, QueueFilter, ReviewGroup
+from worker.images.fetch import ImageFetcher
 from worker.storage.interfaces import AccountStore, ClusterReviewQueue, ReviewQueue
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,10 @@ class ConsoleDeps:
     active_version: ActiveVersion | None = None
     # The queue by claim cluster: one entry and one verdict for a cluster's open posts.
     groups: ClusterReviewQueue | None = None
+    # Posts' and fact-checks' images, fetched and re-encoded by the console (None: not shown).
+    image_fetcher: ImageFetcher | None = None
+    image_links: FactCheckImageLinks | None = None
+    image_max_pixels: int = 40_000_000
 
 
 class Forbidden(Exception):
@@ -410,6 +416,14 @@ def claim_routes(console: Console, deps: ConsoleDeps) -> list[Route]:
     return [Route("/trending", pages.trending, methods=["GET"]), Route("/emerging", pages.emerging, methods=["GET"])]
 
 
+def image_routes(console: Console, deps: ConsoleDeps) -> list[Route]:
+    """The proxied image routes, when the console may fetch images."""
+    if deps.image_fetcher is None or deps.image_links is None:
+        return []
+    pages = ImagePages(console, deps.reviews, deps.image_links, deps.image_fetcher, max_pixels=deps.image_max_pixels)
+    return pages.routes()
+
+
 def create_app(deps: ConsoleDeps) -> Starlette:
     """The console's routes over ``deps``."""
     console = Console(deps)
@@ -429,6 +443,7 @@ def create_app(deps: ConsoleDeps) -> Starlette:
         Route("/admin/quarantine/clear", console.admin_clear, methods=["POST"]),
         *claim_routes(console, deps),
         *(ClusterPages(console, deps.groups, lease_s=deps.lease_s, undo_s=deps.undo_s).routes() if deps.groups else []),
+        *image_routes(console, deps),
         Route("/healthz", console.healthz),
         Route("/readyz", console.readyz),
         Route("/metrics", console.metrics),

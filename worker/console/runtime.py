@@ -23,10 +23,12 @@ import uvicorn
 from pydantic import BaseModel, ValidationError
 
 from worker.adapter import kafka
+from worker.configs import fetch_policy
 from worker.console.app import AdminActions, ConsoleDeps, ConsoleMetrics, create_app
 from worker.console.auth import Authenticator
 from worker.console.events import Broadcaster
 from worker.console.review import pr_polyline
+from worker.images.fetch import ImageFetcher
 from worker.settings import Settings
 from worker.storage import Store
 from worker.wire import DeadLetter, MatchResult
@@ -95,6 +97,8 @@ class ConsoleRuntime:
         self.store = store_from_settings(settings)
         self.events = Broadcaster()
         self.metrics = ConsoleMetrics()
+        # The console shows posts' images through itself, under the workers' network policy.
+        self.image_fetcher = ImageFetcher(fetch_policy(settings)) if settings.images else None
         self.deps = ConsoleDeps(
             reviews=self.store.reviews,
             accounts=self.store.accounts,
@@ -114,6 +118,9 @@ class ConsoleRuntime:
             fact_checks=self.store.candidates.details,
             active_version=self.active_version,
             groups=self.store.review_groups,
+            image_fetcher=self.image_fetcher,
+            image_links=self.store.images,
+            image_max_pixels=settings.image_max_pixels,
         )
         self.app = create_app(self.deps)
         self.server: _Server | None = None
@@ -163,6 +170,8 @@ class ConsoleRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
+        if self.image_fetcher is not None:
+            await self.image_fetcher.close()
         await self.store.close()
 
     async def consume_results(self) -> None:

@@ -51,9 +51,10 @@ class ImageConfig:
     top_k: int = 5
 
 
-def outcome(read: ImageRead) -> ImageOutcome:
+def outcome(read: ImageRead, url: str | None = None) -> ImageOutcome:
     return ImageOutcome(
         index=read.index,
+        url=url,
         pdq=read.pdq,
         quality=read.quality,
         error=read.error,

@@ -393,7 +393,7 @@ class MatchPipeline:
             text_truncated=bool(cut) and len(text) > cut,
             url=item.post.url,
             posted_at=item.post.created_at,
-            images=[outcome(read) for read in item.images],
+            images=[outcome(read, ref.url) for read, ref in zip(item.images, item.post.images, strict=False)],
         )
 
     async def _observe(self, model: ServingModel, items: Sequence[PostItem]) -> None:

@@ -52,6 +52,15 @@ class FactCheckImages(Part):
             for i, bits, quality, sha, error in rows
         ]
 
+    async def image_links(self, fact_check_id: str) -> list[str | None]:
+        """Each of the fact-check's images' link, in order (None: it came inline)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT url FROM fact_check_images WHERE fact_check_id = %s AND variant = 0 ORDER BY idx",
+                (fact_check_id,),
+            )
+            return [row[0] for row in await cur.fetchall()]
+
     async def nearest_images(self, hashes: Sequence[str], *, max_distance: int, limit: int = 5) -> list[list[ImageHit]]:
         """For each hash (hex), up to ``limit`` fact-checks with an image within ``max_distance``,
         nearest first (a fact-check once, at its nearest image). ``ImageHit.image`` is the hash's position."""

@@ -147,3 +147,20 @@ async def test_with_reuse_off_every_post_is_searched_and_the_matches_are_the_sam
 def test_a_window_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="window"):
         Reuse(MemoryStore().answers, 0)
+
+
+async def test_housekeeping_deletes_in_batches_until_less_is_left_and_stops_at_its_bound() -> None:
+    from worker.core.reuse import in_batches
+
+    left = [25_000]
+    calls: list[int] = []
+
+    async def delete(n: int) -> int:
+        calls.append(n)
+        gone = min(n, left[0])
+        left[0] -= gone
+        return gone
+
+    assert await in_batches(delete, batch=10_000) == 25_000 and calls == [10_000] * 3 and left == [0]
+    left[0], calls[:] = 1_000_000, []
+    assert await in_batches(delete, batch=10_000, rounds=5) == 50_000 and len(calls) == 5  # bounded per pass

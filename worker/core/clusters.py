@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from worker.core.reuse import in_batches
 from worker.domain import ClusterPost, ClusterSummary, Vectors
 from worker.storage.interfaces import ClusterStore
 from worker.wire import Match
@@ -63,5 +64,5 @@ class Clustering:
         return await self.store.assign_clusters(version, dimension, posts, cut=self.cut, window_s=self.window_s)
 
     async def forget(self) -> int:
-        """Delete the clusters no post joined for twice the window (the worker calls it now and then)."""
-        return await self.store.forget_clusters(2 * self.window_s)
+        """Delete the clusters no post joined for twice the window (the worker calls it now and then), in batches."""
+        return await in_batches(lambda n: self.store.forget_clusters(2 * self.window_s, n))

@@ -18,11 +18,29 @@ after ``window_s`` and are deleted by :meth:`Reuse.forget`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from worker.storage.interfaces import AnswerStore, ClaimAnswer
 from worker.wire import Match
+
+# Rows one housekeeping statement deletes; a pass repeats it until less is left, at most
+# FORGET_ROUNDS times (a fast stream expires more than one batch between passes).
+FORGET_BATCH = 10_000
+FORGET_ROUNDS = 20
+
+
+async def in_batches(
+    delete: Callable[[int], Awaitable[int]], batch: int = FORGET_BATCH, rounds: int = FORGET_ROUNDS
+) -> int:
+    """Call ``delete(batch)`` until it deletes fewer than ``batch`` rows (at most ``rounds`` times); the total."""
+    total = 0
+    for _ in range(rounds):
+        deleted = await delete(batch)
+        total += deleted
+        if deleted < batch:
+            break
+    return total
 
 
 def answer_key(claim: str, lang: str | None, version: str, state: str, generations: tuple[int, int]) -> str:
@@ -63,5 +81,5 @@ class Reuse:
         await self.store.remember_answers(rows, self.window_s)
 
     async def forget(self) -> int:
-        """Delete answers older than the window (the worker calls it now and then)."""
-        return await self.store.forget_answers(self.window_s)
+        """Delete answers older than the window (the worker calls it now and then), in batches."""
+        return await in_batches(lambda n: self.store.forget_answers(self.window_s, n))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,12 +35,19 @@ class ReadLimits:
     concurrency: int = 8
 
 
+# OCR processes at once across every reader: one per core (Tesseract is CPU-bound).
+_OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
+
 def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> ImageRead:
     """Decode, hash and (with ``ocr``) read the text of one image, off the event loop."""
     digest = hashlib.sha256(data).hexdigest()
     pixels = decode(data, max_pixels)
     found, variants = pdq_dihedral(pixels)
-    text = ocr.read(pixels) if ocr is not None else None
+    text = None
+    if ocr is not None:
+        with _OCR_SLOTS:
+            text = ocr.read(pixels)
     return ImageRead(
         index,
         pdq=found.hex,

@@ -332,6 +332,19 @@ async def load_fact_checks(store: Store, settings: Settings, fact_checks: Sequen
         await indexer.close()
 
 
+async def index_fact_check_images(store: Store, settings: Settings, fact_checks: Sequence[FactCheck]) -> None:
+    """Read and keep the fact-checks' images' hashes (rows loaded without a worker: demo, up)."""
+    from worker.core.indexer import index_images
+
+    reader = image_reader(settings)
+    if reader is None:
+        return
+    try:
+        await index_images(reader, store.images, fact_checks)
+    finally:
+        await reader.close()
+
+
 def corpus_indexer(store: Store, settings: Settings, encoder_for: Callable[[str, str], Encoder]) -> CorpusIndexer:
     """Applies fact-check changes: rows, vectors under every serving version, images' hashes."""
     return CorpusIndexer(store, encoder_for, image_reader(settings), store.images)

@@ -37,7 +37,7 @@ def _row(post: dict[str, Any], result: dict[str, Any]) -> Table:
     table.add_row(
         str(result["post_id"]),
         str(post.get("lang") or ""),
-        str(post.get("text", "")),
+        str(post.get("text", "")) + (f" [+{len(post['images'])} image]" if post.get("images") else ""),
         (best.get("title") or best["claim"]) if best else "[dim]no match[/dim]",
         (best.get("tier") or "-") if best else "",
         f"{best['probability']:.2f}" if best and best.get("probability") is not None else "",
@@ -56,11 +56,22 @@ def demo(
 ) -> None:
     """Start a local broker and Postgres, index the sample fact-checks, stream the sample posts, print matches."""
     from worker.adapter.tools import stream_and_collect
-    from worker.local.demo import MALFORMED, abstentions, correct_best_matches, prepare_database, running_worker
+    from worker.local.demo import (
+        MALFORMED,
+        abstentions,
+        correct_best_matches,
+        is_demo_file,
+        prepare_database,
+        running_worker,
+    )
     from worker.retrieval.evaluation import load_jsonl
 
     wall = time.perf_counter()
     posts = load_jsonl(posts_file)
+    if is_demo_file(posts_file, "posts.jsonl"):
+        from worker.local.demo_images import demo_image_posts
+
+        posts += demo_image_posts()  # a repost of a debunked photo, a meme, an unrelated photo
     by_id = {str(p["id"]): p for p in posts}
     with local_services(None) as (bootstrap, url):
         settings = load_settings(kafka_bootstrap=bootstrap, database_url=url, model=model, metrics_port=0)

@@ -131,17 +131,8 @@ class CorpusIndexer:
 
     async def index_images(self, fact_checks: Sequence[FactCheck]) -> None:
         """Each upserted fact-check's images, read and hashed (none: its earlier images go)."""
-        if self.images is None or self.image_index is None:
-            return
-        source = self.images
-        reads = await asyncio.gather(*(source.read(fc.images, ocr=False) for fc in fact_checks if fc.images))
-        found = iter(reads)
-        await self.image_index.replace_images(
-            {
-                fc.id: list(zip(next(found), [ref.url for ref in fc.images], strict=True)) if fc.images else []
-                for fc in fact_checks
-            }
-        )
+        if self.images is not None and self.image_index is not None:
+            await index_images(self.images, self.image_index, fact_checks)
 
     async def apply(self, events: Sequence[FactCheckEvent]) -> CorpusChange:
         # The last event for an id wins, as it would if they were applied one by one.
@@ -154,3 +145,16 @@ class CorpusIndexer:
         change = await self.upsert(upserts)
         change.deleted = await self.store.corpus.delete_fact_checks(deletes)
         return change
+
+
+async def index_images(source: ImageSource, index: ImageIndex, fact_checks: Sequence[FactCheck]) -> None:
+    """Read and hash the fact-checks' images (not their text) and keep them; a fact-check given no
+    images has none afterwards."""
+    reads = await asyncio.gather(*(source.read(fc.images, ocr=False) for fc in fact_checks if fc.images))
+    found = iter(reads)
+    await index.replace_images(
+        {
+            fc.id: list(zip(next(found), [ref.url for ref in fc.images], strict=True)) if fc.images else []
+            for fc in fact_checks
+        }
+    )

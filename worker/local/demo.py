@@ -10,7 +10,8 @@ from typing import Any
 
 from worker.adapter.runtime import WorkerRuntime, running
 from worker.adapter.topics import ensure_topics
-from worker.configs import open_store
+from worker.configs import index_fact_check_images, open_store
+from worker.local.demo_images import with_demo_images
 from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
 from worker.settings import Settings
 from worker.storage import apply_migrations
@@ -20,12 +21,22 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
 MALFORMED = [b"{not json", b'{"id": "p-bad", "text": ""}', b"\xff\xfe not utf-8"]
 
 
+def is_demo_file(path: Path, name: str) -> bool:
+    """Whether ``path`` is the demo's own ``name`` (the demo's images go with its own data only)."""
+    return path.resolve() == (DEMO_DIR / name).resolve()
+
+
 async def prepare_database(settings: Settings, fact_checks_file: Path | None) -> None:
-    """Migrations, then the fact-check rows (embedded when the worker bootstraps its model)."""
+    """Migrations, then the fact-check rows (embedded when the worker bootstraps its model) and
+    their images' hashes; the demo's own fact-checks get the photo one of them debunks."""
     await apply_migrations(settings.require_database_url())
     if fact_checks_file is not None:
+        fact_checks = corpus_from_rows(load_jsonl(fact_checks_file))
+        if is_demo_file(fact_checks_file, "factchecks.jsonl"):
+            fact_checks = with_demo_images(fact_checks)
         async with open_store(settings, migrate_first=False) as store:
-            await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(fact_checks_file)))
+            await store.corpus.upsert_fact_checks(fact_checks)
+            await index_fact_check_images(store, settings, fact_checks)
 
 
 @contextlib.asynccontextmanager

@@ -171,3 +171,46 @@ def test_tesseract_reads_a_memes_caption_in_each_demo_language() -> None:
         assert found is not None and found.confidence > 80, lang
         assert found.text.split() == text.split(), (lang, found.text)
     assert ocr.read(np.asarray(photo(3))) is None  # no text
+
+
+async def test_reloading_a_corpus_reads_only_the_images_that_changed(database_url: str) -> None:
+    from worker.core.indexer import index_images
+    from worker.wire import ImageRef
+
+    def sha(ref: ImageRef) -> str:
+        import hashlib
+
+        return hashlib.sha256(base64.b64decode(ref.data) if ref.data else b"fetched").hexdigest()
+
+    class Counting:
+        def __init__(self) -> None:
+            self.read_refs: list[ImageRef] = []
+
+        async def read(self, images: list[ImageRef], *, ocr: bool = True) -> list[ImageRead]:
+            self.read_refs += images
+            return [ImageRead(i, format(i + 1, "064x"), 100, sha(ref)) for i, ref in enumerate(images)]
+
+        async def close(self) -> None:
+            return None
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        inline = b64(encoded(photo(1, (32, 32))))
+        fcs = [
+            FactCheck(id="a", claim="a", images=[ImageRef(url="https://cdn.example/a.jpg")]),
+            FactCheck(id="b", claim="b", images=[ImageRef(data=inline)]),
+            FactCheck(id="c", claim="c"),
+        ]
+        await store.corpus.upsert_fact_checks(fcs)
+        source = Counting()
+        assert await index_images(source, store.images, fcs) == 2
+        assert await index_images(source, store.images, fcs) == 0  # the same links and bytes: nothing read
+        moved = [fcs[0].model_copy(update={"images": [ImageRef(url="https://cdn.example/a2.jpg")]}), fcs[1]]
+        assert await index_images(source, store.images, moved) == 1
+        assert source.read_refs[-1].url == "https://cdn.example/a2.jpg"
+        assert await store.images.image_links("a") == ["https://cdn.example/a2.jpg"]
+        await index_images(source, store.images, [fcs[1].model_copy(update={"images": []})])
+        assert await store.images.image_links("b") == []  # no images given: none kept
+    finally:
+        await store.close()

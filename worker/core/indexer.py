@@ -8,7 +8,10 @@ together, the document prompt, normalised) whoever embeds it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -147,14 +150,37 @@ class CorpusIndexer:
         return change
 
 
-async def index_images(source: ImageSource, index: ImageIndex, fact_checks: Sequence[FactCheck]) -> None:
+async def index_images(source: ImageSource, index: ImageIndex, fact_checks: Sequence[FactCheck]) -> int:
     """Read and hash the fact-checks' images (not their text) and keep them; a fact-check given no
-    images has none afterwards."""
-    reads = await asyncio.gather(*(source.read(fc.images, ocr=False) for fc in fact_checks if fc.images))
+    images has none afterwards. A fact-check whose images are the ones kept (the same links, the
+    same inline bytes, every one read before) is left as it is: reloading a corpus fetches nothing
+    again. Returns how many fact-checks' images were read."""
+    kept = {
+        fc_id: [(url, None) if url else (None, sha) for url, sha in rows]
+        for fc_id, rows in (await index.image_sources([fc.id for fc in fact_checks])).items()
+    }
+    changed = [fc for fc in fact_checks if not fc.images or kept.get(fc.id) != _sources(fc)]
+    reads = await asyncio.gather(*(source.read(fc.images, ocr=False) for fc in changed if fc.images))
     found = iter(reads)
     await index.replace_images(
         {
             fc.id: list(zip(next(found), [ref.url for ref in fc.images], strict=True)) if fc.images else []
-            for fc in fact_checks
+            for fc in changed
         }
     )
+    return len(reads)
+
+
+def _sources(fc: FactCheck) -> list[tuple[str | None, str | None]]:
+    """What identifies a fact-check's images: each one's link, or the SHA-256 of its inline bytes."""
+    out: list[tuple[str | None, str | None]] = []
+    for ref in fc.images:
+        if ref.url is not None:
+            out.append((ref.url, None))
+        else:
+            try:
+                data = base64.b64decode(ref.data or "", validate=True)
+            except (binascii.Error, ValueError):
+                return []  # unreadable: never equal to what is kept, so it is read (and refused)
+            out.append((None, hashlib.sha256(data).hexdigest()))
+    return out

@@ -52,6 +52,21 @@ class FactCheckImages(Part):
             for i, bits, quality, sha, error in rows
         ]
 
+    async def image_sources(self, fact_check_ids: Sequence[str]) -> dict[str, list[tuple[str | None, str | None]]]:
+        """Each fact-check's images as kept and read without error: (link, SHA-256 of the bytes), in order."""
+        if not fact_check_ids:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT fact_check_id, url, sha256 FROM fact_check_images"
+                " WHERE fact_check_id = ANY(%s) AND variant = 0 AND error IS NULL ORDER BY fact_check_id, idx",
+                (sorted(set(fact_check_ids)),),
+            )
+            found: dict[str, list[tuple[str | None, str | None]]] = {}
+            for fc_id, url, sha in await cur.fetchall():
+                found.setdefault(fc_id, []).append((url, sha))
+        return found
+
     async def image_links(self, fact_check_id: str) -> list[str | None]:
         """Each of the fact-check's images' link, in order (None: it came inline)."""
         async with self.pool.connection() as conn:

@@ -222,3 +222,36 @@ def test_the_text_in_an_image_adds_its_matches_and_the_surer_of_two_wins() -> No
     # Uncalibrated (no probabilities): the cosine decides.
     plain = with_text_in_images([m("x", 1, None, None, 0.4)], [(0, [m("x", 1, None, None, 0.9)])])
     assert [(x.fact_check_id, x.score, x.image_text) for x in plain] == [("x", 0.9, 0)]
+
+
+async def test_a_name_that_also_resolves_inside_is_refused_and_only_checked_addresses_are_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import socket
+
+    from worker.images.fetch import PolicyResolver
+
+    answers = {
+        "cdn.example": ["93.184.216.34", "151.101.1.69"],
+        "rebind.example": ["93.184.216.34", "169.254.169.254"],  # one public, one the metadata service
+        "mapped.example": ["::ffff:10.0.0.5"],
+    }
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in answers[host]
+        ]
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    resolver = PolicyResolver(FetchPolicy())
+    found = await resolver.resolve("cdn.example", 443)
+    assert [(r["host"], r["hostname"], r["port"]) for r in found] == [
+        ("93.184.216.34", "cdn.example", 443),
+        ("151.101.1.69", "cdn.example", 443),
+    ]
+    for host in ("rebind.example", "mapped.example"):
+        with pytest.raises(OSError, match="resolves to"):
+            await resolver.resolve(host, 443)

@@ -63,7 +63,9 @@ class Post(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     id: Id
-    text: str = Field(min_length=1)
+    text: str = Field(
+        "", description="The post's text; may be empty only when the post carries images (a meme, a photo)."
+    )
     lang: str | None = Field(None, max_length=35)
     platform: str | None = Field(None, max_length=100)
     url: str | None = Field(None, max_length=4_000, description="The post's link on its platform.")
@@ -74,6 +76,12 @@ class Post(BaseModel):
         description="Images attached to the post; the worker reads the first image_max_per_post of them.",
     )
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> Post:
+        if not self.text and not self.images:
+            raise ValueError("text is empty and the post carries no image")
+        return self
 
 
 class FactCheck(BaseModel):

@@ -101,6 +101,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 {"id": "img-copy", "text": text, "images": [{"data": copy}]},
                 {"id": "img-other", "text": text, "images": [{"data": b64(encoded(photo(8)))}]},
                 {"id": "img-mirror", "text": text, "images": [{"data": b64(encoded(ImageOps.mirror(photo(7))))}]},
+                {"id": "img-only", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt"), seed=3))}]},
                 {"id": "img-meme", "text": "lol", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt")))}]},
                 {"id": "img-hostile", "text": "5G towers spread the virus",
                  "images": [{"url": "http://169.254.169.254/latest/meta-data/"}, {"data": b64(b"<html>no</html>")},
@@ -111,7 +112,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 settings.topic_posts,
                 [(p["id"].encode(), json.dumps(p).encode()) for p in posts],
             )
-            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 5)
+            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 6)
     finally:
         await runner.cleanup()
     results = {r["post_id"]: r for r in bodies(records, settings.topic_matches)}
@@ -127,6 +128,9 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
         meme = results["img-meme"]
         assert meme["images"][0]["text"].split() == MEME.split()
         assert meme["matches"][0]["fact_check_id"] == "fc-meme" and meme["matches"][0]["image_text"] == 0
+        alone = results["img-only"]  # no text at all: answered by the text in its image
+        assert alone["text"] == "" and alone["matches"][0]["fact_check_id"] == "fc-meme"
+        assert alone["matches"][0]["image_text"] == 0 and alone["cluster_id"] is not None
     hostile = results["img-hostile"]
     assert [i["error"] for i in hostile["images"]] == ["address_refused", "not_an_image", "address_refused"]
     assert hostile["matches"] and all(m["image"] is None for m in hostile["matches"])  # its text still matched

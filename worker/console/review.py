@@ -47,9 +47,13 @@ def feedback_records(
         raise BadVerdict(f"unknown verdict {choice!r}: confirm, reject or none")
     if not targets:
         raise BadVerdict(f"post {item.post_id} showed no fact-check")
-    text = item.text or ""
+    # A post of images alone is learned from by the text read in its images.
+    text = item.text or " ".join(str(i.get("text") or "") for i in item.result.get("images") or []).strip()
     if not text.strip():
-        raise BadVerdict(f"post {item.post_id} came without its text (the worker's result_text_max_chars is 0)")
+        raise BadVerdict(
+            f"post {item.post_id} has no text to learn from: none came with it (the worker's"
+            " result_text_max_chars is 0) and none was read in its images"
+        )
     note = (note or "").strip()[:2000] or None
     return [
         (

@@ -37,7 +37,7 @@ from worker.core.decoding import Limits, decode_post
 from worker.core.images import ImageMatching, outcome, with_image_matches, with_text_in_images
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
 from worker.core.reuse import Reuse
-from worker.domain import Encoder, ImageRead
+from worker.domain import Encoder, ImageRead, PostCandidates
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
@@ -236,13 +236,15 @@ class MatchPipeline:
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
             else:
-                items.append(PostItem(record, decoded, lang=decoded.lang, claim=claim_text(decoded.text)))
+                # A post of images alone is searched by their alt text, if any, and the text in them.
+                text = decoded.text or " ".join(image.alt or "" for image in decoded.images)
+                items.append(PostItem(record, decoded, lang=decoded.lang, claim=claim_text(text)))
         return items, letters
 
     async def _languages(self, items: Sequence[PostItem]) -> None:
         """Fill in the language of posts that carry none (off the event loop)."""
         detect = self.detect_language
-        unknown = [item for item in items if not item.lang]
+        unknown = [item for item in items if not item.lang and item.claim]
         if detect is None or not unknown:
             return
         found = await asyncio.to_thread(lambda: [detect(item.claim) for item in unknown])
@@ -250,7 +252,12 @@ class MatchPipeline:
             item.lang, item.lang_detected = lang, lang is not None
 
     async def _match(self, model: ServingModel, items: Sequence[PostItem]) -> BatchStats:
-        """Encode in planned calls and search each call's posts while the next call encodes."""
+        """Encode in planned calls and search each call's posts while the next call encodes (a post
+        with no text at all, only images, has nothing to encode: its images answer it)."""
+        for item in items:
+            if not item.claim:
+                item.searched = Searched(PostCandidates([]), [])
+        items = [item for item in items if item.claim]
         if not items:
             return BatchStats()
         texts = [item.claim for item in items]

@@ -72,7 +72,8 @@ class Rematcher:
         )
         hits = [c.cluster_id for c, searched in zip(clusters, found, strict=True) if _tiered(searched.matches)]
         posts = await self.store.abstained_posts(model.version, hits, self.config.max_posts)
-        results, matched = await self._posts(model, posts)
+        # A post of images alone has no text of its own to search again.
+        results, matched = await self._posts(model, [p for p in posts if p.text])
         return RematchPass(model.version, generation, len(clusters), results, matched)
 
     async def record(self, found: RematchPass) -> int:

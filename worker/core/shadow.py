@@ -72,7 +72,9 @@ class ShadowRunner:
         shadow = self.models.shadow()
         if shadow is None or self.share <= 0:
             return
-        picked = [(p, r) for p, r in answered if r.model_version != shadow.version and sampled(p.id, self.share)]
+        picked = [
+            (p, r) for p, r in answered if p.text and r.model_version != shadow.version and sampled(p.id, self.share)
+        ]
         if not picked:
             return
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -78,11 +79,17 @@ class ClaimReporter:
         return published
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.claims_report_interval_s)
-            try:
-                await self.publish()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next interval tries again
-                log.warning("claim reports not published: %r", exc)
+        await every(self.settings.claims_report_interval_s, self.publish, "claim reports not published")
+
+
+async def every(interval_s: float, step: Callable[[], Awaitable[object]], failed: str) -> None:
+    """Run ``step`` every ``interval_s``, for ever: a failure is logged (``failed``: what it means)
+    and the next interval tries again. A group job's loop (its turn is the step's to take)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next interval tries again
+            log.warning("%s: %r", failed, exc)

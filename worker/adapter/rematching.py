@@ -9,10 +9,10 @@ recorded, so its updates are found again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from worker.adapter.claim_reports import every
 from worker.core.rematch import Rematcher
 from worker.wire import MatchResult
 
@@ -58,11 +58,4 @@ class RematchLoop:
         return changed
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next interval tries again
-                log.warning("re-match pass failed: %r", exc)
+        await every(self.interval_s, self.once, "re-match pass failed")

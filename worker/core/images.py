@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.domain import ImageHit, ImageRead, Tier
-from worker.retrieval.retriever import QuarantineList
+from worker.domain import TIER_RANK, ImageHit, ImageRead, Tier
+from worker.retrieval.retriever import DEMOTED, QuarantineList
 from worker.storage.interfaces import ImageIndex
 from worker.wire import ImageOutcome, ImageRef, Match
 
@@ -111,9 +111,6 @@ class ImageMatching:
         return await self.quarantine.current() if self.quarantine else frozenset()
 
 
-_DEMOTED: dict[Tier, Tier | None] = {"match": "suggestion", "suggestion": None}
-
-
 def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quarantined: frozenset[str]) -> list[Match]:
     """The post's matches with its image hits merged in: same-picture fact-checks first, nearest first."""
     best: dict[str, ImageHit] = {}
@@ -125,7 +122,7 @@ def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quara
     by_id = {m.fact_check_id: m for m in matches}
     pictured: list[Match] = []
     for fc, hit in sorted(best.items(), key=lambda item: (item[1].distance, item[0])):
-        tier: Tier | None = _DEMOTED["match"] if fc in quarantined else "match"
+        tier: Tier | None = DEMOTED["match"] if fc in quarantined else "match"
         if fc in by_id:
             evidence = {"image": hit.image, "image_distance": hit.distance, "tier": tier}
             pictured.append(by_id[fc].model_copy(update=evidence))
@@ -151,9 +148,6 @@ def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quara
     return [m.model_copy(update={"rank": rank}) for rank, m in enumerate([*pictured, *rest], 1)]
 
 
-_TIER_ORDER: dict[Tier | None, int] = {"match": 0, "suggestion": 1, None: 2}
-
-
 def with_text_in_images(matches: Sequence[Match], found: Sequence[tuple[int, Sequence[Match]]]) -> list[Match]:
     """The post's matches with those the text in its images found (``found``: each image's index and
     the matches of its text as a query of its own). A fact-check found both ways keeps the surer of
@@ -166,7 +160,10 @@ def with_text_in_images(matches: Sequence[Match], found: Sequence[tuple[int, Seq
             if known is None or _sureness(m) > _sureness(known[0]):
                 best[m.fact_check_id] = (m.model_copy(update={"image_text": index}), known[1] if known else offset)
                 offset += 1
-    ordered = sorted(best.values(), key=lambda entry: (_TIER_ORDER[entry[0].tier], -_sureness(entry[0]), entry[1]))
+    ordered = sorted(
+        best.values(),
+        key=lambda entry: (TIER_RANK.get(entry[0].tier or "", len(TIER_RANK)), -_sureness(entry[0]), entry[1]),
+    )
     return [m.model_copy(update={"rank": rank}) for rank, (m, _) in enumerate(ordered, 1)]
 
 

@@ -295,14 +295,14 @@ class Retriever:
         for s in pool[: self.config.top_k]:
             tier = tier_for(s.probability, lang, cuts) if cuts and s.probability is not None else None
             if tier is not None and s.candidate.fact_check_id in quarantined:
-                tier = _DEMOTED[tier]
+                tier = DEMOTED[tier]
             if tier is not None or not cuts or self.config.publish_untiered:
                 kept.append((s, tier))
         return kept
 
 
 # A quarantined fact-check is demoted one tier: never "match"; a suggestion is withheld.
-_DEMOTED: dict[Tier, Tier | None] = {"match": "suggestion", "suggestion": None}
+DEMOTED: dict[Tier, Tier | None] = {"match": "suggestion", "suggestion": None}
 
 
 def _without(cands: Sequence[Candidate], exclude: Collection[str]) -> list[Candidate]:

@@ -81,7 +81,12 @@ def tier_targets(settings: Settings) -> dict[Tier, float]:
 
 
 def calibration_config(settings: Settings) -> CalibrationConfig:
-    return CalibrationConfig(retrieval_config(settings), tier_targets(settings), settings.tier_min_support)
+    budgets: dict[Tier, float] = {}
+    if settings.tier_match_false_alarm is not None:
+        budgets["match"] = settings.tier_match_false_alarm
+    if settings.tier_suggestion_false_alarm is not None:
+        budgets["suggestion"] = settings.tier_suggestion_false_alarm
+    return CalibrationConfig(retrieval_config(settings), tier_targets(settings), settings.tier_min_support, budgets)
 
 
 def limits(settings: Settings) -> Limits:

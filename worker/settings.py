@@ -307,6 +307,19 @@ class Settings(BaseSettings):
     quarantine_refresh_s: float = Field(10.0, gt=0, le=3600, description="How often workers re-read quarantines.")
     tier_match_precision: float = Field(0.95, gt=0, le=1, description="Target precision of the 'match' tier.")
     tier_suggestion_precision: float = Field(0.8, gt=0, le=1, description="Target precision of 'suggestion'.")
+    tier_match_false_alarm: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Most posts with no fact-check that may get a 'match' (share, fitted open-set with the"
+        " precision target; the stricter cut wins). Unset: precision target only.",
+    )
+    tier_suggestion_false_alarm: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Most posts with no fact-check that may be shown anything ('suggestion' or 'match').",
+    )
     tier_min_support: int = Field(20, ge=1, description="Fewest labelled candidates above a cut to fit it.")
     top_k: int = Field(5, ge=1, le=100)
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
@@ -480,6 +493,10 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         if self.tier_suggestion_precision > self.tier_match_precision:
             raise ValueError("tier_suggestion_precision must not exceed tier_match_precision")
+        budgets = (self.tier_match_false_alarm, self.tier_suggestion_false_alarm)
+        if None not in budgets and budgets[1] < budgets[0]:  # type: ignore[operator]
+            # What shows a match also shows something: the suggestion budget holds both tiers.
+            raise ValueError("tier_suggestion_false_alarm must not be below tier_match_false_alarm")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
         if self.claim_clusters and self.reuse_window_s > self.cluster_window_s:

@@ -313,3 +313,69 @@ async def test_quarantined_fact_checks_leave_tier_match_and_flags_reach_the_stor
     clock[0] = 11.0
     again = await published()
     assert again[0][0].tier == "match"
+
+
+def test_a_false_alarm_budget_raises_the_cut_only_where_it_is_stricter() -> None:
+    from worker.retrieval.tiers import Threshold, false_alarm_cut, within_budgets
+
+    tops = [0.9, 0.8, 0.7, 0.6] + [0.1] * 16  # 20 posts with nothing to find
+    assert false_alarm_cut(tops, 0.10) == pytest.approx(0.7) and false_alarm_cut(tops, 0.10) > 0.7
+    # Ten may be shown, but the eleventh ties with them: all sixteen at 0.1 stay below the cut.
+    assert 0.1 < false_alarm_cut(tops, 0.5) < 0.6  # type: ignore[operator]
+    assert false_alarm_cut([], 0.1) is None
+    scored = [("en", 0.95, True)] * 30 + [("en", 0.75, True)] * 10 + [("en", 0.65, False)] * 10
+    fitted = [
+        Threshold("*", "match", 0.85, 0.95, 1.0, 0.75, 50),
+        Threshold("*", "suggestion", 0.5, 0.8, 0.8, 1.0, 50),
+    ]
+    negatives = [("en", t) for t in tops]
+    # A suggestion budget of 10% bounds both tiers: at most two of the 20 posts see anything.
+    raised, notes = within_budgets(fitted, scored, negatives, {"suggestion": 0.10})
+    cuts = {t.tier: t for t in raised}
+    assert cuts["match"].threshold == 0.85, "the precision cut was already stricter"
+    assert 0.7 < cuts["suggestion"].threshold < 0.75
+    assert sum(top >= min(t.threshold for t in raised) for top in tops) <= 2
+    assert cuts["suggestion"].fitted_precision == 1.0 and cuts["suggestion"].fitted_recall == 1.0
+    assert [n["bound"] for n in notes] == ["precision", "false-alarm budget"]
+    # A match budget of 5%: one post may see a match.
+    raised, _ = within_budgets(fitted, scored, negatives, {"match": 0.05, "suggestion": 0.10})
+    assert {t.tier: t.threshold for t in raised}["match"] == pytest.approx(0.85)
+    tight, _ = within_budgets(fitted, scored, negatives, {"match": 0.0001})
+    assert {t.tier: t.threshold for t in tight}["match"] > 0.9
+    assert {t.tier: t.threshold for t in tight}["suggestion"] == 0.5, "a match budget leaves suggestions alone"
+    # A language with too few posts of its own is held to the budget over all languages.
+    german = [Threshold("de", "suggestion", 0.5, 0.8, 0.8, 1.0, 20)]
+    raised, notes = within_budgets(german, scored, [("de", 0.99), *negatives], {"suggestion": 0.10})
+    assert notes[0]["negatives"] == 21 and raised[0].threshold > 0.8
+
+
+def test_calibration_with_a_budget_shows_no_more_than_it_to_posts_without_a_fact_check() -> None:
+    from worker.retrieval.calibrate import LabelledPosts, fit_calibration
+
+    rng = np.random.default_rng(4)
+    rows = []
+    queries, qrels = {}, {}
+    for post in range(500):
+        q = f"p{post}"
+        queries[q] = "a post"
+        answerable = post % 2 == 0
+        if answerable:
+            qrels[q] = {f"{q}-0"}
+        for rank in range(5):
+            correct = answerable and rank == 0
+            x = [0.0] * len(FEATURES)
+            x[FEATURES.index("cosine")] = rng.normal(0.84 if correct else 0.79, 0.03)
+            x[FEATURES.index("inv_dense_rank")] = 1 / (rank + 1)
+            rows.append(LabelledRow(q, "en", tuple(x), correct))
+    labelled = LabelledPosts(queries, dict.fromkeys(queries, "en"), qrels)
+    targets = {"match": 0.9, "suggestion": 0.6}
+    free = fit_calibration(rows, labelled, targets, top_k=5, min_support=10)
+    assert free.report["match_or_suggestion"]["false_alarm"] > 0.10, "the data must need the budget"
+    held = fit_calibration(
+        rows, labelled, targets, top_k=5, min_support=10, false_alarm_budgets={"suggestion": 0.10, "match": 0.02}
+    )
+    assert held.report["match_or_suggestion"]["false_alarm"] <= 0.10
+    assert held.report["match"]["false_alarm"] <= 0.02
+    assert held.report["match_or_suggestion"]["recall"] < free.report["match_or_suggestion"]["recall"]
+    assert any(c["bound"] == "false-alarm budget" for c in held.report["cuts"])
+    assert held.report["false_alarm_budgets"] == {"suggestion": 0.10, "match": 0.02}

@@ -120,6 +120,8 @@ def test_settings_refuse_bad_values() -> None:
         {"kafka_security_protocol": "SASL_SSL"},
         {"retry_attempts": 50, "retry_backoff_max_s": 300},
         {"tier_match_precision": 0.6, "tier_suggestion_precision": 0.9},
+        {"tier_match_false_alarm": 0.1, "tier_suggestion_false_alarm": 0.05},
+        {"tier_suggestion_false_alarm": 1.5},
         {"retrieval_mode": "psychic"},
         {"reuse_window_s": 86_400, "cluster_window_s": 3_600},
         {"cluster_similarity": 1.5},

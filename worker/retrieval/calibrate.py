@@ -23,7 +23,7 @@ from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit
 from worker.retrieval.openset import Published, open_set_report, precision_recall_curve
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import Query, RetrievalConfig, Retriever, Scored, queries_of
-from worker.retrieval.tiers import Threshold, Tier, cuts_of, fit_thresholds, tier_for
+from worker.retrieval.tiers import Threshold, Tier, cuts_of, fit_thresholds, tier_for, within_budgets
 from worker.storage.interfaces import CandidateSource, DecisionStore
 
 
@@ -134,6 +134,8 @@ class CalibrationConfig:
     retrieval: RetrievalConfig
     targets: Mapping[Tier, float]
     min_support: int = 20
+    # Per tier, the most posts with no fact-check that may see anything in it or above (open-set).
+    false_alarm_budgets: Mapping[Tier, float] = field(default_factory=dict)
 
 
 def fit_calibration(
@@ -144,28 +146,40 @@ def fit_calibration(
     top_k: int,
     min_support: int,
     fitted_on: dict[str, Any] | None = None,
+    false_alarm_budgets: Mapping[Tier, float] | None = None,
 ) -> Calibration:
-    """Decision model, tier cuts on its out-of-fold probabilities, and the cross-validated open-set report."""
+    """Decision model, tier cuts on its out-of-fold probabilities, and the cross-validated open-set report.
+
+    Each tier's cut keeps its precision target and, where one is given, its false-alarm budget
+    over the labelled posts that have no fact-check (the stricter cut wins; the report's
+    ``cuts`` says which bound each)."""
     model, oof = fit_decision(rows, fitted_on=fitted_on)
-    thresholds = fit_thresholds(
-        ((r.lang, float(p), r.correct) for r, p in zip(rows, oof, strict=True)), targets, min_support
-    )
-    cuts = cuts_of(thresholds)
+    scored = [(r.lang, float(p), r.correct) for r, p in zip(rows, oof, strict=True)]
+    thresholds = fit_thresholds(scored, targets, min_support)
     by_post: dict[str, list[tuple[float, LabelledRow]]] = {}
     for r, p in zip(rows, oof, strict=True):
         by_post.setdefault(r.post, []).append((float(p), r))
+    nothing_to_find = [
+        (labelled.langs.get(q), max((p for p, _ in by_post.get(q, [])), default=0.0))
+        for q in labelled.queries
+        if not labelled.qrels.get(q) and q not in labelled.judged
+    ]
+    thresholds, bounds = within_budgets(thresholds, scored, nothing_to_find, false_alarm_budgets or {}, min_support)
+    cuts = cuts_of(thresholds)
     outcomes = {}
-    for q, scored in by_post.items():
+    for q, pool in by_post.items():
         if q in labelled.judged:
             continue  # partly labelled: cannot say what was missed
-        scored.sort(key=lambda pr: -pr[0])
-        outcomes[q] = [Published(p, tier_for(p, r.lang, cuts), r.correct) for p, r in scored[:top_k]]
+        pool.sort(key=lambda pr: -pr[0])
+        outcomes[q] = [Published(p, tier_for(p, r.lang, cuts), r.correct) for p, r in pool[:top_k]]
     # Posts whose pool was empty still count (as posts nothing was shown for).
     for q in labelled.queries:
         if q not in outcomes and q not in labelled.judged:
             outcomes[q] = []
     report = open_set_report(outcomes, labelled.qrels)
     report["kind"] = "cross-validated on the calibration set"
+    report["false_alarm_budgets"] = dict(false_alarm_budgets or {})
+    report["cuts"] = bounds
     # The precision/recall curve of the rank-1 probability, thinned: what the console plots.
     curve = precision_recall_curve(outcomes, labelled.qrels)
     report["curve"] = [[round(v, 4) for v in point] for point in curve[:: max(1, len(curve) // 200)]]
@@ -207,6 +221,7 @@ async def calibrate_version(
         config.targets,
         top_k=config.retrieval.top_k,
         min_support=config.min_support,
+        false_alarm_budgets=config.false_alarm_budgets,
         fitted_on={"source": source, "mode": mode, "excluded_fact_checks": len(labelled.exclude)},
     )
     await decisions.save_decision(

@@ -6,15 +6,23 @@ and per language on labelled (post, fact-check) pairs, at a target precision: th
 score whose matches at or above it are correct at least that often. Two tiers, as moderators
 use them: "match" (high precision) and "suggestion" (lower precision, more recall). A
 language with too few labelled pairs falls back to the version's all-language threshold.
+
+A precision target alone says nothing about the posts that have no fact-check: a cut can keep
+95% of its matches right and still show something for one such post in five. So a tier may
+also have a false-alarm budget (:func:`within_budgets`): the share of posts with nothing to
+find that may see anything in that tier or above. Its cut is fitted on those posts, open-set,
+and the stricter of the two cuts wins.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
-from worker.domain import Threshold, Tier
+from worker.domain import TIER_RANK, Threshold, Tier
 
-__all__ = ["ALL_LANGUAGES", "Threshold", "Tier", "fit_thresholds", "tier_for"]
+__all__ = ["ALL_LANGUAGES", "Threshold", "Tier", "fit_thresholds", "tier_for", "within_budgets"]
 
 ALL_LANGUAGES = "*"
 
@@ -87,3 +95,62 @@ def tier_for(score: float, lang: str | None, thresholds: Mapping[tuple[str, str]
 def precision_at(scored: Sequence[tuple[float, bool]], threshold: float) -> tuple[float, int]:
     kept = [ok for score, ok in scored if score >= threshold]
     return (sum(kept) / len(kept) if kept else 0.0), len(kept)
+
+
+def false_alarm_cut(tops: Sequence[float], budget: float) -> float | None:
+    """The lowest cut at which at most ``budget`` of these posts show anything, from each post's
+    best probability (``tops``: posts with nothing to find); None when no cut is needed."""
+    allowed = math.floor(budget * len(tops) + 1e-9)
+    if allowed >= len(tops):
+        return None
+    ordered = sorted(tops, reverse=True)
+    # Strictly above the best of the posts that must not be shown anything (a cut keeps ties).
+    return math.nextafter(ordered[allowed], math.inf)
+
+
+def within_budgets(
+    thresholds: Sequence[Threshold],
+    scored: Iterable[tuple[str | None, float, bool]],
+    unanswerable: Iterable[tuple[str | None, float]],
+    budgets: Mapping[Tier, float],
+    min_support: int = 20,
+) -> tuple[list[Threshold], list[dict[str, object]]]:
+    """``thresholds`` raised where a false-alarm budget is stricter than the precision target.
+
+    ``unanswerable`` holds (lang, best probability) of every labelled post with no fact-check
+    (0 when nothing was found for it); ``scored`` the (lang, probability, correct) candidates
+    the thresholds were fitted on, so a raised cut reports its own precision and recall. A
+    budget bounds what is shown in its tier *and every tier above it*: the suggestion budget
+    also holds the match cut. A language's cut uses that language's posts when it has at least
+    ``min_support`` of them, else all posts. Also returns one note per cut: what bound it.
+    """
+    negatives: dict[str, list[float]] = {ALL_LANGUAGES: []}
+    for lang, top in unanswerable:
+        negatives[ALL_LANGUAGES].append(top)
+        if normalise_lang(lang) != ALL_LANGUAGES:
+            negatives.setdefault(normalise_lang(lang), []).append(top)
+    by_lang: dict[str, list[tuple[float, bool]]] = {ALL_LANGUAGES: []}
+    for lang, score, ok in scored:
+        by_lang[ALL_LANGUAGES].append((score, ok))
+        if normalise_lang(lang) != ALL_LANGUAGES:
+            by_lang.setdefault(normalise_lang(lang), []).append((score, ok))
+    out: list[Threshold] = []
+    notes: list[dict[str, object]] = []
+    for t in thresholds:
+        tops = negatives.get(t.lang, [])
+        if len(tops) < min_support:
+            tops = negatives[ALL_LANGUAGES]
+        binding = [b for tier, b in budgets.items() if TIER_RANK[tier] >= TIER_RANK[t.tier]]
+        cuts = [c for c in (false_alarm_cut(tops, b) for b in binding) if c is not None]
+        budget_cut = max(cuts, default=None)
+        note: dict[str, object] = {"lang": t.lang, "tier": t.tier, "precision_cut": t.threshold}
+        note.update(budget_cut=budget_cut, negatives=len(tops), bound="precision")
+        if budget_cut is not None and budget_cut > t.threshold:
+            items = by_lang.get(t.lang, by_lang[ALL_LANGUAGES])
+            precision, kept = precision_at(items, budget_cut)
+            recall = precision * kept / max(1, sum(ok for _, ok in items))
+            t = replace(t, threshold=budget_cut, fitted_precision=precision, fitted_recall=recall)
+            note["bound"] = "false-alarm budget"
+        out.append(t)
+        notes.append(note)
+    return out, notes

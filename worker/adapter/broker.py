@@ -25,7 +25,7 @@ from faststream.kafka import KafkaBroker
 from worker.adapter import kafka
 from worker.adapter.assignor import assignment_strategy
 from worker.adapter.broker_watch import BrokerWatch, ResyncAfterOutage
-from worker.adapter.failures import AttemptLog, process_isolating
+from worker.adapter.failures import AttemptLog, Outages, process_isolating
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
 from worker.core.pipeline import BatchOutcome, DependencyUnavailable
 from worker.core.side_topics import SideOutcome
@@ -53,6 +53,8 @@ class WorkerDeps:
     feedback: SideProcessor
     # Beside the Kafka topics; each gets every batch's outcome before the commit.
     sinks: list[ResultSink] = field(default_factory=list)
+    # Exceptions that mean a dependency is down, never a record's fault (worker.adapter.failures).
+    outages: Outages = ()
 
 
 def to_raw(record: Any) -> RawRecord:
@@ -124,6 +126,7 @@ def subscribe(
     processor: PostProcessor | SideProcessor,
     sinks: Sequence[ResultSink],
     watch: BrokerWatch | None = None,
+    outages: Outages = (),
 ) -> None:
     """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
 
@@ -139,7 +142,7 @@ def subscribe(
             context = {"batch_id": batch_id, "topic": sub.title, "records": len(group)}
             fresh, exhausted = attempts.split(group)
             try:
-                outcome: Any = await process_isolating(fresh, processor.process, empty)  # type: ignore[arg-type]
+                outcome: Any = await process_isolating(fresh, processor.process, empty, outages)  # type: ignore[arg-type]
                 outcome = outcome.with_dead_letters(exhausted)
                 started = time.perf_counter()
                 for sink in sinks:
@@ -149,6 +152,8 @@ def subscribe(
             except DependencyUnavailable as exc:
                 metrics.errors.labels(stage="dependency").inc()
                 log.error("batch left uncommitted: %s", exc, extra=context)
+                # Back off before it comes back: an outage that skipped the retries must not spin.
+                await asyncio.sleep(settings.retry_backoff_initial_s)
                 raise NackMessage() from exc
             except Exception as exc:
                 # Publishing failed: never commit what was not published, count the try against
@@ -278,5 +283,5 @@ def build_broker(
         )
     sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead, settings.dead_letter_max_value_bytes), *deps.sinks]
     for sub, processor in subscriptions(settings, metrics, deps):
-        subscribe(broker, settings, metrics, sub, processor, sinks, watch)
+        subscribe(broker, settings, metrics, sub, processor, sinks, watch, deps.outages)
     return broker

@@ -12,8 +12,10 @@ Two kinds of failure, two answers:
   a record has failed ``max_attempts`` times it goes to the dead-letter topic with its last
   error instead of coming back again.
 
-A dependency that is down (:class:`~worker.core.pipeline.DependencyUnavailable`) is neither:
-it is not the record's fault, so it is never counted, and the batch is left uncommitted.
+A dependency that is down (:class:`~worker.core.pipeline.DependencyUnavailable`, or any
+exception of the ``outages`` kinds the composition root names, such as Postgres refusing
+connections, that escaped a processor's own retries) is neither: it is not the record's fault,
+so it is never counted and never a dead letter, and the batch is left uncommitted.
 Processors return outcomes and never see these rules; the adapter never edits an outcome
 (it asks for a new one with :meth:`with_dead_letters`).
 """
@@ -89,19 +91,26 @@ def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:500]
 
 
+Outages = tuple[type[BaseException], ...]
+
+
 async def process_isolating(
     records: Sequence[RawRecord],
     process: Callable[[Sequence[RawRecord]], Awaitable[OutcomeT]],
     empty: Callable[[], OutcomeT],
+    outages: Outages = (),
 ) -> OutcomeT:
     """``process(records)``; if it raises (not an outage), each record again alone, the ones
-    that still fail becoming ``processing_error`` dead letters."""
+    that still fail becoming ``processing_error`` dead letters. An outage raises
+    :class:`DependencyUnavailable`, however deep in the splitting it shows."""
     if not records:
         return empty()
     try:
         return await process(records)
     except DependencyUnavailable:
         raise
+    except outages as exc:
+        raise DependencyUnavailable(f"a dependency is down: {error_text(exc)}") from exc
     except Exception as exc:
         if len(records) == 1:
             log.warning("record failed: %s", error_text(exc))
@@ -109,5 +118,5 @@ async def process_isolating(
         log.warning("batch of %d failed (%s); retrying its records one at a time", len(records), error_text(exc))
     outcome = empty()
     for record in records:
-        outcome = outcome.plus(await process_isolating([record], process, empty))
+        outcome = outcome.plus(await process_isolating([record], process, empty, outages))
     return outcome

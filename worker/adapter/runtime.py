@@ -41,6 +41,7 @@ from worker.retrieval.overmatch import OverMatchWatch, QuarantineGuard
 from worker.retrieval.recall import RecallMonitor
 from worker.retrieval.retriever import Retriever
 from worker.settings import Settings
+from worker.storage.db import UNAVAILABLE
 from worker.wire import MatchResult, RawRecord
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,6 @@ class WorkerRuntime:
 
     def _pipeline(self) -> MatchPipeline:
         """The match pipeline and what watches it: over-match guard, recall probe, shadow."""
-        import psycopg
-        import psycopg_pool
-
         from worker.configs import overmatch_config, pipeline_config, retrieval_config
 
         settings, metrics = self.settings, self.metrics
@@ -132,7 +130,6 @@ class WorkerRuntime:
             on_row=self._shadow_row,
             on_drop=lambda n: metrics.shadow_dropped.inc(n),
         )
-        transient = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
         retries = metrics.retries
         self.reuse = Reuse(self.store.answers, settings.reuse_window_s) if settings.reuse_window_s > 0 else None
         self.clustering = (
@@ -143,7 +140,7 @@ class WorkerRuntime:
         return MatchPipeline(
             self.models,
             retriever,
-            pipeline_config(settings, transient, on_retry=lambda what: retries.labels(what=what).inc()),
+            pipeline_config(settings, UNAVAILABLE, on_retry=lambda what: retries.labels(what=what).inc()),
             detect_language=fasttext_detector(settings.language_min_confidence) if settings.detect_language else None,
             observers=[
                 self._watch_overmatch,
@@ -170,6 +167,7 @@ class WorkerRuntime:
             factchecks=FactCheckEvents(self.corpus, limits),
             feedback=FeedbackEvents(self.store.feedback, limits),
             sinks=[*archive, *(extra_sinks or [])],
+            outages=UNAVAILABLE,
         )
 
     def _images(self) -> ImageMatching | None:

@@ -329,7 +329,7 @@ class MatchPipeline:
         texts = [(item, read) for item in with_images for read in item.images if read.text]
         found = await self._search_texts(model, [read.text or "" for _, read in texts])
         hits = await self.config.retry.run("images", lambda: images.hits([item.images for item in with_images]))
-        quarantined = await images.quarantined()
+        quarantined = await self.config.retry.run("images", images.quarantined)
         for item, pictured in zip(with_images, hits, strict=True):
             if item.searched is None:
                 continue
@@ -356,7 +356,7 @@ class MatchPipeline:
         if self.reuse is None:
             return list(items)
         reuse = self.reuse
-        state = f"{model.decisions.fingerprint}:{await self.searcher.state()}"
+        state = f"{model.decisions.fingerprint}:{await self.config.retry.run('state', self.searcher.state)}"
         posts = [(item.claim, item.lang) for item in items]
         keys = await self.config.retry.run("reuse", lambda: reuse.keys(model.version, state, posts))
         found = await self.config.retry.run("reuse", lambda: reuse.find(keys))

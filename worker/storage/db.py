@@ -19,13 +19,15 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
 # The migrations package ships its SQL as package data, so installed and source trees read the same files.
 MIGRATIONS_DIR = Path(str(importlib.resources.files("migrations")))
 MIGRATION_LOCK_ID = 0x66616374  # "fact": serialises concurrent migrators (helm hook, replicas)
+# What Postgres being down or unreachable looks like to a caller: retried, never a record's fault.
+UNAVAILABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
 def with_search_path(conninfo: str, schema: str) -> str:

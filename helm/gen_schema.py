@@ -261,6 +261,7 @@ def _values_schema() -> dict[str, Any]:
                             "lagThreshold": {"type": "integer", "minimum": 1},
                             "deadLettersPerSecond": {"type": "number", "exclusiveMinimum": 0},
                             "annRecallMin": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                            "livePrecisionMinVerdicts": {"type": "integer", "minimum": 1},
                         },
                     },
                     "grafanaDashboard": {

@@ -377,3 +377,13 @@ class PendingVerdict:
     verdict: VerdictKind
     state: Literal["pending", "sent", "undone"]
     send_after: datetime
+
+
+@dataclass(frozen=True)
+class VerdictTally:
+    """Moderators' verdicts on the matches shown in one tier for posts in one language."""
+
+    tier: Tier
+    lang: str
+    confirmed: int
+    rejected: int

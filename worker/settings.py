@@ -431,6 +431,12 @@ class Settings(BaseSettings):
         5.0, ge=0, le=300, description="A verdict can be undone this long; then it is published as Feedback."
     )
     console_session_ttl_s: float = Field(43_200.0, ge=60, le=2_592_000, description="A sign-in lasts this long.")
+    console_precision_window_s: float = Field(
+        604_800.0,
+        ge=3600,
+        le=31_536_000,
+        description="Verdicts of this long ago or later make each tier's live precision on the console's /metrics.",
+    )
     console_secure_cookies: bool = Field(
         False, description="Mark the session cookie Secure (set it whenever the console is reached over TLS)."
     )

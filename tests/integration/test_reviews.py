@@ -191,3 +191,32 @@ async def test_two_senders_never_publish_one_verdict_twice(store: Store) -> None
     finally:
         await other.close()
     assert sorted(sent) == list(range(30))
+
+
+async def test_verdicts_are_tallied_by_the_tier_their_match_was_shown_in(store: Store) -> None:
+    from worker.domain import VerdictTally
+
+    await store.reviews.add_results(
+        [
+            result("p1", [("fc1", "match", 0.9), ("fc2", "suggestion", 0.6)]),
+            result("p2", [("fc1", "match", 0.95)], lang="fr"),
+            result("p3", [("fc3", "suggestion", 0.5)]),
+            result("p4", [("fc4", "match", 0.97)]),
+        ]
+    )
+    for post_id in ("p1", "p2", "p3", "p4"):
+        assert await store.reviews.claim(post_id, "ana", "s-ana", 60) is not None
+    await store.reviews.add_verdicts(
+        "p1", [("fc1", "confirm", {}), ("fc2", "reject", {})], user="ana", session_id="s-ana", undo_s=0
+    )
+    await judge(store, "p2", "fc1", "reject", 0)
+    await judge(store, "p3", "fc3", "confirm", 0)
+    await judge(store, "p4", "fc4", "reject", 60)
+    assert await store.reviews.undo("p4", user="ana", session_id="s-ana") == 1  # an undone verdict never counts
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    assert await store.verdict_stats.tallies(hour_ago) == [
+        VerdictTally("match", "en", 1, 0),
+        VerdictTally("match", "fr", 0, 1),
+        VerdictTally("suggestion", "en", 1, 1),
+    ]
+    assert await store.verdict_stats.tallies(datetime.now(UTC) + timedelta(minutes=1)) == []

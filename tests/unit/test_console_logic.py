@@ -106,3 +106,44 @@ def test_the_precision_recall_plot_puts_recall_across_and_precision_up() -> None
 
     assert pr_polyline([[0.9, 1.0, 0.5, 0.0], [0.5, 0.8, 1.0, 0.1]]) == "120.0,0.0 240.0,32.0"
     assert pr_polyline([]) == ""
+
+
+async def test_live_precision_per_tier_and_language_keeps_only_what_the_window_holds() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from worker.console.precision import LivePrecision, live_precision
+    from worker.domain import VerdictTally
+
+    tallies = [
+        VerdictTally("match", "en", 18, 2),
+        VerdictTally("match", "fr", 1, 3),
+        VerdictTally("suggestion", "en", 3, 1),
+    ]
+    figures = live_precision(tallies)
+    assert figures[("match", "en")] == (0.9, 20) and figures[("match", "fr")] == (0.25, 4)
+    assert figures[("match", "*")] == (19 / 24, 24) and figures[("suggestion", "*")] == (0.75, 4)
+
+    class Tallies:
+        def __init__(self) -> None:
+            self.rows: list[VerdictTally] | Exception = tallies
+
+        async def tallies(self, since: datetime) -> list[VerdictTally]:
+            assert since < datetime.now(UTC)
+            if isinstance(self.rows, Exception):
+                raise self.rows
+            return self.rows
+
+    source, registry = Tallies(), CollectorRegistry()
+    live = LivePrecision(source, registry, {"match": 0.95, "suggestion": 0.8}, window_s=3600, ttl_s=0)
+    await live.refresh()
+    value = registry.get_sample_value
+    assert value("factmatch_live_precision", {"tier": "match", "lang": "fr"}) == 0.25
+    assert value("factmatch_live_verdicts", {"tier": "match", "lang": "*"}) == 24
+    assert value("factmatch_tier_target_precision", {"tier": "match"}) == 0.95
+    source.rows = [VerdictTally("match", "en", 5, 0)]
+    await live.refresh()
+    assert value("factmatch_live_precision", {"tier": "match", "lang": "fr"}) is None, "French left the window"
+    assert value("factmatch_live_precision", {"tier": "match", "lang": "*"}) == 1.0
+    source.rows = OSError("database down")
+    await live.refresh()  # logged; the gauges keep their last values
+    assert value("factmatch_live_verdicts", {"tier": "match", "lang": "en"}) == 5

@@ -39,6 +39,7 @@ from worker.console.claims import ActiveVersion, ClaimPages, Details, TrendSourc
 from worker.console.clusters import ClusterPages
 from worker.console.events import Broadcaster
 from worker.console.images import FactCheckImageLinks, ImagePages
+from worker.console.precision import LivePrecision
 from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
 from worker.console.web import Recent, SecurityHeaders, http_url
 from worker.domain import ClaimLost, ConsoleSession, QueueFilter, ReviewGroup
@@ -110,6 +111,8 @@ class ConsoleDeps:
     image_fetcher: ImageFetcher | None = None
     image_links: FactCheckImageLinks | None = None
     image_max_pixels: int = 40_000_000
+    # Each tier's live precision from the verdicts, on /metrics (None: not exposed).
+    live_precision: LivePrecision | None = None
 
 
 class Forbidden(Exception):
@@ -399,6 +402,8 @@ class Console:
 
     async def metrics(self, _: Request) -> Response:
         self.deps.metrics.active_sessions.set(await self.deps.accounts.active_sessions())
+        if self.deps.live_precision is not None:
+            await self.deps.live_precision.refresh()
         return Response(generate_latest(self.deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def refused(self, request: Request, exc: Exception) -> Response:

@@ -23,10 +23,11 @@ import uvicorn
 from pydantic import BaseModel, ValidationError
 
 from worker.adapter import kafka
-from worker.configs import fetch_policy
+from worker.configs import fetch_policy, tier_targets
 from worker.console.app import AdminActions, ConsoleDeps, ConsoleMetrics, create_app
 from worker.console.auth import Authenticator
 from worker.console.events import Broadcaster
+from worker.console.precision import LivePrecision
 from worker.console.review import pr_polyline
 from worker.images.fetch import ImageFetcher
 from worker.settings import Settings
@@ -121,6 +122,12 @@ class ConsoleRuntime:
             image_fetcher=self.image_fetcher,
             image_links=self.store.images,
             image_max_pixels=settings.image_max_pixels,
+            live_precision=LivePrecision(
+                self.store.verdict_stats,
+                self.metrics.registry,
+                tier_targets(settings),
+                window_s=settings.console_precision_window_s,
+            ),
         )
         self.app = create_app(self.deps)
         self.server: _Server | None = None

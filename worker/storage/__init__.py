@@ -6,7 +6,8 @@ One module per seam, each a :class:`~worker.storage.db.Part` over one shared poo
 ``feedback`` (moderator verdicts), ``shadow`` (shadow evaluation), ``dead_letters`` (archived
 payloads), ``reviews`` and ``accounts`` (the console), ``answers`` (a claim answered once for all
 its repeats), ``clusters`` (claim clusters), ``trends`` (trending fact-checks) and ``rematches`` (unmatched
-clusters searched again when the fact-checks change), ``images`` (fact-checks' images by PDQ hash). :class:`Store`
+clusters searched again when the fact-checks change), ``images`` (fact-checks' images by PDQ hash),
+``verdict_stats`` (the moderators' agreement per tier). :class:`Store`
 holds one of each, the way hasher-matcher-actioner keeps its storage interface apart from its
 Postgres implementation: callers take the narrow protocol of the part they use
 (:mod:`worker.storage.interfaces`), and the parts lifecycle and version code need have an
@@ -38,6 +39,7 @@ from worker.storage.review_groups import ReviewGroups
 from worker.storage.reviews import Reviews
 from worker.storage.shadow import ShadowResults
 from worker.storage.trends import Trends
+from worker.storage.verdict_stats import VerdictStats
 
 __all__ = [
     "ClaimLost",
@@ -91,6 +93,7 @@ class Store:
         self.trends = Trends(self.db)
         self.rematches = Rematches(self.db)
         self.images = FactCheckImages(self.db)
+        self.verdict_stats = VerdictStats(self.db)
 
     @property
     def conninfo(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +40,7 @@ from worker.domain import (
     UnmatchedCluster,
     Vectors,
     VerdictKind,
+    VerdictTally,
     VersionStatus,
 )
 from worker.wire import DeadLetter, FactCheck, Feedback, Match, MatchResult
@@ -129,6 +131,12 @@ class ShadowStore(Protocol):
     async def shadow_version_name(self) -> str | None: ...
     async def record_shadow(self, rows: Sequence[ShadowRow]) -> None: ...
     async def shadow_report(self, version: str) -> ShadowReport: ...
+
+
+class VerdictTallies(Protocol):
+    """The moderators' verdicts per tier shown and language (:class:`worker.storage.verdict_stats.VerdictStats`)."""
+
+    async def tallies(self, since: datetime) -> list[VerdictTally]: ...
 
 
 class ReviewQueue(Protocol):

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.configs import encoder_loader, retrieval_config, tier_targets
+from worker.configs import calibration_config, encoder_loader, retrieval_config
 from worker.domain import FactCheckDetails, PostCandidates
 from worker.local.models import default_model_ref, minilm_model_ref
 from worker.retrieval.calibrate import (
@@ -209,13 +209,16 @@ async def fit(
     for part in parts:
         pools = await collect_pools(retriever, "m", enc, part, featurize=True, decisions=decisions)
         rows += decision_rows(pools, part)
+    config = calibration_config(settings)
     return fit_calibration(
         rows,
         merged(*parts),
-        tier_targets(settings),
+        config.targets,
         top_k=settings.top_k,
-        min_support=settings.tier_min_support,
+        min_support=config.min_support,
         fitted_on={"data": note},
+        false_alarm_budgets=config.false_alarm_budgets,
+        z=config.z,
     )
 
 

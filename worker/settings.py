@@ -315,10 +315,11 @@ class Settings(BaseSettings):
         " precision target; the stricter cut wins). Unset: precision target only.",
     )
     tier_suggestion_false_alarm: float | None = Field(
-        None,
+        0.1,
         gt=0,
         lt=1,
-        description="Most posts with no fact-check that may be shown anything ('suggestion' or 'match').",
+        description="Most posts with no fact-check that may be shown anything ('suggestion' or 'match'),"
+        " fitted open-set like the match budget. Unset: precision target only.",
     )
     tier_min_support: int = Field(20, ge=1, description="Fewest labelled candidates above a cut to fit it.")
     top_k: int = Field(5, ge=1, le=100)

@@ -113,6 +113,8 @@ def test_calibrate_cli_fits_open_set_and_a_gold_leaves_with_its_copy(
             "--holdout-share",
             "0.5",
             "--no-feedback",
+            "--suggestion-false-alarm",
+            "0.25",
         ],
         cwd=tmp_path,
         env=settings_env(settings),
@@ -121,7 +123,7 @@ def test_calibrate_cli_fits_open_set_and_a_gold_leaves_with_its_copy(
         timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "open-set decisions" in completed.stdout
+    assert "open-set decisions" in completed.stdout and "bound by" in completed.stdout
     as_json = subprocess.run(
         [sys.executable, "-m", "worker.cli", "calibrate", "--queries", str(tmp_path / "posts.jsonl"), "--qrels",
          str(tmp_path / "qrels.tsv"), "--holdout-share", "0.5", "--no-feedback", "--json"],

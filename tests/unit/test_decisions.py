@@ -379,3 +379,18 @@ def test_calibration_with_a_budget_shows_no_more_than_it_to_posts_without_a_fact
     assert held.report["match_or_suggestion"]["recall"] < free.report["match_or_suggestion"]["recall"]
     assert any(c["bound"] == "false-alarm budget" for c in held.report["cuts"])
     assert held.report["false_alarm_budgets"] == {"suggestion": 0.10, "match": 0.02}
+
+
+def test_a_cut_resting_on_few_candidates_sits_higher_when_it_must_clear_its_target_by_a_margin() -> None:
+    from worker.retrieval.tiers import false_alarm_cut, fit_threshold, wilson_bounds
+
+    low, high = wilson_bounds(19, 20, 1.2816)
+    assert low < 0.95 < high and wilson_bounds(19, 20, 0) == (0.95, 0.95)
+    assert wilson_bounds(950, 1000, 1.2816)[0] > low, "more evidence, a tighter bound"
+    # 20 right at the top, then one wrong in every ten.
+    scored = [(1.0 - i / 100, True) for i in range(20)] + [(0.7 - i / 1000, i % 10 != 0) for i in range(200)]
+    plain = fit_threshold(scored, target=0.9, min_support=10)
+    sure = fit_threshold(scored, target=0.9, min_support=10, z=1.2816)
+    assert plain is not None and sure is not None and sure[0] > plain[0] and sure[2] < plain[2]
+    tops = [0.9 - i / 100 for i in range(20)] + [0.0] * 80
+    assert false_alarm_cut(tops, 0.1, z=1.2816) > false_alarm_cut(tops, 0.1)  # type: ignore[operator]

@@ -193,6 +193,12 @@ def calibrate(
     qrels: Annotated[Path, typer.Option(help="query_id<TAB>fact_check_id TSV.")],
     match_precision: Annotated[float | None, typer.Option(help="Target precision of the 'match' tier.")] = None,
     suggestion_precision: Annotated[float | None, typer.Option(help="Target precision of 'suggestion'.")] = None,
+    match_false_alarm: Annotated[
+        float | None, typer.Option(help="Most posts with no fact-check that may get a 'match' (share).")
+    ] = None,
+    suggestion_false_alarm: Annotated[
+        float | None, typer.Option(help="Most posts with no fact-check that may be shown anything (share).")
+    ] = None,
     min_support: Annotated[int | None, typer.Option(help="Fewest candidates above a cut for its own cut.")] = None,
     version: Annotated[str | None, typer.Option(help="Model version (default: the active one).")] = None,
     holdout_share: Annotated[
@@ -209,6 +215,8 @@ def calibrate(
     settings = load_settings(
         tier_match_precision=match_precision,
         tier_suggestion_precision=suggestion_precision,
+        tier_match_false_alarm=match_false_alarm,
+        tier_suggestion_false_alarm=suggestion_false_alarm,
         tier_min_support=min_support,
     )
     try:
@@ -226,7 +234,7 @@ def calibrate(
         thresholds = [dataclasses.asdict(t) for t in calibration.thresholds]
         print_json({"version": fitted_version, "thresholds": thresholds, "open_set": calibration.report})
         return
-    console.print(tiers_table(fitted_version, calibration.thresholds))
+    console.print(tiers_table(fitted_version, calibration.thresholds, calibration.report.get("cuts", [])))
     console.print(open_set_table(calibration.report, "open-set decisions (cross-validated)"))
     if not calibration.thresholds:
         err.print("[yellow]no tier reached its target precision with enough support[/yellow]")
@@ -272,7 +280,9 @@ async def _calibrate(
         return mv.version, fitted
 
 
-def tiers_table(version: str, thresholds: Any) -> Table:
+def tiers_table(version: str, thresholds: Any, bounds: list[dict[str, Any]]) -> Table:
+    """The fitted cuts, each with what bound it (its precision target or a false-alarm budget)."""
+    bound = {(b["lang"], b["tier"]): str(b["bound"]) for b in bounds}
     table = Table(
         "lang",
         "tier",
@@ -281,6 +291,7 @@ def tiers_table(version: str, thresholds: Any) -> Table:
         "precision",
         "recall",
         "support",
+        "bound by",
         title=f"tiers of {version}",
     )
     for t in thresholds:
@@ -292,6 +303,7 @@ def tiers_table(version: str, thresholds: Any) -> Table:
             f"{t.fitted_precision:.3f}",
             f"{t.fitted_recall:.3f}",
             str(t.support),
+            bound.get((t.lang, t.tier), "precision"),
         )
     return table
 

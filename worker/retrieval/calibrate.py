@@ -136,6 +136,8 @@ class CalibrationConfig:
     min_support: int = 20
     # Per tier, the most posts with no fact-check that may see anything in it or above (open-set).
     false_alarm_budgets: Mapping[Tier, float] = field(default_factory=dict)
+    # Standard errors a cut's precision (and false alarms) must clear its target by (0: none).
+    z: float = 0.0
 
 
 def fit_calibration(
@@ -147,6 +149,7 @@ def fit_calibration(
     min_support: int,
     fitted_on: dict[str, Any] | None = None,
     false_alarm_budgets: Mapping[Tier, float] | None = None,
+    z: float = 0.0,
 ) -> Calibration:
     """Decision model, tier cuts on its out-of-fold probabilities, and the cross-validated open-set report.
 
@@ -155,7 +158,7 @@ def fit_calibration(
     ``cuts`` says which bound each)."""
     model, oof = fit_decision(rows, fitted_on=fitted_on)
     scored = [(r.lang, float(p), r.correct) for r, p in zip(rows, oof, strict=True)]
-    thresholds = fit_thresholds(scored, targets, min_support)
+    thresholds = fit_thresholds(scored, targets, min_support, z)
     by_post: dict[str, list[tuple[float, LabelledRow]]] = {}
     for r, p in zip(rows, oof, strict=True):
         by_post.setdefault(r.post, []).append((float(p), r))
@@ -164,7 +167,7 @@ def fit_calibration(
         for q in labelled.queries
         if not labelled.qrels.get(q) and q not in labelled.judged
     ]
-    thresholds, bounds = within_budgets(thresholds, scored, nothing_to_find, false_alarm_budgets or {}, min_support)
+    thresholds, bounds = within_budgets(thresholds, scored, nothing_to_find, false_alarm_budgets or {}, min_support, z)
     cuts = cuts_of(thresholds)
     outcomes = {}
     for q, pool in by_post.items():
@@ -222,6 +225,7 @@ async def calibrate_version(
         top_k=config.retrieval.top_k,
         min_support=config.min_support,
         false_alarm_budgets=config.false_alarm_budgets,
+        z=config.z,
         fitted_on={"source": source, "mode": mode, "excluded_fact_checks": len(labelled.exclude)},
     )
     await decisions.save_decision(

@@ -27,13 +27,27 @@ __all__ = ["ALL_LANGUAGES", "Threshold", "Tier", "fit_thresholds", "tier_for", "
 ALL_LANGUAGES = "*"
 
 
+def wilson_bounds(successes: int, n: int, z: float) -> tuple[float, float]:
+    """The Wilson score interval of a share (``z`` standard errors each side; 0: the share itself)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    if z <= 0:
+        return p, p
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+
+
 def fit_threshold(
-    scored: Sequence[tuple[float, bool]], target: float, min_support: int = 20
+    scored: Sequence[tuple[float, bool]], target: float, min_support: int = 20, z: float = 0.0
 ) -> tuple[float, float, float] | None:
     """(threshold, precision, recall) at the lowest score whose cut keeps precision >= target.
 
     ``scored`` holds (score, is_correct) for every candidate match; recall counts correct
-    candidates kept. None when fewer than ``min_support`` candidates would clear the cut.
+    candidates kept. None when fewer than ``min_support`` candidates would clear the cut. With
+    ``z`` > 0 it is the precision's lower Wilson bound that must reach the target, so a cut
+    resting on few candidates is held higher: what holds on posts it was not fitted on.
     """
     if not scored:
         return None
@@ -47,7 +61,7 @@ def fit_threshold(
         if i < len(ordered) and ordered[i][0] == score:
             continue
         precision = correct / i
-        if precision >= target and i >= min_support:
+        if wilson_bounds(correct, i, z)[0] >= target and i >= min_support:
             best = (score, precision, correct / total_correct if total_correct else 0.0)
     return best
 
@@ -56,8 +70,10 @@ def fit_thresholds(
     scored: Iterable[tuple[str | None, float, bool]],
     targets: Mapping[Tier, float],
     min_support: int = 20,
+    z: float = 0.0,
 ) -> list[Threshold]:
-    """Per-language and all-language thresholds for each tier, from (lang, score, is_correct)."""
+    """Per-language and all-language thresholds for each tier, from (lang, score, is_correct)
+    (``z``: see :func:`fit_threshold`)."""
     by_lang: dict[str, list[tuple[float, bool]]] = {}
     everything: list[tuple[float, bool]] = []
     for lang, score, ok in scored:
@@ -67,7 +83,7 @@ def fit_thresholds(
     fitted: list[Threshold] = []
     for lang, items in groups.items():
         for tier, target in targets.items():
-            found = fit_threshold(items, target, min_support)
+            found = fit_threshold(items, target, min_support, z)
             if found is not None:
                 fitted.append(Threshold(lang, tier, found[0], target, found[1], found[2], len(items)))
     return fitted
@@ -97,10 +113,13 @@ def precision_at(scored: Sequence[tuple[float, bool]], threshold: float) -> tupl
     return (sum(kept) / len(kept) if kept else 0.0), len(kept)
 
 
-def false_alarm_cut(tops: Sequence[float], budget: float) -> float | None:
+def false_alarm_cut(tops: Sequence[float], budget: float, z: float = 0.0) -> float | None:
     """The lowest cut at which at most ``budget`` of these posts show anything, from each post's
-    best probability (``tops``: posts with nothing to find); None when no cut is needed."""
+    best probability (``tops``: posts with nothing to find); None when no cut is needed. With
+    ``z`` > 0 the upper Wilson bound of the share shown must stay within the budget."""
     allowed = math.floor(budget * len(tops) + 1e-9)
+    while allowed > 0 and wilson_bounds(allowed, len(tops), z)[1] > budget:
+        allowed -= 1
     if allowed >= len(tops):
         return None
     ordered = sorted(tops, reverse=True)
@@ -114,6 +133,7 @@ def within_budgets(
     unanswerable: Iterable[tuple[str | None, float]],
     budgets: Mapping[Tier, float],
     min_support: int = 20,
+    z: float = 0.0,
 ) -> tuple[list[Threshold], list[dict[str, object]]]:
     """``thresholds`` raised where a false-alarm budget is stricter than the precision target.
 
@@ -122,7 +142,8 @@ def within_budgets(
     the thresholds were fitted on, so a raised cut reports its own precision and recall. A
     budget bounds what is shown in its tier *and every tier above it*: the suggestion budget
     also holds the match cut. A language's cut uses that language's posts when it has at least
-    ``min_support`` of them, else all posts. Also returns one note per cut: what bound it.
+    ``min_support`` of them, else all posts (``z``: see :func:`false_alarm_cut`). Also returns one
+    note per cut: what bound it.
     """
     negatives: dict[str, list[float]] = {ALL_LANGUAGES: []}
     for lang, top in unanswerable:
@@ -141,7 +162,7 @@ def within_budgets(
         if len(tops) < min_support:
             tops = negatives[ALL_LANGUAGES]
         binding = [b for tier, b in budgets.items() if TIER_RANK[tier] >= TIER_RANK[t.tier]]
-        cuts = [c for c in (false_alarm_cut(tops, b) for b in binding) if c is not None]
+        cuts = [c for c in (false_alarm_cut(tops, b, z) for b in binding) if c is not None]
         budget_cut = max(cuts, default=None)
         note: dict[str, object] = {"lang": t.lang, "tier": t.tier, "precision_cut": t.threshold}
         note.update(budget_cut=budget_cut, negatives=len(tops), bound="precision")

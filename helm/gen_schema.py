@@ -225,6 +225,19 @@ def _values_schema() -> dict[str, Any]:
                     **scheduling,
                 },
             },
+            "recalibration": {
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "schedule": {"type": "string", "minLength": 9},
+                    "resources": _resources(),
+                    "backoffLimit": {"type": "integer", "minimum": 0},
+                    "timeZone": {"type": "string", "minLength": 1},
+                    "startingDeadlineSeconds": {"type": "integer", "minimum": 10},
+                    "activeDeadlineSeconds": {"type": "integer", "minimum": 60},
+                    **scheduling,
+                },
+            },
             "migrations": {
                 "type": "object",
                 # waitSeconds + 60 (the Job's deadline) must stay within Helm's default 5-minute --timeout.

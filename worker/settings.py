@@ -322,6 +322,21 @@ class Settings(BaseSettings):
         " fitted open-set like the match budget. Unset: precision target only.",
     )
     tier_min_support: int = Field(20, ge=1, description="Fewest labelled candidates above a cut to fit it.")
+    recalibrate_min_verdicts: int = Field(
+        200,
+        ge=1,
+        description="New verdicts since the active version's decision was fitted before `factmatch recalibrate`"
+        " refits it.",
+    )
+    recalibrate_heldout_share: float = Field(
+        0.3, gt=0, lt=1, description="Share of the verdicts' posts held out to judge a refit (by post id)."
+    )
+    recalibrate_min_judged: int = Field(
+        20, ge=1, description="Held-out verdicts on what a decision shows in a tier group before it is judged there."
+    )
+    recalibrate_margin: float = Field(
+        0.0, ge=0, le=1, description="Held-out precision a refit may lose against the decision in use."
+    )
     top_k: int = Field(5, ge=1, le=100)
     min_score: float = Field(0.3, ge=-1.0, le=1.0, description="Cosine similarity a match must reach.")
     ef_search: int = Field(100, ge=1, le=1000)

@@ -103,7 +103,7 @@ EDGE = {
 def test_everyday_cluster_knobs_reach_every_pod() -> None:
     docs = render(EDGE)
     pods = by_kind(docs, "Deployment") + by_kind(docs, "CronJob") + by_kind(docs, "Job")
-    assert len(pods) == 4  # worker, console, trainer, migrations
+    assert len(pods) == 5  # worker, console, trainer, recalibration, migrations
     for doc in pods:
         spec = pod_spec(doc)
         template = (
@@ -424,6 +424,14 @@ def test_workers_log_in_with_their_own_database_url_and_migrations_and_trainer_w
 
     assert database_secret(component(docs, "Deployment", "worker")) == "factmatch-database"
     assert database_secret(by_kind(docs, "CronJob")[0]) == "factmatch-db-owner"
+    # The recalibration writes the decision tables too, and only runs `factmatch recalibrate`.
+    recalibrate = component(docs, "CronJob", "recalibrate")
+    assert database_secret(recalibrate) == "factmatch-db-owner"
+    assert pod_spec(recalibrate)["containers"][0]["args"] == ["recalibrate"]
+    assert not any(
+        d["kind"] == "CronJob" and "recalibrate" in d["metadata"]["name"]
+        for d in render({**REQUIRED, "recalibration": {"enabled": False}})
+    )
     migrations = [d for d in by_kind(docs, "Job") if "migrat" in d["metadata"]["name"]]
     assert migrations and database_secret(migrations[0]) == "factmatch-db-owner"
 

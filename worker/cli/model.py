@@ -346,6 +346,42 @@ def models_list(as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
+@models.command("refits")
+def models_refits(
+    version: Annotated[str | None, typer.Option(help="One version's (default: every version's).")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """The decisions refitted from the moderators' verdicts, and the refits refused, with why."""
+    from worker.configs import open_store
+
+    settings = load_settings()
+
+    async def go() -> list[dict[str, Any]]:
+        async with open_store(settings, migrate_first=False) as store:
+            return await store.decisions.refits(version, limit)
+
+    rows = run(go())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("version", "at", "outcome", "verdicts", "held-out match P (in use -> refit)", "reason")
+    for r in rows:
+        held = r["heldout"] or {}
+        cell = ""
+        if held.get("refit"):
+            old, new = held["in_use"]["match"], held["refit"]["match"]
+            cell = f"{_share(old['precision'])} (n={old['judged']}) -> {_share(new['precision'])} (n={new['judged']})"
+        table.add_row(
+            r["model_version"], f"{r['at']:%Y-%m-%d %H:%M}", r["outcome"], str(r["verdicts"]), cell, r["reason"]
+        )
+    console.print(table)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def shadow_summary(report: Any) -> str:
     """One cell: what the version did in shadow (posts, rank-1 agreement, judged precision)."""
     if not report.posts:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from worker.cli.common import act_on_version, console, fail, load_settings, run
+from worker.cli.common import JsonFlag, act_on_version, console, fail, load_settings, print_json, run
 from worker.core.lifecycle import LifecycleError
 from worker.settings import Settings
 
@@ -120,6 +121,34 @@ def show_plan(settings: Settings, base: str | None, gpus: int | None) -> None:
         console.print(f"fits {memory.device_memory / GIB:.1f} GiB per device")
     else:
         raise fail(memory.refusal())
+
+
+@app.command()
+def recalibrate(
+    force: Annotated[
+        bool, typer.Option(help="Refit even if fewer new verdicts arrived than the setting asks.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Refit the active version's decision from the moderators' verdicts, gated on held-out verdicts.
+
+    Does nothing until FACTMATCH_RECALIBRATE_MIN_VERDICTS new verdicts arrived; a refit that lowers
+    the held-out precision is refused. Each refit and refusal is kept: `factmatch models refits`.
+    """
+    from trainer.recalibrate import recalibrate as refit
+    from worker.configs import open_store
+
+    settings = load_settings()
+
+    async def go() -> Any:
+        async with open_store(settings) as store:
+            return await refit(store, settings, force=force)
+
+    outcome = run(go(), failures=(LookupError, ValueError))
+    if as_json:
+        print_json(dataclasses.asdict(outcome))
+        return
+    console.print(f"{outcome.version or 'no active version'}: {outcome.outcome} ({outcome.reason})")
 
 
 @app.command()

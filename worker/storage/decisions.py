@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import astuple
+from datetime import datetime
 from typing import Any
+
+from psycopg.rows import dict_row
 
 from worker.domain import NOTIFY_CHANNEL, StoredDecision, Threshold
 from worker.storage.db import Part
@@ -60,6 +63,35 @@ class DecisionModels(Part):
             return None
         model = row[0] if isinstance(row[0], dict) else json.loads(row[0])
         return StoredDecision(dict(model), cuts, dict(row[1] or {}))
+
+    async def decision_fitted_at(self, version: str) -> datetime | None:
+        """When the version's decision was last fitted (None: never)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT fitted_at FROM decision_models WHERE model_version = %s", (version,))
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def record_refit(
+        self, version: str, outcome: str, reason: str, verdicts: int, heldout: dict[str, Any]
+    ) -> None:
+        """One refit from the verdicts, or one refusal, in ``decision_refits``."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO decision_refits (model_version, outcome, reason, verdicts, heldout)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (version, outcome, reason, verdicts, json.dumps(heldout)),
+            )
+
+    async def refits(self, version: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest refits and refusals (of ``version``, or of every version), newest first."""
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT model_version, at, outcome, reason, verdicts, heldout FROM decision_refits"
+                " WHERE %(v)s::text IS NULL OR model_version = %(v)s ORDER BY at DESC, id DESC LIMIT %(n)s",
+                {"v": version, "n": limit},
+            )
+            return list(await cur.fetchall())
 
     async def decision_report(self, version: str) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:

@@ -1,0 +1,65 @@
+"""Recalibration from the moderators' verdicts, on Postgres: skipped, refitted, refused, recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.test_worker import DEMO_FACT_CHECKS
+from trainer.recalibrate import held_out, recalibrate
+from worker.configs import bootstrap_active_version, model_manager
+from worker.retrieval.decision import Decisions
+from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+from worker.storage import Store
+from worker.wire import Feedback, document_text
+
+
+def verdicts() -> list[Feedback]:
+    """Posts that repeat a fact-check: each confirmed on it, and rejected on a neighbour."""
+    docs = corpus_from_rows(load_jsonl(DEMO_FACT_CHECKS))
+    out = []
+    for i, doc in enumerate(docs):
+        text = document_text(doc.title, doc.claim)
+        out.append(Feedback(post_id=f"p{i}", post_text=text, fact_check_id=doc.id, verdict="confirm", moderator="ana"))
+        wrong = docs[(i + 1) % len(docs)].id
+        out.append(Feedback(post_id=f"p{i}", post_text=text, fact_check_id=wrong, verdict="reject", moderator="ana"))
+    return out
+
+
+async def test_the_decision_is_refitted_from_verdicts_only_when_enough_came_and_the_held_out_ones_agree(
+    database_url: str, make_settings: Any
+) -> None:
+    settings = make_settings(database_url=database_url, tier_min_support=5, recalibrate_min_judged=3)
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(DEMO_FACT_CHECKS)))
+        mv = await bootstrap_active_version(store, settings, model_manager(store, settings))
+        assert await store.decisions.stored_decision(mv.version) is None, "the tiny model ships no decision"
+        given = verdicts()
+        await store.feedback.insert_feedback(given[:10])
+        skipped = await recalibrate(store, settings)
+        assert skipped.outcome == "skipped" and "10 new verdicts" in skipped.reason
+        assert await store.decisions.refits() == [], "a skipped run records nothing"
+
+        await store.feedback.insert_feedback(given[10:])
+        strict = settings.model_copy(update={"recalibrate_min_verdicts": 50, "recalibrate_min_judged": 1000})
+        refused = await recalibrate(store, strict)
+        assert refused.outcome == "refused" and "fewer than 1000" in refused.reason
+        assert await store.decisions.stored_decision(mv.version) is None, "a refused refit changes nothing"
+
+        refitted = await recalibrate(store, settings.model_copy(update={"recalibrate_min_verdicts": 50}))
+        assert refitted.outcome == "refitted", refitted.reason
+        stored = await store.decisions.stored_decision(mv.version)
+        assert stored is not None and stored.cuts and Decisions.from_stored(stored, mv.version).model is not None
+        held = refitted.heldout
+        posts = {f.post_id for f in given}
+        assert held["posts"] == sum(held_out(p, settings.recalibrate_heldout_share) for p in posts) > 0
+        assert held["refit"]["match_or_suggestion"]["judged"] >= 3 and held["in_use"]["match"]["judged"] == 0
+        assert held["refit"]["match_or_suggestion"]["precision"] > 0.5
+        history = await store.decisions.refits(mv.version)
+        assert [(h["outcome"], h["verdicts"]) for h in history] == [("refitted", 120), ("refused", 120)]
+        # The verdicts that made it are older than the fit now: nothing new, nothing to do.
+        again = await recalibrate(store, settings.model_copy(update={"recalibrate_min_verdicts": 1}))
+        assert again.outcome == "skipped" and again.reason.startswith("0 new verdicts")
+    finally:
+        await store.close()

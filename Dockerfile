@@ -50,7 +50,7 @@ COPY trainer ./trainer
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
- && python -c "import migrations, worker.retrieval.shipped"
+ && python -c "import migrations, worker.retrieval.shipped, worker.settings, worker.images.reader, worker.console.app"
 
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_CODENAME} AS runtime
 ARG VERSION=0.1.0

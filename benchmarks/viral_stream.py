@@ -55,9 +55,9 @@ from tests.conftest import settings_env  # noqa: E402
 from worker.configs import encoder_options  # noqa: E402
 from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
 from worker.local.models import default_model_ref, minilm_model_ref  # noqa: E402
+from worker.retrieval.cluster_cut import near_copy  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
-EMOJI = ["\U0001f631", "\U0001f525", "\u203c\ufe0f", "\U0001f440", "\U0001f4af", "\U0001f621", "\u2757"]
 SAME_CLAIM = ("retweet", "link", "emoji", "spacing")
 OTHER_TEXT = ("mention", "typo", "casing")
 
@@ -77,31 +77,6 @@ def labelled_claims(splits: Sequence[str]) -> list[tuple[str, str]]:
             if str(row["id"]) in gold:
                 claims.setdefault(str(row["text"]), (str(row["text"]), gold[str(row["id"])]))
     return list(claims.values())
-
-
-def near_copy(text: str, kind: str, rng: random.Random) -> str:
-    handle = f"user{rng.randrange(10_000)}"
-    if kind == "retweet":
-        return f"RT @{handle}: {text}"
-    if kind == "link":
-        stripped = re.sub(r"(?:https?://|pic\.twitter\.com/)\S*", "", text).strip()
-        return f"{stripped} https://t.co/{uuid.UUID(int=rng.getrandbits(128)).hex[:10]}"
-    if kind == "emoji":
-        return f"{text} {rng.choice(EMOJI)}"
-    if kind == "spacing":
-        return "  " + text.replace(" ", "  ", 2) + "\n"
-    if kind == "mention":
-        return f"@{handle} {text}"
-    if kind == "typo":
-        words = text.split(" ")
-        long = [i for i, w in enumerate(words) if len(w) >= 5 and w.isalpha()]
-        if long:
-            i = rng.choice(long)
-            j = rng.randrange(len(words[i]) - 1)
-            w = words[i]
-            words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
-        return " ".join(words)
-    return text.upper() if rng.random() < 0.5 else text.lower()
 
 
 def viral_stream(

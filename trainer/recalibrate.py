@@ -169,7 +169,9 @@ async def _refit(
     )
     if not passed:
         return RefitOutcome(active.version, "refused", reason, heldout=figures)
-    report = {**calibration.report, "heldout_verdicts": figures}
+    # The verdicts label no claims: the version keeps the claim-cluster cut it was fitted with.
+    previous = await store.decisions.decision_report(active.version) or {}
+    report = {**calibration.report, "heldout_verdicts": figures, "cluster_cut": previous.get("cluster_cut")}
     await store.decisions.save_decision(
         active.version, calibration.model.to_dict(), calibration.thresholds, source=SOURCE, report=report
     )

@@ -143,3 +143,50 @@ async def test_results_carry_their_claim_cluster_and_repeats_join_their_origins(
         if results["orig"]["matches"] and results["orig"]["matches"][0]["tier"]
         else None
     )
+
+
+async def test_calibration_fits_the_versions_cluster_cut_and_clustering_uses_it(
+    database_url: str, make_settings: Any
+) -> None:
+    from tests.integration.test_worker import DEMO_FACT_CHECKS
+    from worker.configs import bootstrap_active_version, calibration_config, encoder_loader, model_manager
+    from worker.core.clusters import Clustering
+    from worker.retrieval.calibrate import LabelledPosts, calibrate_version
+    from worker.retrieval.decision import Decisions
+    from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+    from worker.wire import document_text
+
+    settings = make_settings(database_url=database_url, tier_min_support=5)
+    store = Store(database_url)
+    await store.open()
+    try:
+        docs = corpus_from_rows(load_jsonl(DEMO_FACT_CHECKS))
+        await store.corpus.upsert_fact_checks(docs)
+        mv = await bootstrap_active_version(store, settings, model_manager(store, settings))
+        texts = {f"q{i}": document_text(d.title, d.claim) for i, d in enumerate(docs)}
+        golds = {f"q{i}": {d.id} for i, d in enumerate(docs)}
+        encoder = encoder_loader(settings)(mv.path)
+        calibration = await calibrate_version(
+            store.candidates, store.decisions, calibration_config(settings), mv.version, encoder,
+            LabelledPosts(texts, {}, golds), source="test",
+        )  # fmt: skip
+        fitted = calibration.report["cluster_cut"]
+        assert fitted["pairs"] == len(docs) * (len(docs) - 1) // 2 and fitted["copies"] == len(docs)
+        assert fitted["different_claims"] <= fitted["cut"] <= fitted["same_claim"]
+        served = Decisions.from_stored(await store.decisions.stored_decision(mv.version), mv.version)
+        assert served.cluster_cut == fitted["cut"] == calibration.decisions().cluster_cut
+        # Two posts far apart: the setting's cut (-1) would put them together, the version's keeps them apart.
+        posts = [post("x", unit(1, 0)), post("y", unit(-1, 0.01))]
+        dim = DIM
+        await store.registry.register_version("v-dim8", "/m", dim, status="indexing")
+        await store.embeddings.build_index("v-dim8", dim)
+        together = Clustering(store.clusters, -1.0, 3600, fitted=False)
+        apart = Clustering(store.clusters, -1.0, 3600)
+        a, b = await apart.assign("v-dim8", dim, posts, fitted_cut=max(fitted["cut"], 0.0))
+        assert a.cluster_id != b.cluster_id
+        await store.registry.register_version("v-other", "/m", dim, status="indexing")
+        await store.embeddings.build_index("v-other", dim)
+        c, d = await together.assign("v-other", dim, [post("z", unit(1, 0)), post("w", unit(-1, 0.01))], 0.99)
+        assert c.cluster_id == d.cluster_id, "with fitted cuts off, the setting's cut holds"
+    finally:
+        await store.close()

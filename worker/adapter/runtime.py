@@ -133,7 +133,12 @@ class WorkerRuntime:
         retries = metrics.retries
         self.reuse = Reuse(self.store.answers, settings.reuse_window_s) if settings.reuse_window_s > 0 else None
         self.clustering = (
-            Clustering(self.store.clusters, settings.cluster_similarity, settings.cluster_window_s)
+            Clustering(
+                self.store.clusters,
+                settings.cluster_similarity,
+                settings.cluster_window_s,
+                fitted=settings.cluster_cut_fitted,
+            )
             if settings.claim_clusters
             else None
         )

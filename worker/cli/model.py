@@ -238,6 +238,12 @@ def calibrate(
     console.print(open_set_table(calibration.report, "open-set decisions (cross-validated)"))
     if not calibration.thresholds:
         err.print("[yellow]no tier reached its target precision with enough support[/yellow]")
+    cut = calibration.report.get("cluster_cut")
+    if cut:
+        console.print(
+            f"claim-cluster cut {cut['cut']:.4f} (between different claims' {cut['different_claims']:.4f}"
+            f" and near-copies' {cut['same_claim']:.4f})"
+        )
 
 
 async def _calibrate(

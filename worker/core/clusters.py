@@ -51,7 +51,7 @@ def cluster_post(
 class Clustering:
     """Assigns a batch's posts to claim clusters under one model version."""
 
-    def __init__(self, store: ClusterStore, cut: float, window_s: float) -> None:
+    def __init__(self, store: ClusterStore, cut: float, window_s: float, *, fitted: bool = True) -> None:
         if not -1.0 <= cut <= 1.0:
             raise ValueError("the cluster cut is a cosine similarity, between -1 and 1")
         if window_s <= 0:
@@ -59,9 +59,18 @@ class Clustering:
         self.store = store
         self.cut = cut
         self.window_s = window_s
+        self.fitted = fitted
 
-    async def assign(self, version: str, dimension: int, posts: Sequence[ClusterPost]) -> list[ClusterSummary]:
-        return await self.store.assign_clusters(version, dimension, posts, cut=self.cut, window_s=self.window_s)
+    def cut_for(self, fitted_cut: float | None) -> float:
+        """The cut a version clusters with: its own fitted one where it has one (and fitted cuts are on)."""
+        return fitted_cut if self.fitted and fitted_cut is not None else self.cut
+
+    async def assign(
+        self, version: str, dimension: int, posts: Sequence[ClusterPost], fitted_cut: float | None = None
+    ) -> list[ClusterSummary]:
+        """Each post's cluster under ``version`` (``fitted_cut``: the version's own cut, if any)."""
+        cut = self.cut_for(fitted_cut)
+        return await self.store.assign_clusters(version, dimension, posts, cut=cut, window_s=self.window_s)
 
     async def forget(self) -> int:
         """Delete the clusters no post joined for twice the window (the worker calls it now and then), in batches."""

@@ -376,7 +376,7 @@ class MatchPipeline:
         clustering = self.clustering
         posts = cluster_posts(items)
         found = await self.config.retry.run(
-            "clusters", lambda: clustering.assign(model.version, model.dimension, posts)
+            "clusters", lambda: clustering.assign(model.version, model.dimension, posts, model.decisions.cluster_cut)
         )
         for item, cluster in zip(items, found, strict=True):
             item.cluster = cluster

@@ -11,6 +11,7 @@ version in one transaction, which NOTIFYs the workers to reload them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +20,8 @@ import numpy as np
 
 from worker.domain import Encoder
 from worker.retrieval.claims import claim_text
-from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision
+from worker.retrieval.cluster_cut import cluster_cut_of
+from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision, fitted_cluster_cut
 from worker.retrieval.openset import Published, open_set_report, precision_recall_curve
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import Query, RetrievalConfig, Retriever, Scored, queries_of
@@ -124,7 +126,7 @@ class Calibration:
 
     def decisions(self, reranker: Reranker | None = None) -> Decisions:
         """What a worker decides with, from this fit."""
-        return Decisions(self.model, cuts_of(self.thresholds), reranker)
+        return Decisions(self.model, cuts_of(self.thresholds), reranker, fitted_cluster_cut(self.report))
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,9 @@ async def calibrate_version(
         z=config.z,
         fitted_on={"source": source, "mode": mode, "excluded_fact_checks": len(labelled.exclude)},
     )
+    # The version's claim-cluster cut, from the same labelled posts (posts with a fact-check).
+    cut = await asyncio.to_thread(cluster_cut_of, encoder, labelled.queries, labelled.qrels)
+    calibration.report["cluster_cut"] = cut.as_dict() if cut else None
     await decisions.save_decision(
         version, calibration.model.to_dict(), calibration.thresholds, source=source, report=calibration.report
     )

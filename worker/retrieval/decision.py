@@ -125,6 +125,8 @@ class Decisions:
     thresholds: Mapping[tuple[str, str], float] = field(default_factory=dict)
     # The version's cross-encoder, when it has one and reranking is on.
     reranker: Reranker | None = field(default=None, compare=False)
+    # Its claim-cluster cut, fitted with the decision (worker/retrieval/cluster_cut.py); None: not fitted.
+    cluster_cut: float | None = None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -134,6 +136,7 @@ class Decisions:
             "model": self.model.to_dict() if self.model else None,
             "cuts": sorted([lang, tier, cut] for (lang, tier), cut in self.thresholds.items()),
             "rerank": self.reranker is not None,
+            "cluster_cut": self.cluster_cut,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -152,19 +155,25 @@ class Decisions:
         except ValueError as exc:
             log.error("decision model of version %s cannot be used: %s; serving it without tiers", version, exc)
             return cls()
-        return cls(model, dict(stored.cuts))
+        return cls(model, dict(stored.cuts), cluster_cut=fitted_cluster_cut(stored.report))
 
     @classmethod
     def read(cls, path: Path) -> Decisions:
         """From a file written by :meth:`write` (how the default model's decision model ships)."""
-        model, thresholds, _ = read_decision_file(path)
-        return cls(model, cuts_of(thresholds))
+        model, thresholds, report = read_decision_file(path)
+        return cls(model, cuts_of(thresholds), cluster_cut=fitted_cluster_cut(report.get("fit", {})))
 
     @staticmethod
     def write(path: Path, model: DecisionModel, thresholds: Sequence[Threshold], report: dict[str, Any]) -> Path:
         data = {"model": asdict(model), "thresholds": [asdict(t) for t in thresholds], "report": report}
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         return path
+
+
+def fitted_cluster_cut(report: Mapping[str, Any]) -> float | None:
+    """The claim-cluster cut a calibration report carries (None when it fitted none)."""
+    found = report.get("cluster_cut")
+    return float(found["cut"]) if isinstance(found, Mapping) and found.get("cut") is not None else None
 
 
 def read_decision_file(path: Path) -> tuple[DecisionModel, list[Threshold], dict[str, Any]]:

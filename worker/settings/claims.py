@@ -27,7 +27,13 @@ class ClaimSettings(BaseModel):
         ge=0,
         le=1,
         description="Cosine similarity to a cluster's centroid at or above which a post joins it (else it starts"
-        " one). Model-specific: 0.92 for the default model, about 0.8 for MiniLM (docs/measurements.md).",
+        " one), for a version whose calibration fitted no cut of its own (or every version, with"
+        " cluster_cut_fitted off). Model-specific: 0.92 suits the default model (docs/measurements.md).",
+    )
+    cluster_cut_fitted: bool = Field(
+        True,
+        description="Cluster with each version's own cut, fitted at calibration on its labelled posts"
+        " (worker/retrieval/cluster_cut.py), where it has one.",
     )
     cluster_window_s: float = Field(
         7 * 86_400,

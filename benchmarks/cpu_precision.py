@@ -10,6 +10,8 @@ For each variant of one model (default: the default model):
   index (what the worker's autocast serves: it encodes posts under autocast and fact-checks in
   float32) and with the fact-checks embedded by the same variant. Document vectors are cached
   under ``--cache``.
+- with ``--int8``: also the model's linear layers quantized to int8 by torch's dynamic
+  quantization (weights int8, activations quantized per batch: VNNI where the CPU has it);
 - with ``--tiers``: the shipped decision model's tiers on the open-set dev split (half of dev's
   posts lose their fact-checks, as ``benchmarks/decisions.py`` splits it), float32 against bf16
   autocast, through the worker's own SQL (embedded Postgres) and ``Retriever``.
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench/precision"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--tiers", action="store_true", help="Also the shipped decision model's open-set dev tiers.")
+    parser.add_argument("--int8", action="store_true", help="Also torch's dynamic int8 quantization of the model.")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent")
@@ -132,6 +135,10 @@ def main() -> None:
     qids = list(dev.queries)
     dev_posts = [claim_text(dev.queries[q]) for q in qids]
     encoders = {name: SentenceTransformerEncoder(ref, options) for name, options in VARIANTS.items()}
+    if args.int8:
+        quantized = SentenceTransformerEncoder(ref, VARIANTS["float32"])
+        torch.ao.quantization.quantize_dynamic(quantized.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        encoders["int8 dynamic"] = quantized
     print(f"model {ref}; CPU bf16: {cpu_has_bf16()}; torch threads {torch.get_num_threads()}", flush=True)
     for encoder in encoders.values():
         encoder.encode_queries(posts[:64])  # warm-up

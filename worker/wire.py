@@ -126,6 +126,11 @@ class Feedback(BaseModel):
     moderator: str = Field(min_length=1, max_length=200)
     model_version: str | None = None
     note: str | None = None
+    none_of_these: bool = Field(
+        False,
+        description="Given as 'none of these': every match the post was shown was rejected, so the post has"
+        " no fact-check among them (calibration counts it as a post with nothing to find).",
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -63,3 +63,20 @@ async def test_the_decision_is_refitted_from_verdicts_only_when_enough_came_and_
         assert again.outcome == "skipped" and again.reason.startswith("0 new verdicts")
     finally:
         await store.close()
+
+
+async def test_a_none_of_these_verdict_is_stored_as_one(database_url: str) -> None:
+    store = Store(database_url)
+    await store.open()
+    try:
+        none = Feedback(
+            post_id="p", post_text="t", fact_check_id="f", verdict="reject", moderator="a", none_of_these=True
+        )
+        plain = Feedback(post_id="q", post_text="t", fact_check_id="f", verdict="reject", moderator="a")
+        await store.feedback.insert_feedback([none, plain])
+        assert [(r["post_id"], r["none_of_these"]) for r in await store.feedback.feedback()] == [
+            ("p", True),
+            ("q", False),
+        ]
+    finally:
+        await store.close()

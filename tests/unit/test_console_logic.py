@@ -65,6 +65,9 @@ def test_a_cluster_verdict_judges_each_post_on_what_it_showed_and_lists_the_shar
 def test_none_of_these_rejects_every_match_shown() -> None:
     records = feedback_records(item(), "none", None, moderator="ana", note=None)
     assert [(fc, v) for fc, v, _ in records] == [("fc-1", "reject"), ("fc-2", "reject")]
+    assert all(record["none_of_these"] for _, _, record in records), "calibration reads it as nothing to find"
+    [(_, _, single)] = feedback_records(item(), "reject", "fc-1", moderator="ana", note=None)
+    assert single["none_of_these"] is False
 
 
 @pytest.mark.parametrize(

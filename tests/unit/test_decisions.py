@@ -394,3 +394,18 @@ def test_a_cut_resting_on_few_candidates_sits_higher_when_it_must_clear_its_targ
     assert plain is not None and sure is not None and sure[0] > plain[0] and sure[2] < plain[2]
     tops = [0.9 - i / 100 for i in range(20)] + [0.0] * 80
     assert false_alarm_cut(tops, 0.1, z=1.2816) > false_alarm_cut(tops, 0.1)  # type: ignore[operator]
+
+
+def test_a_post_given_none_of_these_has_nothing_to_find_and_rejections_alone_label_only_themselves() -> None:
+    from worker.retrieval.calibrate import LabelledPosts
+
+    rows = [
+        {"post_id": "a", "post_text": "x", "fact_check_id": "f1", "verdict": "confirm"},
+        {"post_id": "b", "post_text": "y", "fact_check_id": "f2", "verdict": "reject"},
+        {"post_id": "c", "post_text": "z", "fact_check_id": "f3", "verdict": "reject", "none_of_these": True},
+        {"post_id": "c", "post_text": "z", "fact_check_id": "f4", "verdict": "reject", "none_of_these": True},
+    ]
+    labelled = LabelledPosts({}, {}, {}).with_feedback(rows)
+    assert labelled.qrels == {"feedback:a": {"f1"}}
+    assert labelled.judged == {"feedback:b": {"f2"}}, "a lone rejection labels only its own pair"
+    assert "feedback:c" in labelled.queries and "feedback:c" not in labelled.judged

@@ -67,6 +67,7 @@ def feedback_records(
                 moderator=moderator,
                 model_version=item.model_version,
                 note=note,
+                none_of_these=choice == "none",
             ).model_dump(mode="json"),
         )
         for fc, verdict in targets

@@ -45,10 +45,12 @@ class LabelledPosts:
     exclude: frozenset[str] = frozenset()
 
     def with_feedback(self, rows: Sequence[Mapping[str, Any]]) -> LabelledPosts:
-        """Moderator verdicts as labelled posts: confirmations are right answers, rejections wrong ones."""
+        """Moderator verdicts as labelled posts: confirmations are right answers, rejections wrong
+        ones; a post given "none of these" (and confirmed on nothing) has nothing to find."""
         queries, langs = dict(self.queries), dict(self.langs)
         qrels = {q: set(v) for q, v in self.qrels.items()}
         judged = {q: set(v) for q, v in self.judged.items()}
+        nothing: set[str] = set()
         for row in rows:
             key = f"feedback:{row['post_id']}"
             queries[key] = str(row["post_text"])
@@ -56,8 +58,11 @@ class LabelledPosts:
             if row["verdict"] == "confirm":
                 qrels.setdefault(key, set()).add(str(row["fact_check_id"]))
             judged.setdefault(key, set()).add(str(row["fact_check_id"]))
-        # A post with a confirmation is fully labelled; rejections alone label only themselves.
-        judged = {q: ids for q, ids in judged.items() if q not in qrels}
+            if row.get("none_of_these"):
+                nothing.add(key)
+        # A post with a confirmation is fully labelled, and so is one given "none of these" (every
+        # candidate wrong: the open-set negative); rejections alone label only themselves.
+        judged = {q: ids for q, ids in judged.items() if q not in qrels and q not in nothing}
         return replace(self, queries=queries, langs=langs, qrels=qrels, judged=judged)
 
 

@@ -10,7 +10,17 @@ from psycopg.rows import dict_row
 from worker.storage.db import Part
 from worker.wire import Feedback
 
-_COLUMNS = ("post_id", "post_text", "fact_check_id", "verdict", "moderator", "model_version", "note", "created_at")
+_COLUMNS = (
+    "post_id",
+    "post_text",
+    "fact_check_id",
+    "verdict",
+    "moderator",
+    "model_version",
+    "note",
+    "none_of_these",
+    "created_at",
+)
 
 
 class FeedbackLog(Part):

@@ -21,7 +21,9 @@ def _recall(runtime: Any, version: str) -> tuple[float | None, float]:
     return gauge, probes or 0.0
 
 
-@pytest.mark.parametrize(("ef_search", "expected"), [(100, (0.9, 1.0)), (1, (0.0, 0.5))], ids=["ef100", "ef1"])
+# A healthy index searches wide enough (ef 400 over ~3,000 rows): its recall must not hang on how
+# one HNSW build placed these near-duplicate fillers (ef 100 gave 0.63 once in a loaded full run).
+@pytest.mark.parametrize(("ef_search", "expected"), [(400, (0.9, 1.0)), (1, (0.0, 0.5))], ids=["ef400", "ef1"])
 async def test_live_searches_are_re_run_exactly_and_a_starved_index_shows_low_recall(
     stack_settings: Any, ef_search: int, expected: tuple[float, float]
 ) -> None:

@@ -46,7 +46,6 @@ from worker.retrieval.calibrate import (
     collect_pools,
     decision_rows,
     evaluate_decisions,
-    fit_calibration,
 )
 from worker.retrieval.claims import claim_text
 from worker.retrieval.cluster_cut import cluster_cut_of
@@ -210,17 +209,7 @@ async def fit(
     for part in parts:
         pools = await collect_pools(retriever, "m", enc, part, featurize=True, decisions=decisions)
         rows += decision_rows(pools, part)
-    config = calibration_config(settings)
-    return fit_calibration(
-        rows,
-        merged(*parts),
-        config.targets,
-        top_k=settings.top_k,
-        min_support=config.min_support,
-        fitted_on={"data": note},
-        false_alarm_budgets=config.false_alarm_budgets,
-        z=config.z,
-    )
+    return calibration_config(settings).fit(rows, merged(*parts), {"data": note})
 
 
 async def judge(

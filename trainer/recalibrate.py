@@ -29,7 +29,7 @@ from typing import Any, Literal
 from trainer.job import version_reranker
 from worker.configs import calibration_config, encoder_loader, retrieval_config
 from worker.domain import Encoder, ModelVersion
-from worker.retrieval.calibrate import LabelledPosts, collect_pools, decision_rows, encoded_chunks, fit_calibration
+from worker.retrieval.calibrate import LabelledPosts, encoded_chunks
 from worker.retrieval.decision import Decisions
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import Retriever
@@ -139,21 +139,9 @@ async def _refit(
 ) -> RefitOutcome:
     config = calibration_config(settings)
     labelled = LabelledPosts({}, {}, {}).with_feedback(fitting)
-    scorer = Retriever(store.candidates, replace(config.retrieval, min_score=-1.0))
-    pools = await collect_pools(
-        scorer, active.version, encoder, labelled, decisions=Decisions(reranker=reranker), featurize=True
-    )
+    rows = await config.rows(store.candidates, active.version, encoder, labelled, reranker=reranker)
     try:
-        calibration = fit_calibration(
-            decision_rows(pools, labelled),
-            labelled,
-            config.targets,
-            top_k=config.retrieval.top_k,
-            min_support=config.min_support,
-            fitted_on={"source": SOURCE, "verdicts": len(fitting)},
-            false_alarm_budgets=config.false_alarm_budgets,
-            z=config.z,
-        )
+        calibration = config.fit(rows, labelled, {"source": SOURCE, "verdicts": len(fitting)})
     except ValueError as exc:
         return RefitOutcome(active.version, "refused", f"cannot refit: {exc}")
     serving = Retriever(store.candidates, retrieval_config(settings))

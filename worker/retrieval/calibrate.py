@@ -146,6 +146,42 @@ class CalibrationConfig:
     # Standard errors a cut's precision (and false alarms) must clear its target by (0: none).
     z: float = 0.0
 
+    def fit(self, rows: Sequence[LabelledRow], labelled: LabelledPosts, fitted_on: dict[str, Any]) -> Calibration:
+        """:func:`fit_calibration` with this config's targets, budgets and support (nothing stored)."""
+        return fit_calibration(
+            rows,
+            labelled,
+            self.targets,
+            top_k=self.retrieval.top_k,
+            min_support=self.min_support,
+            fitted_on=fitted_on,
+            false_alarm_budgets=self.false_alarm_budgets,
+            z=self.z,
+        )
+
+    async def rows(
+        self,
+        candidates: CandidateSource,
+        version: str,
+        encoder: Encoder,
+        labelled: LabelledPosts,
+        *,
+        reranker: Reranker | None = None,
+        progress: bool = False,
+    ) -> list[LabelledRow]:
+        """Every labelled post's pool scored as the worker scores it, whatever floor serving applies."""
+        retriever = Retriever(candidates, replace(self.retrieval, min_score=-1.0))
+        pools = await collect_pools(
+            retriever,
+            version,
+            encoder,
+            labelled,
+            decisions=Decisions(reranker=reranker),
+            featurize=True,
+            progress=progress,
+        )
+        return decision_rows(pools, labelled)
+
 
 def fit_calibration(
     rows: Sequence[LabelledRow],
@@ -213,28 +249,9 @@ async def calibrate_version(
     With ``reranker`` (reranking on), the version's cross-encoder score becomes one of the
     decision's features. Moderators' verdicts are the caller's to add (:meth:`LabelledPosts.with_feedback`).
     """
-    # Every candidate the worker could publish is scored, whatever floor serving applies.
-    retriever = Retriever(candidates, replace(config.retrieval, min_score=-1.0))
-    pools = await collect_pools(
-        retriever,
-        version,
-        encoder,
-        labelled,
-        decisions=Decisions(reranker=reranker),
-        featurize=True,
-        progress=progress,
-    )
-    mode = config.retrieval.fusion.mode
-    calibration = fit_calibration(
-        decision_rows(pools, labelled),
-        labelled,
-        config.targets,
-        top_k=config.retrieval.top_k,
-        min_support=config.min_support,
-        false_alarm_budgets=config.false_alarm_budgets,
-        z=config.z,
-        fitted_on={"source": source, "mode": mode, "excluded_fact_checks": len(labelled.exclude)},
-    )
+    rows = await config.rows(candidates, version, encoder, labelled, reranker=reranker, progress=progress)
+    fitted_on = {"source": source, "mode": config.retrieval.fusion.mode, "excluded_fact_checks": len(labelled.exclude)}
+    calibration = config.fit(rows, labelled, fitted_on)
     # The version's claim-cluster cut, from the same labelled posts (posts with a fact-check).
     cut = await asyncio.to_thread(cluster_cut_of, encoder, labelled.queries, labelled.qrels)
     calibration.report["cluster_cut"] = cut.as_dict() if cut else None

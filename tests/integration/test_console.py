@@ -379,7 +379,8 @@ async def test_a_moderator_confirms_a_claims_copies_at_once_on_its_cluster_page(
         await produce(settings.kafka_bootstrap, settings.topic_posts, posts)
         records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 4)
         clusters = {json.loads(r.value)["post_id"]: json.loads(r.value)["cluster_id"] for r in records}
-        assert clusters["c-0"] == clusters["c-1"] == clusters["c-2"] != clusters["c-3"]
+        seen = [(json.loads(r.value)["post_id"], json.loads(r.value).get("cluster"), r.offset) for r in records]
+        assert clusters["c-0"] == clusters["c-1"] == clusters["c-2"] != clusters["c-3"], seen
         console = ConsoleRuntime(settings)
         port = await console.start()
         base = f"http://127.0.0.1:{port}"

@@ -88,6 +88,19 @@ async def test_the_queue_puts_what_needs_a_human_first_and_filters_with_counts(s
     assert [m["fact_check_id"] for m in item.matches] == ["fc1", "fc3"] and item.text == "text of less-sure-match"
 
 
+async def test_the_queues_changes_start_with_a_resync_once_listening_then_name_each_post(store: Store) -> None:
+    """A change made before the LISTEN is in place cannot be heard: the first ``""`` tells the
+    console to refresh (open pages re-read the queue), then each added item is named."""
+    await store.reviews.add_results([result("before", [("fc1", "match", 0.9)])])
+    changes = store.reviews.changes()
+    try:
+        assert await asyncio.wait_for(anext(changes), 10) == ""
+        await store.reviews.add_results([result("after", [("fc1", "match", 0.9)])])
+        assert await asyncio.wait_for(anext(changes), 10) == "after"
+    finally:
+        await changes.aclose()  # type: ignore[attr-defined]
+
+
 async def test_a_redelivered_result_changes_nothing_and_a_decided_post_stays_decided(store: Store) -> None:
     first = result("p1", [("fc1", "match", 0.9)])
     assert await store.reviews.add_results([first]) == 1

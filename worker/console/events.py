@@ -2,7 +2,10 @@
 
 One Postgres LISTEN per console process (:meth:`ReviewQueue.changes`) feeds every browser's
 queue; a page that cannot keep up loses the oldest changes, not the connection (it refreshes
-its rows on the next one anyway).
+its rows on the next one anyway). No change is lost between a page and the queue: each (re)start
+of the LISTEN is published as a change (``""``: anything may have changed), and a page refreshes
+its rows when its own stream (re)connects, so what changed between rendering the page and
+hearing the stream is shown too.
 """
 
 from __future__ import annotations

@@ -142,9 +142,11 @@ class Database:
                     pass
 
     async def payloads(self, channel: str) -> AsyncIterator[str]:
-        """Yields the payload of every NOTIFY on ``channel``; raises when the connection breaks."""
+        """Yields ``""`` once listening (what was announced before is unknown to the caller: resync),
+        then the payload of every NOTIFY on ``channel``; raises when the connection breaks."""
         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            yield ""
             async for notify in conn.notifies():
                 yield notify.payload
 

@@ -333,7 +333,8 @@ class Reviews(Part):
             return counts, list(await dict_cur.fetchall())
 
     def changes(self) -> AsyncIterator[str]:
-        """The post id of every item added or changed, as Postgres announces it (raises when the connection breaks)."""
+        """The post id of every item added or changed, as Postgres announces it, after an ``""`` once
+        listening (anything may have changed before: resync); raises when the connection breaks."""
         return self.db.payloads(REVIEW_CHANNEL)
 
 

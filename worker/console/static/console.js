@@ -59,7 +59,11 @@ function setDepth(n) {
 function listen() {
   if (!window.EventSource) return;
   const events = new EventSource("/events");
-  events.addEventListener("depth", (e) => setDepth(e.data));
+  // Sent once the stream listens: what changed since the page was rendered is fetched now.
+  events.addEventListener("depth", (e) => {
+    setDepth(e.data);
+    if (page() === "queue") refreshRows();
+  });
   events.addEventListener("changed", (e) => {
     const change = JSON.parse(e.data);
     setDepth(change.depth);

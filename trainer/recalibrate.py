@@ -27,14 +27,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from trainer.job import version_reranker
-from worker.configs import calibration_config, encoder_loader, retrieval_config
+from worker.configs import calibration_config, encoder_loader
 from worker.domain import Encoder, ModelVersion
-from worker.retrieval.calibrate import LabelledPosts, encoded_chunks
+from worker.retrieval.calibrate import Calibration, CalibrationConfig, LabelledPosts, encoded_chunks
 from worker.retrieval.decision import Decisions
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import Retriever
 from worker.settings import Settings
 from worker.storage import Store
+from worker.storage.interfaces import CandidateSource
 from worker.wire import Match
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,54 @@ def refit_gate(
 
 
 async def shown(
-    retriever: Retriever, version: ModelVersion, encoder: Encoder, posts: dict[str, str], decisions: Decisions
+    retriever: Retriever, version: str, encoder: Encoder, posts: dict[str, str], decisions: Decisions
 ) -> dict[str, list[Match]]:
     """What a worker would publish for each post under ``decisions``."""
     out: dict[str, list[Match]] = {}
     for c in encoded_chunks(encoder, LabelledPosts(posts, {}, {}), desc="deciding held-out posts"):
-        found = await retriever.search(version.version, encoder.dimension, c.queries, decisions)
+        found = await retriever.search(version, encoder.dimension, c.queries, decisions)
         out.update((q, s.matches) for q, s in zip(c.ids, found, strict=True))
     return out
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A decision refitted from verdicts and judged against the one in use on held-out verdicts."""
+
+    passed: bool
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
+
+
+async def refit_from_verdicts(
+    candidates: CandidateSource,
+    version: str,
+    encoder: Encoder,
+    in_use: Decisions,
+    fitting: Sequence[Mapping[str, Any]],
+    heldout: Sequence[Mapping[str, Any]],
+    *,
+    config: CalibrationConfig,
+    min_judged: int,
+    margin: float,
+) -> Refit:
+    """Steps 2 and 3: fit on ``fitting``'s verdicts, decide ``heldout``'s posts with both decisions
+    (the refit keeps ``in_use``'s reranker), and gate. Stores nothing."""
+    labelled = LabelledPosts({}, {}, {}).with_feedback(fitting)
+    rows = await config.rows(candidates, version, encoder, labelled, reranker=in_use.reranker)
+    try:
+        calibration = config.fit(rows, labelled, {"source": SOURCE, "verdicts": len(fitting)})
+    except ValueError as exc:
+        return Refit(False, f"cannot refit: {exc}")
+    serving = Retriever(candidates, config.retrieval)
+    posts = {str(r["post_id"]): str(r["post_text"]) for r in heldout}
+    verdicts = latest_verdicts(heldout)
+    old = judged(await shown(serving, version, encoder, posts, in_use), verdicts)
+    new = judged(await shown(serving, version, encoder, posts, calibration.decisions(in_use.reranker)), verdicts)
+    figures = {"in_use": old, "refit": new, "posts": len(posts)}
+    passed, reason = refit_gate(old, new, min_judged=min_judged, margin=margin)
+    return Refit(passed, reason, figures, calibration)
 
 
 async def recalibrate(store: Store, settings: Settings, *, force: bool = False) -> RefitOutcome:
@@ -137,30 +178,25 @@ async def _refit(
     fitting: Sequence[Mapping[str, Any]],
     heldout: Sequence[Mapping[str, Any]],
 ) -> RefitOutcome:
-    config = calibration_config(settings)
-    labelled = LabelledPosts({}, {}, {}).with_feedback(fitting)
-    rows = await config.rows(store.candidates, active.version, encoder, labelled, reranker=reranker)
-    try:
-        calibration = config.fit(rows, labelled, {"source": SOURCE, "verdicts": len(fitting)})
-    except ValueError as exc:
-        return RefitOutcome(active.version, "refused", f"cannot refit: {exc}")
-    serving = Retriever(store.candidates, retrieval_config(settings))
-    posts = {str(r["post_id"]): str(r["post_text"]) for r in heldout}
-    verdicts = latest_verdicts(heldout)
     stored = Decisions.from_stored(await store.decisions.stored_decision(active.version), active.version)
-    in_use = replace(stored, reranker=reranker)
-    old = judged(await shown(serving, active, encoder, posts, in_use), verdicts)
-    new = judged(await shown(serving, active, encoder, posts, calibration.decisions(reranker)), verdicts)
-    figures = {"in_use": old, "refit": new, "posts": len(posts)}
-    passed, reason = refit_gate(
-        old, new, min_judged=settings.recalibrate_min_judged, margin=settings.recalibrate_margin
+    refit = await refit_from_verdicts(
+        store.candidates,
+        active.version,
+        encoder,
+        replace(stored, reranker=reranker),
+        fitting,
+        heldout,
+        config=calibration_config(settings),
+        min_judged=settings.recalibrate_min_judged,
+        margin=settings.recalibrate_margin,
     )
-    if not passed:
-        return RefitOutcome(active.version, "refused", reason, heldout=figures)
+    if not refit.passed or refit.calibration is None:
+        return RefitOutcome(active.version, "refused", refit.reason, heldout=refit.figures)
+    calibration = refit.calibration
     # The verdicts label no claims: the version keeps the claim-cluster cut it was fitted with.
     previous = await store.decisions.decision_report(active.version) or {}
-    report = {**calibration.report, "heldout_verdicts": figures, "cluster_cut": previous.get("cluster_cut")}
+    report = {**calibration.report, "heldout_verdicts": refit.figures, "cluster_cut": previous.get("cluster_cut")}
     await store.decisions.save_decision(
         active.version, calibration.model.to_dict(), calibration.thresholds, source=SOURCE, report=report
     )
-    return RefitOutcome(active.version, "refitted", reason, heldout=figures)
+    return RefitOutcome(active.version, "refitted", refit.reason, heldout=refit.figures)

@@ -127,6 +127,24 @@ async def run_training(
         return TrainOutcome(output.name, "trained", {}, None, reason, output, None)
     if settings.rerank_top_n > 0 and active is not None:
         candidate.update(await train_version_reranker(store, settings, active, data, output))
+    return await conclude(
+        store, settings, output, base_ref, data, candidate, active, active_metrics, ranks, promote_if_better
+    )
+
+
+async def conclude(
+    store: Store,
+    settings: Settings,
+    output: Path,
+    base_ref: str,
+    data: TrainingData,
+    candidate: dict[str, Any],
+    active: ModelVersion | None,
+    active_metrics: dict[str, float] | None,
+    ranks: distributed.Ranks,
+    promote_if_better: bool,
+) -> TrainOutcome:
+    """Rank 0's part after training: gate, register, then reject, keep as a candidate, or roll out."""
     passed, reason = gate(settings, candidate, active_metrics)
     metrics: dict[str, Any] = {
         "candidate": candidate,

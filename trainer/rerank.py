@@ -63,6 +63,33 @@ async def mine_pairs(
     return pairs
 
 
+def cross_encoder(encoder_path: str, max_length: int) -> Any:
+    """Step 1, the model: the version's own encoder turned into a cross-encoder with a fresh one-logit head."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = CrossEncoder(encoder_path, num_labels=1, max_length=max_length, device=device)
+    # The word embeddings stay as the encoder learned them: a multilingual vocabulary is most of
+    # the weights (96M of e5-small's 118M), updating it costs most of each step, and the few
+    # thousand English pairs here would only pull rows of it away from the other languages.
+    for name, parameter in model.named_parameters():
+        if "word_embeddings" in name:
+            parameter.requires_grad_(False)
+    return model
+
+
+def pair_dataset(pairs: Sequence[Pair], seed: int) -> Any:
+    """Step 2, the data: (post, fact-check, label) with the retriever's hard negatives, shuffled."""
+    from datasets import Dataset
+
+    rows = list(pairs)
+    random.Random(seed).shuffle(rows)
+    return Dataset.from_dict(
+        {"post": [p for p, _, _ in rows], "fact_check": [d for _, d, _ in rows], "label": [y for _, _, y in rows]}
+    )
+
+
 def train_reranker(
     settings: Settings,
     encoder_path: str,
@@ -77,41 +104,20 @@ def train_reranker(
 ) -> dict[str, float]:
     """Fine-tune a cross-encoder from ``encoder_path``'s weights; saves it to ``output_dir/reranker``."""
     import torch
-    from datasets import Dataset
-    from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderClassificationEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    # 1. Model: the version's own encoder turned into a cross-encoder with a fresh one-logit head.
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = CrossEncoder(encoder_path, num_labels=1, max_length=max_length, device=device)
-    # The word embeddings stay as the encoder learned them: a multilingual vocabulary is most of
-    # the weights (96M of e5-small's 118M), updating it costs most of each step, and the few
-    # thousand English pairs here would only pull rows of it away from the other languages.
-    for name, parameter in model.named_parameters():
-        if "word_embeddings" in name:
-            parameter.requires_grad_(False)
-
-    # 2. Data: (post, fact-check, label) with the retriever's hard negatives, shuffled.
-    rows = list(train)
-    random.Random(settings.train_seed).shuffle(rows)
-    dataset = Dataset.from_dict(
-        {"post": [p for p, _, _ in rows], "fact_check": [d for _, d, _ in rows], "label": [y for _, _, y in rows]}
-    )
+    model = cross_encoder(encoder_path, max_length)
+    dataset = pair_dataset(train, settings.train_seed)
 
     # 3. Loss: binary cross-entropy, positives weighted up to balance the mined negatives.
-    positives = max(1.0, sum(y for _, _, y in rows))
-    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(rows) - positives) / positives))
+    positives = max(1.0, sum(y for _, _, y in train))
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train) - positives) / positives))
 
     # 4. Evaluator: held-out pairs, right vs wrong.
-    evaluator = (
-        CrossEncoderClassificationEvaluator(
-            [[p, d] for p, d, _ in heldout], [int(y) for _, _, y in heldout], name="heldout"
-        )
-        if heldout
-        else None
-    )
+    pairs, labels = [[p, d] for p, d, _ in heldout], [int(y) for _, _, y in heldout]
+    evaluator = CrossEncoderClassificationEvaluator(pairs, labels, name="heldout") if heldout else None
 
     # 5. Train.
     with tempfile.TemporaryDirectory(prefix="factmatch-rerank-") as checkpoints:

@@ -70,6 +70,44 @@ def _held_out(query_id: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
+def _verdicts(feedback: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[str, str, str]], dict[str, set[str]]]:
+    """Moderator verdicts as training data: confirmed (post, text, fact-check) triples, and each
+    post's rejected fact-checks (its hard negatives)."""
+    confirmed: list[tuple[str, str, str]] = []
+    negatives: dict[str, set[str]] = {}
+    for row in tqdm(feedback, desc="feedback", unit="verdict", disable=not feedback):
+        key = f"feedback:{row['post_id']}"
+        if row["verdict"] == "confirm":
+            confirmed.append((key, row["post_text"], row["fact_check_id"]))
+        else:
+            negatives.setdefault(key, set()).add(row["fact_check_id"])
+    return confirmed, negatives
+
+
+def _snapshot(
+    data: TrainingData,
+    train_files: Sequence[tuple[Path, Path]],
+    eval_files: tuple[Path, Path] | None,
+    feedback: Sequence[Mapping[str, Any]],
+    missing: int,
+) -> dict[str, Any]:
+    """What a version was trained on, recorded with it: files and digests, verdicts, counts."""
+    return {
+        "files": [
+            {"queries": str(q), "qrels": str(r), "sha1": [_file_digest(q), _file_digest(r)]} for q, r in train_files
+        ],
+        "eval_files": [str(p) for p in eval_files] if eval_files else None,
+        "feedback_rows": len(feedback),
+        "feedback_max_id": max((int(r["id"]) for r in feedback), default=None),
+        "pairs": len(data.pairs),
+        "triplets": len(data.triplets),
+        "skipped_unknown_fact_checks": missing,
+        "eval_queries": len(data.eval_queries),
+        "corpus_size": len(data.corpus),
+        "taken_at": datetime.now(UTC).isoformat(),
+    }
+
+
 async def collect_data(
     store: Store,
     settings: Settings,
@@ -86,13 +124,8 @@ async def collect_data(
     for queries, qrels in train_files:
         labelled.extend(_read_labelled(queries, qrels))
     feedback = await store.feedback.feedback() if use_feedback else []
-    negatives: dict[str, set[str]] = {}
-    for row in tqdm(feedback, desc="feedback", unit="verdict", disable=not feedback):
-        key = f"feedback:{row['post_id']}"
-        if row["verdict"] == "confirm":
-            labelled.append((key, row["post_text"], row["fact_check_id"]))
-        else:
-            negatives.setdefault(key, set()).add(row["fact_check_id"])
+    confirmed, negatives = _verdicts(feedback)
+    labelled.extend(confirmed)
 
     missing = sum(1 for _, _, fc in labelled if fc not in data.corpus)
     if eval_files is not None:
@@ -117,20 +150,7 @@ async def collect_data(
             data.triplets.extend((text, positive, data.corpus[n]) for n in hard)
         else:
             data.pairs.append((text, positive))
-    data.snapshot = {
-        "files": [
-            {"queries": str(q), "qrels": str(r), "sha1": [_file_digest(q), _file_digest(r)]} for q, r in train_files
-        ],
-        "eval_files": [str(p) for p in eval_files] if eval_files else None,
-        "feedback_rows": len(feedback),
-        "feedback_max_id": max((int(r["id"]) for r in feedback), default=None),
-        "pairs": len(data.pairs),
-        "triplets": len(data.triplets),
-        "skipped_unknown_fact_checks": missing,
-        "eval_queries": len(data.eval_queries),
-        "corpus_size": len(data.corpus),
-        "taken_at": datetime.now(UTC).isoformat(),
-    }
+    data.snapshot = _snapshot(data, train_files, eval_files, feedback, missing)
     if not data.pairs and not data.triplets:
         raise ValueError("no training pair whose fact-check is in the corpus (load fact-checks first)")
     if not data.eval_queries:

@@ -118,6 +118,62 @@ class Subscription:
     observe: Callable[[Any, Sequence[RawRecord], float], None]
 
 
+@dataclass(eq=False)
+class BatchHandler:
+    """A subscription's handler: each batch processed, published, observed, then committed (by
+    FastStream, when it returns; a raise leaves the batch uncommitted)."""
+
+    settings: Settings
+    metrics: Metrics
+    sub: Subscription
+    processor: PostProcessor | SideProcessor
+    sinks: Sequence[ResultSink]
+    outages: Outages
+
+    def __post_init__(self) -> None:
+        self.attempts = AttemptLog(self.settings.max_record_attempts)
+        self.empty = BatchOutcome if self.sub.title == "posts" else SideOutcome
+
+    async def __call__(self, records: list[Any]) -> None:
+        raws = [to_raw(r) for r in records]
+        batch_id = uuid.uuid4().hex[:12]
+        # After a publish failure, one record at a time: the one that keeps failing is isolated.
+        groups = [[r] for r in raws] if self.attempts.suspect(raws) else [raws]
+        for group in groups:
+            await self.group(group, {"batch_id": batch_id, "topic": self.sub.title, "records": len(group)})
+
+    async def group(self, group: list[RawRecord], context: dict[str, Any]) -> None:
+        fresh, exhausted = self.attempts.split(group)
+        try:
+            outcome: Any = await process_isolating(fresh, self.processor.process, self.empty, self.outages)  # type: ignore[arg-type]
+            outcome = outcome.with_dead_letters(exhausted)
+            started = time.perf_counter()
+            for sink in self.sinks:
+                await sink.publish(outcome.results, outcome.dead_letters)
+            self.sub.observe(outcome, group, time.perf_counter() - started)
+            count_dead_letters(self.metrics, self.sub.title, outcome.dead_letters)
+        except DependencyUnavailable as exc:
+            self.metrics.errors.labels(stage="dependency").inc()
+            log.error("batch left uncommitted: %s", exc, extra=context)
+            # Back off before it comes back: an outage that skipped the retries must not spin.
+            await asyncio.sleep(self.settings.retry_backoff_initial_s)
+            raise NackMessage() from exc
+        except Exception as exc:
+            # Publishing failed: never commit what was not published, count the try against
+            # each record, and back off so redelivery cannot become a busy loop.
+            self.attempts.failed(fresh, exc)
+            self.metrics.errors.labels(stage="unexpected").inc()
+            log.exception("batch failed; it will be redelivered", extra=context)
+            await asyncio.sleep(self.settings.retry_backoff_max_s)
+            raise
+        self.attempts.forget(group)
+        for letter in outcome.dead_letters:
+            log.warning(
+                "dead-lettered",
+                extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
+            )
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: Settings,
@@ -129,46 +185,10 @@ def subscribe(
     outages: Outages = (),
 ) -> None:
     """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
+    handler = BatchHandler(settings, metrics, sub, processor, sinks, outages)
 
-    attempts = AttemptLog(settings.max_record_attempts)
-    empty = BatchOutcome if sub.title == "posts" else SideOutcome
-
-    async def handle(records: list[Any]) -> None:
-        raws = [to_raw(r) for r in records]
-        batch_id = uuid.uuid4().hex[:12]
-        # After a publish failure, one record at a time: the one that keeps failing is isolated.
-        groups = [[r] for r in raws] if attempts.suspect(raws) else [raws]
-        for group in groups:
-            context = {"batch_id": batch_id, "topic": sub.title, "records": len(group)}
-            fresh, exhausted = attempts.split(group)
-            try:
-                outcome: Any = await process_isolating(fresh, processor.process, empty, outages)  # type: ignore[arg-type]
-                outcome = outcome.with_dead_letters(exhausted)
-                started = time.perf_counter()
-                for sink in sinks:
-                    await sink.publish(outcome.results, outcome.dead_letters)
-                sub.observe(outcome, group, time.perf_counter() - started)
-                count_dead_letters(metrics, sub.title, outcome.dead_letters)
-            except DependencyUnavailable as exc:
-                metrics.errors.labels(stage="dependency").inc()
-                log.error("batch left uncommitted: %s", exc, extra=context)
-                # Back off before it comes back: an outage that skipped the retries must not spin.
-                await asyncio.sleep(settings.retry_backoff_initial_s)
-                raise NackMessage() from exc
-            except Exception as exc:
-                # Publishing failed: never commit what was not published, count the try against
-                # each record, and back off so redelivery cannot become a busy loop.
-                attempts.failed(fresh, exc)
-                metrics.errors.labels(stage="unexpected").inc()
-                log.exception("batch failed; it will be redelivered", extra=context)
-                await asyncio.sleep(settings.retry_backoff_max_s)
-                raise
-            attempts.forget(group)
-            for letter in outcome.dead_letters:
-                log.warning(
-                    "dead-lettered",
-                    extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
-                )
+    async def handle(records: list[Any]) -> None:  # FastStream reads a plain function's signature
+        await handler(records)
 
     listener = None
     if watch is not None:

@@ -95,12 +95,11 @@ class WorkerRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._loading: asyncio.Task[None] | None = None
 
-    def _pipeline(self) -> MatchPipeline:
-        """The match pipeline and what watches it: over-match guard, recall probe, shadow."""
-        from worker.configs import overmatch_config, pipeline_config, retrieval_config
+    def _watchers(self) -> None:
+        """The over-match guard (it also filters what the retriever shows) and the recall probe."""
+        from worker.configs import overmatch_config
 
-        settings, metrics = self.settings, self.metrics
-        flags = metrics.overmatch_flags
+        settings, flags = self.settings, self.metrics.overmatch_flags
         self.guard = QuarantineGuard(
             self.store.quarantine,
             OverMatchWatch(overmatch_config(settings)),
@@ -119,6 +118,13 @@ class WorkerRuntime:
             if settings.recall_sample_share > 0
             else None
         )
+
+    def _pipeline(self) -> MatchPipeline:
+        """The match pipeline and what watches it: over-match guard, recall probe, shadow."""
+        from worker.configs import pipeline_config, retrieval_config
+
+        settings, metrics = self.settings, self.metrics
+        self._watchers()
         # One retriever; the shadow calls it without the observers, so it never flags
         # fact-checks or samples searches for what nobody was shown.
         retriever = self.retriever = Retriever(self.store.candidates, retrieval_config(settings), self.guard)

@@ -56,14 +56,7 @@ def demo(
 ) -> None:
     """Start a local broker and Postgres, index the sample fact-checks, stream the sample posts, print matches."""
     from worker.adapter.tools import stream_and_collect
-    from worker.local.demo import (
-        MALFORMED,
-        abstentions,
-        correct_best_matches,
-        is_demo_file,
-        prepare_database,
-        running_worker,
-    )
+    from worker.local.demo import MALFORMED, is_demo_file, prepare_database, running_worker
     from worker.retrieval.evaluation import load_jsonl
 
     wall = time.perf_counter()
@@ -99,13 +92,22 @@ def demo(
                 return results, dead, time.perf_counter() - started
 
         results, dead, seconds = run(go())
+    summarise(posts, results, dead, seconds, time.perf_counter() - wall)
+
+
+def summarise(
+    posts: list[dict[str, Any]], results: dict[str, dict[str, Any]], dead: list[Any], seconds: float, wall: float
+) -> None:
+    """The demo's last word: what came back and how right it was; exit 1 when a message is missing."""
+    from worker.local.demo import MALFORMED, abstentions, correct_best_matches
+
     hits, labelled = correct_best_matches(posts, results)
     quiet, unlabelled = abstentions(posts, results)
     console.print(
         f"\n{len(results)}/{len(posts)} posts matched and published, {len(dead)}/{len(MALFORMED)} malformed messages "
         f"dead-lettered; best match correct for {hits}/{labelled} posts with a known fact-check; "
         f"no match for {quiet}/{unlabelled} posts that have none. "
-        f"Stream time {seconds:.1f}s, wall time {time.perf_counter() - wall:.1f}s."
+        f"Stream time {seconds:.1f}s, wall time {wall:.1f}s."
     )
     if len(results) != len(posts) or len(dead) != len(MALFORMED):
         err.print("[red]demo incomplete: not every message came back[/red]")

@@ -76,7 +76,12 @@ def train(
         failures=(ValueError,),
         code=2,
     )
-    table = Table(title=f"{outcome.version}: {outcome.status} ({time.perf_counter() - started:.0f}s)")
+    show_outcome(outcome, time.perf_counter() - started)
+
+
+def show_outcome(outcome: Any, seconds: float) -> None:
+    """A training job's outcome: the active version's and the candidate's metrics, the gate's word."""
+    table = Table(title=f"{outcome.version}: {outcome.status} ({seconds:.0f}s)")
     table.add_column("metric")
     table.add_column("active", justify="right")
     table.add_column("candidate", justify="right")

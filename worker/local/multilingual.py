@@ -91,9 +91,54 @@ def _dequantize_q4(data: bytes, offset: int, rows: int, cols: int) -> npt.NDArra
     return weights.reshape(rows, cols)
 
 
+def _pieces(r: _Reader, n_pieces: int) -> list[tuple[str, float]]:
+    """The SentencePiece vocabulary: a blob length, offsets, scores, then the blob."""
+    bloblen = r.one("Q")
+    offs = np.frombuffer(r.data, dtype="<u4", count=n_pieces + 1, offset=r.pos)
+    r.pos += 4 * (n_pieces + 1)
+    scores = np.frombuffer(r.data, dtype="<f4", count=n_pieces, offset=r.pos)
+    r.pos += 4 * n_pieces
+    blob = r.raw(bloblen)
+    return [(blob[offs[i] : offs[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n_pieces)]
+
+
+def _normalisation(r: _Reader) -> dict[int, list[int]]:
+    """The normaliser's codepoint map: codepoint -> replacement codepoints (empty: removed)."""
+    n_norm = r.one("i")
+    size = r.one("I")
+    end = r.pos + size
+    normalisation: dict[int, list[int]] = {}
+    for _ in range(n_norm):
+        cp = r.one("I")
+        count = r.one("B")
+        normalisation[cp] = [int(v) for v in r.take(f"{count}I")] if count else []
+    r.pos = end
+    return normalisation
+
+
+def _tensors(r: _Reader, shapes: dict[str, tuple[int, int]]) -> dict[str, npt.NDArray[np.float32]]:
+    """The weights, Q4_0 ones dequantised (a name's shape comes from ``shapes``; others stay flat)."""
+    tensors: dict[str, npt.NDArray[np.float32]] = {}
+    for _ in range(r.one("i")):
+        name = r.raw(r.one("H")).decode()
+        dtype = r.one("B")
+        count = r.one("I")
+        offset = r.one("Q")
+        r.one("Q")
+        if dtype == DTYPE_Q4:
+            rows, cols = shapes[name]
+            tensors[name] = _dequantize_q4(r.data, offset, rows, cols)
+        elif dtype == DTYPE_F32:
+            array = np.frombuffer(r.data, dtype="<f4", count=count, offset=offset).astype(np.float32)
+            tensors[name] = array.reshape(shapes[name]) if name in shapes else array
+        else:
+            raise ValueError(f"tensor {name}: unknown dtype {dtype}")
+    return tensors
+
+
 def read_e5(path: Path) -> E5File:
-    data = path.read_bytes()
-    r = _Reader(data)
+    """An E5S1 file: header, vocabulary, normalisation map, tensors (matrices by the header's sizes)."""
+    r = _Reader(path.read_bytes())
     if r.raw(4) != b"E5S1":
         raise ValueError(f"{path} is not an E5S1 model file")
     version = r.one("I")
@@ -105,60 +150,17 @@ def read_e5(path: Path) -> E5File:
     if qk != QK:
         raise ValueError(f"unsupported block size {qk}")
     n_pieces, bos, eos, pad, unk = (int(v) for v in r.take("5i"))
-    bloblen = r.one("Q")
-    offs = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=r.pos)
-    r.pos += 4 * (n_pieces + 1)
-    scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=r.pos)
-    r.pos += 4 * n_pieces
-    blob = r.raw(bloblen)
-    pieces = [(blob[offs[i] : offs[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n_pieces)]
-    n_norm = r.one("i")
-    nm_bytes = r.one("I")
-    end = r.pos + nm_bytes
-    normalisation: dict[int, list[int]] = {}
-    for _ in range(n_norm):
-        cp = r.one("I")
-        count = r.one("B")
-        normalisation[cp] = [int(v) for v in r.take(f"{count}I")] if count else []
-    r.pos = end
+    pieces = _pieces(r, n_pieces)
+    normalisation = _normalisation(r)
     shapes = {"emb.word": (vocab, hidden), "emb.pos": (positions, hidden), "emb.type": (type_vocab, hidden)}
     for layer in range(layers):
         for name in ("q", "k", "v", "ao"):
             shapes[f"l{layer}.{name}.w"] = (hidden, hidden)
         shapes[f"l{layer}.fi.w"] = (ffn, hidden)
         shapes[f"l{layer}.fo.w"] = (hidden, ffn)
-    tensors: dict[str, npt.NDArray[np.float32]] = {}
-    for _ in range(r.one("i")):
-        name = r.raw(r.one("H")).decode()
-        dtype = r.one("B")
-        count = r.one("I")
-        offset = r.one("Q")
-        r.one("Q")
-        if dtype == DTYPE_Q4:
-            rows, cols = shapes[name]
-            tensors[name] = _dequantize_q4(data, offset, rows, cols)
-        elif dtype == DTYPE_F32:
-            array = np.frombuffer(data, dtype="<f4", count=count, offset=offset).astype(np.float32)
-            tensors[name] = array.reshape(shapes[name]) if name in shapes else array
-        else:
-            raise ValueError(f"tensor {name}: unknown dtype {dtype}")
-    return E5File(
-        hidden,
-        layers,
-        heads,
-        ffn,
-        vocab,
-        positions,
-        type_vocab,
-        eps,
-        pieces,
-        bos,
-        eos,
-        pad,
-        unk,
-        normalisation,
-        tensors,
-    )
+    tensors = _tensors(r, shapes)
+    sizes = (hidden, layers, heads, ffn, vocab, positions, type_vocab)
+    return E5File(*sizes, eps, pieces, bos, eos, pad, unk, normalisation, tensors)
 
 
 def precompiled_charsmap(normalisation: dict[int, list[int]]) -> bytes:

@@ -244,6 +244,20 @@ class LabelledRow:
     correct: bool
 
 
+def _learnable(x: Array, y: npt.NDArray[np.int64]) -> tuple[Array, list[str]]:
+    """The features with what the rows cannot teach made constant (a constant weighs 0), and their names."""
+    lang = FEATURES.index("same_language")
+    if (x[y == 1, lang] < 1).any():
+        return x, []
+    # No right answer across languages: every cross-lingual candidate seen was wrong only
+    # because the set has no cross-lingual posts, and fitting that would hold every
+    # cross-lingual match back. Language agreement is learned from labelled cross-lingual
+    # pairs (moderator verdicts, a multilingual set) or not at all.
+    x = x.copy()
+    x[:, lang] = 1.0
+    return x, ["same_language"]
+
+
 def fit_decision(
     rows: Sequence[LabelledRow], *, folds: int = 5, seed: int = 0, fitted_on: dict[str, Any] | None = None
 ) -> tuple[DecisionModel, Array]:
@@ -261,16 +275,7 @@ def fit_decision(
     groups = np.asarray([r.post for r in rows])
     if y.sum() < 2 or y.sum() == len(y):
         raise ValueError("the decision model needs both right and wrong candidates (label some posts)")
-    unlearnable = []
-    lang = FEATURES.index("same_language")
-    if not (x[y == 1, lang] < 1).any():
-        # No right answer across languages: every cross-lingual candidate seen was wrong only
-        # because the set has no cross-lingual posts, and fitting that would hold every
-        # cross-lingual match back. Language agreement is learned from labelled cross-lingual
-        # pairs (moderator verdicts, a multilingual set) or not at all: a constant weighs 0.
-        x = x.copy()
-        x[:, lang] = 1.0
-        unlearnable.append("same_language")
+    x, unlearnable = _learnable(x, y)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0  # a constant feature (one language only, say) gets weight 0, not NaN

@@ -11,6 +11,7 @@ lexeme sets, never a second ``to_tsvector`` of the posts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from psycopg import sql
@@ -51,6 +52,65 @@ _CORPUS_STATS = (
 _LEXEMES = "tsvector_to_array(to_tsvector(factmatch_ts_config(u.lang), u.txt))"
 
 
+def _candidates_query(version: str, dimension: int, sources: frozenset[Source], limit: int) -> sql.Composed:
+    """One statement for a chunk: each source's candidates per post, their cosines, the posts' lexemes."""
+    params = {
+        "vtype": sql.SQL(vector_type(dimension)),
+        "dim": sql.Literal(dimension),
+        # A literal, not a parameter: the planner can only use a partial index whose
+        # predicate it can prove, which a generic plan's $n never allows.
+        "version": sql.Literal(version),
+        "pool": sql.Literal(limit),
+    }
+    lexical = "lexical" in sources
+    return sql.SQL(
+        "WITH qt AS ("
+        "  SELECT u.ord, u.v, {lexemes} AS lx"
+        "  FROM unnest(%s::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
+        "), st AS ({stats}), dense AS ({dense}), lex AS ({lexical}), cand AS ("
+        "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
+        "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"
+        "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
+        ")"
+        " SELECT c.ord, c.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim})),"
+        "  c.dense_rank, c.lexical_score, c.lexical_rank, fc.lang, NULL::text[]"
+        " FROM cand c JOIN qt ON qt.ord = c.ord"
+        " JOIN fact_check_embeddings e ON e.model_version = {version} AND e.fact_check_id = c.fact_check_id"
+        # The fact-check's language: fusion and the decision know cross-lingual candidates.
+        " JOIN fact_checks fc ON fc.id = c.fact_check_id"
+        # One row per post with its lexemes (what shared terms are explained from).
+        " UNION ALL SELECT qt.ord, NULL, NULL, NULL, NULL, NULL, NULL, qt.lx FROM qt"
+    ).format(
+        # Always: the shared terms that explain a match are computed from them in every mode.
+        lexemes=sql.SQL(_LEXEMES),
+        stats=sql.SQL(_CORPUS_STATS if lexical else "SELECT 0::real AS n, 1::real AS avgdl"),
+        dense=sql.SQL(_DENSE).format(**params) if "dense" in sources else _NO_DENSE,
+        lexical=sql.SQL(_LEXICAL).format(**params) if lexical else _NO_LEXICAL,
+        **params,
+    )
+
+
+def _per_post(rows: Sequence[tuple[Any, ...]], posts: int) -> list[PostCandidates]:
+    """The statement's rows grouped by post (``ord`` counts from 1): candidates, and the lexemes row."""
+    per_query: list[list[Candidate]] = [[] for _ in range(posts)]
+    lexemes: list[frozenset[str]] = [frozenset() for _ in range(posts)]
+    for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank, lang, lx in rows:
+        if fc_id is None:
+            lexemes[int(ord_) - 1] = frozenset(lx or ())
+            continue
+        per_query[int(ord_) - 1].append(
+            Candidate(
+                fact_check_id=fc_id,
+                dense_score=float(dense_score),
+                dense_rank=int(dense_rank) if dense_rank is not None else None,
+                lexical_score=float(lexical_score) if lexical_score is not None else None,
+                lexical_rank=int(lexical_rank) if lexical_rank is not None else None,
+                lang=lang,
+            )
+        )
+    return [PostCandidates(found, lx) for found, lx in zip(per_query, lexemes, strict=True)]
+
+
 class Candidates(Part):
     """Search: the candidates of a chunk of posts, and the details of fact-checks."""
 
@@ -71,62 +131,13 @@ class Candidates(Part):
             return []
         if queries.shape[1] != dimension:
             raise ValueError(f"query vectors have {queries.shape[1]} dimensions, version {version} has {dimension}")
-        params = {
-            "vtype": sql.SQL(vector_type(dimension)),
-            "dim": sql.Literal(dimension),
-            # A literal, not a parameter: the planner can only use a partial index whose
-            # predicate it can prove, which a generic plan's $n never allows.
-            "version": sql.Literal(version),
-            "pool": sql.Literal(limit),
-        }
-        lexical = "lexical" in sources
-        query = sql.SQL(
-            "WITH qt AS ("
-            "  SELECT u.ord, u.v, {lexemes} AS lx"
-            "  FROM unnest(%s::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
-            "), st AS ({stats}), dense AS ({dense}), lex AS ({lexical}), cand AS ("
-            "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
-            "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"
-            "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"
-            ")"
-            " SELECT c.ord, c.fact_check_id, 1 - (e.embedding::{vtype}({dim}) <=> qt.v::{vtype}({dim})),"
-            "  c.dense_rank, c.lexical_score, c.lexical_rank, fc.lang, NULL::text[]"
-            " FROM cand c JOIN qt ON qt.ord = c.ord"
-            " JOIN fact_check_embeddings e ON e.model_version = {version} AND e.fact_check_id = c.fact_check_id"
-            # The fact-check's language: fusion and the decision know cross-lingual candidates.
-            " JOIN fact_checks fc ON fc.id = c.fact_check_id"
-            # One row per post with its lexemes (what shared terms are explained from).
-            " UNION ALL SELECT qt.ord, NULL, NULL, NULL, NULL, NULL, NULL, qt.lx FROM qt"
-        ).format(
-            # Always: the shared terms that explain a match are computed from them in every mode.
-            lexemes=sql.SQL(_LEXEMES),
-            stats=sql.SQL(_CORPUS_STATS if lexical else "SELECT 0::real AS n, 1::real AS avgdl"),
-            dense=sql.SQL(_DENSE).format(**params) if "dense" in sources else _NO_DENSE,
-            lexical=sql.SQL(_LEXICAL).format(**params) if lexical else _NO_LEXICAL,
-            **params,
-        )
+        query = _candidates_query(version, dimension, sources, limit)
         vectors = [np.asarray(v, dtype=np.float32) for v in queries]
         async with self.pool.connection() as conn:
             cur = conn.cursor(binary=True)
             await cur.execute(query, (vectors, list(texts), list(langs)), prepare=False)
             rows = await cur.fetchall()
-        per_query: list[list[Candidate]] = [[] for _ in range(len(queries))]
-        lexemes: list[frozenset[str]] = [frozenset() for _ in range(len(queries))]
-        for ord_, fc_id, dense_score, dense_rank, lexical_score, lexical_rank, lang, lx in rows:
-            if fc_id is None:
-                lexemes[int(ord_) - 1] = frozenset(lx or ())
-                continue
-            per_query[int(ord_) - 1].append(
-                Candidate(
-                    fact_check_id=fc_id,
-                    dense_score=float(dense_score),
-                    dense_rank=int(dense_rank) if dense_rank is not None else None,
-                    lexical_score=float(lexical_score) if lexical_score is not None else None,
-                    lexical_rank=int(lexical_rank) if lexical_rank is not None else None,
-                    lang=lang,
-                )
-            )
-        return [PostCandidates(found, lx) for found, lx in zip(per_query, lexemes, strict=True)]
+        return _per_post(rows, len(queries))
 
     async def details(self, fact_check_ids: Sequence[str]) -> dict[str, FactCheckDetails]:
         """Metadata and lexemes of fact-checks: what a shown match displays and explains."""

@@ -20,8 +20,9 @@ from worker.core.document_cache import CachedDocuments, model_identity
 from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_device
 from worker.core.images import ImageConfig
 from worker.core.indexer import CorpusIndexer
-from worker.core.pipeline import PipelineConfig, RetryPolicy
+from worker.core.pipeline import PipelineConfig
 from worker.core.rematch import RematchConfig
+from worker.core.retry import RetryPolicy
 from worker.core.rollout import Bootstrap, RolloutConfig, ShippedDecision, bootstrap
 from worker.core.serving import Loader, ModelManager, version_name_for
 from worker.domain import Encoder, ModelVersion, ModeName, Tier

@@ -14,7 +14,8 @@ from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
 from worker.adapter.broker import WorkerDeps, build_broker
 from worker.core.decoding import Limits
 from worker.core.indexer import CorpusChange
-from worker.core.pipeline import BatchOutcome, MatchPipeline, PipelineConfig, RetryPolicy, ServingModel
+from worker.core.pipeline import BatchOutcome, MatchPipeline, PipelineConfig, ServingModel
+from worker.core.retry import RetryPolicy
 from worker.core.side_topics import FactCheckEvents, FeedbackEvents
 from worker.settings import Settings
 from worker.wire import FactCheckEvent, RawRecord
@@ -43,7 +44,7 @@ class BrokenPipeline:
         self.calls = 0
 
     async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        from worker.core.pipeline import DependencyUnavailable
+        from worker.core.retry import DependencyUnavailable
 
         self.calls += 1
         raise DependencyUnavailable("postgres down")

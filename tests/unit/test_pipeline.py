@@ -11,14 +11,8 @@ import pytest
 from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
 from worker.adapter.failures import process_isolating
 from worker.core.decoding import Limits
-from worker.core.pipeline import (
-    BatchOutcome,
-    DependencyUnavailable,
-    MatchPipeline,
-    PipelineConfig,
-    RetryPolicy,
-    ServingModel,
-)
+from worker.core.pipeline import BatchOutcome, MatchPipeline, PipelineConfig, ServingModel
+from worker.core.retry import DependencyUnavailable, RetryPolicy
 from worker.wire import RawRecord
 
 

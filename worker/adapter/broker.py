@@ -27,7 +27,8 @@ from worker.adapter.assignor import assignment_strategy
 from worker.adapter.broker_watch import BrokerWatch, ResyncAfterOutage
 from worker.adapter.failures import AttemptLog, Outages, process_isolating
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
-from worker.core.pipeline import BatchOutcome, DependencyUnavailable
+from worker.core.pipeline import BatchOutcome
+from worker.core.retry import DependencyUnavailable
 from worker.core.side_topics import SideOutcome
 from worker.observability import Metrics
 from worker.settings import Settings

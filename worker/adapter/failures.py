@@ -12,7 +12,7 @@ Two kinds of failure, two answers:
   a record has failed ``max_attempts`` times it goes to the dead-letter topic with its last
   error instead of coming back again.
 
-A dependency that is down (:class:`~worker.core.pipeline.DependencyUnavailable`, or any
+A dependency that is down (:class:`~worker.core.retry.DependencyUnavailable`, or any
 exception of the ``outages`` kinds the composition root names, such as Postgres refusing
 connections, that escaped a processor's own retries) is neither: it is not the record's fault,
 so it is never counted and never a dead letter, and the batch is left uncommitted.
@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from worker.core.pipeline import DependencyUnavailable
+from worker.core.retry import DependencyUnavailable
 from worker.wire import DeadLetter, MatchResult, RawRecord
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from faststream import FastStream
-
 from worker.adapter import kafka
 from worker.adapter.broker import WorkerDeps, build_broker
 from worker.adapter.broker_watch import BrokerWatch
@@ -29,8 +27,9 @@ from worker.core.images import ImageMatching
 from worker.core.indexer import CorpusIndexer
 from worker.core.items import PostItem
 from worker.core.language import fasttext_detector
-from worker.core.pipeline import BatchOutcome, DependencyUnavailable, MatchPipeline, ServingModel
+from worker.core.pipeline import BatchOutcome, MatchPipeline, ServingModel
 from worker.core.rematch import Rematcher
+from worker.core.retry import DependencyUnavailable
 from worker.core.reuse import Reuse
 from worker.core.serving import ServingEvents
 from worker.core.shadow import ShadowRunner
@@ -377,25 +376,6 @@ async def running(settings: Settings) -> AsyncIterator[WorkerRuntime]:
         yield runtime
     finally:
         await runtime.stop()
-
-
-def create_app(settings: Settings | None = None) -> FastStream:
-    """The production worker app: real store, real model, real broker."""
-    from worker.logs import configure_logging
-
-    settings = settings or Settings()
-    configure_logging(settings.log_level, secrets=settings.secrets())
-    runtime = WorkerRuntime(settings)
-
-    async def start_services() -> None:
-        await runtime.start_services(wait_for_model=False)
-
-    return FastStream(
-        runtime.broker,
-        on_startup=[start_services],
-        after_startup=[runtime.fail_unless_loaded],
-        after_shutdown=[runtime.stop_services],
-    )
 
 
 class _AfterModelLoad:

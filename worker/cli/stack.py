@@ -181,6 +181,6 @@ def post(
 def worker() -> None:
     """Run the worker (the same app as `faststream run worker.app:app`)."""
     from worker.adapter.kafka import KafkaUnavailable
-    from worker.adapter.runtime import create_app
+    from worker.app import create_app
 
     run(create_app(load_settings()).run(), failures=(KafkaUnavailable,))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -34,12 +34,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from worker.console.admin import AdminActions, AdminPages
 from worker.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Authenticator, csrf_ok
 from worker.console.claims import ActiveVersion, ClaimPages, Details, TrendSource
 from worker.console.clusters import ClusterPages
 from worker.console.events import Broadcaster
 from worker.console.images import FactCheckImageLinks, ImagePages
-from worker.console.precision import LivePrecision
+from worker.console.precision import ConsoleMetrics, LivePrecision
 from worker.console.review import BadVerdict, feedback_records, highlight, shared_terms
 from worker.console.web import Recent, SecurityHeaders, http_url
 from worker.domain import ClaimLost, ConsoleSession, QueueFilter, ReviewGroup
@@ -49,40 +50,6 @@ from worker.storage.interfaces import AccountStore, ClusterReviewQueue, ReviewQu
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 FILTERS = ("lang", "tier", "platform", "fact_check_id", "model_version")
-
-
-class ConsoleMetrics:
-    """What the console exposes on /metrics."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = r = registry or CollectorRegistry()
-        self.verdicts = Counter("factmatch_console_verdicts", "Verdicts given, by kind.", ["verdict"], registry=r)
-        self.undos = Counter("factmatch_console_undos", "Verdicts undone in their window.", registry=r)
-        self.queue_depth = Gauge("factmatch_console_queue_depth", "Open review items nobody holds.", registry=r)
-        self.active_sessions = Gauge("factmatch_console_active_sessions", "Sessions seen in 15 min.", registry=r)
-        self.first_verdict_seconds = Histogram(
-            "factmatch_console_first_verdict_seconds",
-            "From a result's publication to its item's first verdict.",
-            buckets=(10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
-            registry=r,
-        )
-        self.items_added = Counter("factmatch_console_items_added", "Review items added from results.", registry=r)
-
-
-class AdminActions:
-    """What the admin pages may do; the runtime wires the real ones (registry, rollback, quarantine)."""
-
-    async def versions(self) -> list[dict[str, Any]]:
-        return []
-
-    async def rollback(self, version: str | None) -> str:
-        raise RuntimeError("rollback is not available here")
-
-    async def quarantined(self) -> list[dict[str, Any]]:
-        return []
-
-    async def clear_quarantine(self, fact_check_id: str, by: str) -> bool:
-        return False
 
 
 @dataclass
@@ -355,42 +322,6 @@ class Console:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    async def admin_page(self, request: Request) -> Response:
-        session = await self.require(request, admin=True)
-        versions, quarantined, (letter_counts, letters) = await asyncio.gather(
-            self.deps.admin.versions(), self.deps.admin.quarantined(), self.deps.reviews.dead_letters()
-        )
-        context = {
-            "session": session,
-            "versions": versions,
-            "quarantined": quarantined,
-            "letter_counts": letter_counts,
-            "letters": letters,
-        }
-        return self.page(request, "admin.html", context)
-
-    async def admin_rollback(self, request: Request) -> Response:
-        session = await self.require(request, admin=True, change=True)
-        form = await request.form()
-        if str(form.get("confirm") or "") != "rollback":
-            return JSONResponse({"error": "type rollback to confirm"}, status_code=400)
-        version = str(form.get("version") or "") or None
-        try:
-            target = await self.deps.admin.rollback(version)
-        except (LookupError, RuntimeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=409)
-        await self.deps.reviews.audit(session.user, session.session_id, "rollback", detail={"version": target})
-        return JSONResponse({"active": target})
-
-    async def admin_clear(self, request: Request) -> Response:
-        session = await self.require(request, admin=True, change=True)
-        fact_check_id = str((await request.form()).get("fact_check_id") or "")
-        cleared = await self.deps.admin.clear_quarantine(fact_check_id, session.user)
-        await self.deps.reviews.audit(
-            session.user, session.session_id, "clear_quarantine", detail={"fact_check_id": fact_check_id}
-        )
-        return JSONResponse({"cleared": cleared})
-
     async def healthz(self, _: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -443,9 +374,7 @@ def create_app(deps: ConsoleDeps) -> Starlette:
         Route("/items/{post_id:path}/release", console.release, methods=["POST"]),
         Route("/items/{post_id:path}", console.item_page, methods=["GET"]),
         Route("/events", console.events, methods=["GET"]),
-        Route("/admin", console.admin_page, methods=["GET"]),
-        Route("/admin/rollback", console.admin_rollback, methods=["POST"]),
-        Route("/admin/quarantine/clear", console.admin_clear, methods=["POST"]),
+        *AdminPages(console, deps.admin, deps.reviews).routes(),
         *claim_routes(console, deps),
         *(ClusterPages(console, deps.groups, lease_s=deps.lease_s, undo_s=deps.undo_s).routes() if deps.groups else []),
         *image_routes(console, deps),

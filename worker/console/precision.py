@@ -1,4 +1,5 @@
-"""The live precision of each tier: how often the moderators confirm what it showed.
+"""The console's metrics (:class:`ConsoleMetrics`), and the live precision of each tier: how
+often the moderators confirm what it showed.
 
 Per tier and post language over the last ``window_s`` (and over every language, ``lang="*"``):
 confirmations over verdicts, from :class:`~worker.storage.interfaces.VerdictTallies`. Exposed on
@@ -16,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.console.web import Recent
 from worker.domain import Tier, VerdictTally
@@ -24,6 +25,24 @@ from worker.storage.interfaces import VerdictTallies
 
 log = logging.getLogger(__name__)
 EVERY_LANGUAGE = "*"
+
+
+class ConsoleMetrics:
+    """What the console exposes on /metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.verdicts = Counter("factmatch_console_verdicts", "Verdicts given, by kind.", ["verdict"], registry=r)
+        self.undos = Counter("factmatch_console_undos", "Verdicts undone in their window.", registry=r)
+        self.queue_depth = Gauge("factmatch_console_queue_depth", "Open review items nobody holds.", registry=r)
+        self.active_sessions = Gauge("factmatch_console_active_sessions", "Sessions seen in 15 min.", registry=r)
+        self.first_verdict_seconds = Histogram(
+            "factmatch_console_first_verdict_seconds",
+            "From a result's publication to its item's first verdict.",
+            buckets=(10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+            registry=r,
+        )
+        self.items_added = Counter("factmatch_console_items_added", "Review items added from results.", registry=r)
 
 
 def live_precision(tallies: Sequence[VerdictTally]) -> dict[tuple[str, str], tuple[float, int]]:

@@ -24,10 +24,11 @@ from pydantic import BaseModel, ValidationError
 
 from worker.adapter import kafka
 from worker.configs import fetch_policy, tier_targets
-from worker.console.app import AdminActions, ConsoleDeps, ConsoleMetrics, create_app
+from worker.console.admin import AdminActions
+from worker.console.app import ConsoleDeps, create_app
 from worker.console.auth import Authenticator
 from worker.console.events import Broadcaster
-from worker.console.precision import LivePrecision
+from worker.console.precision import ConsoleMetrics, LivePrecision
 from worker.console.review import pr_polyline
 from worker.images.fetch import ImageFetcher
 from worker.settings import Settings

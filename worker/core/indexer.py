@@ -45,8 +45,8 @@ async def embed_fact_checks(
     """
     done = 0
     writing: asyncio.Future[None] | None = None
-    # Chunks of similar lengths pad little (in corpus order, each chunk padded to its longest
-    # fact-check: the indexer stored 0.78x the fact-checks/s of one encode over all of them).
+    # Chunks of similar lengths pad little (in corpus order each chunk is padded to its longest
+    # fact-check: slower, docs/measurements.md).
     fact_checks = sorted(fact_checks, key=lambda fc: len(document_text(fc.title, fc.claim)))
     with tqdm(total=len(fact_checks), desc=f"embedding [{version}]", unit="doc", disable=not progress) as bar:
         try:

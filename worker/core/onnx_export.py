@@ -158,7 +158,7 @@ def _write_graph(
 
     model = encoder.model
     # Eager attention exports as the op pattern ONNX Runtime fuses; SDPA's decomposed graph is
-    # not fused (MiniLM, 2 cores: 1.27x torch's texts/s eager vs 1.16x SDPA).
+    # not fused (measured: docs/measurements.md).
     auto_model: Any = getattr(model[0], "auto_model", None)
     attention = getattr(getattr(auto_model, "config", None), "_attn_implementation", None)
     switch = (

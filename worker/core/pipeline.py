@@ -25,17 +25,17 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
 from worker.core.clusters import Clustering
 from worker.core.decoding import Limits, decode_post
 from worker.core.images import ImageMatching, outcome, with_image_matches, with_text_in_images
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
+from worker.core.retry import RetryPolicy
 from worker.core.reuse import Reuse
 from worker.domain import Encoder, ImageRead, PostCandidates
 from worker.retrieval.claims import claim_text
@@ -44,8 +44,6 @@ from worker.retrieval.retriever import Query, Searched
 from worker.wire import DeadLetter, Match, MatchResult, RawRecord
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,41 +76,6 @@ Reading = asyncio.Future[list[list[ImageRead]]] | None
 
 Observer = Callable[[ServingModel, Sequence[PostItem]], Awaitable[None] | None]
 """Told of every answered batch; must not block (queue and return)."""
-
-
-class DependencyUnavailable(RuntimeError):
-    """A dependency stayed down through every retry; the batch must not be committed."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int
-    initial_s: float
-    max_s: float
-    transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
-    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
-    on_retry: Callable[[str], None] | None = field(default=None, compare=False)
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter keeps a fleet of workers from hammering a recovering database in step.
-        ceiling = min(self.max_s, self.initial_s * (2 ** (attempt - 1)))
-        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
-
-    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await call()
-            except self.transient as exc:
-                if attempt == self.attempts:
-                    raise DependencyUnavailable(f"{what} failed {attempt} times: {exc!r}") from exc
-                delay = self.delay(attempt)
-                if self.on_retry is not None:
-                    self.on_retry(what)
-                log.warning(
-                    "%s failed (attempt %d/%d), retrying in %.2fs: %r", what, attempt, self.attempts, delay, exc
-                )
-                await self.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

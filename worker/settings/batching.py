@@ -32,6 +32,5 @@ class BatchingSettings(BaseModel):
         """The encoder call's padded-token budget on ``device`` (a resolved device name)."""
         if self.batch_token_budget is not None:
             return self.batch_token_budget
-        # Measured on 2 CPU cores (multilingual-e5-small, CheckThat! tweets): calls of about
-        # 1,000 padded tokens ran 1.23x the texts/s of 32-row calls; a GPU wants large calls.
+        # A CPU wants calls of about 1,000 padded tokens, a GPU large ones (docs/measurements.md).
         return 1024 if device == "cpu" else 16_384

@@ -26,9 +26,8 @@ class ModelSettings(BaseModel):
         "auto",
         description="Encode posts with a float32 model on CPU under bfloat16 autocast (matrix products in bf16)"
         " where the CPU computes bf16 natively (AVX-512 BF16 or AMX); fact-checks stay float32, so the index is"
-        " exact. auto and bfloat16: the same (bfloat16 logs when the CPU lacks it); off: float32. Default model,"
-        " 2 cores: 1.64-1.93x the posts/s, cosine to float32 >= 0.99998, dev MAP@5 +0.0009, the same tiers"
-        " (docs/measurements.md).",
+        " exact. auto and bfloat16: the same (bfloat16 logs when the CPU lacks it); off: float32. Its speed"
+        " and agreement with float32: docs/measurements.md.",
     )
     backend: Literal["torch", "onnx"] = Field(
         "torch",

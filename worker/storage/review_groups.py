@@ -16,15 +16,8 @@ from psycopg.rows import dict_row
 
 from worker.domain import TIER_RANK, ClaimLost, PendingVerdict, QueueFilter, ReviewGroup, ReviewItem, VerdictKind
 from worker.storage.db import Part
-from worker.storage.reviews import (
-    ITEM_COLUMNS,
-    REVIEW_CHANNEL,
-    queue_where,
-    record_verdicts,
-    review_item,
-    undo_verdicts,
-    write_audit,
-)
+from worker.storage.reviews import ITEM_COLUMNS, queue_where, review_item
+from worker.storage.verdicts import REVIEW_CHANNEL, record_verdicts, undo_verdicts, write_audit
 
 _ORDER = sql.SQL("ORDER BY tier_rank, probability DESC NULLS LAST, published_at, post_id")
 

@@ -269,6 +269,17 @@ def cluster_figures(stream: list[dict[str, Any]], results: dict[str, dict[str, A
     }
 
 
+def reused_by_kind(stream: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, str]:
+    """Per kind of post, how many were answered by reuse (a typo, a casing or a mention has a claim
+    text of its own: only a near-duplicate cut, ``--near``, reuses those)."""
+    counts: dict[str, list[int]] = {}
+    for post in stream:
+        seen = counts.setdefault(post["kind"], [0, 0])
+        seen[0] += bool(results[post["id"]].get("duplicate_of"))
+        seen[1] += 1
+    return {kind: f"{n}/{total}" for kind, (n, total) in sorted(counts.items())}
+
+
 def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     for post in stream:
@@ -285,6 +296,7 @@ def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dic
         "worker_vs_loop": on["rate"] / loop["rate"],
         "reuse_off_vs_loop": off["rate"] / loop["rate"],
         "reused_share": reused / len(stream),
+        "reused_by_kind": reused_by_kind(stream, on["results"]),
         "reuse_changed_posts": len(differ),
         "overmatch_flags_by_clusters": on["flagged"],
         "overmatch_flags_by_posts": off["flagged"],
@@ -299,6 +311,7 @@ def report(stream: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dic
     print(f"  over-match watch, counting claim clusters: {len(on['flagged'])} fact-check(s) flagged {on['flagged']};"
           f" counting posts (clusters off): {len(off['flagged'])} {off['flagged']}")  # fmt: skip
     print(f"  posts answered by reuse: {reused} ({figures['reused_share']:.1%}); the rest encoded and searched")
+    print(f"  reused, by kind of post (reused / posts): {figures['reused_by_kind']}")
     print(f"  posts whose matches (ids, tiers) differ with reuse on vs off: {len(differ)} (goal 0)"
           + (f", e.g. {differ[:5]}" if differ else ""))  # fmt: skip
     if c is not None:
@@ -319,6 +332,9 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["test"], help="CheckThat! splits the claims come from.")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + EXTRA_PATHS)
     parser.add_argument("--no-emerging", action="store_true", help="Skip the emerging-claims phase.")
+    parser.add_argument(
+        "--near", type=float, default=None, help="The worker's FACTMATCH_REUSE_NEAR_SIMILARITY (default: unset)."
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
     parser.add_argument("--out", type=Path, default=None, help="Also write the figures as JSON here.")
     args = parser.parse_args()
@@ -335,7 +351,7 @@ def main() -> None:
     with local_stack() as (broker, database):
         base = Settings(  # type: ignore[call-arg]
             _env_file=None, kafka_bootstrap=broker.bootstrap, database_url=database.url, device="cpu",
-            model_store=args.cache / "models", session_timeout_ms=6000,
+            model_store=args.cache / "models", session_timeout_ms=6000, reuse_near_similarity=args.near,
         )  # fmt: skip
         Path(base.model_store).mkdir(parents=True, exist_ok=True)
 

@@ -265,6 +265,7 @@ def test_every_setting_reaches_worker_and_trainer_pods_as_its_env_var() -> None:
                 "console_proxy_user_header": "X-Forwarded-User",
                 "tier_match_false_alarm": 0.02,
                 "tier_suggestion_false_alarm": 0.1,
+                "reuse_near_similarity": 0.97,
             }[name]
         else:
             sample = value if not isinstance(value, Path) else str(value)

@@ -89,6 +89,36 @@ async def test_answers_are_found_inside_the_window_and_the_first_one_is_kept(dat
         await store.close()
 
 
+async def test_a_near_answer_is_found_by_its_vector_in_its_own_context_above_the_cut(database_url: str) -> None:
+    store = Store(database_url)
+    await store.open()
+    try:
+        match = Match(fact_check_id="fc1", score=0.9, rank=1, claim="c", tier="match", probability=0.97)
+        a = np.asarray([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+        b = np.asarray([0.0, 1.0, 0.0, 0.0], dtype=np.float32)
+        near_a = np.asarray([0.995, 0.0999, 0.0, 0.0], dtype=np.float32)  # cosine 0.995 to a
+        await store.answers.remember_answers(
+            [
+                ("k1", ClaimAnswer("p1", "v1", [match], "ctx", a)),
+                ("k2", ClaimAnswer("p2", "v1", [], "ctx", b)),
+                ("k3", ClaimAnswer("p3", "v1", [], "other", near_a)),  # another context: never found from ctx
+                ("k4", ClaimAnswer("p4", "v1", [], None, None)),  # stored by key only
+                ("k5", ClaimAnswer("p5", "v2", [], "ctx8", np.ones(8, dtype=np.float32) / np.sqrt(8))),
+            ],
+            60,
+        )
+        found = await store.answers.find_near([("ctx", near_a), ("ctx", near_a), ("other", b), ("none", a)], 60, 0.99)
+        assert [f.post_id if f else None for f in found] == ["p1", "p1", None, None]
+        assert found[0] is not None and list(found[0].matches) == [match] and found[0].context == "ctx"
+        assert [f.post_id if f else None for f in await store.answers.find_near([("ctx", near_a)], 60, 0.999)] == [None]
+        # A vector of another dimension in the same context is skipped, not an error.
+        assert await store.answers.find_near([("ctx8", a)], 60, 0.1) == [None]
+        await asyncio.sleep(1.1)
+        assert await store.answers.find_near([("ctx", a)], 1, 0.5) == [None]  # past the window
+    finally:
+        await store.close()
+
+
 async def test_two_workers_answer_each_claim_once_and_every_repeat_says_whose_answer_it_took(
     stack_settings: Settings,
 ) -> None:

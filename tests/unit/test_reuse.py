@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from tests.fakes import FakeEncoder, FakeModels, FakeSearcher
@@ -42,12 +43,21 @@ class Rig:
         return sum(n for _, n in self.searcher.calls)
 
 
-def rig(window_s: float = 3600.0, reuse: bool = True) -> Rig:
+class CaseBlindEncoder(FakeEncoder):
+    """Texts that differ only in case get one vector: a light rewording, as far as vectors go."""
+
+    def _vec(self, text: str) -> np.ndarray:
+        return super()._vec(text.casefold())
+
+
+def rig(
+    window_s: float = 3600.0, reuse: bool = True, near: float | None = None, encoder: FakeEncoder | None = None
+) -> Rig:
     store, clock = MemoryStore(), Clock()
     store.answers.clock = clock
-    searcher, encoder = FakeSearcher(), FakeEncoder()
+    searcher, encoder = FakeSearcher(), encoder or FakeEncoder()
     models = FakeModels(ServingModel("v1", encoder.dimension, encoder))
-    answers = Reuse(store.answers, window_s) if reuse else None
+    answers = Reuse(store.answers, window_s, near) if reuse else None
     return Rig(store, searcher, encoder, models, MatchPipeline(models, searcher, config(), reuse=answers), clock)
 
 
@@ -164,3 +174,32 @@ async def test_housekeeping_deletes_in_batches_until_less_is_left_and_stops_at_i
     assert await in_batches(delete, batch=10_000) == 25_000 and calls == [10_000] * 3 and left == [0]
     left[0], calls[:] = 1_000_000, []
     assert await in_batches(delete, batch=10_000, rounds=5) == 50_000 and len(calls) == 5  # bounded per pass
+
+
+async def test_a_light_rewording_takes_its_neighbours_answer_after_encoding_without_a_search() -> None:
+    r = rig(near=0.99, encoder=CaseBlindEncoder())
+    [first] = await r.answer(post("a", CLAIM))
+    # Another claim text (case is kept in the key), the same vector: encoded, not searched.
+    [loud] = await r.answer(post("b", CLAIM.upper()))
+    assert loud.duplicate_of == "a" and loud.matches == first.matches
+    assert r.searched() == 1 and len(r.encoder.calls) == 2
+    # Its own exact repeat is found by key, in the first post's name, without encoding.
+    [again] = await r.answer(post("c", f"RT @x: {CLAIM.upper()}"))
+    assert again.duplicate_of == "a" and r.searched() == 1 and len(r.encoder.calls) == 2
+    # An unrelated claim is searched; and without the near cut a rewording is searched too.
+    [other] = await r.answer(post("d", "The moon landing was staged"))
+    assert other.duplicate_of is None and r.searched() == 2
+    plain = rig(encoder=CaseBlindEncoder())
+    await plain.answer(post("a", CLAIM))
+    [searched] = await plain.answer(post("b", CLAIM.upper()))
+    assert searched.duplicate_of is None and plain.searched() == 2
+
+
+async def test_a_near_duplicate_is_only_found_in_its_own_context() -> None:
+    r = rig(near=0.99, encoder=CaseBlindEncoder())
+    await r.answer(b'{"id": "a", "text": "%s", "lang": "en"}' % CLAIM.encode())
+    [german] = await r.answer(b'{"id": "b", "text": "%s", "lang": "de"}' % CLAIM.upper().encode())
+    assert german.duplicate_of is None and r.searched() == 2
+    await r.store.corpus.upsert_fact_checks([FactCheck(id="fc9", claim="a new fact-check")])
+    [after_change] = await r.answer(b'{"id": "c", "text": "%s", "lang": "en"}' % CLAIM.upper().encode())
+    assert after_change.duplicate_of is None and r.searched() == 3

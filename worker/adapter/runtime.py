@@ -136,7 +136,11 @@ class WorkerRuntime:
             on_drop=lambda n: metrics.shadow_dropped.inc(n),
         )
         retries = metrics.retries
-        self.reuse = Reuse(self.store.answers, settings.reuse_window_s) if settings.reuse_window_s > 0 else None
+        self.reuse = (
+            Reuse(self.store.answers, settings.reuse_window_s, settings.reuse_near_similarity)
+            if settings.reuse_window_s > 0
+            else None
+        )
         self.clustering = (
             Clustering(
                 self.store.clusters,

@@ -24,15 +24,17 @@ class PostItem:
 
     ``claim`` is the text it is encoded and searched as (:func:`worker.retrieval.claims.claim_text`).
     A repeat of a claim is never searched: ``reused`` holds the stored answer of an earlier batch's
-    post, ``copy_of`` the earlier post of its own batch."""
+    post (found by its key before encoding, or by its vector, a near-duplicate, after), ``copy_of``
+    the earlier post of its own batch."""
 
     record: RawRecord
     post: Post
     lang: str | None = None
     lang_detected: bool = False
     claim: str = ""
-    # Its answer key, when answers are reused (:func:`worker.core.reuse.answer_key`).
+    # Its answer key and context, when answers are reused (:mod:`worker.core.reuse`).
     key: str | None = None
+    context: str | None = None
     vector: Vectors | None = None
     searched: Searched | None = None
     reused: Reused | None = None
@@ -57,17 +59,19 @@ class PostItem:
         return matches, (origin if origin != self.post.id else None)
 
 
-def mark_repeats(items: Sequence[PostItem], keys: Sequence[str], found: dict[str, Reused]) -> list[PostItem]:
-    """Give each post its answer key and mark the repeats: a stored answer (``reused``) or an earlier
-    post of the batch (``copy_of``); the posts left to encode and search, in order. A post with
-    images is never a repeat and never repeated: its answer depends on more than its claim."""
+def mark_repeats(
+    items: Sequence[PostItem], keys: Sequence[tuple[str, str]], found: dict[str, Reused]
+) -> list[PostItem]:
+    """Give each post its answer key and context and mark the repeats: a stored answer (``reused``)
+    or an earlier post of the batch (``copy_of``); the posts left to encode and search, in order. A
+    post with images is never a repeat and never repeated: its answer depends on more than its claim."""
     first: dict[str, PostItem] = {}
     todo: list[PostItem] = []
-    for item, key in zip(items, keys, strict=True):
+    for item, (key, context) in zip(items, keys, strict=True):
         if item.post.images:
             todo.append(item)
             continue
-        item.key = key
+        item.key, item.context = key, context
         if key in found:
             item.reused = found[key]
         elif key in first:

@@ -36,8 +36,8 @@ from worker.core.decoding import Limits, decode_post
 from worker.core.images import ImageMatching, outcome, with_image_matches, with_text_in_images
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
 from worker.core.retry import RetryPolicy
-from worker.core.reuse import Reuse
-from worker.domain import Encoder, ImageRead, PostCandidates
+from worker.core.reuse import Answered, Reuse
+from worker.domain import Encoder, ImageRead, PostCandidates, Vectors
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched
@@ -181,7 +181,7 @@ class MatchPipeline:
         for item in items:
             item.result = self._result(model, item)
         await self._remember(model, todo)
-        stats = replace(stats, reused=len(items) - len(todo))
+        stats = replace(stats, reused=sum(1 for item in items if item.reused or item.copy_of))
         await self._observe(model, items)
         return BatchOutcome(
             results=tuple(i.result for i in items if i.result is not None),
@@ -267,11 +267,14 @@ class MatchPipeline:
     ) -> None:
         for item, i in zip(chunk_items, chunk, strict=True):
             item.vector = plan.vectors[i]
-        queries = [item.query() for item in chunk_items]
+        todo = await self._near_repeats(chunk_items)
+        if not todo:
+            return
+        queries = [item.query() for item in todo]
         found = await self.config.retry.run(
             "search", lambda: self.searcher.search(model.version, model.dimension, queries, model.decisions)
         )
-        for item, searched in zip(chunk_items, found, strict=True):
+        for item, searched in zip(todo, found, strict=True):
             item.searched = searched
 
     def _read_images(self, items: Sequence[PostItem]) -> Reading:
@@ -321,15 +324,37 @@ class MatchPipeline:
         reuse = self.reuse
         state = f"{model.decisions.fingerprint}:{await self.config.retry.run('state', self.searcher.state)}"
         posts = [(item.claim, item.lang) for item in items]
-        keys = await self.config.retry.run("reuse", lambda: reuse.keys(model.version, state, posts))
-        found = await self.config.retry.run("reuse", lambda: reuse.find(keys))
+        keys = await self.config.retry.run("reuse", lambda: reuse.keys_in_context(model.version, state, posts))
+        found = await self.config.retry.run("reuse", lambda: reuse.find([key for key, _ in keys]))
         return mark_repeats(items, keys, found)
 
+    async def _near_repeats(self, items: Sequence[PostItem]) -> list[PostItem]:
+        """Mark the encoded posts a stored answer's post nearly repeats (by vector, in their context); the rest."""
+        if self.reuse is None or self.reuse.near_similarity is None:
+            return list(items)
+        reuse = self.reuse
+        probes: list[PostItem] = []
+        pairs: list[tuple[str, Vectors]] = []
+        for item in items:
+            if item.context is not None and item.vector is not None:
+                probes.append(item)
+                pairs.append((item.context, item.vector))
+        found = await self.config.retry.run("reuse", lambda: reuse.find_near(pairs))
+        for item, reused in zip(probes, found, strict=True):
+            item.reused = reused
+        return [item for item in items if item.reused is None]
+
     async def _remember(self, model: ServingModel, answered: Sequence[PostItem]) -> None:
+        """Store the answers of the posts this batch answered first (a near-duplicate under its
+        own key too, in its origin's name, so its exact repeats need no encoding)."""
         if self.reuse is None or not answered:
             return
         reuse = self.reuse
-        rows = [(item.key, item.post.id, item.answer()[0]) for item in answered if item.key is not None]
+        rows = [
+            Answered(item.key, item.answer()[1] or item.post.id, item.answer()[0], item.context, item.vector)
+            for item in answered
+            if item.key is not None
+        ]
         await self.config.retry.run("reuse", lambda: reuse.remember(model.version, rows))
 
     async def _cluster(self, model: ServingModel, items: Sequence[PostItem]) -> None:

@@ -13,6 +13,15 @@ settings and quarantine list, and the corpus generations of the fact-checks and 
 version's vectors. A fact-check change, a version switch, a refit decision model, a changed
 quarantine list or changed search settings each give new keys; older answers are never read
 after ``window_s`` and are deleted by :meth:`Reuse.forget`.
+
+A light rewording (a typo, another casing, a word changed) has another key. With
+``near_similarity`` set, a post that was encoded is looked up once more before it is searched:
+among the answers of its *context* (the key's parts besides the claim: language, version, state,
+generations), the one whose post's vector is nearest, if its cosine reaches ``near_similarity``,
+is taken as above (``duplicate_of`` names the post whose matches they are). This one is not exact
+by construction: a near-duplicate gets its neighbour's matches (ids, tiers, scores), so the cut
+is set high and measured (benchmarks/viral_stream.py counts the posts whose matches differ with
+reuse on and off).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from worker.domain import Vectors
 from worker.storage.interfaces import AnswerStore, ClaimAnswer
 from worker.wire import Match
 
@@ -49,6 +59,23 @@ def answer_key(claim: str, lang: str | None, version: str, state: str, generatio
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
+def context_key(lang: str | None, version: str, state: str, generations: tuple[int, int]) -> str:
+    """What an answer depends on besides its claim: near-duplicates are only looked for within one context."""
+    parts = (lang or "", version, state, str(generations[0]), str(generations[1]))
+    return hashlib.sha256("\x1f".join(("context", *parts)).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A post's answer to store: under its key and context, whose matches they are, its vector."""
+
+    key: str
+    post_id: str
+    matches: Sequence[Match]
+    context: str | None = None
+    vector: Vectors | None = None
+
+
 @dataclass(frozen=True)
 class Reused:
     """A post's answer taken from an earlier post: whose it was and its matches."""
@@ -60,24 +87,49 @@ class Reused:
 class Reuse:
     """The pipeline's view of the shared answers: find before encoding, remember after deciding."""
 
-    def __init__(self, store: AnswerStore, window_s: float) -> None:
+    def __init__(self, store: AnswerStore, window_s: float, near_similarity: float | None = None) -> None:
         if window_s <= 0:
             raise ValueError("the reuse window must be positive")
+        if near_similarity is not None and not 0 < near_similarity <= 1:
+            raise ValueError("the near-duplicate cut is a cosine similarity in (0, 1]")
         self.store = store
         self.window_s = window_s
+        self.near_similarity = near_similarity
 
     async def keys(self, version: str, state: str, posts: Sequence[tuple[str, str | None]]) -> list[str]:
         """Each (claim key, language)'s answer key under the corpus as it is now."""
-        generations = await self.store.generations(version)
-        return [answer_key(claim, lang, version, state, generations) for claim, lang in posts]
+        return [key for key, _ in await self.keys_in_context(version, state, posts)]
+
+    async def keys_in_context(
+        self, version: str, state: str, posts: Sequence[tuple[str, str | None]]
+    ) -> list[tuple[str, str]]:
+        """Each (claim key, language)'s answer key and context, under one read of the corpus generations."""
+        g = await self.store.generations(version)
+        keys = [answer_key(claim, lang, version, state, g) for claim, lang in posts]
+        return list(zip(keys, [context_key(lang, version, state, g) for _, lang in posts], strict=True))
+
+    async def find_near(self, probes: Sequence[tuple[str, Vectors]]) -> list[Reused | None]:
+        """Per (context, vector): the nearest answer of that context at ``near_similarity`` or above."""
+        if self.near_similarity is None or not probes:
+            return [None] * len(probes)
+        found = await self.store.find_near(probes, self.window_s, self.near_similarity)
+        return [Reused(a.post_id, a.matches) if a is not None else None for a in found]
 
     async def find(self, keys: Sequence[str]) -> dict[str, Reused]:
         found = await self.store.find_answers(sorted(set(keys)), self.window_s)
         return {key: Reused(a.post_id, a.matches) for key, a in found.items()}
 
-    async def remember(self, version: str, answers: Sequence[tuple[str, str, Sequence[Match]]]) -> None:
-        """Store (key, post id, matches) for the repeats to come; a key stored earlier keeps its answer."""
-        rows = [(key, ClaimAnswer(post, version, matches)) for key, post, matches in answers]
+    async def remember(self, version: str, answers: Sequence[Answered]) -> None:
+        """Store each answer for the repeats to come (with its context and vector only when
+        near-duplicates are looked for); a key stored earlier keeps its answer."""
+        near = self.near_similarity is not None
+        rows = [
+            (
+                a.key,
+                ClaimAnswer(a.post_id, version, a.matches, a.context if near else None, a.vector if near else None),
+            )
+            for a in answers
+        ]
         await self.store.remember_answers(rows, self.window_s)
 
     async def forget(self) -> int:

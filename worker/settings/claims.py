@@ -19,6 +19,14 @@ class ClaimSettings(BaseModel):
         description="How long a claim's answer is reused, by every worker of the group, for posts repeating it"
         " (same claim text, language, model version and corpus); 0: every post is searched.",
     )
+    reuse_near_similarity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Also reuse the answer of a post whose vector is at least this cosine-similar (same language,"
+        " model version, decision and corpus; within reuse_window_s): a light rewording is not searched again and"
+        " takes its neighbour's matches. Unset: only exact repeats of a claim are reused.",
+    )
     claim_clusters: bool = Field(
         True, description="Put every answered post in a claim cluster (results carry cluster_id and its summary)."
     )

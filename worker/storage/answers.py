@@ -6,15 +6,24 @@ bumped by trigger (``migrations/0013_answers.sql``) in the transaction that chan
 or a vector, so they become visible together with the change: a worker that reads generation
 *g* and then searches sees at least the corpus of *g*, and an answer is never stored under a
 generation whose changes its search missed. A version switch changes the key's model version.
+
+A light rewording has another key; :meth:`Answers.find_near` finds it by the vector its post was
+searched with, among the answers of the same context (the key's parts besides the claim), so the
+same guarantees hold: a context names the generations, model version and decision it was
+answered under. Exact cosine over that context's answers in the window (no vector index: its
+vectors may have any model's dimension; one context holds one version's answers of one language
+and corpus state).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter
 
+from worker.domain import Vectors
 from worker.storage.db import Part
 from worker.storage.interfaces import ClaimAnswer
 from worker.wire import Match
@@ -52,18 +61,53 @@ class Answers(Part):
         if not answers:
             return
         rows = [
-            (key, a.post_id, a.model_version, Jsonb(MATCHES.dump_python(list(a.matches), mode="json")))
+            (
+                key,
+                a.post_id,
+                a.model_version,
+                Jsonb(MATCHES.dump_python(list(a.matches), mode="json")),
+                a.context,
+                None if a.vector is None else np.asarray(a.vector, dtype=np.float32),
+            )
             for key, a in answers
         ]
         async with self.pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO claim_answers (answer_key, post_id, model_version, matches)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[])"
+                "INSERT INTO claim_answers (answer_key, post_id, model_version, matches, context, vector)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::vector[])"
                 " ON CONFLICT (answer_key) DO UPDATE SET post_id = excluded.post_id, matches = excluded.matches,"
-                " answered_at = excluded.answered_at"
+                " context = excluded.context, vector = excluded.vector, answered_at = excluded.answered_at"
                 " WHERE claim_answers.answered_at <= now() - make_interval(secs => %s)",
                 (*(list(column) for column in zip(*rows, strict=True)), window_s),
             )
+
+    async def find_near(
+        self, probes: Sequence[tuple[str, Vectors]], window_s: float, min_similarity: float
+    ) -> list[ClaimAnswer | None]:
+        """For each (context, vector), the answer of that context within the window whose vector is
+        nearest, if its cosine reaches ``min_similarity`` (vectors are normalised); one round trip."""
+        if not probes:
+            return []
+        contexts = [context for context, _ in probes]
+        vectors = [np.asarray(vector, dtype=np.float32) for _, vector in probes]
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT p.ord, a.post_id, a.model_version, a.matches, a.context, a.vector"
+                " FROM unnest(%s::text[], %s::vector[]) WITH ORDINALITY AS p(context, v, ord)"
+                " CROSS JOIN LATERAL (SELECT post_id, model_version, matches, context, vector,"
+                "  vector <=> p.v AS distance FROM claim_answers"
+                "  WHERE context = p.context AND answered_at > now() - make_interval(secs => %s)"
+                "   AND vector_dims(vector) = vector_dims(p.v)"
+                "  ORDER BY vector <=> p.v LIMIT 1) a"
+                " WHERE 1 - a.distance >= %s",
+                (contexts, vectors, window_s, min_similarity),
+                prepare=False,
+            )
+            rows = await cur.fetchall()
+        found: list[ClaimAnswer | None] = [None] * len(probes)
+        for ord_, post, version, matches, context, vector in rows:
+            found[int(ord_) - 1] = ClaimAnswer(post, version, MATCHES.validate_python(matches), context, vector)
+        return found
 
     async def forget_answers(self, older_than_s: float, limit: int = 10_000) -> int:
         """Delete up to ``limit`` answers older than ``older_than_s``; how many went."""

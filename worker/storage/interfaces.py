@@ -227,6 +227,10 @@ class ClaimAnswer:
     post_id: str
     model_version: str
     matches: Sequence[Match]
+    # What it depends on besides the claim (:func:`worker.core.reuse.context_key`) and the vector
+    # its post was searched with: a near-duplicate in the same context may take it (None: by key only).
+    context: str | None = None
+    vector: Vectors | None = None
 
 
 class AnswerStore(Protocol):
@@ -235,6 +239,9 @@ class AnswerStore(Protocol):
     async def generations(self, version: str) -> tuple[int, int]: ...
     async def find_answers(self, keys: Sequence[str], window_s: float) -> dict[str, ClaimAnswer]: ...
     async def remember_answers(self, answers: Sequence[tuple[str, ClaimAnswer]], window_s: float) -> None: ...
+    async def find_near(
+        self, probes: Sequence[tuple[str, Vectors]], window_s: float, min_similarity: float
+    ) -> list[ClaimAnswer | None]: ...
     async def forget_answers(self, older_than_s: float, limit: int = 10_000) -> int: ...
 
 

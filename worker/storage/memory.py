@@ -289,6 +289,19 @@ class MemoryAnswers:
             if key not in self.answers or now - self.answers[key][1] >= window_s:
                 self.answers[key] = (answer, now)
 
+    async def find_near(
+        self, probes: Sequence[tuple[str, Vectors]], window_s: float, min_similarity: float
+    ) -> list[ClaimAnswer | None]:
+        now = self.clock()
+        fresh = [a for a, at in self.answers.values() if now - at < window_s and a.vector is not None]
+        found: list[ClaimAnswer | None] = []
+        for context, vector in probes:
+            v = np.asarray(vector, dtype=np.float32)
+            same = [(float(np.asarray(a.vector, dtype=np.float32) @ v), a) for a in fresh if a.context == context]
+            best = max(same, key=lambda pair: pair[0], default=None)
+            found.append(best[1] if best is not None and best[0] >= min_similarity else None)
+        return found
+
     async def forget_answers(self, older_than_s: float, limit: int = 10_000) -> int:
         now = self.clock()
         old = [k for k, (_, at) in self.answers.items() if now - at > older_than_s][:limit]

@@ -195,3 +195,45 @@ async def test_a_fact_check_change_and_a_version_switch_invalidate_and_a_redeliv
         switched = await answer("e", claim)
         assert switched["model_version"] == "tiny-b" and switched["duplicate_of"] is None
         assert (await answer("f", f"RT @y: {claim}"))["duplicate_of"] == "e"
+
+
+async def test_a_light_rewording_takes_the_near_answer_through_the_worker_until_the_corpus_changes(
+    stack_settings: Settings,
+) -> None:
+    """With the near-duplicate cut set: a post in other letters (another claim text; the tiny
+    model lowercases, so the same vector) is answered from the first post's answer, in its name;
+    after a fact-check change the same rewording is searched again."""
+    settings = stack_settings.model_copy(update={"reuse_near_similarity": 0.999})
+    await seed_corpus(settings)
+    claim = CLAIMS[1]
+
+    async def answer(pid: str, text: str) -> dict[str, Any]:
+        await produce(
+            settings.kafka_bootstrap,
+            settings.topic_posts,
+            [(pid.encode(), json.dumps({"id": pid, "text": text}).encode())],
+        )
+        records = await consume_until(
+            settings.kafka_bootstrap,
+            [settings.topic_matches],
+            lambda rs: any(json.loads(r.value)["post_id"] == pid for r in rs),
+        )
+        return next(json.loads(r.value) for r in records if json.loads(r.value)["post_id"] == pid)
+
+    async with running(settings) as runtime:
+        first = await answer("a", claim)
+        loud = await answer("b", claim.upper())
+        assert first["duplicate_of"] is None and loud["duplicate_of"] == "a" and loud["matches"] == first["matches"]
+        assert (await answer("c", f"RT @z: {claim.upper()}"))["duplicate_of"] == "a"  # by key, in a's name
+        other = await answer("d", CLAIMS[2])
+        assert other["duplicate_of"] is None
+
+        fc = {"id": "fc-near", "claim": claim, "title": claim, "lang": "en"}
+        await produce(settings.kafka_bootstrap, settings.topic_factchecks, [(b"fc-near", json.dumps(fc).encode())])
+        version, corpus = runtime.models.current().version, runtime.store.corpus
+        for _ in range(300):
+            if not await corpus.fact_checks_missing(version) and await corpus.count_fact_checks() == 61:
+                break
+            await asyncio.sleep(0.1)
+        changed = await answer("e", claim.upper())
+        assert changed["duplicate_of"] is None and changed["matches"][0]["fact_check_id"] == "fc-near"

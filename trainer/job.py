@@ -30,7 +30,6 @@ from worker.configs import (
     rollout_config,
     torch_encoder_loader,
 )
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder
 from worker.core.rollout import prepare, promote, start_shadow
 from worker.domain import Encoder, ModelVersion
 from worker.local.models import default_model_ref
@@ -153,7 +152,7 @@ async def conclude(
         "training": training_record(settings, ranks),
         "gate": {"metric": settings.gate_metric, "margin": settings.gate_margin, "passed": passed, "reason": reason},
     }
-    await register_candidate(store, output, base_ref, metrics, data)
+    await register_candidate(store, settings, output, base_ref, metrics, data)
     if not passed:
         await store.registry.set_status(output.name, "rejected", notes=reason)
         status = "rejected"
@@ -167,12 +166,13 @@ async def conclude(
 
 
 async def register_candidate(
-    store: Store, output: Path, base_ref: str, metrics: dict[str, Any], data: TrainingData
+    store: Store, settings: Settings, output: Path, base_ref: str, metrics: dict[str, Any], data: TrainingData
 ) -> None:
     """The trained model in the registry as a candidate, with its metrics and data snapshot."""
     version = output.name
     path = str(await asyncio.to_thread(output.resolve))
-    dimension = SentenceTransformerEncoder(path, EncoderOptions(device="cpu")).dimension
+    # Loaded on CPU only to read its output dimension, through the one torch encoder factory.
+    dimension = torch_encoder_loader(settings.model_copy(update={"device": "cpu"}))(path).dimension
     await store.registry.register_version(
         version,
         path,

@@ -55,7 +55,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every result.")] = 180.0,
 ) -> None:
     """Start a local broker and Postgres, index the sample fact-checks, stream the sample posts, print matches."""
-    from worker.adapter.tools import stream_and_collect
+    from worker.adapter.conversations import stream_and_collect
     from worker.local.demo import MALFORMED, is_demo_file, prepare_database, running_worker
     from worker.retrieval.evaluation import load_jsonl
 
@@ -163,7 +163,7 @@ def post(
     """Send one post to the posts topic (of `factmatch up`, or FACTMATCH_KAFKA_BOOTSTRAP) and print its result."""
     import json
 
-    from worker.adapter.tools import send_post
+    from worker.adapter.conversations import send_post
     from worker.wire import Post
 
     message = Post(id=post_id or f"cli-{uuid.uuid4().hex[:12]}", text=text, lang=lang, platform="cli")

@@ -195,7 +195,7 @@ def send_feedback(
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Send a moderator's verdict on a match to the match-feedback topic."""
-    from worker.adapter.tools import send_feedback as send
+    from worker.adapter.conversations import send_feedback as send
     from worker.wire import Feedback
 
     fields = {"post_id": post_id, "post_text": text, "fact_check_id": fact_check_id}

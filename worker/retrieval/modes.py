@@ -105,10 +105,6 @@ MODES: dict[ModeName, Mode] = {m.name: m for m in (Dense(), Lexical(), Hybrid())
 assert set(MODES) == set(MODE_NAMES), "every mode name needs a class in MODES"
 
 
-def fused_score(c: Candidate, config: FusionConfig, post_lang: str | None = None) -> float:
-    return MODES[config.mode].score(c, config, post_lang)
-
-
 def fuse(
     candidates: Sequence[Candidate],
     config: FusionConfig,

@@ -113,15 +113,3 @@ class Store:
 
     def notifications(self, channel: str, interval_s: float) -> AsyncIterator[None]:
         return self.db.notifications(channel, interval_s)
-
-
-@contextlib.asynccontextmanager
-async def opened(store: Store, *, migrate_first: bool = True) -> AsyncIterator[Store]:
-    """``store`` with migrations applied and its pool open for the block, closed after."""
-    if migrate_first:
-        await apply_migrations(store.conninfo)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()

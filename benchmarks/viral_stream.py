@@ -111,6 +111,39 @@ def viral_stream(
     return out
 
 
+CROSSLINGUAL = ROOT / "benchmarks" / "data" / "crosslingual.jsonl"
+
+
+def crosslingual_rows() -> list[dict[str, str]]:
+    """benchmarks/data/crosslingual.jsonl: a fact-check, a post in its language and the post translated."""
+    return [json.loads(line) for line in CROSSLINGUAL.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def with_translations(stream: list[dict[str, Any]], copies: int = 2, seed: int = 11) -> list[dict[str, Any]]:
+    """``stream`` with the cross-lingual check's 24 claims added: each said first in its fact-check's
+    language, then ``copies`` times translated (kind ``translation``), at random places after it.
+    Their fact-checks must be in the corpus (:func:`crosslingual_fact_checks`)."""
+    rng = random.Random(seed)
+    out = list(stream)
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    for n, row in enumerate(crosslingual_rows()):
+        claim = 100_000 + n  # apart from the CheckThat! claims' indices
+        first = rng.randrange(len(out) // 2)
+        posts = [(row["same_post"], "first")] + [(row["post"], "translation")] * copies
+        places = [first, *sorted(rng.randrange(first + 1, len(out) + 1) for _ in range(copies))]
+        for j, ((text, kind), place) in enumerate(reversed(list(zip(posts, places, strict=True)))):
+            at = start + timedelta(hours=rng.uniform(0, 24))
+            out.insert(place, {"id": f"t{n}-{copies - j}", "text": text, "created_at": at.isoformat(),
+                               "claim": claim, "fact_check": row["id"], "spike": False, "kind": kind})  # fmt: skip
+    return out
+
+
+def crosslingual_fact_checks() -> list[Any]:
+    from worker.wire import FactCheck
+
+    return [FactCheck(id=r["id"], claim=r["claim"], lang=r["lang"]) for r in crosslingual_rows()]
+
+
 class ResultReader(Reader):
     """The reader that also keeps each post's published (fact-check id, tier) pairs and ``duplicate_of``."""
 
@@ -333,6 +366,9 @@ def main() -> None:
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + EXTRA_PATHS)
     parser.add_argument("--no-emerging", action="store_true", help="Skip the emerging-claims phase.")
     parser.add_argument(
+        "--translations", action="store_true", help="Add the cross-lingual check's claims, each also posted translated."
+    )
+    parser.add_argument(
         "--near", type=float, default=None, help="The worker's FACTMATCH_REUSE_NEAR_SIMILARITY (default: unset)."
     )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
@@ -347,6 +383,8 @@ def main() -> None:
     from worker.storage import Store, apply_migrations
 
     stream = viral_stream(args.posts, args.splits)
+    if args.translations:
+        stream = with_translations(stream)
     args.cache.mkdir(parents=True, exist_ok=True)
     with local_stack() as (broker, database):
         base = Settings(  # type: ignore[call-arg]
@@ -360,6 +398,8 @@ def main() -> None:
             store = Store(database.url)
             await store.open()
             await store.corpus.upsert_fact_checks(corpus_from_rows(load_jsonl(DATA / "corpus.jsonl")))
+            if args.translations:
+                await store.corpus.upsert_fact_checks(crosslingual_fact_checks())
             await store.close()
 
         asyncio.run(load_corpus())

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.core.clusters import cluster_post
-from worker.core.reuse import Reused
+from worker.core.reuse import Answered, Reused
 from worker.domain import ClusterPost, ClusterSummary, ImageRead, Vectors
 from worker.retrieval.retriever import Query, Searched
 from worker.wire import ClaimCluster, Match, MatchResult, Post, RawRecord
@@ -57,6 +57,14 @@ class PostItem:
         else:
             matches, origin = (self.searched.matches if self.searched else []), None
         return matches, (origin if origin != self.post.id else None)
+
+    def stored_answer(self) -> Answered | None:
+        """What it leaves for the repeats to come: its matches under its key and context, in the name
+        of the post they are from (a near-duplicate's origin), with its vector; None without a key."""
+        if self.key is None:
+            return None
+        matches, origin = self.answer()
+        return Answered(self.key, origin or self.post.id, matches, self.context, self.vector)
 
 
 def mark_repeats(

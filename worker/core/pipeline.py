@@ -36,7 +36,7 @@ from worker.core.decoding import Limits, decode_post
 from worker.core.images import ImageMatching, outcome, with_image_matches, with_text_in_images
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
 from worker.core.retry import RetryPolicy
-from worker.core.reuse import Answered, Reuse
+from worker.core.reuse import Reuse
 from worker.domain import Encoder, ImageRead, PostCandidates, Vectors
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
@@ -350,11 +350,7 @@ class MatchPipeline:
         if self.reuse is None or not answered:
             return
         reuse = self.reuse
-        rows = [
-            Answered(item.key, item.answer()[1] or item.post.id, item.answer()[0], item.context, item.vector)
-            for item in answered
-            if item.key is not None
-        ]
+        rows = [stored for item in answered if (stored := item.stored_answer()) is not None]
         await self.config.retry.run("reuse", lambda: reuse.remember(model.version, rows))
 
     async def _cluster(self, model: ServingModel, items: Sequence[PostItem]) -> None:

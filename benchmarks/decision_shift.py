@@ -39,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from decisions import DATA, ROOT, CachedSource, NoEncoder, crosslingual, gather, judge, merged, split_posts
+from decisions import DATA, ROOT, CachedSource, NoEncoder, gathered_splits, judge, merged
 
 from worker.configs import retrieval_config, tier_targets
 from worker.local.models import default_model_ref
@@ -81,15 +81,7 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
 
 
 async def run(model: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from worker.local.stack import start_database
-
-    splits = {name: split_posts(name)[0] for name in ("train", "dev", "test")}
-    _, cross, same = crosslingual()
-    database = start_database()
-    try:
-        gathered = await gather(database.url, model, settings, [*splits.values(), cross, same], args.cache)
-    finally:
-        database.stop()
+    splits, gathered = await gathered_splits(model, settings, args.cache)
     enc = NoEncoder(gathered.dimension)
     retriever = Retriever(CachedSource(gathered), replace(retrieval_config(settings), min_score=-1.0))
     fit_on = splits["train"] if args.judge == "dev" else merged(splits["train"], splits["dev"])

@@ -188,6 +188,20 @@ async def gather(url: str, model: str, settings: Settings, posts: list[LabelledP
     return gathered
 
 
+async def gathered_splits(model: str, settings: Settings, cache: Path) -> tuple[dict[str, LabelledPosts], Gathered]:
+    """train, dev and test (open-set) and every post's candidates, from the cache or a private database."""
+    from worker.local.stack import start_database
+
+    splits = {name: split_posts(name)[0] for name in ("train", "dev", "test")}
+    _, cross, same = crosslingual()
+    database = start_database()
+    try:
+        gathered = await gather(database.url, model, settings, [*splits.values(), cross, same], cache)
+    finally:
+        database.stop()
+    return splits, gathered
+
+
 def merged(*parts: LabelledPosts) -> LabelledPosts:
     return LabelledPosts(
         {k: v for p in parts for k, v in p.queries.items()},

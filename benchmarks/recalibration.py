@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from decision_shift import without
-from decisions import DATA, ROOT, CachedSource, NoEncoder, crosslingual, gather, judge, merged, split_posts
+from decisions import DATA, ROOT, CachedSource, NoEncoder, gathered_splits, judge, merged
 
 from trainer.recalibrate import held_out, refit_from_verdicts, shown
 from worker.configs import calibration_config
@@ -110,15 +110,7 @@ def figures(report: dict[str, Any]) -> dict[str, float | None]:
 
 
 async def run(model: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from worker.local.stack import start_database
-
-    splits = {name: split_posts(name)[0] for name in ("train", "dev", "test")}
-    _, cross, same = crosslingual()
-    database = start_database()
-    try:
-        gathered = await gather(database.url, model, settings, [*splits.values(), cross, same], args.cache)
-    finally:
-        database.stop()
+    splits, gathered = await gathered_splits(model, settings, args.cache)
     enc = NoEncoder(gathered.dimension)
     config = calibration_config(settings)
     config = replace(config, retrieval=replace(config.retrieval, min_score=-1.0))

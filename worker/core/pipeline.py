@@ -324,7 +324,7 @@ class MatchPipeline:
         reuse = self.reuse
         state = f"{model.decisions.fingerprint}:{await self.config.retry.run('state', self.searcher.state)}"
         posts = [(item.claim, item.lang) for item in items]
-        keys = await self.config.retry.run("reuse", lambda: reuse.keys_in_context(model.version, state, posts))
+        keys = await self.config.retry.run("reuse", lambda: reuse.keys(model.version, state, posts))
         found = await self.config.retry.run("reuse", lambda: reuse.find([key for key, _ in keys]))
         return mark_repeats(items, keys, found)
 

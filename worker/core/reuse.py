@@ -96,13 +96,7 @@ class Reuse:
         self.window_s = window_s
         self.near_similarity = near_similarity
 
-    async def keys(self, version: str, state: str, posts: Sequence[tuple[str, str | None]]) -> list[str]:
-        """Each (claim key, language)'s answer key under the corpus as it is now."""
-        return [key for key, _ in await self.keys_in_context(version, state, posts)]
-
-    async def keys_in_context(
-        self, version: str, state: str, posts: Sequence[tuple[str, str | None]]
-    ) -> list[tuple[str, str]]:
+    async def keys(self, version: str, state: str, posts: Sequence[tuple[str, str | None]]) -> list[tuple[str, str]]:
         """Each (claim key, language)'s answer key and context, under one read of the corpus generations."""
         g = await self.store.generations(version)
         keys = [answer_key(claim, lang, version, state, g) for claim, lang in posts]

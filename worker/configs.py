@@ -131,7 +131,11 @@ def rematch_config(settings: Settings) -> RematchConfig:
 
 
 def image_config(settings: Settings) -> ImageConfig:
-    return ImageConfig(match_distance=settings.image_match_distance, batch_timeout_s=settings.image_batch_timeout_s)
+    return ImageConfig(
+        match_distance=settings.image_match_distance,
+        batch_timeout_s=settings.image_batch_timeout_s,
+        min_keypoints=settings.image_match_keypoints,
+    )
 
 
 def image_reader(settings: Settings, *, ocr: bool = True) -> ImageReader | None:

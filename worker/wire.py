@@ -174,7 +174,12 @@ class Match(BaseModel):
     image_distance: int | None = Field(
         None,
         description="PDQ Hamming distance (of 256 bits) between that image and the fact-check's nearest image:"
-        " 0 is the same picture; at most the worker's image_match_distance.",
+        " 0 is the same picture; at most the worker's image_match_distance. Absent when found by keypoints.",
+    )
+    image_keypoints: int | None = Field(
+        None,
+        description="How many keypoints of the fact-check's image were found in place in that image (one"
+        " shift, scale and turn carries them): a cropped or edited copy PDQ missed; absent: not found that way.",
     )
 
 

@@ -71,6 +71,40 @@ async def test_fact_check_images_are_found_by_hamming_distance_within_the_cut(da
         await store.close()
 
 
+async def test_fact_check_image_keypoints_find_a_cropped_copy_and_are_replaced_with_it(database_url: str) -> None:
+    from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, orb_keypoints, same_pictures
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        await store.corpus.upsert_fact_checks([FactCheck(id=f"kp{i}", claim=f"claim {i}") for i in range(4)])
+        reads = {f"kp{i}": [(ImageRead(0, "f" * 64, 100, "sha", keypoints=orb_keypoints(np.asarray(photo(i)))), None)]
+                 for i in range(3)}  # fmt: skip
+        reads["kp3"] = [(ImageRead(0, error="timeout"), "https://cdn.example/late.jpg")]
+        await store.images.replace_images(reads)
+        assert sorted(await store.images.image_sources(["kp0", "kp1", "kp2", "kp3"])) == ["kp0", "kp1", "kp2"]
+
+        w, h = photo(1).size
+        cropped = orb_keypoints(np.asarray(photo(1).crop((48, 0, w, h - 40))))  # ~8% off the left, the bottom
+        other = orb_keypoints(np.asarray(photo(9)))
+        pairs = await store.images.nearest_points(
+            [cropped.descriptors, other.descriptors, ()], max_distance=DESCRIPTOR_CUT, per_point=PER_POINT
+        )
+        assert len(pairs) == 3 and pairs[2] == [] and pairs[0]
+        assert all(p.fact_check_id in reads and 0 <= p.x <= 1 and 0 <= p.y <= 1 for found in pairs for p in found)
+        assert [fc for fc, _, _ in same_pictures(cropped, pairs[0], 20)] == ["kp1"]
+        assert same_pictures(other, pairs[1], 20) == []
+        assert (await store.images.fact_check_details(["kp1", "gone"]))["kp1"].claim == "claim 1"
+
+        # Replaced with the fact-check's images; gone with the fact-check.
+        await store.images.replace_images({"kp1": []})
+        await store.corpus.delete_fact_checks(["kp0", "kp2"])
+        [again] = await store.images.nearest_points([cropped.descriptors], max_distance=DESCRIPTOR_CUT, per_point=2)
+        assert again == []
+    finally:
+        await store.close()
+
+
 async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothing(stack_settings: Settings) -> None:
     """Real tansu, Postgres and worker: a fact-check's photo, served by a local 'CDN' (the one
     allowed private address), is matched by a post carrying a recompressed, resized copy inline."""
@@ -101,6 +135,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 {"id": "img-copy", "text": text, "images": [{"data": copy}]},
                 {"id": "img-other", "text": text, "images": [{"data": b64(encoded(photo(8)))}]},
                 {"id": "img-mirror", "text": text, "images": [{"data": b64(encoded(ImageOps.mirror(photo(7))))}]},
+                {"id": "img-crop", "text": text, "images": [{"data": b64(encoded(photo(7).crop((40, 30, 600, 450))))}]},
                 {"id": "img-only", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt"), seed=3))}]},
                 {"id": "img-meme", "text": "lol", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt")))}]},
                 {"id": "img-hostile", "text": "5G towers spread the virus",
@@ -112,7 +147,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 settings.topic_posts,
                 [(p["id"].encode(), json.dumps(p).encode()) for p in posts],
             )
-            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 6)
+            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 7)
     finally:
         await runner.cleanup()
     results = {r["post_id"]: r for r in bodies(records, settings.topic_matches)}
@@ -124,6 +159,14 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
     assert results["img-other"]["duplicate_of"] is None  # same text, another picture: never a repeat
     mirror = results["img-mirror"]["matches"][0]  # the picture flipped: the same picture
     assert (mirror["fact_check_id"], mirror["tier"], mirror["image"]) == ("fc-photo", "match", 0)
+    crop = results["img-crop"]["matches"][0]  # cropped 6% a side: PDQ misses it, its keypoints do not
+    assert (crop["fact_check_id"], crop["tier"], crop["image"], crop["image_distance"]) == (
+        "fc-photo",
+        "match",
+        0,
+        None,
+    )
+    assert crop["image_keypoints"] >= settings.image_match_keypoints
     if runtime.image_reader is not None and runtime.image_reader.ocr is not None:  # Tesseract installed
         meme = results["img-meme"]
         assert meme["images"][0]["text"].split() == MEME.split()

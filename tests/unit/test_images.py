@@ -1,5 +1,6 @@
 """Unit tier: what the image code decides without a network: which addresses and links may be
-fetched, what untrusted bytes are, and that PDQ sees the same photo through the usual edits."""
+fetched, what untrusted bytes are, that PDQ sees the same photo through the usual edits, and that
+keypoints find it cropped."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from worker.domain import Keypoints, PointPair
 from worker.images.decode import decode, inline_bytes, sniff
 from worker.images.fetch import FetchPolicy, ImageRefused, address_allowed, check_url
+from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, inliers, orb_keypoints, same_pictures
 from worker.images.pdq import MIN_QUALITY, hamming, pdq_hash
 
 CUT = 31  # hasher-matcher-actioner's default PDQ match distance
+MIN_KEYPOINTS = 20  # the worker's default image_match_keypoints
 
 
 def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
@@ -189,14 +193,18 @@ def test_a_same_picture_fact_check_is_a_match_listed_first_and_a_text_match_gain
         ImageHit("fc-c", 0, 4, details),
         ImageHit("fc-c", 1, 20, details),  # the same fact-check by another image: its nearest counts
         ImageHit("fc-q", 0, 2, details),
+        ImageHit("fc-crop", 0, None, details, keypoints=40),  # found by keypoints: after PDQ's
+        ImageHit("fc-crop2", 1, None, details, keypoints=90),
     ]
     merged = with_image_matches(matches, hits, quarantined=frozenset({"fc-q"}))
-    assert [(m.fact_check_id, m.rank, m.tier, m.image, m.image_distance) for m in merged] == [
-        ("fc-q", 1, "suggestion", 0, 2),  # quarantined: one tier lower, like a text match
-        ("fc-c", 2, "match", 0, 4),
-        ("fc-photo", 3, "match", 1, 12),
-        ("fc-a", 4, "suggestion", None, None),
-        ("fc-b", 5, None, None, None),
+    assert [(m.fact_check_id, m.rank, m.tier, m.image, m.image_distance, m.image_keypoints) for m in merged] == [
+        ("fc-q", 1, "suggestion", 0, 2, None),  # quarantined: one tier lower, like a text match
+        ("fc-c", 2, "match", 0, 4, None),
+        ("fc-photo", 3, "match", 1, 12, None),
+        ("fc-crop2", 4, "match", 1, None, 90),  # most keypoints in place first
+        ("fc-crop", 5, "match", 0, None, 40),
+        ("fc-a", 6, "suggestion", None, None, None),
+        ("fc-b", 7, None, None, None, None),
     ]
     assert merged[1].probability == 0.6 and merged[1].score == 0.8  # found by text too: its scores stay
     assert merged[2].probability is None and merged[2].score == 0.0 and merged[2].claim == "a shark on a highway"
@@ -255,3 +263,55 @@ async def test_a_name_that_also_resolves_inside_is_refused_and_only_checked_addr
     for host in ("rebind.example", "mapped.example"):
         with pytest.raises(OSError, match="resolves to"):
             await resolver.resolve(host, 443)
+
+
+def _pairs(post: Keypoints, index: dict[str, Keypoints]) -> list[PointPair]:
+    """What the store's keypoint search returns, exhaustively: each post keypoint's nearest
+    fact-check keypoints by Hamming distance, within the cut."""
+
+    def bits(k: Keypoints) -> np.ndarray:
+        return np.unpackbits(np.array([list(bytes.fromhex(h)) for h in k.descriptors], np.uint8), axis=1)
+
+    q = bits(post).astype(np.int32)
+    pairs = []
+    for fc, kept in index.items():
+        d = bits(kept).astype(np.int32)
+        distance = q.sum(1)[:, None] + d.sum(1)[None, :] - 2 * (q @ d.T)
+        for n, row in enumerate(distance):
+            for j in np.argsort(row, kind="stable")[:PER_POINT]:
+                if row[j] <= DESCRIPTOR_CUT:
+                    pairs.append(PointPair(n, fc, 0, *kept.points[j]))
+    return pairs
+
+
+def test_keypoints_find_a_cropped_copy_that_pdq_misses_and_no_other_picture() -> None:
+    index = {f"fc{seed}": orb_keypoints(np.asarray(photo(seed))) for seed in range(6)}
+    original = photo(3)
+    w, h = original.size
+    edits = {
+        "5% off each side": original.crop((32, 24, w - 32, h - 24)),
+        "10% off the left": original.crop((64, 0, w, h)),
+        "10% off the bottom, then half size": original.crop((0, 0, w, h - 48)).resize((320, 216)),
+    }
+    for name, edited in edits.items():
+        pixels = np.asarray(edited)
+        assert hamming(pdq_hash(pixels).hex, pdq_hash(np.asarray(original)).hex) > CUT, name  # PDQ misses it
+        found = same_pictures(orb_keypoints(pixels), _pairs(orb_keypoints(pixels), index), MIN_KEYPOINTS)
+        assert [fc for fc, _, _ in found] == ["fc3"], (name, found)
+    for seed in (9, 10, 11):  # other pictures: nothing, however many chance pairs they have
+        other = orb_keypoints(np.asarray(photo(seed)))
+        assert same_pictures(other, _pairs(other, index), MIN_KEYPOINTS) == [], seed
+    assert orb_keypoints(np.full((200, 200, 3), 128, dtype=np.uint8)) == Keypoints()  # no corners, no keypoints
+
+
+def test_pairs_drawn_to_one_spot_are_not_a_picture() -> None:
+    """Many post keypoints paired with one fact-check keypoint (a repeated pattern) fit a transform
+    that shrinks everything to that spot: refused, and counted once at most."""
+    rng = np.random.default_rng(0)
+    post = Keypoints(
+        tuple("0" * 64 for _ in range(40)), tuple((float(x), float(y)) for x, y in rng.uniform(0, 1, (40, 2)))
+    )
+    assert inliers(post, [PointPair(n, "fc", 0, 0.5, 0.5) for n in range(40)]) <= 1
+    moved = [PointPair(n, "fc", 0, x * 0.9 + 0.05, y * 0.9 + 0.05) for n, (x, y) in enumerate(post.points)]
+    assert inliers(post, moved) == 40  # a real crop: every point where one transform puts it
+    assert inliers(post, moved[:2]) == 0

@@ -11,10 +11,14 @@ The text read in an image (OCR) is searched as a query of its own, its language 
 own, and its matches join the post's (:func:`with_text_in_images`): a fact-check found both ways
 keeps the surer of the two, with ``image_text`` naming the image when that was its text.
 
+An image PDQ finds no picture for is looked for by its keypoints (:mod:`worker.images.keypoints`:
+a cropped copy, which PDQ misses), in one more round trip for the batch.
+
 How an image hit becomes a match (:func:`with_image_matches`): a fact-check whose image is within
-``match_distance`` of one of the post's images is the same picture, the strongest evidence the
+``match_distance`` of one of the post's images, or found in it by ``min_keypoints`` keypoints in
+place, is the same picture, the strongest evidence the
 worker has, so it is a "match" (a quarantined fact-check one tier lower, as text matches are)
-and is listed first, nearest first; a fact-check also found by its text keeps its scores and
+and is listed first, nearest first (PDQ's before keypoints'); a fact-check also found by its text keeps its scores and
 gains the image evidence. Until the decision model has image features, this tier is a rule, not a
 calibrated probability: such a match found by its image alone has no ``probability``.
 """
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from worker.domain import TIER_RANK, ImageHit, ImageRead, Tier
+from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, same_pictures
 from worker.retrieval.retriever import DEMOTED, QuarantineList
 from worker.storage.interfaces import ImageIndex
 from worker.wire import ImageOutcome, ImageRef, Match
@@ -49,6 +54,8 @@ class ImageConfig:
     batch_timeout_s: float = 10.0
     min_quality: int = 50
     top_k: int = 5
+    # Keypoints in place that make a cropped copy the same picture (0: not looked for).
+    min_keypoints: int = 20
 
 
 def outcome(read: ImageRead, url: str | None = None) -> ImageOutcome:
@@ -105,7 +112,38 @@ class ImageMatching:
         )
         for (post, read), hits in zip(usable, near, strict=True):
             found[post] += [ImageHit(h.fact_check_id, read.index, h.distance, h.details) for h in hits]
+        if self.config.min_keypoints:
+            await self._keypoint_hits(reads, found)
         return found
+
+    async def _keypoint_hits(self, reads: Sequence[Sequence[ImageRead]], found: list[list[ImageHit]]) -> None:
+        """The images PDQ found no picture for, looked for by their keypoints (a cropped copy):
+        one round trip for the batch, then each candidate checked for one transform."""
+        pictured = {(post, hit.image) for post, hits in enumerate(found) for hit in hits}
+        todo = [
+            (post, read, read.keypoints)
+            for post, post_reads in enumerate(reads)
+            for read in post_reads
+            if (post, read.index) not in pictured
+            and read.keypoints is not None
+            and len(read.keypoints.descriptors) >= self.config.min_keypoints
+        ]
+        if not todo:
+            return
+        pairs = await self.index.nearest_points(
+            [points.descriptors for _, _, points in todo], max_distance=DESCRIPTOR_CUT, per_point=PER_POINT
+        )
+        cut = self.config.min_keypoints
+        verified = await asyncio.to_thread(
+            lambda: [same_pictures(points, p, cut) for (_, _, points), p in zip(todo, pairs, strict=True)]
+        )
+        details = await self.index.fact_check_details(sorted({fc for hits in verified for fc, _, _ in hits}))
+        for (post, read, _), hits in zip(todo, verified, strict=True):
+            known = {hit.fact_check_id for hit in found[post]}
+            for fc, _, n in hits:
+                if fc not in known and fc in details and len(found[post]) < self.config.top_k:
+                    found[post].append(ImageHit(fc, read.index, None, details[fc], keypoints=n))
+                    known.add(fc)
 
     async def quarantined(self) -> frozenset[str]:
         return await self.quarantine.current() if self.quarantine else frozenset()
@@ -115,16 +153,17 @@ def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quara
     """The post's matches with its image hits merged in: same-picture fact-checks first, nearest first."""
     best: dict[str, ImageHit] = {}
     for hit in hits:
-        if hit.fact_check_id not in best or hit.distance < best[hit.fact_check_id].distance:
+        if hit.fact_check_id not in best or _nearness(hit) < _nearness(best[hit.fact_check_id]):
             best[hit.fact_check_id] = hit
     if not best:
         return list(matches)
     by_id = {m.fact_check_id: m for m in matches}
     pictured: list[Match] = []
-    for fc, hit in sorted(best.items(), key=lambda item: (item[1].distance, item[0])):
+    for fc, hit in sorted(best.items(), key=lambda item: (_nearness(item[1]), item[0])):
         tier: Tier | None = DEMOTED["match"] if fc in quarantined else "match"
         if fc in by_id:
             evidence = {"image": hit.image, "image_distance": hit.distance, "tier": tier}
+            evidence["image_keypoints"] = hit.keypoints
             pictured.append(by_id[fc].model_copy(update=evidence))
             continue
         d = hit.details
@@ -142,10 +181,16 @@ def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quara
                 tier=tier,
                 image=hit.image,
                 image_distance=hit.distance,
+                image_keypoints=hit.keypoints,
             )
         )
     rest = [m for m in matches if m.fact_check_id not in best]
     return [m.model_copy(update={"rank": rank}) for rank, m in enumerate([*pictured, *rest], 1)]
+
+
+def _nearness(hit: ImageHit) -> tuple[int, int]:
+    """Sorts image hits: by PDQ distance first, then found by keypoints (most first)."""
+    return (0, hit.distance) if hit.distance is not None else (1, -(hit.keypoints or 0))
 
 
 def with_text_in_images(matches: Sequence[Match], found: Sequence[tuple[int, Sequence[Match]]]) -> list[Match]:

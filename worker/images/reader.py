@@ -1,5 +1,5 @@
-"""A post's or a fact-check's images, read: fetched or taken inline, decoded, PDQ-hashed, and (a
-post's) their text read by OCR.
+"""A post's or a fact-check's images, read: fetched or taken inline, decoded, PDQ-hashed, their
+keypoints found, and (a post's) their text read by OCR.
 
 Never raises for an image: every refusal, and anything unexpected from a decoder, becomes an
 :class:`~worker.domain.ImageRead` with its reason, so an image never costs its post. Images are
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from worker.domain import ImageRead
 from worker.images.decode import decode, inline_bytes
 from worker.images.fetch import ImageFetcher, ImageRefused
+from worker.images.keypoints import orb_keypoints
 from worker.images.ocr import Tesseract
 from worker.images.pdq import pdq_dihedral
 from worker.wire import ImageRef
@@ -40,7 +41,8 @@ _OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> ImageRead:
-    """Decode, hash and (with ``ocr``) read the text of one image, off the event loop."""
+    """Decode, hash, find the keypoints of and (with ``ocr``) read the text of one image, off the
+    event loop."""
     digest = hashlib.sha256(data).hexdigest()
     pixels = decode(data, max_pixels)
     found, variants = pdq_dihedral(pixels)
@@ -56,6 +58,7 @@ def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> Im
         text=text.text if text else None,
         text_confidence=text.confidence if text else None,
         variants=variants,
+        keypoints=orb_keypoints(pixels),
     )
 
 

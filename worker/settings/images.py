@@ -69,6 +69,13 @@ class ImageSettings(BaseModel):
         description="PDQ Hamming distance (of 256 bits) at or below which a post's image is a fact-check's picture"
         " (hasher-matcher-actioner's default).",
     )
+    image_match_keypoints: int = Field(
+        20,
+        ge=0,
+        le=500,
+        description="Keypoints of a fact-check's image that must be found in place in a post's image for a copy"
+        " PDQ missed (cropped) to be the same picture; 0 turns this search off (PDQ alone).",
+    )
 
     @field_validator("image_allow_networks")
     @classmethod

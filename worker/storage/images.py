@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from worker.domain import FactCheckDetails, ImageHit, ImageRead
+from worker.domain import FactCheckDetails, ImageHit, ImageRead, PointPair
 from worker.storage.db import Part
 
 
@@ -23,19 +23,34 @@ class FactCheckImages(Part):
         """Each fact-check's images are now its reads (with each one's link, None when inline); a
         fact-check given no reads has no images. One transaction."""
         rows = [
-            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error)
+            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error, _kept_points(r) if variant == 0 else None)
             for fc_id, reads in images.items()
             for r, url in reads
             for variant, pdq in enumerate((r.pdq, *r.variants) if r.pdq else (None,))
         ]
+        points = [
+            (fc_id, r.index, n, descriptor, x, y)
+            for fc_id, reads in images.items()
+            for r, _ in reads
+            if r.keypoints is not None and r.error is None
+            for n, (descriptor, (x, y)) in enumerate(zip(r.keypoints.descriptors, r.keypoints.points, strict=True))
+        ]
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM fact_check_images WHERE fact_check_id = ANY(%s)", (sorted(images),))
-            if rows:
-                async with conn.cursor() as cur:
+            await conn.execute("DELETE FROM fact_check_image_points WHERE fact_check_id = ANY(%s)", (sorted(images),))
+            async with conn.cursor() as cur:
+                if rows:
                     await cur.executemany(
-                        "INSERT INTO fact_check_images (fact_check_id, idx, variant, url, sha256, hash, quality, error)"
-                        " VALUES (%s, %s, %s, %s, %s, ('x' || %s)::bit(256), %s, %s)",
+                        "INSERT INTO fact_check_images"
+                        " (fact_check_id, idx, variant, url, sha256, hash, quality, error, keypoints)"
+                        " VALUES (%s, %s, %s, %s, %s, ('x' || %s)::bit(256), %s, %s, %s)",
                         rows,
+                    )
+                if points:
+                    await cur.executemany(
+                        "INSERT INTO fact_check_image_points (fact_check_id, idx, n, descriptor, x, y)"
+                        " VALUES (%s, %s, %s, ('x' || %s)::bit(256), %s, %s)",
+                        points,
                     )
 
     async def image_reads(self, fact_check_id: str) -> list[ImageRead]:
@@ -53,13 +68,15 @@ class FactCheckImages(Part):
         ]
 
     async def image_sources(self, fact_check_ids: Sequence[str]) -> dict[str, list[tuple[str | None, str | None]]]:
-        """Each fact-check's images as kept and read without error: (link, SHA-256 of the bytes), in order."""
+        """Each fact-check's images as kept and read without error, keypoints included: (link,
+        SHA-256 of the bytes), in order (an image read before keypoints existed is not listed)."""
         if not fact_check_ids:
             return {}
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT fact_check_id, url, sha256 FROM fact_check_images"
-                " WHERE fact_check_id = ANY(%s) AND variant = 0 AND error IS NULL ORDER BY fact_check_id, idx",
+                " WHERE fact_check_id = ANY(%s) AND variant = 0 AND error IS NULL AND keypoints IS NOT NULL"
+                " ORDER BY fact_check_id, idx",
                 (sorted(set(fact_check_ids)),),
             )
             found: dict[str, list[tuple[str | None, str | None]]] = {}
@@ -103,3 +120,44 @@ class FactCheckImages(Part):
                 details = FactCheckDetails(claim, title, url, lang, rating, published_at)
                 hits.append(ImageHit(fc_id, int(i) - 1, int(distance), details))
         return found
+
+    async def nearest_points(
+        self, images: Sequence[Sequence[str]], *, max_distance: int, per_point: int
+    ) -> list[list[PointPair]]:
+        """For each post image's keypoint descriptors (hex), up to ``per_point`` fact-check image
+        keypoints within ``max_distance`` bits of each, in one round trip."""
+        queries = [(i, n, hex_) for i, descriptors in enumerate(images) for n, hex_ in enumerate(descriptors)]
+        found: list[list[PointPair]] = [[] for _ in images]
+        if not queries:
+            return found
+        image_of, point_of, hexes = (list(column) for column in zip(*queries, strict=True))
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cur = await conn.execute(
+                "SELECT q.i, q.n, p.fact_check_id, p.idx, p.x, p.y"
+                " FROM unnest(%s::int[], %s::int[], %s::text[]) AS q(i, n, hex)"
+                " CROSS JOIN LATERAL (SELECT fact_check_id, idx, x, y,"
+                "   descriptor <~> ('x' || q.hex)::bit(256) AS distance FROM fact_check_image_points"
+                "   ORDER BY descriptor <~> ('x' || q.hex)::bit(256) LIMIT %s) p"
+                " WHERE p.distance <= %s",
+                (image_of, point_of, hexes, per_point, max_distance),
+            )
+            for i, n, fc_id, idx, x, y in await cur.fetchall():
+                found[i].append(PointPair(n, fc_id, idx, x, y))
+        return found
+
+    async def fact_check_details(self, fact_check_ids: Sequence[str]) -> dict[str, FactCheckDetails]:
+        """What a published match shows of each fact-check (those that exist)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, claim, title, url, lang, rating, published_at FROM fact_checks WHERE id = ANY(%s)",
+                (sorted(set(fact_check_ids)),),
+            )
+            return {row[0]: FactCheckDetails(*row[1:]) for row in await cur.fetchall()}
+
+
+def _kept_points(read: ImageRead) -> int | None:
+    """How many keypoints a read image keeps (0 when it has none); None for an image not read."""
+    if read.error is not None:
+        return None
+    return len(read.keypoints.descriptors) if read.keypoints is not None else 0

@@ -27,6 +27,7 @@ from worker.domain import (
     ImageRead,
     ModelVersion,
     PendingVerdict,
+    PointPair,
     PostCandidates,
     QueueFilter,
     ReviewGroup,
@@ -273,6 +274,10 @@ class ImageIndex(Protocol):
     async def nearest_images(
         self, hashes: Sequence[str], *, max_distance: int, limit: int = 5
     ) -> list[list[ImageHit]]: ...
+    async def nearest_points(
+        self, images: Sequence[Sequence[str]], *, max_distance: int, per_point: int
+    ) -> list[list[PointPair]]: ...
+    async def fact_check_details(self, fact_check_ids: Sequence[str]) -> dict[str, FactCheckDetails]: ...
 
 
 class PayloadStore(Protocol):

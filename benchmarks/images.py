@@ -7,12 +7,18 @@ text-in-image (OCR) path's accuracy on claims rendered as memes.
   mirrored) and hashed; an edit is *recalled* when its nearest fact-check hash is its original's
   and within the cut (fact-checks' images indexed under their 8 rotations and mirror images, as
   the worker keeps them). ``--unrelated`` other pictures measure false matches: the share with any
-  fact-check hash within the cut. Several cuts side by side (the worker's default is 31).
+  fact-check hash within the cut. Several cuts side by side (the worker's default is 31). Then
+  what the worker does: an edit PDQ finds nothing for at 31 is looked for by its keypoints
+  (``pdq_or_keypoints``; exhaustive search standing for the store's HNSW, the worker's cut of 20
+  keypoints in place). The photos' seeds start at ``--seed``: not the seeds the cut was chosen on.
 - **OCR**: ``--memes`` CheckThat! 2020 fact-checks (``../shared/data``) have their claim rendered
   onto varied backgrounds, fonts and sizes, then recompressed and some resized; Tesseract (the
   worker's languages) reads them, and the text is searched as the worker searches it (its claim
   text, the default model, exact cosine over all 10,375 fact-checks, float32 index). accuracy@1:
   the rendered fact-check ranks first. The claim typed rather than rendered is the ceiling.
+- **Keypoints in Postgres**: the photos' keypoints loaded into an embedded Postgres, and cropped
+  copies (5% a side) and other pictures searched through the store, as the worker searches them
+  (HNSW, one image per round trip): recall, false matches, milliseconds per image.
 - **Cost**: images read per second (decode + PDQ, and + OCR) beside the encoder's posts per
   second on the same machine, one after the other in this run.
 
@@ -39,7 +45,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from worker.domain import Keypoints, PointPair  # noqa: E402
 from worker.images.decode import decode  # noqa: E402
+from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, orb_keypoints, same_pictures  # noqa: E402
 from worker.images.pdq import pdq_dihedral, pdq_hash  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
@@ -51,6 +59,7 @@ FONTS = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
 ]
 CUTS = (16, 24, 31, 40, 48)
+MIN_KEYPOINTS = 20  # the worker's default image_match_keypoints (chosen on seeds 0-999; reported on others)
 
 
 def photo(seed: int) -> Image.Image:
@@ -101,6 +110,8 @@ EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
     "crop 1% a side": lambda im: crop(im, 0.01),
     "crop 5% a side (~10%)": lambda im: crop(im, 0.05),
+    "crop 10% off the left": lambda im: im.crop((im.size[0] // 10, 0, *im.size)),
+    "crop 10% a side": lambda im: crop(im, 0.10),
     "mirrored": ImageOps.mirror,
     "rotated 90": lambda im: im.rotate(90, expand=True),
 }
@@ -125,26 +136,120 @@ def dihedral(image: Image.Image) -> list[str]:
     return [first.hex, *others]
 
 
-def pdq_part(photos: int, unrelated: int) -> dict[str, Any]:
+def pdq_part(photos: int, unrelated: int, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
-    originals = [photo(seed) for seed in range(photos)]
+    originals = [photo(seed + n) for n in range(photos)]
     # As the worker keeps a fact-check's image: under its 8 rotations and mirror images.
     index = bits([h for im in originals for h in dihedral(im)])
-    out: dict[str, Any] = {"photos": photos, "unrelated": unrelated, "recall": {}}
+    points = Points(originals)
+    out: dict[str, Any] = {"photos": photos, "unrelated": unrelated, "seed": seed, "recall": {}}
     for name, edit in EDITS.items():
-        d = distances(bits([hashed(edit(im)) for im in originals]), index).reshape(photos, photos, 8).min(2)
+        edited = [edit(im) for im in originals]
+        d = distances(bits([hashed(im) for im in edited]), index).reshape(photos, photos, 8).min(2)
         nearest, own = d.argmin(1), d[np.arange(photos), np.arange(photos)]
-        out["recall"][name] = {
-            str(cut): round(float(np.mean((nearest == np.arange(photos)) & (own <= cut))), 4) for cut in CUTS
-        }
+        recalled = {cut: (nearest == np.arange(photos)) & (own <= cut) for cut in CUTS}
+        out["recall"][name] = {str(cut): round(float(np.mean(hit)), 4) for cut, hit in recalled.items()}
         out["recall"][name]["median_distance"] = float(np.median(own))
+        # What the worker does: an image PDQ finds nothing for (at 31) is looked for by keypoints.
+        missed = np.flatnonzero(~recalled[31] & (d.min(1) > 31))
+        by_points = sum(points.nearest(edited[n]) == n for n in missed)
+        out["recall"][name]["pdq_or_keypoints"] = round(float((recalled[31].sum() + by_points) / photos), 4)
         print(f"  {name}: {out['recall'][name]}", flush=True)
-    others = bits([hashed(photo(10_000_000 + seed)) for seed in range(unrelated)])
-    nearest_other = distances(others, index).min(1)
+    others = [photo(10_000_000 + seed + n) for n in range(unrelated)]
+    nearest_other = distances(bits([hashed(im) for im in others]), index).min(1)
     out["false_match_rate"] = {str(cut): round(float(np.mean(nearest_other <= cut)), 5) for cut in CUTS}
     out["nearest_unrelated_distance_min"] = int(nearest_other.min())
+    found = [points.nearest(im) for n, im in enumerate(others) if nearest_other[n] > 31]
+    out["false_match_rate"]["pdq_or_keypoints"] = round(
+        float((np.sum(nearest_other <= 31) + sum(f is not None for f in found)) / unrelated), 5
+    )
+    out["keypoints_per_image_mean"] = round(points.mean, 1)
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
+
+
+class Points:
+    """The fact-check images' ORB keypoints, searched exhaustively (what the store's HNSW search
+    approximates), and a picture's same picture by :func:`same_pictures` at the worker's cut."""
+
+    def __init__(self, originals: list[Image.Image]) -> None:
+        import cv2
+
+        kept = [orb_keypoints(np.asarray(im.convert("RGB"))) for im in originals]
+        self.owner = np.concatenate([[n] * len(k.descriptors) for n, k in enumerate(kept)]).astype(int)
+        self.descriptors = np.concatenate([_descriptors(k) for k in kept])
+        self.points = [p for k in kept for p in k.points]
+        self.mean = float(np.mean([len(k.descriptors) for k in kept]))
+        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+    def nearest(self, image: Image.Image) -> int | None:
+        post = orb_keypoints(np.asarray(image.convert("RGB")))
+        if len(post.descriptors) < MIN_KEYPOINTS:
+            return None
+        pairs = [
+            PointPair(m.queryIdx, str(self.owner[m.trainIdx]), 0, *self.points[m.trainIdx])
+            for row in self.matcher.knnMatch(_descriptors(post), self.descriptors, k=PER_POINT)
+            for m in row
+            if m.distance <= DESCRIPTOR_CUT
+        ]
+        found = same_pictures(post, pairs, MIN_KEYPOINTS)
+        return int(found[0][0]) if found else None
+
+
+def store_part(photos: int, queries: int, seed: int) -> dict[str, Any]:
+    """The keypoint search as the worker runs it: ``photos`` fact-check images' keypoints in an
+    embedded Postgres (HNSW over ``bit(256)``), ``queries`` cropped copies (5% a side) and as many
+    other pictures searched one image per round trip; recall, false matches and milliseconds per image."""
+    from worker.domain import ImageRead
+    from worker.local.stack import start_database
+    from worker.storage import Store, apply_migrations
+    from worker.wire import FactCheck
+
+    originals = [photo(seed + n) for n in range(photos)]
+    posts = [crop(im, 0.05) for im in originals[:queries]] + [photo(20_000_000 + n) for n in range(queries)]
+    post_points = [orb_keypoints(np.asarray(im.convert("RGB"))) for im in posts]
+
+    async def run(url: str) -> dict[str, Any]:
+        await apply_migrations(url)
+        store = Store(url)
+        await store.open()
+        try:
+            await store.corpus.upsert_fact_checks([FactCheck(id=str(n), claim=f"claim {n}") for n in range(photos)])
+            started = time.perf_counter()
+            for first in range(0, photos, 100):
+                await store.images.replace_images({
+                    str(n): [(ImageRead(0, sha256=str(n), keypoints=orb_keypoints(np.asarray(originals[n]))), None)]
+                    for n in range(first, min(photos, first + 100))
+                })  # fmt: skip
+            loaded_s = time.perf_counter() - started
+            found, started = [], time.perf_counter()
+            for points in post_points:
+                [pairs] = await store.images.nearest_points(
+                    [points.descriptors], max_distance=DESCRIPTOR_CUT, per_point=PER_POINT
+                )
+                hits = same_pictures(points, pairs, MIN_KEYPOINTS)
+                found.append(int(hits[0][0]) if hits else None)
+            per_image_ms = (time.perf_counter() - started) * 1000 / len(posts)
+        finally:
+            await store.close()
+        return {
+            "photos": photos,
+            "images_loaded_per_s": round(photos / loaded_s, 1),
+            "recall_crop_5pct_a_side": round(float(np.mean([f == n for n, f in enumerate(found[:queries])])), 4),
+            "false_matches_unrelated": sum(f is not None for f in found[queries:]),
+            "unrelated": queries,
+            "ms_per_image_search_and_check": round(per_image_ms, 1),
+        }
+
+    database = start_database()
+    try:
+        return asyncio.run(run(database.url))
+    finally:
+        database.stop()
+
+
+def _descriptors(k: Keypoints) -> np.ndarray:
+    return np.array([list(bytes.fromhex(h)) for h in k.descriptors], dtype=np.uint8).reshape(-1, 32)
 
 
 def meme(claim: str, seed: int) -> bytes:
@@ -269,16 +374,23 @@ def cost_part(n: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument(
+        "--seed", type=int, default=1_000_000, help="first photo's seed (the keypoint cut was chosen on 0-999)"
+    )
     parser.add_argument("--unrelated", type=int, default=2000)
     parser.add_argument("--memes", type=int, default=200)
+    parser.add_argument("--store-queries", type=int, default=200)
     parser.add_argument("--cost", type=int, default=40)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench/precision"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     report: dict[str, Any] = {}
     print("PDQ", flush=True)
-    report["pdq"] = pdq_part(args.photos, args.unrelated)
+    report["pdq"] = pdq_part(args.photos, args.unrelated, args.seed)
     print(json.dumps(report["pdq"]["false_match_rate"]), flush=True)
+    print("keypoints in Postgres", flush=True)
+    report["keypoint_store"] = store_part(args.photos, args.store_queries, args.seed)
+    print(json.dumps(report["keypoint_store"]), flush=True)
     if DATA.is_dir():
         print("OCR", flush=True)
         report["ocr"] = ocr_part(args.memes, args.cache)

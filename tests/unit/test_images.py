@@ -315,3 +315,21 @@ def test_pairs_drawn_to_one_spot_are_not_a_picture() -> None:
     moved = [PointPair(n, "fc", 0, x * 0.9 + 0.05, y * 0.9 + 0.05) for n, (x, y) in enumerate(post.points)]
     assert inliers(post, moved) == 40  # a real crop: every point where one transform puts it
     assert inliers(post, moved[:2]) == 0
+
+
+def test_the_demos_cropped_repost_is_found_by_its_keypoints_and_its_unrelated_photo_is_not() -> None:
+    import base64 as b64
+
+    from worker.local.demo_images import PHOTO_FACT_CHECK, demo_image_posts, with_demo_images
+    from worker.wire import FactCheck
+
+    [fc] = with_demo_images([FactCheck(id=PHOTO_FACT_CHECK, claim="a shark on a flooded highway")])
+    assert fc.images[0].data is not None
+    original = decode(b64.b64decode(fc.images[0].data), 10**8)
+    index = {PHOTO_FACT_CHECK: orb_keypoints(original)}
+    repost, _, unrelated = (decode(b64.b64decode(p["images"][0]["data"]), 10**8) for p in demo_image_posts())
+    assert hamming(pdq_hash(repost).hex, pdq_hash(original).hex) > CUT  # cropped: PDQ misses it
+    found = orb_keypoints(repost)
+    assert [fc_id for fc_id, _, _ in same_pictures(found, _pairs(found, index), MIN_KEYPOINTS)] == [PHOTO_FACT_CHECK]
+    other = orb_keypoints(unrelated)
+    assert same_pictures(other, _pairs(other, index), MIN_KEYPOINTS) == []

@@ -1,5 +1,6 @@
 """The demo's images, drawn at run time (nothing shipped, nothing licensed): the photo a demo
-fact-check debunks, a repost of it (smaller, recompressed, watermarked), a meme whose caption is a
+fact-check debunks, a repost of it (cropped 5% a side, smaller, recompressed, watermarked: PDQ
+misses it, its keypoints find it), a meme whose caption is a
 demo claim in Spanish, and an unrelated photo the worker must not match."""
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def with_demo_images(fact_checks: list[FactCheck]) -> list[FactCheck]:
 
 def demo_image_posts() -> list[dict[str, Any]]:
     """Three posts with images: a repost of the debunked photo, a Spanish meme, an unrelated photo."""
-    repost = _scene(10).resize((640, 427))
+    repost = _scene(10).crop((48, 32, 912, 608)).resize((640, 427))
     ImageDraw.Draw(repost).text((14, 400), "@stormchaser_99", fill=(255, 255, 255))
     return [
         {

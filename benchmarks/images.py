@@ -45,7 +45,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.domain import Keypoints, PointPair  # noqa: E402
+from worker.domain.images import Keypoints, PointPair  # noqa: E402
 from worker.images.decode import decode  # noqa: E402
 from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, orb_keypoints, same_pictures  # noqa: E402
 from worker.images.pdq import pdq_dihedral, pdq_hash  # noqa: E402
@@ -200,7 +200,7 @@ def store_part(photos: int, queries: int, seed: int) -> dict[str, Any]:
     """The keypoint search as the worker runs it: ``photos`` fact-check images' keypoints in an
     embedded Postgres (HNSW over ``bit(256)``), ``queries`` cropped copies (5% a side) and as many
     other pictures searched one image per round trip; recall, false matches and milliseconds per image."""
-    from worker.domain import ImageRead
+    from worker.domain.images import ImageRead
     from worker.local.stack import start_database
     from worker.storage import Store, apply_migrations
     from worker.wire import FactCheck

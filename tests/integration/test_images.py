@@ -15,7 +15,7 @@ from tests.integration.test_image_fetch import HOST, _serve
 from tests.integration.test_worker import bodies, seed_corpus
 from tests.unit.test_images import encoded, photo
 from worker.adapter.runtime import running
-from worker.domain import ImageRead
+from worker.domain.images import ImageRead
 from worker.images.pdq import hamming, pdq_hash
 from worker.settings import Settings
 from worker.storage import Store

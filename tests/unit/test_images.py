@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from worker.domain import Keypoints, PointPair
+from worker.domain.images import Keypoints, PointPair
 from worker.images.decode import decode, inline_bytes, sniff
 from worker.images.fetch import FetchPolicy, ImageRefused, address_allowed, check_url
 from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, inliers, orb_keypoints, same_pictures
@@ -180,7 +180,8 @@ def test_pdq_keeps_distinct_photos_apart_and_flags_a_blank_image() -> None:
 
 def test_a_same_picture_fact_check_is_a_match_listed_first_and_a_text_match_gains_the_evidence() -> None:
     from worker.core.images import with_image_matches
-    from worker.domain import FactCheckDetails, ImageHit
+    from worker.domain import FactCheckDetails
+    from worker.domain.images import ImageHit
     from worker.wire import Match
 
     def text(fc: str, rank: int, tier: str | None) -> Match:

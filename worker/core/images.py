@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.domain import TIER_RANK, ImageHit, ImageRead, Tier
+from worker.domain import TIER_RANK, Tier
+from worker.domain.images import ImageHit, ImageRead
 from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, same_pictures
 from worker.retrieval.retriever import DEMOTED, QuarantineList
 from worker.storage.interfaces import ImageIndex

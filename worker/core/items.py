@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from worker.core.clusters import cluster_post
 from worker.core.reuse import Answered, Reused
-from worker.domain import ClusterPost, ClusterSummary, ImageRead, Vectors
+from worker.domain import ClusterPost, ClusterSummary, Vectors
+from worker.domain.images import ImageRead
 from worker.retrieval.retriever import Query, Searched
 from worker.wire import ClaimCluster, Match, MatchResult, Post, RawRecord
 

@@ -37,7 +37,8 @@ from worker.core.images import ImageMatching, outcome, with_image_matches, with_
 from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
 from worker.core.retry import RetryPolicy
 from worker.core.reuse import Reuse
-from worker.domain import Encoder, ImageRead, PostCandidates, Vectors
+from worker.domain import Encoder, PostCandidates, Vectors
+from worker.domain.images import ImageRead
 from worker.retrieval.claims import claim_text
 from worker.retrieval.decision import Decisions
 from worker.retrieval.retriever import Query, Searched

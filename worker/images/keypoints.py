@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.domain import Keypoints, PointPair
+from worker.domain.images import Keypoints, PointPair
 
 MAX_SIDE = 640
 FEATURES = 500

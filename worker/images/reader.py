@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.domain import ImageRead
+from worker.domain.images import ImageRead
 from worker.images.decode import decode, inline_bytes
 from worker.images.fetch import ImageFetcher, ImageRefused
 from worker.images.keypoints import orb_keypoints

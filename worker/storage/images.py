@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from worker.domain import FactCheckDetails, ImageHit, ImageRead, PointPair
+from worker.domain import FactCheckDetails
+from worker.domain.images import ImageHit, ImageRead, PointPair
 from worker.storage.db import Part
 
 

@@ -23,11 +23,8 @@ from worker.domain import (
     ConsoleSession,
     ConsoleUser,
     FactCheckDetails,
-    ImageHit,
-    ImageRead,
     ModelVersion,
     PendingVerdict,
-    PointPair,
     PostCandidates,
     QueueFilter,
     ReviewGroup,
@@ -44,6 +41,7 @@ from worker.domain import (
     VerdictTally,
     VersionStatus,
 )
+from worker.domain.images import ImageHit, ImageRead, PointPair
 from worker.wire import DeadLetter, FactCheck, Feedback, Match, MatchResult
 
 

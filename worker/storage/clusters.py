@@ -5,10 +5,11 @@ least ``cut`` similar (cosine), else starts one; a repeat (a post answered with 
 answer, never encoded) joins its origin's cluster. Each assignment is kept (``post_clusters``), so
 a redelivered post keeps its cluster and is not counted twice. A batch is assigned in one
 transaction under a per-version advisory lock: workers of a group take turns for the few
-milliseconds it takes, and the outcome does not depend on which worker assigns which batch. Each
-encoded post new to the store costs one nearest-centroid query (a new cluster one insert); the
-batch's joins are written once per touched cluster at the end, so the posts of one batch see the
-centroids as the batch found them (and the clusters it started). A
+milliseconds it takes, and the outcome does not depend on which worker assigns which batch. A
+batch costs a few round trips whatever its size: every encoded post's nearest stored centroid in
+one query, the clusters it starts in one insert, one row written per touched cluster at the end
+(:mod:`worker.storage.cluster_placing` places the posts in between), so the posts of one batch see
+the stored centroids as the batch found them, and the clusters it started. A
 newly clustered post with a tiered match is also counted, once, for its fact-check's hour
 (``fact_check_hits``, read by :mod:`worker.storage.trends`).
 Centroids are the normalised running mean of their posts' vectors; each version's centroids have
@@ -18,18 +19,17 @@ a partial HNSW index, built with the version's fact-check index (:func:`worker.s
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from worker.domain import ClusterPost, ClusterSummary
+from worker.domain import ClusterPost, ClusterSummary, Vectors
+from worker.storage.cluster_placing import Joins, Placing, Stored
 from worker.storage.db import Part
 from worker.storage.embeddings import vector_type
 
@@ -53,40 +53,6 @@ def summary(row: dict[str, Any]) -> ClusterSummary:
     )
 
 
-@dataclass
-class _Joins:
-    """What one cluster gains from a batch: written to its row once, after every post was placed."""
-
-    # The centroid and size the batch started from (None: a cluster this batch started).
-    base: tuple[np.ndarray, int] | None
-    vectors: list[np.ndarray] = field(default_factory=list)
-    posts: list[ClusterPost] = field(default_factory=list)
-
-    def centroid(self) -> np.ndarray | None:
-        if not self.vectors:
-            return None
-        total: np.ndarray = np.sum(np.stack(self.vectors), axis=0)
-        if self.base is not None:
-            total = total + self.base[0] * self.base[1]
-        return (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
-
-    def row(self, cluster: int) -> dict[str, Any]:
-        matched = [p for p in self.posts if p.fact_check_id is not None]
-        best = max(matched, key=lambda p: p.probability or 0.0, default=None)
-        return {
-            "id": cluster,
-            "n": len(self.posts),
-            "centroid": self.centroid(),
-            "first": min(p.seen_at for p in self.posts),
-            "last": max(p.seen_at for p in self.posts),
-            "langs": Jsonb(Counter(p.lang or "und" for p in self.posts)),
-            "platforms": Jsonb(Counter(p.platform or "unknown" for p in self.posts)),
-            "abstained": len(self.posts) - len(matched),
-            "fc": best.fact_check_id if best else None,
-            "p": (best.probability or 0.0) if best else None,
-        }
-
-
 def _merged(column: str, increments: str) -> str:
     """SQL: a jsonb of counts plus another's, key by key."""
     return (
@@ -96,18 +62,39 @@ def _merged(column: str, increments: str) -> str:
     )
 
 
+# A batch's joins of stored clusters, one statement: sizes and counts added, the centroid replaced
+# by the new running mean, the best match kept when the batch's is at least as likely.
 _UPDATE = (
-    "UPDATE claim_clusters SET size = size + %(n)s, updated_at = now(),"
-    " centroid = coalesce(%(centroid)s::vector, centroid),"
-    " first_seen = least(first_seen, %(first)s::timestamptz), last_seen = greatest(last_seen, %(last)s::timestamptz),"
-    f" langs = {_merged('langs', '%(langs)s::jsonb')}, platforms = {_merged('platforms', '%(platforms)s::jsonb')},"
-    " abstained = abstained + %(abstained)s,"
-    " fact_check_id = CASE WHEN %(fc)s::text IS NOT NULL AND %(p)s::real >= coalesce(best_probability, -1)"
-    "     THEN %(fc)s::text ELSE fact_check_id END,"
-    " best_probability = CASE WHEN %(fc)s::text IS NOT NULL AND %(p)s::real >= coalesce(best_probability, -1)"
-    "     THEN %(p)s::real ELSE best_probability END"
-    " WHERE id = %(id)s"
+    "UPDATE claim_clusters c SET size = c.size + u.n, updated_at = now(), centroid = coalesce(u.centroid, c.centroid),"
+    " first_seen = least(c.first_seen, u.first), last_seen = greatest(c.last_seen, u.last),"
+    f" langs = {_merged('c.langs', 'u.langs')}, platforms = {_merged('c.platforms', 'u.platforms')},"
+    " abstained = c.abstained + u.abstained,"
+    " fact_check_id = CASE WHEN u.fc IS NOT NULL AND u.p >= coalesce(c.best_probability, -1)"
+    "     THEN u.fc ELSE c.fact_check_id END,"
+    " best_probability = CASE WHEN u.fc IS NOT NULL AND u.p >= coalesce(c.best_probability, -1)"
+    "     THEN u.p ELSE c.best_probability END"
+    " FROM unnest(%(id)s::bigint[], %(n)s::bigint[], %(centroid)s::vector[], %(first)s::timestamptz[],"
+    "  %(last)s::timestamptz[], %(langs)s::jsonb[], %(platforms)s::jsonb[], %(abstained)s::bigint[], %(fc)s::text[],"
+    "  %(p)s::real[]) AS u(id, n, centroid, first, last, langs, platforms, abstained, fc, p)"
+    " WHERE c.id = u.id"
 )
+# The clusters a batch started, with all their posts: one row each, in the order they were started.
+_INSERT = (
+    "INSERT INTO claim_clusters (model_version, representative_post_id, representative_text, size, centroid,"
+    " first_seen, last_seen, langs, platforms, abstained, fact_check_id, best_probability)"
+    " SELECT %(version)s, u.post, u.text, u.n, u.centroid, u.first, u.last, u.langs, u.platforms, u.abstained,"
+    "  u.fc, u.p"
+    " FROM unnest(%(post)s::text[], %(text)s::text[], %(n)s::bigint[], %(centroid)s::vector[],"
+    "  %(first)s::timestamptz[], %(last)s::timestamptz[], %(langs)s::jsonb[], %(platforms)s::jsonb[],"
+    "  %(abstained)s::bigint[], %(fc)s::text[], %(p)s::real[])"
+    " WITH ORDINALITY AS u(post, text, n, centroid, first, last, langs, platforms, abstained, fc, p, o)"
+    " ORDER BY u.o RETURNING id, representative_post_id"
+)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows of one shape as one list per key (what ``unnest`` takes)."""
+    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
 
 
 async def count_hits(conn: AsyncConnection[Any], hits: dict[tuple[str, datetime, str, str], int]) -> None:
@@ -137,27 +124,28 @@ class Clusters(Part):
         self, version: str, dimension: int, posts: Sequence[ClusterPost], *, cut: float, window_s: float
     ) -> list[ClusterSummary]:
         """Each post's cluster, as it stands once the batch was placed (in order: a post may join a
-        cluster started earlier in the list). One nearest-centroid query per encoded post new to the
-        store, one row written per cluster the batch touched."""
+        cluster started earlier in the list). One round trip finds every encoded post's nearest
+        stored cluster, one starts the batch's new clusters, one row is written per cluster touched."""
         if not posts:
             return []
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(version),))
-            # The nearest cluster seen within the window, even when the index's first candidates are older.
-            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             cur = await conn.execute(
                 "SELECT post_id, cluster_id FROM post_clusters WHERE model_version = %s AND post_id = ANY(%s)",
                 (version, sorted({p.post_id for p in posts} | {p.origin for p in posts if p.origin})),
             )
             known: dict[str, int] = {post: cluster for post, cluster in await cur.fetchall()}
-            joins: dict[int, _Joins] = {}
-            placed: list[tuple[ClusterPost, int]] = []
+            probes: dict[str, Vectors] = {}
             for post in posts:
-                if post.post_id not in known:
-                    cluster = await self._place(conn, version, dimension, post, known, joins, cut, window_s)
-                    known[post.post_id] = cluster
-                    placed.append((post, cluster))
-            await self._write(conn, version, joins, placed)
+                if post.post_id not in known and post.vector is not None:
+                    probes.setdefault(post.post_id, post.vector)
+            stored = await self._nearest(conn, version, dimension, list(probes.values()), window_s)
+            placing = Placing(known, dict(zip(probes, stored, strict=True)), cut)
+            for post in posts:
+                placing.place(post)
+            await self._join(conn, {c: entry for c, entry in placing.joins.items() if c > 0})
+            placing.renumber(await self._start(conn, version, placing))
+            await self._write(conn, version, placing.placed)
             rows = conn.cursor(row_factory=dict_row)
             await rows.execute(
                 f"SELECT {SUMMARY} FROM claim_clusters WHERE id = ANY(%s)", (sorted({known[p.post_id] for p in posts}),)
@@ -165,53 +153,28 @@ class Clusters(Part):
             found = {int(row["id"]): summary(row) for row in await rows.fetchall()}
             return [found[known[p.post_id]] for p in posts]
 
-    async def _place(
-        self,
-        conn: AsyncConnection[Any],
-        version: str,
-        dimension: int,
-        post: ClusterPost,
-        known: dict[str, int],
-        joins: dict[int, _Joins],
-        cut: float,
-        window_s: float,
-    ) -> int:
-        """The cluster ``post`` joins: its origin's, the nearest above the cut, or a new one."""
-        cluster = known.get(post.origin) if post.origin else None
-        vector = None if post.vector is None else np.asarray(post.vector, dtype=np.float32)
-        if cluster is None and vector is not None:
-            found = await self._nearest(conn, version, dimension, vector, window_s)
-            if found is not None and found[2] >= cut:
-                cluster = found[0]
-                joins.setdefault(cluster, _Joins(base=(found[1], found[3])))
-        if cluster is None:
-            cur = await conn.execute(
-                "INSERT INTO claim_clusters (model_version, centroid, first_seen, last_seen, representative_post_id,"
-                " representative_text) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (version, vector, post.seen_at, post.seen_at, post.post_id, post.text[:2000]),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            cluster = int(row[0])
-            joins[cluster] = _Joins(base=None)
-        entry = joins.setdefault(cluster, _Joins(base=None))
-        entry.posts.append(post)
-        if vector is not None:
-            entry.vectors.append(vector)
-        return cluster
+    async def _join(self, conn: AsyncConnection[Any], joins: dict[int, Joins]) -> None:
+        """Stored clusters' rows grown by what the batch brought them."""
+        if joins:
+            rows = [entry.row(cluster) for cluster, entry in joins.items()]
+            await conn.execute(_UPDATE, _columns(rows), binary=True)
 
-    async def _write(
-        self,
-        conn: AsyncConnection[Any],
-        version: str,
-        joins: dict[int, _Joins],
-        placed: Sequence[tuple[ClusterPost, int]],
-    ) -> None:
-        """The batch's joins: each touched cluster's row, each post's assignment, the trends' counts."""
+    async def _start(self, conn: AsyncConnection[Any], version: str, placing: Placing) -> list[int]:
+        """The clusters the batch started, with all their posts (the founder represents each): their ids."""
+        if not placing.started:
+            return []
+        rows = [
+            {"post": p.post_id, "text": p.text[:2000], **placing.joins[-(i + 1)].row(0)}
+            for i, p in enumerate(placing.started)
+        ]
+        cur = await conn.execute(_INSERT, {"version": version, **_columns(rows)}, binary=True)
+        ids = {post: int(cluster) for cluster, post in await cur.fetchall()}
+        return [ids[p.post_id] for p in placing.started]
+
+    async def _write(self, conn: AsyncConnection[Any], version: str, placed: Sequence[tuple[ClusterPost, int]]) -> None:
+        """Each placed post's assignment, and the trends' counts."""
         if not placed:
             return
-        async with conn.cursor() as cur:
-            await cur.executemany(_UPDATE, [entry.row(cluster) for cluster, entry in joins.items()])
         await conn.execute(
             "INSERT INTO post_clusters"
             " (model_version, post_id, cluster_id, seen_at, text, abstained, lang, platform, url)"
@@ -236,21 +199,27 @@ class Clusters(Part):
         await count_hits(conn, hits)
 
     async def _nearest(
-        self, conn: AsyncConnection[Any], version: str, dimension: int, vector: Any, window_s: float
-    ) -> tuple[int, np.ndarray, float, int] | None:
-        vtype = sql.SQL(vector_type(dimension))
+        self, conn: AsyncConnection[Any], version: str, dimension: int, vectors: Sequence[Vectors], window_s: float
+    ) -> list[Stored | None]:
+        """Each vector's nearest cluster of ``version`` seen within the window (one round trip)."""
+        if not vectors:
+            return []
+        # The nearest within the window, even when the index's first candidates are older.
+        await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
         query = sql.SQL(
-            "SELECT id, centroid, 1 - (centroid::{t}({d}) <=> %s::{t}({d})) AS similarity, size FROM claim_clusters"
-            " WHERE model_version = %s AND centroid IS NOT NULL AND updated_at > now() - make_interval(secs => %s)"
-            " ORDER BY centroid::{t}({d}) <=> %s::{t}({d}) LIMIT 1"
-        ).format(t=vtype, d=sql.Literal(dimension))
-        v = np.asarray(vector, dtype=np.float32)
-        cur = await conn.execute(query, (v, version, window_s, v))
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        centroid = row[1].to_numpy() if hasattr(row[1], "to_numpy") else row[1]
-        return int(row[0]), np.asarray(centroid, dtype=np.float32), float(row[2]), int(row[3])
+            "SELECT u.o, c.id, c.centroid, c.similarity, c.size FROM unnest(%s::vector[]) WITH ORDINALITY AS u(v, o)"
+            " CROSS JOIN LATERAL (SELECT id, centroid, 1 - (centroid::{t}({d}) <=> u.v::{t}({d})) AS similarity, size"
+            "  FROM claim_clusters WHERE model_version = {version} AND centroid IS NOT NULL"
+            "  AND updated_at > now() - make_interval(secs => %s)"
+            "  ORDER BY centroid::{t}({d}) <=> u.v::{t}({d}) LIMIT 1) c"
+        ).format(t=sql.SQL(vector_type(dimension)), d=sql.Literal(dimension), version=sql.Literal(version))
+        # Binary: 64 vectors each way as text would cost more than the search.
+        cur = await conn.execute(query, ([np.asarray(v, dtype=np.float32) for v in vectors], window_s), binary=True)
+        found: list[Stored | None] = [None] * len(vectors)
+        for o, cluster, centroid, similarity, size in await cur.fetchall():
+            c = centroid.to_numpy() if hasattr(centroid, "to_numpy") else centroid
+            found[int(o) - 1] = (int(cluster), np.asarray(c, dtype=np.float32), float(similarity), int(size))
+        return found
 
     async def cluster(self, cluster_id: int) -> ClusterSummary | None:
         async with self.pool.connection() as conn:

@@ -130,6 +130,34 @@ async def test_upsert_delete_and_staleness(database_url: str) -> None:
         await store.close()
 
 
+async def test_a_large_corpus_load_leaves_the_planner_statistics_and_a_small_one_does_not_pay_for_them(
+    database_url: str,
+) -> None:
+    from worker.storage.corpus import ANALYZE_AFTER_ROWS
+
+    async def analyzed() -> dict[str, int]:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT relname, analyze_count FROM pg_stat_user_tables"
+                " WHERE schemaname = current_schema() AND relname IN ('fact_checks', 'fact_check_terms')"
+            ).fetchall()
+        return {name: int(count) for name, count in rows}
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        before = await analyzed()
+        await store.corpus.upsert_fact_checks([FactCheck(id="one", claim="a small change")])
+        assert await analyzed() == before
+        words = ["vaccine", "border", "election", "flood", "tax", "moon", "virus", "bridge"]
+        load = [FactCheck(id=f"fc{i}", claim=f"{words[i % 8]} {words[i % 7]} {i}") for i in range(ANALYZE_AFTER_ROWS)]
+        await store.corpus.upsert_fact_checks(load)
+        after = await analyzed()  # analyze_count counts ANALYZE commands only, never autovacuum's
+        assert all(after[table] == before.get(table, 0) + 1 for table in ("fact_checks", "fact_check_terms"))
+    finally:
+        await store.close()
+
+
 async def test_fact_check_twins_in_sql_agree_with_the_python_definition(database_url: str) -> None:
     """Copies of one fact-check (quotes and spacing aside) are found alike in a corpus file and in Postgres."""
     fcs = [

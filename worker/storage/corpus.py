@@ -11,6 +11,9 @@ from worker.domain import TWIN_QUOTES, TWIN_SPACES
 from worker.storage.db import Part
 from worker.wire import FactCheck
 
+# A load this large refreshes the planner's statistics at once: until autovacuum gets to it, a
+# fresh corpus's postings have none and the lexical search plans badly (docs/measurements.md).
+ANALYZE_AFTER_ROWS = 1000
 _FIELDS = ("id", "claim", "title", "url", "lang", "rating", "published_at", "source", "meta")
 _COLUMNS = ", ".join(_FIELDS)
 # worker.retrieval.openset.twin_key in SQL, with its own patterns passed as parameters.
@@ -46,6 +49,9 @@ class Corpus(Part):
                 " published_at = EXCLUDED.published_at, source = EXCLUDED.source, meta = EXCLUDED.meta,"
                 " updated_at = now()"
             )
+        if len(fact_checks) >= ANALYZE_AFTER_ROWS:
+            async with self.pool.connection() as conn:
+                await conn.execute("ANALYZE fact_checks, fact_check_terms")
 
     async def delete_fact_checks(self, ids: Sequence[str]) -> int:
         if not ids:

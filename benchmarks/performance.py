@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import re
 import sys
 import time
@@ -42,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu import cpu_seconds  # noqa: E402
 from benchmarks.hand_loop import hand_loop  # noqa: E402
 from tests.conftest import settings_env  # noqa: E402
 from worker.configs import encoder_options, rollout_config  # noqa: E402
@@ -122,6 +124,7 @@ class Model:
     starts: dict[str, float] = field(default_factory=dict)
     backends: dict[str, dict[str, float]] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     ann: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -346,10 +349,11 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
             produce(settings.kafka_bootstrap, settings.topic_posts, "warm", [f"(warm-up) {t}" for t in texts[:32]])
             reader.until("warm", 32, 600)
             first = min(t for k, t in reader.published.items() if k.startswith("warm")) - launched
-            started = time.monotonic()
+            started, cpu = time.monotonic(), _cpu(process.pid)
             produce(settings.kafka_bootstrap, settings.topic_posts, "run", texts)
             finished = reader.until("run", len(texts), 1800)
             rate = len(texts) / (finished - started)
+            used = {k: 1000 * (v - cpu[k]) / len(texts) for k, v in _cpu(process.pid).items()}
             shares = stage_shares(port) if path != "hand-written loop" else ""
             if path == "worker hybrid" and latency_s > 0:
                 latency(model, settings, reader, texts, rate / 2, latency_s)
@@ -363,8 +367,21 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
             reader.close()
         model.rows[path] = rate
         model.starts[path] = first
+        model.cpu[path] = used
         print(f"  {path}: {rate:.1f} posts/s, first result {first:.1f} s after process start"
               f" {('(' + shares + ')') if shares else ''}", flush=True)  # fmt: skip
+        print("    CPU ms a post: " + ", ".join(f"{k} {v:.1f}" for k, v in used.items()), flush=True)
+
+
+def _cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each system in a stream run: the path's own process, Postgres, the
+    broker, and this process (the producer and the reader that counts results)."""
+    return {
+        "its process": cpu_seconds(pids=[pid]),
+        "Postgres": cpu_seconds(names=["postgres"]),
+        "broker (tansu)": cpu_seconds(names=["tansu"]),
+        "producer and reader": cpu_seconds(pids=[os.getpid()]),
+    }
 
 
 def section_backends(model: Model, texts: list[str], base: Settings, cache: Path, rounds: int) -> None:
@@ -662,6 +679,7 @@ def main() -> None:
                 "backends": m.backends,
                 "latency": m.latency,
                 "ann": m.ann,
+                "cpu_ms_per_post": m.cpu,
             }
             for m in models
         }

@@ -8,7 +8,13 @@ alone over the same posts (``EncodeStage``, what ``performance.py`` calls the en
 the CPU milliseconds per post of this process and of Postgres's processes. Every round starts
 with no stored answers and no claim clusters, as a stream of new posts would.
 
+``--images`` adds, after the text-only rounds, as many rounds where every post carries one
+inline image (a meme of another post's text, ``benchmarks/images.py``): read, PDQ-hashed, its
+keypoints taken and its text read by OCR (Tesseract, when installed) within the batch's image
+time budget, as the worker does; the images that missed it are counted.
+
     .venv/bin/python benchmarks/pipeline_profile.py --posts 800 --rounds 2
+    .venv/bin/python benchmarks/pipeline_profile.py --posts 200 --rounds 1 --images
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import argparse
 import asyncio
 import functools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,24 +34,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu import cpu_seconds  # noqa: E402
 from benchmarks.performance import DATA, Model, posts, prepare  # noqa: E402
 
-STEPS = ("_languages", "_repeats", "_match", "_search", "_cluster", "_remember", "_observe")
+STEPS = ("_languages", "_repeats", "_match", "_search", "_match_images", "_cluster", "_remember", "_observe")
 
 
 def postgres_cpu_s() -> float:
-    """CPU seconds used so far by every ``postgres`` process of this machine (Linux /proc)."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if "(postgres)" in stat:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(names=("postgres",))
 
 
 def timed(obj: Any, name: str, spent: Counter[str]) -> None:
@@ -64,7 +59,21 @@ def timed(obj: Any, name: str, spent: Counter[str]) -> None:
     setattr(obj, name, wrapper)
 
 
-async def one_round(runtime: Any, texts: list[str], fetch: int, spent: Counter[str]) -> dict[str, float]:
+def with_images(texts: list[str]) -> list[dict[str, Any]]:
+    """Each post with one inline meme carrying the next post's text (so its OCR finds other matches)."""
+    import base64
+
+    from benchmarks.images import meme
+
+    return [
+        {"text": t, "images": [{"data": base64.b64encode(meme(texts[(i + 1) % len(texts)], i)).decode()}]}
+        for i, t in enumerate(texts)
+    ]
+
+
+async def one_round(
+    runtime: Any, texts: list[str], fetch: int, spent: Counter[str], images: list[dict[str, Any]] | None = None
+) -> dict[str, float]:
     from worker.core.batching import EmbeddingCache, EncodeStage
     from worker.wire import RawRecord
 
@@ -73,15 +82,20 @@ async def one_round(runtime: Any, texts: list[str], fetch: int, spent: Counter[s
     async with store.clusters.pool.connection() as conn:
         await conn.execute("DELETE FROM claim_clusters")
     run = f"{time.time():.0f}"
+    bodies = images or [{"text": t} for t in texts]
     records = [
-        RawRecord("posts", 0, i, None, json.dumps({"id": f"{run}-{i}", "text": t}).encode())
-        for i, t in enumerate(texts)
+        RawRecord("posts", 0, i, None, json.dumps({"id": f"{run}-{i}", **b}).encode()) for i, b in enumerate(bodies)
     ]
+    read: Counter[str] = Counter()
     pipeline.stage.cache = EmbeddingCache(settings.embedding_cache_size)  # every round encodes every post
     spent.clear()
     pg, py, started = postgres_cpu_s(), time.process_time(), time.perf_counter()
     for i in range(0, len(records), fetch):
-        await pipeline.process(records[i : i + fetch])
+        outcome = await pipeline.process(records[i : i + fetch])
+        shown = [image for result in outcome.results for image in result.images]
+        read.update(
+            image.error or ("text read" if image.text else "OCR late" if image.detail else "no text") for image in shown
+        )
     wall = time.perf_counter() - started
     pg, py = postgres_cpu_s() - pg, time.process_time() - py
     model = runtime.models.current()
@@ -100,12 +114,15 @@ async def one_round(runtime: Any, texts: list[str], fetch: int, spent: Counter[s
         "pipeline_cpu_ms_post_postgres": 1000 * pg / n,
         "encoder_stage_cpu_ms_post": 1000 * alone_py / n,
         **{f"step_s{step}": spent[step] for step in STEPS},
+        **{f"images_{outcome}": float(n) for outcome, n in read.items()},
     }
     print(
         f"  pipeline {row['pipeline_posts_s']:.1f} posts/s, encoder stage alone {row['encoder_stage_posts_s']:.1f}"
         f" ({row['ratio']:.2f}x); CPU ms/post: pipeline {row['pipeline_cpu_ms_post_python']:.1f} here +"
         f" {row['pipeline_cpu_ms_post_postgres']:.1f} Postgres, encoder stage {row['encoder_stage_cpu_ms_post']:.1f}"
-        f" ({alone_py / alone:.2f} cores)\n  steps (s): " + ", ".join(f"{k.strip('_')} {spent[k]:.2f}" for k in STEPS),
+        f" ({alone_py / alone:.2f} cores)\n  steps (s): "
+        + ", ".join(f"{k.strip('_')} {spent[k]:.2f}" for k in STEPS)
+        + (f"\n  images: {dict(read)}" if read else ""),
         flush=True,
     )
     return row
@@ -147,8 +164,12 @@ async def profile(args: argparse.Namespace) -> list[dict[str, float]]:
         await one_round(runtime, texts[:32], args.fetch, spent)  # warm-up
         rows = []
         for n in range(args.rounds):
-            print(f"round {n + 1}:", flush=True)
-            rows.append(await one_round(runtime, texts, args.fetch, spent))
+            print(f"round {n + 1}, text only:", flush=True)
+            rows.append({"images": 0.0, **await one_round(runtime, texts, args.fetch, spent)})
+        bodies = with_images(texts) if args.images else None
+        for n in range(args.rounds if bodies else 0):
+            print(f"round {n + 1}, one image a post:", flush=True)
+            rows.append({"images": 1.0, **await one_round(runtime, texts, args.fetch, spent, bodies)})
         await runtime.store.close()
         return rows
     finally:
@@ -160,6 +181,7 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=800)
     parser.add_argument("--fetch", type=int, default=64, help="Records per batch (the worker's batch_max_records).")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--images", action="store_true", help="Also rounds with one inline image a post.")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
     parser.add_argument("--out", type=Path, default=None, help="Also write the rounds as JSON here.")
     args = parser.parse_args()

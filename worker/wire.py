@@ -216,7 +216,11 @@ class ImageOutcome(BaseModel):
         " too_large, too_many_redirects, timeout, not_an_image, broken_image, too_many_pixels, bad_data,"
         " too_many_images. The post's text is matched all the same.",
     )
-    detail: str | None = None
+    detail: str | None = Field(
+        None,
+        description="More about the error; for an image read without one, why its text was not read"
+        " (the batch's time for OCR ran out: it is matched by its hash and keypoints alone).",
+    )
     text: str | None = Field(None, description="The text read in the image (OCR), searched as a query of its own.")
     text_confidence: float | None = Field(None, description="OCR's mean word confidence for that text (0-100).")
 

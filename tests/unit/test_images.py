@@ -334,3 +334,68 @@ def test_the_demos_cropped_repost_is_found_by_its_keypoints_and_its_unrelated_ph
     assert [fc_id for fc_id, _, _ in same_pictures(found, _pairs(found, index), MIN_KEYPOINTS)] == [PHOTO_FACT_CHECK]
     other = orb_keypoints(unrelated)
     assert same_pictures(other, _pairs(other, index), MIN_KEYPOINTS) == []
+
+
+class SlowOcr:
+    """An OCR engine that takes its time (a stand-in for Tesseract's ~0.5 s an image)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def read(self, pixels: np.ndarray) -> object:
+        import time
+
+        from worker.images.ocr import OcrText
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return OcrText("words in the image", 90.0)
+
+
+def _inline_photos(n: int) -> list[object]:
+    from worker.wire import ImageRef
+
+    return [ImageRef(data=base64.b64encode(encoded(photo(i, (160, 120)))).decode()) for i in range(n)]
+
+
+async def test_ocr_starts_only_while_the_batch_has_time_and_a_late_image_keeps_its_hash_and_keypoints() -> None:
+    import time
+
+    from worker.images.fetch import ImageFetcher
+    from worker.images.reader import OCR_LATE, ImageReader, ReadLimits
+
+    ocr = SlowOcr(0.05)
+    reader = ImageReader(ImageFetcher(FetchPolicy()), ReadLimits(), ocr)  # type: ignore[arg-type]
+    try:
+        late = await reader.read(_inline_photos(3), ocr_until=time.monotonic() - 1)  # type: ignore[arg-type]
+        assert ocr.calls == 0
+        assert all(r.pdq and r.keypoints and r.error is None and r.text is None for r in late)
+        assert {r.detail for r in late} == {OCR_LATE}
+        timely = await reader.read(_inline_photos(3), ocr_until=time.monotonic() + 60)  # type: ignore[arg-type]
+        assert ocr.calls == 3
+        assert all(r.pdq and r.text == "words in the image" and r.detail is None for r in timely)
+    finally:
+        await reader.close()
+
+
+async def test_reading_images_never_takes_the_threads_the_encoder_calls_run_on() -> None:
+    import asyncio
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.images.fetch import ImageFetcher
+    from worker.images.reader import ImageReader, ReadLimits
+
+    # One default thread: were image reads run there, an encoder call would wait for them.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+    reader = ImageReader(ImageFetcher(FetchPolicy()), ReadLimits(), SlowOcr(0.5))  # type: ignore[arg-type]
+    try:
+        reading = asyncio.ensure_future(reader.read(_inline_photos(4)))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)
+        assert time.monotonic() - started < 0.3
+        await reading
+    finally:
+        await reader.close()

@@ -4,8 +4,9 @@ merged into the post's matches.
 A post's images are read (fetched or inline, decoded, hashed: an :class:`ImageSource`, built in
 :mod:`worker.images`) concurrently with its text's encode and search, and the whole batch's reads
 are bounded by ``batch_timeout_s``: an image not read by then is reported as ``timeout`` and the
-post is answered with its text alone. Usable hashes (PDQ quality >= ``min_quality``) are looked
-up in one round trip (:class:`~worker.storage.interfaces.ImageIndex`).
+post is answered with its text alone. OCR, the dear part of a read, starts only in the first half
+of that time; an image read later keeps its hash and keypoints, without its text. Usable hashes
+(PDQ quality >= ``min_quality``) are looked up in one round trip (:class:`~worker.storage.interfaces.ImageIndex`).
 
 The text read in an image (OCR) is searched as a query of its own, its language detected on its
 own, and its matches join the post's (:func:`with_text_in_images`): a fact-check found both ways
@@ -26,6 +27,7 @@ calibrated probability: such a match found by its image alone has no ``probabili
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,11 +39,19 @@ from worker.retrieval.retriever import DEMOTED, QuarantineList
 from worker.storage.interfaces import ImageIndex
 from worker.wire import ImageOutcome, ImageRef, Match
 
+# The share of a batch's image time in which OCR may start: an image whose OCR would start later
+# is matched by its hash and keypoints alone (one image-per-post posts on 2 cores: see
+# docs/measurements.md), rather than lost to the batch's timeout with its hash.
+OCR_SHARE = 0.5
+
 
 class ImageSource(Protocol):
-    async def read(self, images: Sequence[ImageRef], *, ocr: bool = True) -> list[ImageRead]:
+    async def read(
+        self, images: Sequence[ImageRef], *, ocr: bool = True, ocr_until: float | None = None
+    ) -> list[ImageRead]:
         """One read per image, in order; never raises for an image (a refusal is a read with its
-        error). With ``ocr``, each image's text too (where the source has an OCR engine)."""
+        error). With ``ocr``, each image's text too (where the source has an OCR engine), where
+        its OCR can start before ``ocr_until`` (``time.monotonic``)."""
         ...
 
     async def close(self) -> None: ...
@@ -82,8 +92,10 @@ class ImageMatching:
         self.quarantine = quarantine
 
     async def read(self, posts: Sequence[Sequence[ImageRef]]) -> list[list[ImageRead]]:
-        """Each post's images read, within the batch's time bound (late ones: ``timeout``)."""
-        tasks = [asyncio.ensure_future(self.source.read(images)) for images in posts]
+        """Each post's images read, within the batch's time bound (late ones: ``timeout``); OCR
+        starts only in the first :data:`OCR_SHARE` of it, so the rest is left for the hashes."""
+        until = time.monotonic() + OCR_SHARE * self.config.batch_timeout_s
+        tasks = [asyncio.ensure_future(self.source.read(images, ocr_until=until)) for images in posts]
         if not tasks:
             return []
         _, late = await asyncio.wait(tasks, timeout=self.config.batch_timeout_s)

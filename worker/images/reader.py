@@ -3,8 +3,12 @@ keypoints found, and (a post's) their text read by OCR.
 
 Never raises for an image: every refusal, and anything unexpected from a decoder, becomes an
 :class:`~worker.domain.ImageRead` with its reason, so an image never costs its post. Images are
-read concurrently (at most ``concurrency`` at once across every caller), decoding and hashing off
-the event loop; each fetch is bounded by the fetcher's policy, and the caller bounds the whole.
+read concurrently (at most ``concurrency`` at once across every caller), decoding and hashing on
+the reader's own threads (never the event loop's default pool, which the encoder's calls use);
+each fetch is bounded by the fetcher's policy, and the caller bounds the whole. OCR, by far the
+dearest step (~0.5 s an image against a few ms for the hashes and keypoints), runs at most one
+per core and only until the caller's ``ocr_until``: an image whose turn comes later keeps its hash
+and keypoints and says its text was not read (:data:`OCR_LATE`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from worker.domain.images import ImageRead
@@ -38,27 +44,44 @@ class ReadLimits:
 
 # OCR processes at once across every reader: one per core (Tesseract is CPU-bound).
 _OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+# An image read without its text because OCR's time ran out (its ``detail``; no error).
+OCR_LATE = "text not read: the batch's time for OCR ran out"
 
 
-def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None) -> ImageRead:
-    """Decode, hash, find the keypoints of and (with ``ocr``) read the text of one image, off the
-    event loop."""
+def _ocr_slot(until: float | None) -> bool:
+    """Take an OCR slot, waiting no later than ``until`` (``time.monotonic``; None: as long as it takes)."""
+    if until is None:
+        return _OCR_SLOTS.acquire()
+    wait = until - time.monotonic()
+    return wait > 0 and _OCR_SLOTS.acquire(timeout=wait)
+
+
+def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None, ocr_until: float | None) -> ImageRead:
+    """Decode, hash and find the keypoints of one image, then (with ``ocr``, while there is time)
+    read its text; on one of the reader's threads."""
     digest = hashlib.sha256(data).hexdigest()
     pixels = decode(data, max_pixels)
     found, variants = pdq_dihedral(pixels)
-    text = None
+    keypoints = orb_keypoints(pixels)
+    text, detail = None, None
     if ocr is not None:
-        with _OCR_SLOTS:
-            text = ocr.read(pixels)
+        if _ocr_slot(ocr_until):
+            try:
+                text = ocr.read(pixels)
+            finally:
+                _OCR_SLOTS.release()
+        else:
+            detail = OCR_LATE
     return ImageRead(
         index,
         pdq=found.hex,
         quality=found.quality,
         sha256=digest,
+        detail=detail,
         text=text.text if text else None,
         text_confidence=text.confidence if text else None,
         variants=variants,
-        keypoints=orb_keypoints(pixels),
+        keypoints=keypoints,
     )
 
 
@@ -70,13 +93,17 @@ class ImageReader:
         self.limits = limits
         self.ocr = ocr
         self._slots = asyncio.Semaphore(limits.concurrency)
+        self._threads = ThreadPoolExecutor(limits.concurrency, thread_name_prefix="image-read")
 
-    async def read(self, images: Sequence[ImageRef], *, ocr: bool = True) -> list[ImageRead]:
+    async def read(
+        self, images: Sequence[ImageRef], *, ocr: bool = True, ocr_until: float | None = None
+    ) -> list[ImageRead]:
         """One read per image, in order; those past ``max_per_item`` are refused unread. With ``ocr``
-        (and an OCR engine), each image's text too."""
+        (and an OCR engine), each image's text too, where its OCR can start before ``ocr_until``
+        (``time.monotonic``; None: no limit)."""
         keep = self.limits.max_per_item
         engine = self.ocr if ocr else None
-        reads = await asyncio.gather(*(self._one(i, ref, engine) for i, ref in enumerate(images[:keep])))
+        reads = await asyncio.gather(*(self._one(i, ref, engine, ocr_until) for i, ref in enumerate(images[:keep])))
         skipped = [
             ImageRead(i, error="too_many_images", detail=f"only the first {keep} are read")
             for i in range(keep, len(images))
@@ -85,8 +112,9 @@ class ImageReader:
 
     async def close(self) -> None:
         await self.fetcher.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
-    async def _one(self, index: int, ref: ImageRef, ocr: Tesseract | None) -> ImageRead:
+    async def _one(self, index: int, ref: ImageRef, ocr: Tesseract | None, ocr_until: float | None) -> ImageRead:
         try:
             async with self._slots:
                 if ref.data is not None:
@@ -94,7 +122,10 @@ class ImageReader:
                 else:
                     assert ref.url is not None
                     data = await self.fetcher.fetch(ref.url)
-                return await asyncio.to_thread(_read, index, data, self.limits.max_pixels, ocr)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(
+                    self._threads, _read, index, data, self.limits.max_pixels, ocr, ocr_until
+                )
         except ImageRefused as refused:
             return ImageRead(index, error=refused.reason, detail=refused.detail[:300] or None)
         except Exception as exc:  # a decoder's surprise costs this image only

@@ -74,7 +74,7 @@ class Answers(Part):
         async with self.pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO claim_answers (answer_key, post_id, model_version, matches, context, vector)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::vector[])"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %b::vector[])"
                 " ON CONFLICT (answer_key) DO UPDATE SET post_id = excluded.post_id, matches = excluded.matches,"
                 " context = excluded.context, vector = excluded.vector, answered_at = excluded.answered_at"
                 " WHERE claim_answers.answered_at <= now() - make_interval(secs => %s)",
@@ -93,7 +93,7 @@ class Answers(Part):
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT p.ord, a.post_id, a.model_version, a.matches, a.context, a.vector"
-                " FROM unnest(%s::text[], %s::vector[]) WITH ORDINALITY AS p(context, v, ord)"
+                " FROM unnest(%s::text[], %b::vector[]) WITH ORDINALITY AS p(context, v, ord)"
                 " CROSS JOIN LATERAL (SELECT post_id, model_version, matches, context, vector,"
                 "  vector <=> p.v AS distance FROM claim_answers"
                 "  WHERE context = p.context AND answered_at > now() - make_interval(secs => %s)"

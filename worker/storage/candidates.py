@@ -66,7 +66,7 @@ def _candidates_query(version: str, dimension: int, sources: frozenset[Source], 
     return sql.SQL(
         "WITH qt AS ("
         "  SELECT u.ord, u.v, {lexemes} AS lx"
-        "  FROM unnest(%s::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
+        "  FROM unnest(%b::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
         "), st AS ({stats}), dense AS ({dense}), lex AS ({lexical}), cand AS ("
         "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
         "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"

@@ -73,7 +73,7 @@ _UPDATE = (
     "     THEN u.fc ELSE c.fact_check_id END,"
     " best_probability = CASE WHEN u.fc IS NOT NULL AND u.p >= coalesce(c.best_probability, -1)"
     "     THEN u.p ELSE c.best_probability END"
-    " FROM unnest(%(id)s::bigint[], %(n)s::bigint[], %(centroid)s::vector[], %(first)s::timestamptz[],"
+    " FROM unnest(%(id)s::bigint[], %(n)s::bigint[], %(centroid)b::vector[], %(first)s::timestamptz[],"
     "  %(last)s::timestamptz[], %(langs)s::jsonb[], %(platforms)s::jsonb[], %(abstained)s::bigint[], %(fc)s::text[],"
     "  %(p)s::real[]) AS u(id, n, centroid, first, last, langs, platforms, abstained, fc, p)"
     " WHERE c.id = u.id"
@@ -84,7 +84,7 @@ _INSERT = (
     " first_seen, last_seen, langs, platforms, abstained, fact_check_id, best_probability)"
     " SELECT %(version)s, u.post, u.text, u.n, u.centroid, u.first, u.last, u.langs, u.platforms, u.abstained,"
     "  u.fc, u.p"
-    " FROM unnest(%(post)s::text[], %(text)s::text[], %(n)s::bigint[], %(centroid)s::vector[],"
+    " FROM unnest(%(post)s::text[], %(text)s::text[], %(n)s::bigint[], %(centroid)b::vector[],"
     "  %(first)s::timestamptz[], %(last)s::timestamptz[], %(langs)s::jsonb[], %(platforms)s::jsonb[],"
     "  %(abstained)s::bigint[], %(fc)s::text[], %(p)s::real[])"
     " WITH ORDINALITY AS u(post, text, n, centroid, first, last, langs, platforms, abstained, fc, p, o)"
@@ -207,7 +207,7 @@ class Clusters(Part):
         # The nearest within the window, even when the index's first candidates are older.
         await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
         query = sql.SQL(
-            "SELECT u.o, c.id, c.centroid, c.similarity, c.size FROM unnest(%s::vector[]) WITH ORDINALITY AS u(v, o)"
+            "SELECT u.o, c.id, c.centroid, c.similarity, c.size FROM unnest(%b::vector[]) WITH ORDINALITY AS u(v, o)"
             " CROSS JOIN LATERAL (SELECT id, centroid, 1 - (centroid::{t}({d}) <=> u.v::{t}({d})) AS similarity, size"
             "  FROM claim_clusters WHERE model_version = {version} AND centroid IS NOT NULL"
             "  AND updated_at > now() - make_interval(secs => %s)"

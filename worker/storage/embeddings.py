@@ -80,7 +80,7 @@ class Embeddings(Part):
         vtype = sql.SQL(vector_type(dimension))
         statement = sql.SQL(
             "SELECT fact_check_id FROM fact_check_embeddings WHERE model_version = %s"
-            " ORDER BY embedding::{vtype}({dim}) <=> %s::vector::{vtype}({dim}), fact_check_id LIMIT %s"
+            " ORDER BY embedding::{vtype}({dim}) <=> %b::vector::{vtype}({dim}), fact_check_id LIMIT %s"
         ).format(vtype=vtype, dim=sql.Literal(dimension))
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("SET LOCAL enable_indexscan = off")
@@ -145,7 +145,7 @@ class Embeddings(Part):
         dim = sql.Literal(dimension)
         statement = sql.SQL(
             "EXPLAIN SELECT fact_check_id FROM fact_check_embeddings WHERE model_version = {version}"
-            " ORDER BY embedding::{vtype}({dim}) <=> %s::vector::{vtype}({dim}) LIMIT 5"
+            " ORDER BY embedding::{vtype}({dim}) <=> %b::vector::{vtype}({dim}) LIMIT 5"
         ).format(vtype=vtype, dim=dim, version=sql.Literal(version))
         switches = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
         async with self.pool.connection() as conn:

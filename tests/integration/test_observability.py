@@ -172,6 +172,10 @@ async def test_scraped_counters_match_what_was_sent_and_lag_drains(stack_setting
         assert sample(scrape, "factmatch_results_published_total") == valid
         assert sample(scrape, "factmatch_dead_letters_total", source="posts", reason="invalid_json") == bad
         assert sample(scrape, "factmatch_end_to_end_seconds_count") == valid
+        # Every batch's stages, the claim clusters' included (no image in these posts: no images stage).
+        batches = sample(scrape, "factmatch_stage_seconds_count", stage="encode")
+        assert 0 < sample(scrape, "factmatch_stage_seconds_count", stage="cluster") <= batches
+        assert 'stage="images"' not in scrape
         assert (
             sample(
                 scrape,

@@ -87,6 +87,11 @@ def observe_posts(metrics: Metrics, outcome: BatchOutcome, publish_s: float) -> 
     metrics.stage_seconds.labels(stage="encode").observe(stats.encode_seconds)
     metrics.stage_seconds.labels(stage="search").observe(stats.search_seconds)
     metrics.stage_seconds.labels(stage="publish").observe(publish_s)
+    # Observed only for batches that had them (a zero would pull every quantile down).
+    if stats.images_seconds:
+        metrics.stage_seconds.labels(stage="images").observe(stats.images_seconds)
+    if stats.cluster_seconds:
+        metrics.stage_seconds.labels(stage="cluster").observe(stats.cluster_seconds)
     metrics.results_published.inc(len(outcome.results))
     metrics.embedding_cache_hits.inc(stats.cache_hits)
     metrics.answers_reused.inc(stats.reused)

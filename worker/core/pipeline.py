@@ -27,7 +27,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Protocol
 
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
@@ -101,6 +101,10 @@ class BatchStats:
     cache_hits: int = 0
     # Posts answered with an earlier post's matches (its claim said again).
     reused: int = 0
+    # What the batch spent after its text was matched: waiting for its images and matching them,
+    # and putting its posts in their claim clusters (neither overlaps the encoder).
+    images_seconds: float = 0.0
+    cluster_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,14 +126,7 @@ class BatchOutcome:
     def plus(self, other: BatchOutcome) -> BatchOutcome:
         """Two outcomes as one (the adapter's record-by-record retry joins its singles this way)."""
         a, b = self.stats, other.stats
-        stats = BatchStats(
-            a.encoder_calls + b.encoder_calls,
-            a.tokens + b.tokens,
-            a.encode_seconds + b.encode_seconds,
-            a.search_seconds + b.search_seconds,
-            a.cache_hits + b.cache_hits,
-            a.reused + b.reused,
-        )
+        stats = BatchStats(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(BatchStats)})
         return BatchOutcome(
             (*self.results, *other.results),
             (*self.dead_letters, *other.dead_letters),
@@ -174,15 +171,20 @@ class MatchPipeline:
             await self._languages(items)
             todo = await self._repeats(model, items)
             stats = await self._match(model, todo)
+            images_started = time.perf_counter()
             await self._match_images(model, items, reading)
+            images_seconds = time.perf_counter() - images_started if reading is not None else 0.0
         finally:
             if reading is not None and not reading.done():
                 reading.cancel()
+        cluster_started = time.perf_counter()
         await self._cluster(model, items)
+        cluster_seconds = time.perf_counter() - cluster_started if self.clustering is not None else 0.0
         for item in items:
             item.result = self._result(model, item)
         await self._remember(model, todo)
-        stats = replace(stats, reused=sum(1 for item in items if item.reused or item.copy_of))
+        reused = sum(1 for item in items if item.reused or item.copy_of)
+        stats = replace(stats, reused=reused, images_seconds=images_seconds, cluster_seconds=cluster_seconds)
         await self._observe(model, items)
         return BatchOutcome(
             results=tuple(i.result for i in items if i.result is not None),

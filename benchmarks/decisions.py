@@ -304,7 +304,9 @@ async def run_model(
     if rerank:
         from rerank_check import rerank_experiment  # benchmarks/rerank_check.py
 
-        out["rerank"] = await rerank_experiment(model, settings, gathered, retriever, enc, train, dev, test, fit, judge)
+        out["rerank"] = await rerank_experiment(
+            model, settings, gathered, retriever, enc, train, dev, test, fit, judge, cache
+        )
     if ship:
         path = shipped_path(model)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,9 @@ test posts, side by side in one run on this machine.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -47,6 +50,24 @@ class CachedReranker:
         return np.asarray([self.cache[p] for p in pairs], dtype=np.float64)
 
 
+def trained_reranker(
+    settings: Any, model: str, pairs: list[Pair], cache: Path
+) -> tuple[CrossEncoderReranker, float | None]:
+    """The cross-encoder trained on ``pairs``, kept under ``cache`` (keyed by the model and the
+    pairs: half an hour on 2 cores), and the seconds its training took (None: from the cache)."""
+    key = hashlib.sha256(json.dumps([model, pairs]).encode()).hexdigest()[:12]
+    kept = cache / f"reranker-{Path(model).name}-{key}"
+    if (kept / "reranker" / "config.json").is_file():
+        return CrossEncoderReranker(str(kept / "reranker")), None
+    with tempfile.TemporaryDirectory(prefix="factmatch-rerank-", dir=cache) as tmp:
+        started = time.perf_counter()
+        train_reranker(settings, model, pairs, Path(tmp))
+        seconds = round(time.perf_counter() - started, 1)
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(tmp, kept)
+    return CrossEncoderReranker(str(kept / "reranker")), seconds
+
+
 async def rerank_experiment(
     model: str,
     settings: Any,
@@ -58,6 +79,7 @@ async def rerank_experiment(
     test: Any,
     fit: Any,
     judge: Any,
+    cache: Path,
 ) -> dict[str, Any]:
     data = DATA
     full_train = load_labelled_set(data / "corpus.jsonl", data / "train_queries.jsonl", data / "train_qrels.tsv")
@@ -71,11 +93,7 @@ async def rerank_experiment(
         wrong = [s.candidate.fact_check_id for s in pool if s.candidate.fact_check_id not in gold][:NEGATIVES]
         pairs += [(posts.queries[q], texts[fc], 0.0) for fc in wrong]
     out: dict[str, Any] = {"train_pairs": len(pairs), "top_n": TOP_N}
-    with tempfile.TemporaryDirectory(prefix="factmatch-rerank-") as tmp:
-        started = time.perf_counter()
-        train_reranker(settings, model, pairs, Path(tmp))
-        out["train_seconds"] = round(time.perf_counter() - started, 1)
-        inner = CrossEncoderReranker(str(Path(tmp) / "reranker"))
+    inner, out["train_seconds"] = trained_reranker(settings, model, pairs, cache)
     reranker = CachedReranker(inner)
     reranking = Retriever(retriever.source, replace(retriever.config, rerank_top_n=TOP_N))
     with_r = await fit(reranking, enc, [dev], settings, "dev, open-set, with reranker", Decisions(reranker=reranker))

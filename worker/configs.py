@@ -87,7 +87,13 @@ def calibration_config(settings: Settings) -> CalibrationConfig:
         budgets["match"] = settings.tier_match_false_alarm
     if settings.tier_suggestion_false_alarm is not None:
         budgets["suggestion"] = settings.tier_suggestion_false_alarm
-    return CalibrationConfig(retrieval_config(settings), tier_targets(settings), settings.tier_min_support, budgets)
+    return CalibrationConfig(
+        retrieval_config(settings),
+        tier_targets(settings),
+        settings.tier_min_support,
+        budgets,
+        rerank_band=(settings.rerank_band_low, settings.rerank_band_high),
+    )
 
 
 def limits(settings: Settings) -> Limits:

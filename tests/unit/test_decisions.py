@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from worker.retrieval.decision import (
     Decisions,
     LabelledRow,
     features,
+    fit_cascade,
     fit_decision,
 )
 from worker.retrieval.modes import Candidate, FusionConfig, fuse
@@ -84,6 +87,64 @@ def test_a_decision_needing_a_missing_reranker_still_decides_and_says_so_once(ca
     assert sum("reranker it does not have" in r.getMessage() for r in caplog.records) == 1
 
 
+def with_rerank(base: DecisionModel, weight: float) -> DecisionModel:
+    """``base`` reading the reranker's logit too, ``weight`` times it added to its raw score."""
+    return DecisionModel(
+        (*base.features, RERANK),
+        (*base.mean, 0.0),
+        (*base.scale, 1.0),
+        (*base.coef, weight),
+        base.intercept,
+        base.calib_x,
+        base.calib_y,
+        0.0,
+        {},
+    )
+
+
+class CountingReranker:
+    """Every (post, fact-check text) pair it was asked about; each logit 0.6."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+
+    def score(self, pairs: Any) -> Any:
+        self.pairs += list(pairs)
+        return np.full(len(pairs), 0.6)
+
+
+def test_a_cascade_rereads_only_the_posts_its_screen_is_unsure_of(caplog: pytest.LogCaptureFixture) -> None:
+    # Three posts: surely matched (0.95), unsure (0.60), surely nothing (0.10) by the screen.
+    source = Source(
+        [
+            [Candidate("sure", 0.95, 1, None, None), Candidate("sure-2", 0.5, 2, None, None)],
+            [Candidate("unsure", 0.60, 1, None, None), Candidate("unsure-2", 0.55, 2, None, None)],
+            [Candidate("nothing", 0.10, 1, None, None)],
+        ]
+    )
+    screen = cosine_is_probability()
+    cascade = replace(with_rerank(screen, 0.5), screen=screen, rerank_band=(0.3, 0.9))
+    reranker = CountingReranker()
+    cuts = {("*", "match"): 0.85, ("*", "suggestion"): 0.5}
+    config = RetrievalConfig(HYBRID, top_k=5, min_score=-1.0, candidates=50, rerank_top_n=1)
+    found = search(Retriever(source, config), 3, Decisions(cascade, cuts, reranker))
+    # Only the unsure post's top candidate was reread, and its probability is the reranked model's.
+    assert reranker.pairs == [("a post", "claim unsure")]
+    assert next((m.fact_check_id, m.tier, m.probability) for m in found[1]) == ("unsure", "match", 0.9)
+    assert next((m.fact_check_id, m.tier, m.probability) for m in found[0]) == ("sure", "match", 0.95)
+    assert found[2] == []
+    # Reranking off: the screen decides every post, as it was calibrated, and nothing is logged.
+    off = RetrievalConfig(HYBRID, top_k=5, min_score=-1.0, candidates=50)
+    with caplog.at_level("ERROR", logger="worker.retrieval.retriever"):
+        found = search(Retriever(source, off), 3, Decisions(cascade, cuts, reranker))
+    assert [(m.fact_check_id, m.tier) for m in found[1]] == [("unsure", "suggestion"), ("unsure-2", "suggestion")]
+    assert len(reranker.pairs) == 1 and not caplog.records
+    # Without a band every post is reread.
+    everyone = CountingReranker()
+    search(Retriever(source, config), 3, Decisions(replace(cascade, rerank_band=None), cuts, everyone))
+    assert len(everyone.pairs) == 3
+
+
 def test_language_aware_fusion_does_not_rank_a_cross_lingual_match_below_same_language_term_sharers() -> None:
     right = Candidate("de-right", 0.88, 1, None, None, lang="de")
     sharers = [Candidate(f"en-{i}", 0.80 - i / 100, i + 2, 0.5 - i / 100, i + 1, lang="en") for i in range(3)]
@@ -124,6 +185,39 @@ def test_fitted_decision_is_calibrated_and_survives_json() -> None:
     assert model.coef[FEATURES.index("cosine")] > 0
     with pytest.raises(ValueError, match="both right and wrong"):
         fit_decision([LabelledRow("p", "en", (0.0,) * len(FEATURES), False)] * 10)
+
+
+def test_a_fitted_cascade_screens_without_the_reranker_and_cuts_on_what_it_gives() -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for post in range(400):
+        answerable = post % 2 == 0
+        for rank in range(4):
+            correct = answerable and rank == 0
+            cos = rng.normal(0.83 if correct else 0.78, 0.03)
+            logit = rng.normal(2.0 if correct else -2.0, 1.0)  # the reranker knows better
+            x = [cos, 0.0, 0.0, 1 / (rank + 1), 0.0, 0.0, 0.0, 1.0, 0.1, 2.0, 0.0, 0.0, 0.0, logit]
+            rows.append(LabelledRow(f"p{post}", "en", tuple(x), correct))
+    cascade, oof = fit_cascade(rows, (0.2, 0.8))
+    assert cascade.uses_rerank and cascade.screen is not None and not cascade.screen.uses_rerank
+    _screen, screened = fit_decision([replace(r, features=r.features[:-1]) for r in rows])
+    reranked = fit_decision(rows)[1]
+    top: dict[str, float] = {}
+    for r, p in zip(rows, screened, strict=True):
+        top[r.post] = max(top.get(r.post, 0.0), float(p))
+    inside = np.array([0.2 <= top[r.post] <= 0.8 for r in rows])
+    assert 0 < inside.mean() < 1
+    # Posts outside the band keep the screen's probability, those inside get the reranked model's.
+    assert np.allclose(oof[~inside], screened[~inside]) and np.allclose(oof[inside], reranked[inside])
+    assert cascade.fitted_on["reranked_posts"] == pytest.approx(inside.reshape(-1, 4)[:, 0].mean(), abs=1e-3)
+    again = DecisionModel.from_json(cascade.to_json())
+    assert again == cascade and again.rerank_band == (0.2, 0.8)
+    broken = json.loads(cascade.to_json())
+    broken["screen"] = json.loads(cascade.to_json()) | {"screen": None}
+    with pytest.raises(ValueError, match="without the reranker"):
+        DecisionModel.from_json(broken)
+    with pytest.raises(ValueError, match="reranker's score"):
+        fit_cascade([replace(r, features=r.features[:-1]) for r in rows], (0.2, 0.8))
 
 
 def test_language_agreement_is_learned_only_from_right_answers_across_languages() -> None:

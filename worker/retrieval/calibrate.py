@@ -21,7 +21,15 @@ import numpy as np
 from worker.domain import Encoder
 from worker.retrieval.claims import claim_text
 from worker.retrieval.cluster_cut import cluster_cut_of
-from worker.retrieval.decision import DecisionModel, Decisions, LabelledRow, fit_decision, fitted_cluster_cut
+from worker.retrieval.decision import (
+    FEATURES,
+    DecisionModel,
+    Decisions,
+    LabelledRow,
+    fit_cascade,
+    fit_decision,
+    fitted_cluster_cut,
+)
 from worker.retrieval.openset import Published, open_set_report, precision_recall_curve
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import Query, RetrievalConfig, Retriever, Scored, queries_of
@@ -145,6 +153,8 @@ class CalibrationConfig:
     false_alarm_budgets: Mapping[Tier, float] = field(default_factory=dict)
     # Standard errors a cut's precision (and false alarms) must clear its target by (0: none).
     z: float = 0.0
+    # With a reranker: the screened top probabilities whose posts are reranked (a cascade).
+    rerank_band: tuple[float, float] = (0.0, 1.0)
 
     def fit(self, rows: Sequence[LabelledRow], labelled: LabelledPosts, fitted_on: dict[str, Any]) -> Calibration:
         """:func:`fit_calibration` with this config's targets, budgets and support (nothing stored)."""
@@ -157,6 +167,7 @@ class CalibrationConfig:
             fitted_on=fitted_on,
             false_alarm_budgets=self.false_alarm_budgets,
             z=self.z,
+            rerank_band=self.rerank_band,
         )
 
     async def rows(
@@ -193,13 +204,19 @@ def fit_calibration(
     fitted_on: dict[str, Any] | None = None,
     false_alarm_budgets: Mapping[Tier, float] | None = None,
     z: float = 0.0,
+    rerank_band: tuple[float, float] = (0.0, 1.0),
 ) -> Calibration:
     """Decision model, tier cuts on its out-of-fold probabilities, and the cross-validated open-set report.
 
     Each tier's cut keeps its precision target and, where one is given, its false-alarm budget
     over the labelled posts that have no fact-check (the stricter cut wins; the report's
-    ``cuts`` says which bound each)."""
-    model, oof = fit_decision(rows, fitted_on=fitted_on)
+    ``cuts`` says which bound each). Rows that carry the reranker's score fit a cascade
+    (:func:`fit_cascade`: only posts within ``rerank_band`` are reranked), cut on what it gives."""
+    reranked = bool(rows) and len(rows[0].features) > len(FEATURES)
+    if reranked:
+        model, oof = fit_cascade(rows, rerank_band, fitted_on=fitted_on)
+    else:
+        model, oof = fit_decision(rows, fitted_on=fitted_on)
     scored = [(r.lang, float(p), r.correct) for r, p in zip(rows, oof, strict=True)]
     thresholds = fit_thresholds(scored, targets, min_support, z)
     by_post: dict[str, list[tuple[float, LabelledRow]]] = {}

@@ -34,7 +34,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,12 @@ class DecisionModel:
     # Stands in for a cross-lingual candidate's lexical score (the median where lexical found one).
     neutral_lexical: float
     fitted_on: dict[str, Any]
+    # A cascade (a model that reads the reranker's score): ``screen`` decides every post without
+    # it, and only a post whose most probable candidate's screened probability lies within
+    # ``rerank_band`` is reranked and decided by this model. The screen also serves every post
+    # where the reranker is off or missing. None: every post is reranked (fitted before cascades).
+    screen: DecisionModel | None = None
+    rerank_band: tuple[float, float] | None = None
 
     def raw(self, x: Array) -> Array:
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -103,6 +109,12 @@ class DecisionModel:
         data = json.loads(text) if isinstance(text, str) else dict(text)
         for key in ("features", "mean", "scale", "coef", "calib_x", "calib_y"):
             data[key] = tuple(data[key])
+        if data.get("screen") is not None:
+            data["screen"] = cls.from_json(data["screen"])
+            if data["screen"].uses_rerank or data["screen"].screen is not None:
+                raise ValueError("a decision model's screen must decide without the reranker")
+        if data.get("rerank_band") is not None:
+            data["rerank_band"] = _band(data["rerank_band"])
         model = cls(**data)
         if model.features not in (FEATURES, (*FEATURES, RERANK)):
             raise ValueError(
@@ -114,6 +126,20 @@ class DecisionModel:
     @property
     def uses_rerank(self) -> bool:
         return RERANK in self.features
+
+    def reranks(self, screened_top: float) -> bool:
+        """Whether a post whose screened top probability is ``screened_top`` is reranked (a cascade)."""
+        if self.rerank_band is None:
+            return True
+        low, high = self.rerank_band
+        return low <= screened_top <= high
+
+
+def _band(value: Sequence[float]) -> tuple[float, float]:
+    low, high = (float(v) for v in value)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"rerank band {value!r} is not a probability interval")
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -311,3 +337,26 @@ def fit_decision(
         },
     )
     return decision, decision.probability(oof_raw)
+
+
+def fit_cascade(
+    rows: Sequence[LabelledRow], band: tuple[float, float], *, seed: int = 0, fitted_on: dict[str, Any] | None = None
+) -> tuple[DecisionModel, Array]:
+    """A cascade fitted on rows that carry the reranker's score: the screen (the same fit without
+    it), this model over it, and the out-of-fold probability the cascade gives each row: the
+    reranked model's for posts whose screened top probability lies within ``band``, the
+    screen's for the rest (what the tier cuts are fitted on)."""
+    if not rows or len(rows[0].features) != len(FEATURES) + 1:
+        raise ValueError("a cascade is fitted on rows with the reranker's score")
+    band = _band(band)
+    plain = [replace(r, features=r.features[: len(FEATURES)]) for r in rows]
+    screen, screened = fit_decision(plain, folds=5, seed=seed, fitted_on=fitted_on)
+    model, reranked = fit_decision(rows, folds=5, seed=seed, fitted_on=fitted_on)
+    top: dict[str, float] = {}
+    for r, p in zip(rows, screened, strict=True):
+        top[r.post] = max(top.get(r.post, 0.0), float(p))
+    cascade = replace(model, screen=screen, rerank_band=band)
+    chosen = np.asarray([cascade.reranks(top[r.post]) for r in rows])
+    share = sum(cascade.reranks(p) for p in top.values()) / max(1, len(top))
+    cascade = replace(cascade, fitted_on={**cascade.fitted_on, "reranked_posts": round(share, 4)})
+    return cascade, np.where(chosen, reranked, screened)

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from worker.domain import FactCheckDetails, PostCandidates, Vectors
-from worker.retrieval.decision import Decisions, features
+from worker.retrieval.decision import DecisionModel, Decisions, features
 from worker.retrieval.modes import MODES, Candidate, FusionConfig, ModeName, fuse
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.tiers import Tier, tier_for
@@ -162,24 +162,58 @@ class Retriever:
             for c, q in zip(candidates, queries, strict=True)
         ]
         chunk = _Chunk(found, [])
-        rerank = await self._rerank_scores(version, decisions, fused, queries, chunk, featurize=featurize)
-        chunk.pools = [
-            self._decide(f, q, decisions, rerank[i] if rerank is not None else None, deciding, featurize)
-            for i, (f, q) in enumerate(zip(fused, queries, strict=True))
-        ]
+        chunk.pools = await self._decided(version, decisions, fused, queries, chunk, deciding, featurize)
         return chunk
+
+    async def _decided(
+        self,
+        version: str,
+        decisions: Decisions | None,
+        fused: Sequence[Sequence[tuple[Candidate, float]]],
+        queries: Sequence[Query],
+        chunk: _Chunk,
+        deciding: bool,
+        featurize: bool,
+    ) -> list[list[Scored]]:
+        """Each post's pool decided: by the version's model, or by its cascade (the screen for every
+        post, the reranked model for those within its band), or plainly fused when undecided."""
+        model = decisions.model if decisions else None
+        reranker = decisions.reranker if decisions else None
+        reranking = reranker is not None and self.config.rerank_top_n > 0
+        pairs = list(zip(fused, queries, strict=True))
+        if featurize or model is None or not model.uses_rerank:
+            rereads = featurize and reranking and reranker is not None
+            scores = await self._rerank(reranker, fused, queries, chunk) if rereads and reranker else None
+            return [
+                self._decide(f, q, model, scores[i] if scores else None, deciding, featurize)
+                for i, (f, q) in enumerate(pairs)
+            ]
+        if not reranking or reranker is None:
+            if model.screen is not None:  # the cascade's screen decides alone, as calibrated
+                return [self._decide(f, q, model.screen, None, deciding, False) for f, q in pairs]
+            self._no_reranker(version)
+            return [self._decide(f, q, model, [0.0] * len(f), deciding, False) for f, q in pairs]
+        if model.screen is None:
+            scores = await self._rerank(reranker, fused, queries, chunk)
+            return [self._decide(f, q, model, scores[i], deciding, False) for i, (f, q) in enumerate(pairs)]
+        decided = [self._decide(f, q, model.screen, None, deciding, False) for f, q in pairs]
+        todo = [i for i, pool in enumerate(decided) if pool and model.reranks(pool[0].probability or 0.0)]
+        if todo:
+            scores = await self._rerank(reranker, [fused[i] for i in todo], [queries[i] for i in todo], chunk)
+            for i, score in zip(todo, scores, strict=True):
+                decided[i] = self._decide(fused[i], queries[i], model, score, deciding, False)
+        return decided
 
     def _decide(
         self,
         fused: Sequence[tuple[Candidate, float]],
         query: Query,
-        decisions: Decisions | None,
+        model: DecisionModel | None,
         rerank: Sequence[float] | None,
         deciding: bool,
         featurize: bool,
     ) -> list[Scored]:
         """One post's pool in the decision's order, each candidate with its probability."""
-        model = decisions.model if decisions else None
         if not deciding or not fused:
             return [Scored(c, f) for c, f in fused]
         neutral = model.neutral_lexical if model else 0.0
@@ -194,44 +228,29 @@ class Retriever:
             for i in order
         ]
 
-    async def _rerank_scores(
-        self,
-        version: str,
-        decisions: Decisions | None,
-        fused: Sequence[Sequence[tuple[Candidate, float]]],
-        queries: Sequence[Query],
-        chunk: _Chunk,
-        *,
-        featurize: bool,
-    ) -> list[list[float]] | None:
-        """The reranker's logits when the decision reads them (None when it does not)."""
-        model = decisions.model if decisions else None
-        reranker = decisions.reranker if decisions else None
-        wants = featurize or (model is not None and model.uses_rerank)
-        if wants and reranker is not None and self.config.rerank_top_n > 0:
-            # Every pooled candidate's details at once: the reranked ones now, the published later.
-            chunk.details = await self.source.details([c.fact_check_id for pool in fused for c, _ in pool])
-            return await self._rerank(reranker, fused, queries, chunk.details)
-        if model is not None and model.uses_rerank:
-            if version not in self._missing_reranker:  # once per version, not once per batch
-                self._missing_reranker.add(version)
-                log.error(
-                    "version %s decides with a reranker it does not have here (rerank_top_n is 0 or it is"
-                    " missing): its score counts as 0",
-                    version,
-                )
-            return [[0.0] * len(pool) for pool in fused]
-        return None
+    def _no_reranker(self, version: str) -> None:
+        if version not in self._missing_reranker:  # once per version, not once per batch
+            self._missing_reranker.add(version)
+            log.error(
+                "version %s decides with a reranker it does not have here (rerank_top_n is 0 or it is"
+                " missing): its score counts as 0",
+                version,
+            )
 
     async def _rerank(
         self,
         reranker: Reranker,
         pools: Sequence[Sequence[tuple[Candidate, float]]],
         queries: Sequence[Query],
-        details: Mapping[str, FactCheckDetails],
+        chunk: _Chunk,
     ) -> list[list[float]]:
-        """The cross-encoder's logit for each post's top ``rerank_top_n``; the rest get the lowest seen."""
+        """The cross-encoder's logit for each post's top ``rerank_top_n``; the rest get the lowest seen.
+        The reranked fact-checks' details join the chunk's (the published ones are fetched later)."""
         n = self.config.rerank_top_n
+        reread = [c.fact_check_id for pool in pools for c, _ in pool[:n] if c.fact_check_id not in chunk.details]
+        if reread:
+            chunk.details.update(await self.source.details(reread))
+        details = chunk.details
         pairs = [
             (q.text, document_text(details[c.fact_check_id].title, details[c.fact_check_id].claim))
             for q, fused in zip(queries, pools, strict=True)

@@ -71,6 +71,8 @@ class Settings(
             raise ValueError("tier_suggestion_false_alarm must not be below tier_match_false_alarm")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.rerank_band_low > self.rerank_band_high:
+            raise ValueError("rerank_band_low must not exceed rerank_band_high")
         if self.claim_clusters and self.reuse_window_s > self.cluster_window_s:
             # A repeat joins its origin's cluster, which must still be there.
             raise ValueError("reuse_window_s must not exceed cluster_window_s")

@@ -38,6 +38,14 @@ class SearchSettings(BaseModel):
         description="Candidates per post the version's cross-encoder rereads (0: off). Costs one"
         " transformer pass per candidate: see README's reranking figures before turning it on.",
     )
+    # The uncertain band: a cascade reranks only posts whose top probability without the reranker
+    # lies within it (fitted into the decision by `factmatch calibrate`; docs/measurements.md).
+    rerank_band_low: float = Field(
+        0.0, ge=0, le=1, description="Lowest screened top probability a post is reranked at (a cascade)."
+    )
+    rerank_band_high: float = Field(
+        1.0, ge=0, le=1, description="Highest screened top probability a post is reranked at (a cascade)."
+    )
     publish_untiered: bool = Field(
         False,
         description="Also publish matches below every tier (the version has a decision model); off: a post"

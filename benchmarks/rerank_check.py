@@ -50,6 +50,21 @@ class CachedReranker:
         return np.asarray([self.cache[p] for p in pairs], dtype=np.float64)
 
 
+async def mined_pairs(gathered: Any, retriever: Retriever, enc: Any) -> list[Pair]:
+    """CheckThat! train's posts, each with its fact-checks and NEGATIVES of the retriever's mistakes."""
+    full_train = load_labelled_set(DATA / "corpus.jsonl", DATA / "train_queries.jsonl", DATA / "train_qrels.tsv")
+    posts = LabelledPosts(dict(full_train.queries), {}, with_twins(full_train.qrels, twin_groups(full_train.corpus)))
+    texts = {fc_id: document_text(fc.title, fc.claim) for fc_id, fc in gathered.corpus.items()}
+    pools = await collect_pools(retriever, "m", enc, posts)
+    pairs: list[Pair] = []
+    for q, pool in pools.items():
+        gold = posts.qrels[q]
+        pairs += [(posts.queries[q], texts[fc], 1.0) for fc in sorted(gold) if fc in texts]
+        wrong = [s.candidate.fact_check_id for s in pool if s.candidate.fact_check_id not in gold][:NEGATIVES]
+        pairs += [(posts.queries[q], texts[fc], 0.0) for fc in wrong]
+    return pairs
+
+
 def trained_reranker(
     settings: Any, model: str, pairs: list[Pair], cache: Path
 ) -> tuple[CrossEncoderReranker, float | None]:
@@ -82,16 +97,8 @@ async def rerank_experiment(
     cache: Path,
 ) -> dict[str, Any]:
     data = DATA
-    full_train = load_labelled_set(data / "corpus.jsonl", data / "train_queries.jsonl", data / "train_qrels.tsv")
-    posts = LabelledPosts(dict(full_train.queries), {}, with_twins(full_train.qrels, twin_groups(full_train.corpus)))
     texts = {fc_id: document_text(fc.title, fc.claim) for fc_id, fc in gathered.corpus.items()}
-    pools = await collect_pools(retriever, "m", enc, posts)
-    pairs: list[Pair] = []
-    for q, pool in pools.items():
-        gold = posts.qrels[q]
-        pairs += [(posts.queries[q], texts[fc], 1.0) for fc in sorted(gold) if fc in texts]
-        wrong = [s.candidate.fact_check_id for s in pool if s.candidate.fact_check_id not in gold][:NEGATIVES]
-        pairs += [(posts.queries[q], texts[fc], 0.0) for fc in wrong]
+    pairs = await mined_pairs(gathered, retriever, enc)
     out: dict[str, Any] = {"train_pairs": len(pairs), "top_n": TOP_N}
     inner, out["train_seconds"] = trained_reranker(settings, model, pairs, cache)
     reranker = CachedReranker(inner)

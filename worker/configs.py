@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from worker.core.decoding import Limits
 from worker.core.document_cache import CachedDocuments, model_identity
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_device
+from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_autocast, resolve_device
 from worker.core.images import ImageConfig
 from worker.core.indexer import CorpusIndexer
 from worker.core.pipeline import PipelineConfig
@@ -248,7 +248,9 @@ def reranker_loader(settings: Settings) -> Callable[[str], Reranker | None] | No
     from worker.retrieval.rerank import load_reranker
 
     device = resolve_device(settings.device)
-    return lambda path: load_reranker(path, device)
+    # The cross-encoder is loaded in float32: autocast on a bf16 CPU as the encoder's posts are.
+    autocast = resolve_autocast(settings.autocast, device, "float32")
+    return lambda path: load_reranker(path, device, autocast)
 
 
 def rollout_config(settings: Settings) -> RolloutConfig:

@@ -15,6 +15,7 @@ from the retriever (``trainer/rerank.py``). It lives in the version's directory 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,20 +36,41 @@ class Reranker(Protocol):
 
 
 class CrossEncoderReranker:
-    def __init__(self, path: str, device: str = "cpu", batch_size: int = 32, max_length: int = 256) -> None:
+    """A cross-encoder's logits; on a CPU with native bf16, under ``autocast`` as the encoder's
+    posts are (the dtype the encoder resolved, or None: float32)."""
+
+    def __init__(
+        self,
+        path: str,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int = 256,
+        autocast: str | None = None,
+    ) -> None:
         from sentence_transformers import CrossEncoder
 
         self.model = CrossEncoder(path, device=device, max_length=max_length)
+        self.path = path
         self.batch_size = batch_size
+        self.device = device
+        self.autocast = autocast
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
         if not pairs:
             return np.zeros(0)
         # Raw logits: the decision model standardises and weighs them itself.
-        out = self.model.predict(
-            list(pairs), batch_size=self.batch_size, activation_fn=_identity, show_progress_bar=False
-        )
+        with self._arithmetic():
+            out = self.model.predict(
+                list(pairs), batch_size=self.batch_size, activation_fn=_identity, show_progress_bar=False
+            )
         return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def _arithmetic(self) -> contextlib.AbstractContextManager[object]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.autocast))
 
 
 def _identity(x: object) -> object:
@@ -59,10 +81,10 @@ def reranker_path(version_path: str) -> Path:
     return Path(version_path) / RERANKER_DIR
 
 
-def load_reranker(version_path: str, device: str = "cpu") -> CrossEncoderReranker | None:
+def load_reranker(version_path: str, device: str = "cpu", autocast: str | None = None) -> CrossEncoderReranker | None:
     """The version's reranker, when it was trained with one."""
     path = reranker_path(version_path)
     if not (path / "config.json").is_file():
         return None
     log.info("loading the reranker in %s", path)
-    return CrossEncoderReranker(str(path), device=device)
+    return CrossEncoderReranker(str(path), device=device, autocast=autocast)

@@ -1,0 +1,201 @@
+"""The reranker as a cascade (issue 26): only the posts the decision is unsure of are reread.
+
+The cross-encoder is the one ``benchmarks/decisions.py --rerank`` trains on CheckThat! 2020 train
+(kept under --cache; trained here when it is not, half an hour on 2 cores). On open-set dev the
+decision is fitted without the reranker, with it for every post, and as a cascade for each
+uncertain band (the screen's top probability in [low, high]); the band is chosen on dev's
+cross-validated figures: the fewest posts reranked that keep 90% of the reranker's AUROC gain
+and its match recall within 0.02. Test (open-set) is judged once for each of the three
+decisions, counting the pairs the cross-encoder reads, and the costs are timed side by side in
+one run: the encoder stage on the test posts vs the cross-encoder over every post's top 10 and
+over the cascade's pairs, in float32 and under the encoder's bf16 autocast.
+
+    .venv/bin/python benchmarks/rerank_cascade.py [--model DIR] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from decisions import DATA, CachedSource, NoEncoder, gathered_splits, judge  # benchmarks/decisions.py
+from rerank_check import TOP_N, CachedReranker, mined_pairs, trained_reranker  # benchmarks/rerank_check.py
+
+from worker.configs import calibration_config, encoder_options, retrieval_config
+from worker.core.encoder import SentenceTransformerEncoder, resolve_autocast
+from worker.local.models import default_model_ref
+from worker.retrieval.calibrate import Calibration, collect_pools, decision_rows
+from worker.retrieval.decision import FEATURES, Decisions
+from worker.retrieval.rerank import CrossEncoderReranker
+from worker.retrieval.retriever import Retriever
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parent
+BANDS = [
+    (0.0, 1.0),
+    (0.01, 0.99),
+    (0.02, 0.98),
+    (0.05, 0.95),
+    (0.05, 0.9),
+    (0.1, 0.95),
+    (0.1, 0.9),
+    (0.2, 0.95),
+    (0.2, 0.9),
+    (0.3, 0.9),
+    (0.2, 0.8),
+]
+KEEP_GAIN = 0.9  # the share of the reranker's dev AUROC gain a band must keep
+RECALL_SLACK = 0.02
+
+
+class Counting:
+    """A reranker that counts the pairs it is asked for, and keeps them (for timing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.pairs: list[tuple[str, str]] = []
+
+    def score(self, pairs: Any) -> Any:
+        self.pairs += list(pairs)
+        return self.inner.score(pairs)
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    m, ms = report["match"], report["match_or_suggestion"]
+    return {
+        "match P/R/FA": [round(m["precision"], 3), round(m["recall"], 3), round(m["false_alarm"], 3)],
+        "match or suggestion P/R/FA": [round(ms["precision"], 3), round(ms["recall"], 3), round(ms["false_alarm"], 3)],
+        "auroc": round(report["auroc"], 4),
+    }
+
+
+def choose(sweep: dict[str, dict[str, Any]], plain: dict[str, Any]) -> str:
+    """The band that rereads the fewest posts and keeps the reranker's gain on dev."""
+    full = sweep[str(BANDS[0])]
+    floor = plain["auroc"] + KEEP_GAIN * (full["auroc"] - plain["auroc"])
+    keeping = [
+        band
+        for band, s in sweep.items()
+        if s["auroc"] >= floor and s["match P/R/FA"][1] >= full["match P/R/FA"][1] - RECALL_SLACK
+    ]
+    return min(keeping, key=lambda band: sweep[band]["reranked posts"])
+
+
+def timed(fn: Any, *args: Any) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+async def run(model: str, cache: Path) -> dict[str, Any]:
+    settings = Settings()
+    splits, gathered = await gathered_splits(model, settings, cache)
+    dev, test = splits["dev"], splits["test"]
+    enc = NoEncoder(gathered.dimension)
+    config = replace(retrieval_config(settings), min_score=-1.0)
+    retriever = Retriever(CachedSource(gathered), config)
+    reranking = Retriever(retriever.source, replace(config, rerank_top_n=TOP_N))
+    inner, trained_s = trained_reranker(settings, model, await mined_pairs(gathered, retriever, enc), cache)
+    cached = CachedReranker(inner)
+    out: dict[str, Any] = {"model": model, "top_n": TOP_N, "reranker trained s": trained_s}
+
+    # Dev: every pooled candidate with the reranker's score, fitted without it and per band.
+    pools = await collect_pools(reranking, "m", enc, dev, featurize=True, decisions=Decisions(reranker=cached))
+    rows = decision_rows(pools, dev)
+    calib = calibration_config(settings)
+    plain = calib.fit([replace(r, features=r.features[: len(FEATURES)]) for r in rows], dev, {"data": "dev"})
+    fits: dict[str, Calibration] = {}
+    sweep: dict[str, dict[str, Any]] = {}
+    for band in BANDS:
+        fits[str(band)] = replace(calib, rerank_band=band).fit(rows, dev, {"data": "dev"})
+        sweep[str(band)] = summary(fits[str(band)].report) | {
+            "reranked posts": fits[str(band)].model.fitted_on["reranked_posts"]
+        }
+        print(f"dev, band {band}: {sweep[str(band)]}")
+    out["dev, no reranker"] = summary(plain.report)
+    out["dev, per band (cross-validated)"] = sweep
+    chosen = choose(sweep, out["dev, no reranker"])
+    out["chosen band"] = chosen
+    print(f"dev, no reranker: {out['dev, no reranker']}\nchosen band: {chosen}")
+
+    # Test, once per decision, counting what the cross-encoder reads.
+    counted: dict[str, Counting] = {}
+    out["test"] = {}
+    for name, fitted, by in (
+        ("no reranker", plain, retriever),
+        ("reranker, every post", fits[str(BANDS[0])], reranking),
+        (f"cascade {chosen}", fits[chosen], reranking),
+    ):
+        counted[name] = Counting(cached)
+        report, _ = await judge(by, enc, test, fitted.decisions(counted[name]))
+        out["test"][name] = summary(report) | {"pairs a post": round(len(counted[name].pairs) / len(test.queries), 2)}
+        print(f"test, {name}: {out['test'][name]}")
+    out["test"] |= await bf16_figures(inner.path, settings, test, enc, reranking, fits[chosen], chosen, cached)
+    out["cost"] = costs(model, inner.path, settings, list(test.queries.values()), counted, chosen)
+    return out
+
+
+async def bf16_figures(
+    path: str, settings: Settings, test: Any, enc: Any, reranking: Retriever, fitted: Calibration, band: str, fp32: Any
+) -> dict[str, Any]:
+    """The cascade judged with the cross-encoder under the encoder's autocast, and how its logits differ."""
+    autocast = resolve_autocast(settings.autocast, "cpu", "float32")
+    if autocast is None:
+        return {"bf16": "this CPU has no native bf16"}
+    bf16 = Counting(CachedReranker(CrossEncoderReranker(path, autocast=autocast)))
+    report, _ = await judge(reranking, enc, test, fitted.decisions(bf16))
+    a, b = fp32.score(bf16.pairs), bf16.inner.score(bf16.pairs)
+    return {
+        f"cascade {band}, bf16 autocast": summary(report)
+        | {
+            "logit max |diff| to fp32": round(float(np.abs(a - b).max()), 4),
+            "logit correlation": round(float(np.corrcoef(a, b)[0, 1]), 5),
+        }
+    }
+
+
+def costs(
+    model: str, path: str, settings: Settings, posts: list[str], counted: dict[str, Counting], band: str
+) -> dict[str, Any]:
+    """Seconds for the test posts, side by side: encoder stage, then the cross-encoder's pairs."""
+    encoder = SentenceTransformerEncoder(model, encoder_options(settings))
+    encoder.encode_queries(posts[:16])  # warm-up
+    encode_s = timed(encoder.encode_queries, posts)
+    autocast = resolve_autocast(settings.autocast, "cpu", "float32")
+    out: dict[str, Any] = {"posts": len(posts), "encoder stage posts/s": round(len(posts) / encode_s, 1)}
+    for precision, cast in (("fp32", None), ("bf16 autocast", autocast)):
+        if precision != "fp32" and cast is None:
+            continue
+        cross = CrossEncoderReranker(path, autocast=cast)
+        cross.score(counted["reranker, every post"].pairs[:16])  # warm-up
+        for name in ("reranker, every post", f"cascade {band}"):
+            seconds = timed(cross.score, counted[name].pairs)
+            out[f"{name}, {precision}: CPU over the encoder stage"] = round(seconds / encode_s, 3)
+            out[f"{name}, {precision}: posts/s"] = round(len(posts) / (encode_s + seconds), 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="Model directory (default: the default model).")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"), help="Candidates, reranker.")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "rerank_cascade.json")
+    args = parser.parse_args()
+    if not (DATA / "corpus.jsonl").is_file():
+        print(f"skipped: {DATA} not found")
+        return
+    result = asyncio.run(run(args.model or default_model_ref(Settings().model_store), args.cache))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["cost"], indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,13 +2,14 @@
 
 The cross-encoder is the one ``benchmarks/decisions.py --rerank`` trains on CheckThat! 2020 train
 (kept under --cache; trained here when it is not, half an hour on 2 cores). On open-set dev the
-decision is fitted without the reranker, with it for every post, and as a cascade for each
-uncertain band (the screen's top probability in [low, high]); the band is chosen on dev's
-cross-validated figures: the fewest posts reranked that keep 90% of the reranker's AUROC gain
-and its match recall within 0.02. Test (open-set) is judged once for each of the three
-decisions, counting the pairs the cross-encoder reads, and the costs are timed side by side in
-one run: the encoder stage on the test posts vs the cross-encoder over every post's top 10 and
-over the cascade's pairs, in float32 and under the encoder's bf16 autocast.
+decision is fitted without the reranker, with it over every post's top 10, and as a cascade for
+each top-N the cross-encoder rereads (1, 3, 10) and uncertain band (the screen's top probability
+in [low, high]); the top-N and band are chosen on dev's cross-validated figures: the fewest pairs
+reread that keep 90% of the reranker's AUROC gain and its match recall within 0.02. Test
+(open-set) is judged once for each of the three decisions, counting the pairs the cross-encoder
+reads, and the costs are timed side by side in one run: the encoder stage on the test posts vs
+the cross-encoder over every post's top 10 and over the cascade's pairs, in float32 and under the
+encoder's bf16 autocast.
 
     .venv/bin/python benchmarks/rerank_cascade.py [--model DIR] [--out FILE]
 """
@@ -50,6 +51,7 @@ BANDS = [
     (0.3, 0.9),
     (0.2, 0.8),
 ]
+TOP_NS = (1, 3, TOP_N)
 KEEP_GAIN = 0.9  # the share of the reranker's dev AUROC gain a band must keep
 RECALL_SLACK = 0.02
 
@@ -76,15 +78,15 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def choose(sweep: dict[str, dict[str, Any]], plain: dict[str, Any]) -> str:
-    """The band that rereads the fewest posts and keeps the reranker's gain on dev."""
-    full = sweep[str(BANDS[0])]
+    """The top-N and band that reread the fewest pairs and keep the reranker's gain on dev."""
+    full = sweep[f"top {TOP_N}, band {BANDS[0]}"]
     floor = plain["auroc"] + KEEP_GAIN * (full["auroc"] - plain["auroc"])
     keeping = [
         band
         for band, s in sweep.items()
         if s["auroc"] >= floor and s["match P/R/FA"][1] >= full["match P/R/FA"][1] - RECALL_SLACK
     ]
-    return min(keeping, key=lambda band: sweep[band]["reranked posts"])
+    return min(keeping, key=lambda key: (sweep[key]["pairs a post"], -sweep[key]["auroc"]))
 
 
 def timed(fn: Any, *args: Any) -> float:
@@ -100,59 +102,65 @@ async def run(model: str, cache: Path) -> dict[str, Any]:
     enc = NoEncoder(gathered.dimension)
     config = replace(retrieval_config(settings), min_score=-1.0)
     retriever = Retriever(CachedSource(gathered), config)
-    reranking = Retriever(retriever.source, replace(config, rerank_top_n=TOP_N))
     inner, trained_s = trained_reranker(settings, model, await mined_pairs(gathered, retriever, enc), cache)
     cached = CachedReranker(inner)
     out: dict[str, Any] = {"model": model, "top_n": TOP_N, "reranker trained s": trained_s}
 
-    # Dev: every pooled candidate with the reranker's score, fitted without it and per band.
-    pools = await collect_pools(reranking, "m", enc, dev, featurize=True, decisions=Decisions(reranker=cached))
-    rows = decision_rows(pools, dev)
+    # Dev: every pooled candidate with the reranker's score over each top-N, fitted without it
+    # and per (top-N, band).
     calib = calibration_config(settings)
-    plain = calib.fit([replace(r, features=r.features[: len(FEATURES)]) for r in rows], dev, {"data": "dev"})
-    fits: dict[str, Calibration] = {}
+    fits: dict[str, tuple[Calibration, Retriever]] = {}
     sweep: dict[str, dict[str, Any]] = {}
-    for band in BANDS:
-        fits[str(band)] = replace(calib, rerank_band=band).fit(rows, dev, {"data": "dev"})
-        sweep[str(band)] = summary(fits[str(band)].report) | {
-            "reranked posts": fits[str(band)].model.fitted_on["reranked_posts"]
-        }
-        print(f"dev, band {band}: {sweep[str(band)]}")
+    for n in TOP_NS:
+        by = Retriever(retriever.source, replace(config, rerank_top_n=n))
+        pools = await collect_pools(by, "m", enc, dev, featurize=True, decisions=Decisions(reranker=cached))
+        rows = decision_rows(pools, dev)
+        if n == TOP_N:
+            plain = calib.fit([replace(r, features=r.features[: len(FEATURES)]) for r in rows], dev, {"data": "dev"})
+        for band in BANDS if n == TOP_N else BANDS[1:]:
+            key = f"top {n}, band {band}"
+            fitted = replace(calib, rerank_band=band).fit(rows, dev, {"data": "dev"})
+            fits[key] = (fitted, by)
+            share = fitted.model.fitted_on["reranked_posts"]
+            sweep[key] = summary(fitted.report) | {"reranked posts": share, "pairs a post": round(share * n, 3)}
+            print(f"dev, {key}: {sweep[key]}")
     out["dev, no reranker"] = summary(plain.report)
-    out["dev, per band (cross-validated)"] = sweep
+    out["dev, per top-N and band (cross-validated)"] = sweep
     chosen = choose(sweep, out["dev, no reranker"])
-    out["chosen band"] = chosen
-    print(f"dev, no reranker: {out['dev, no reranker']}\nchosen band: {chosen}")
+    out["chosen"] = chosen
+    print(f"dev, no reranker: {out['dev, no reranker']}\nchosen: {chosen}")
 
     # Test, once per decision, counting what the cross-encoder reads.
     counted: dict[str, Counting] = {}
     out["test"] = {}
-    for name, fitted, by in (
-        ("no reranker", plain, retriever),
-        ("reranker, every post", fits[str(BANDS[0])], reranking),
-        (f"cascade {chosen}", fits[chosen], reranking),
+    full = f"top {TOP_N}, band {BANDS[0]}"
+    for name, (fitted, by) in (
+        ("no reranker", (plain, retriever)),
+        ("reranker, every post", fits[full]),
+        (f"cascade {chosen}", fits[chosen]),
     ):
         counted[name] = Counting(cached)
         report, _ = await judge(by, enc, test, fitted.decisions(counted[name]))
         out["test"][name] = summary(report) | {"pairs a post": round(len(counted[name].pairs) / len(test.queries), 2)}
         print(f"test, {name}: {out['test'][name]}")
-    out["test"] |= await bf16_figures(inner.path, settings, test, enc, reranking, fits[chosen], chosen, cached)
+    out["test"] |= await bf16_figures(inner.path, settings, test, enc, fits[chosen], chosen, cached)
     out["cost"] = costs(model, inner.path, settings, list(test.queries.values()), counted, chosen)
     return out
 
 
 async def bf16_figures(
-    path: str, settings: Settings, test: Any, enc: Any, reranking: Retriever, fitted: Calibration, band: str, fp32: Any
+    path: str, settings: Settings, test: Any, enc: Any, chosen: tuple[Calibration, Retriever], name: str, fp32: Any
 ) -> dict[str, Any]:
     """The cascade judged with the cross-encoder under the encoder's autocast, and how its logits differ."""
     autocast = resolve_autocast(settings.autocast, "cpu", "float32")
     if autocast is None:
         return {"bf16": "this CPU has no native bf16"}
     bf16 = Counting(CachedReranker(CrossEncoderReranker(path, autocast=autocast)))
-    report, _ = await judge(reranking, enc, test, fitted.decisions(bf16))
+    fitted, by = chosen
+    report, _ = await judge(by, enc, test, fitted.decisions(bf16))
     a, b = fp32.score(bf16.pairs), bf16.inner.score(bf16.pairs)
     return {
-        f"cascade {band}, bf16 autocast": summary(report)
+        f"cascade {name}, bf16 autocast": summary(report)
         | {
             "logit max |diff| to fp32": round(float(np.abs(a - b).max()), 4),
             "logit correlation": round(float(np.corrcoef(a, b)[0, 1]), 5),

@@ -31,7 +31,7 @@ from psycopg.rows import dict_row
 from worker.domain import ClusterPost, ClusterSummary, Vectors
 from worker.storage.cluster_placing import Joins, Placing, Stored
 from worker.storage.db import Part
-from worker.storage.embeddings import vector_type
+from worker.storage.embeddings import as_floats, vector_type
 
 SUMMARY = "id, size, first_seen, last_seen, langs, platforms, fact_check_id, abstained"
 
@@ -217,8 +217,7 @@ class Clusters(Part):
         cur = await conn.execute(query, ([np.asarray(v, dtype=np.float32) for v in vectors], window_s), binary=True)
         found: list[Stored | None] = [None] * len(vectors)
         for o, cluster, centroid, similarity, size in await cur.fetchall():
-            c = centroid.to_numpy() if hasattr(centroid, "to_numpy") else centroid
-            found[int(o) - 1] = (int(cluster), np.asarray(c, dtype=np.float32), float(similarity), int(size))
+            found[int(o) - 1] = (int(cluster), as_floats(centroid), float(similarity), int(size))
         return found
 
     async def cluster(self, cluster_id: int) -> ClusterSummary | None:

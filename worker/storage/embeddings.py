@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from psycopg import sql
 
 from worker.domain import Vectors
@@ -22,6 +23,13 @@ HNSW_VECTOR_MAX_DIMS = 2000
 def vector_type(dimension: int) -> str:
     """The type the index (and the query) casts to: HNSW takes ``vector`` up to 2,000 dims."""
     return "vector" if dimension <= HNSW_VECTOR_MAX_DIMS else "halfvec"
+
+
+def as_floats(value: object) -> npt.NDArray[np.float32]:
+    """A vector read back from Postgres as float32: pgvector returns ``halfvec`` columns as
+    objects with ``to_numpy`` and ``vector`` columns as arrays."""
+    to_numpy = getattr(value, "to_numpy", None)
+    return np.asarray(to_numpy() if to_numpy else value, dtype=np.float32)
 
 
 def index_name(version: str) -> str:

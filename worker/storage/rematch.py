@@ -17,11 +17,10 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-import numpy as np
-
 from worker.domain import ClusteredPost, UnmatchedCluster
 from worker.storage.clusters import count_hits, hit_hour
 from worker.storage.db import Part
+from worker.storage.embeddings import as_floats
 
 
 def _main_language(langs: dict[str, int]) -> str | None:
@@ -60,7 +59,7 @@ class Rematches(Part):
         return [
             UnmatchedCluster(
                 cluster_id=int(cid),
-                centroid=np.asarray(c.to_numpy() if hasattr(c, "to_numpy") else c, dtype=np.float32),
+                centroid=as_floats(c),
                 text=text or "",
                 lang=_main_language(dict(langs or {})),
             )

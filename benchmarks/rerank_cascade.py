@@ -21,6 +21,7 @@ import asyncio
 import json
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from decisions import DATA, CachedSource, NoEncoder, gathered_splits, judge  # b
 from rerank_check import TOP_N, CachedReranker, mined_pairs, trained_reranker  # benchmarks/rerank_check.py
 
 from worker.configs import calibration_config, encoder_options, retrieval_config
-from worker.core.encoder import SentenceTransformerEncoder, resolve_autocast
+from worker.core.encoder import SentenceTransformerEncoder, autocast_context, resolve_autocast
 from worker.local.models import default_model_ref
 from worker.retrieval.calibrate import Calibration, collect_pools, decision_rows
 from worker.retrieval.decision import FEATURES, Decisions
@@ -155,7 +156,7 @@ async def bf16_figures(
     autocast = resolve_autocast(settings.autocast, "cpu", "float32")
     if autocast is None:
         return {"bf16": "this CPU has no native bf16"}
-    bf16 = Counting(CachedReranker(CrossEncoderReranker(path, autocast=autocast)))
+    bf16 = Counting(CachedReranker(CrossEncoderReranker(path, arithmetic=partial(autocast_context, "cpu", autocast))))
     fitted, by = chosen
     report, _ = await judge(by, enc, test, fitted.decisions(bf16))
     a, b = fp32.score(bf16.pairs), bf16.inner.score(bf16.pairs)
@@ -180,7 +181,7 @@ def costs(
     for precision, cast in (("fp32", None), ("bf16 autocast", autocast)):
         if precision != "fp32" and cast is None:
             continue
-        cross = CrossEncoderReranker(path, autocast=cast)
+        cross = CrossEncoderReranker(path, arithmetic=partial(autocast_context, "cpu", cast))
         cross.score(counted["reranker, every post"].pairs[:16])  # warm-up
         for name in ("reranker, every post", f"cascade {band}"):
             seconds = timed(cross.score, counted[name].pairs)

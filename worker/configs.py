@@ -12,12 +12,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.core.decoding import Limits
 from worker.core.document_cache import CachedDocuments, model_identity
-from worker.core.encoder import EncoderOptions, SentenceTransformerEncoder, resolve_autocast, resolve_device
+from worker.core.encoder import (
+    EncoderOptions,
+    SentenceTransformerEncoder,
+    autocast_context,
+    resolve_autocast,
+    resolve_device,
+)
 from worker.core.images import ImageConfig
 from worker.core.indexer import CorpusIndexer
 from worker.core.pipeline import PipelineConfig
@@ -249,8 +256,8 @@ def reranker_loader(settings: Settings) -> Callable[[str], Reranker | None] | No
 
     device = resolve_device(settings.device)
     # The cross-encoder is loaded in float32: autocast on a bf16 CPU as the encoder's posts are.
-    autocast = resolve_autocast(settings.autocast, device, "float32")
-    return lambda path: load_reranker(path, device, autocast)
+    arithmetic = partial(autocast_context, device, resolve_autocast(settings.autocast, device, "float32"))
+    return lambda path: load_reranker(path, device, arithmetic)
 
 
 def rollout_config(settings: Settings) -> RolloutConfig:

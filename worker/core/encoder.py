@@ -83,6 +83,16 @@ def resolve_autocast(requested: str, device: str, dtype: str) -> str | None:
     return None
 
 
+def autocast_context(device: str, dtype: str | None) -> contextlib.AbstractContextManager[object]:
+    """torch's autocast to ``dtype`` (a :func:`resolve_autocast` result) on ``device``'s kind;
+    nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device.split(":")[0], dtype=getattr(torch, dtype))
+
+
 @dataclass(frozen=True)
 class EncoderOptions:
     """The subset of settings that shapes how a model encodes (built by :mod:`worker.configs`)."""
@@ -208,11 +218,7 @@ class SentenceTransformerEncoder:
         return normalised
 
     def _arithmetic(self) -> contextlib.AbstractContextManager[object]:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        import torch
-
-        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.autocast))
+        return autocast_context(self.device, self.autocast)
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         """Posts, under the autocast dtype when there is one (the hot path)."""

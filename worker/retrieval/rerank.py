@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -36,8 +36,8 @@ class Reranker(Protocol):
 
 
 class CrossEncoderReranker:
-    """A cross-encoder's logits; on a CPU with native bf16, under ``autocast`` as the encoder's
-    posts are (the dtype the encoder resolved, or None: float32)."""
+    """A cross-encoder's logits, each batch inside ``arithmetic`` (the caller's precision context:
+    on a CPU with native bf16, the encoder's autocast; by default none, float32)."""
 
     def __init__(
         self,
@@ -45,32 +45,24 @@ class CrossEncoderReranker:
         device: str = "cpu",
         batch_size: int = 32,
         max_length: int = 256,
-        autocast: str | None = None,
+        arithmetic: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         from sentence_transformers import CrossEncoder
 
         self.model = CrossEncoder(path, device=device, max_length=max_length)
         self.path = path
         self.batch_size = batch_size
-        self.device = device
-        self.autocast = autocast
+        self.arithmetic = arithmetic
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float64]:
         if not pairs:
             return np.zeros(0)
         # Raw logits: the decision model standardises and weighs them itself.
-        with self._arithmetic():
+        with self.arithmetic():
             out = self.model.predict(
                 list(pairs), batch_size=self.batch_size, activation_fn=_identity, show_progress_bar=False
             )
         return np.asarray(out, dtype=np.float64).reshape(-1)
-
-    def _arithmetic(self) -> contextlib.AbstractContextManager[object]:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        import torch
-
-        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.autocast))
 
 
 def _identity(x: object) -> object:
@@ -81,10 +73,14 @@ def reranker_path(version_path: str) -> Path:
     return Path(version_path) / RERANKER_DIR
 
 
-def load_reranker(version_path: str, device: str = "cpu", autocast: str | None = None) -> CrossEncoderReranker | None:
+def load_reranker(
+    version_path: str,
+    device: str = "cpu",
+    arithmetic: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> CrossEncoderReranker | None:
     """The version's reranker, when it was trained with one."""
     path = reranker_path(version_path)
     if not (path / "config.json").is_file():
         return None
     log.info("loading the reranker in %s", path)
-    return CrossEncoderReranker(str(path), device=device, autocast=autocast)
+    return CrossEncoderReranker(str(path), device=device, arithmetic=arithmetic)

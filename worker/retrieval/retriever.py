@@ -178,17 +178,16 @@ class Retriever:
         """Each post's pool decided: by the version's model, or by its cascade (the screen for every
         post, the reranked model for those within its band), or plainly fused when undecided."""
         model = decisions.model if decisions else None
-        reranker = decisions.reranker if decisions else None
-        reranking = reranker is not None and self.config.rerank_top_n > 0
+        # The version's cross-encoder where reranking is on (None: off or missing).
+        reranker = decisions.reranker if decisions and self.config.rerank_top_n > 0 else None
         pairs = list(zip(fused, queries, strict=True))
         if featurize or model is None or not model.uses_rerank:
-            rereads = featurize and reranking and reranker is not None
-            scores = await self._rerank(reranker, fused, queries, chunk) if rereads and reranker else None
+            scores = await self._rerank(reranker, fused, queries, chunk) if featurize and reranker else None
             return [
                 self._decide(f, q, model, scores[i] if scores else None, deciding, featurize)
                 for i, (f, q) in enumerate(pairs)
             ]
-        if not reranking or reranker is None:
+        if reranker is None:
             if model.screen is not None:  # the cascade's screen decides alone, as calibrated
                 return [self._decide(f, q, model.screen, None, deciding, False) for f, q in pairs]
             self._no_reranker(version)

@@ -162,16 +162,26 @@ def test_language_aware_fusion_does_not_rank_a_cross_lingual_match_below_same_la
     assert row["cosine_margin"] == pytest.approx(0.08) and row["cosine_gap"] == 0.0
 
 
-def test_fitted_decision_is_calibrated_and_survives_json() -> None:
-    rng = np.random.default_rng(0)
+def synthetic_rows(
+    posts: int, per_post: int, *, right_cosine: float, seed: int, rerank: bool = False
+) -> list[LabelledRow]:
+    """Every other post answerable by its rank 1 (cosine ~``right_cosine``, the rest ~0.78);
+    with ``rerank``, a reranker logit ~+2 for the right one and ~-2 for the rest."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for post in range(600):
-        answerable = post % 2 == 0
-        for rank in range(5):
-            correct = answerable and rank == 0
-            cos = rng.normal(0.85 if correct else 0.78, 0.03)
-            x = [cos, 0.0, 0.0, 1 / (rank + 1), 0.0, 0.0, 0.0, 1.0, 0.1, 2.0, 0.0, 0.0, 0.0]
+    for post in range(posts):
+        for rank in range(per_post):
+            correct = post % 2 == 0 and rank == 0
+            x = [rng.normal(right_cosine if correct else 0.78, 0.03), 0.0, 0.0, 1 / (rank + 1)]
+            x += [0.0, 0.0, 0.0, 1.0, 0.1, 2.0, 0.0, 0.0, 0.0]
+            if rerank:
+                x.append(rng.normal(2.0 if correct else -2.0, 1.0))
             rows.append(LabelledRow(f"p{post}", "en", tuple(x), correct))
+    return rows
+
+
+def test_fitted_decision_is_calibrated_and_survives_json() -> None:
+    rows = synthetic_rows(600, 5, right_cosine=0.85, seed=0)
     model, oof = fit_decision(rows)
     labels = np.array([r.correct for r in rows])
     # Calibrated: in each probability band, the share right is near the band's mean probability.
@@ -188,16 +198,8 @@ def test_fitted_decision_is_calibrated_and_survives_json() -> None:
 
 
 def test_a_fitted_cascade_screens_without_the_reranker_and_cuts_on_what_it_gives() -> None:
-    rng = np.random.default_rng(3)
-    rows = []
-    for post in range(400):
-        answerable = post % 2 == 0
-        for rank in range(4):
-            correct = answerable and rank == 0
-            cos = rng.normal(0.83 if correct else 0.78, 0.03)
-            logit = rng.normal(2.0 if correct else -2.0, 1.0)  # the reranker knows better
-            x = [cos, 0.0, 0.0, 1 / (rank + 1), 0.0, 0.0, 0.0, 1.0, 0.1, 2.0, 0.0, 0.0, 0.0, logit]
-            rows.append(LabelledRow(f"p{post}", "en", tuple(x), correct))
+    # The reranker's logit knows better than the cosine.
+    rows = synthetic_rows(400, 4, right_cosine=0.83, seed=3, rerank=True)
     cascade, oof = fit_cascade(rows, (0.2, 0.8))
     assert cascade.uses_rerank and cascade.screen is not None and not cascade.screen.uses_rerank
     _screen, screened = fit_decision([replace(r, features=r.features[:-1]) for r in rows])

@@ -136,6 +136,8 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 {"id": "img-other", "text": text, "images": [{"data": b64(encoded(photo(8)))}]},
                 {"id": "img-mirror", "text": text, "images": [{"data": b64(encoded(ImageOps.mirror(photo(7))))}]},
                 {"id": "img-crop", "text": text, "images": [{"data": b64(encoded(photo(7).crop((40, 30, 600, 450))))}]},
+                {"id": "img-mirror-crop", "text": text,
+                 "images": [{"data": b64(encoded(ImageOps.mirror(photo(7).crop((40, 30, 600, 450)))))}]},
                 {"id": "img-only", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt"), seed=3))}]},
                 {"id": "img-meme", "text": "lol", "images": [{"data": b64(caption(MEME.replace("s t", "s\nt")))}]},
                 {"id": "img-hostile", "text": "5G towers spread the virus",
@@ -147,7 +149,7 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
                 settings.topic_posts,
                 [(p["id"].encode(), json.dumps(p).encode()) for p in posts],
             )
-            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 7)
+            records = await consume_until(settings.kafka_bootstrap, [settings.topic_matches], lambda rs: len(rs) >= 8)
     finally:
         await runner.cleanup()
     results = {r["post_id"]: r for r in bodies(records, settings.topic_matches)}
@@ -167,6 +169,14 @@ async def test_a_post_is_matched_by_its_image_and_a_hostile_link_costs_it_nothin
         None,
     )
     assert crop["image_keypoints"] >= settings.image_match_keypoints
+    flipped = results["img-mirror-crop"]["matches"][0]  # mirrored and cropped: its mirror image's keypoints
+    assert (flipped["fact_check_id"], flipped["tier"], flipped["image"], flipped["image_distance"]) == (
+        "fc-photo",
+        "match",
+        0,
+        None,
+    )
+    assert flipped["image_keypoints"] >= settings.image_match_keypoints
     if runtime.image_reader is not None and runtime.image_reader.ocr is not None:  # Tesseract installed
         meme = results["img-meme"]
         assert meme["images"][0]["text"].split() == MEME.split()

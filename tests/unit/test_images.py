@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from worker.domain.images import Keypoints, PointPair
 from worker.images.decode import decode, inline_bytes, sniff
@@ -300,9 +300,21 @@ def test_keypoints_find_a_cropped_copy_that_pdq_misses_and_no_other_picture() ->
         found = same_pictures(orb_keypoints(pixels), _pairs(orb_keypoints(pixels), index), MIN_KEYPOINTS)
         assert [fc for fc, _, _ in found] == ["fc3"], (name, found)
     for seed in (9, 10, 11):  # other pictures: nothing, however many chance pairs they have
-        other = orb_keypoints(np.asarray(photo(seed)))
-        assert same_pictures(other, _pairs(other, index), MIN_KEYPOINTS) == [], seed
+        for mirrored in (False, True):
+            other = orb_keypoints(np.asarray(photo(seed)), mirrored=mirrored)
+            assert same_pictures(other, _pairs(other, index), MIN_KEYPOINTS) == [], seed
     assert orb_keypoints(np.full((200, 200, 3), 128, dtype=np.uint8)) == Keypoints()  # no corners, no keypoints
+
+
+def test_a_copy_mirrored_and_cropped_is_found_by_its_mirror_images_keypoints_only() -> None:
+    index = {f"fc{seed}": orb_keypoints(np.asarray(photo(seed))) for seed in range(6)}
+    original = photo(3)
+    w, h = original.size
+    pixels = np.asarray(ImageOps.mirror(original.crop((32, 24, w - 32, h - 24))))
+    as_is, mirrored = orb_keypoints(pixels), orb_keypoints(pixels, mirrored=True)
+    assert same_pictures(as_is, _pairs(as_is, index), MIN_KEYPOINTS) == []  # ORB is not mirror-invariant
+    assert [fc for fc, _, _ in same_pictures(mirrored, _pairs(mirrored, index), MIN_KEYPOINTS)] == ["fc3"]
+    assert orb_keypoints(pixels[:, ::-1], mirrored=True) == orb_keypoints(pixels)
 
 
 def test_pairs_drawn_to_one_spot_are_not_a_picture() -> None:

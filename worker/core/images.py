@@ -12,8 +12,9 @@ The text read in an image (OCR) is searched as a query of its own, its language 
 own, and its matches join the post's (:func:`with_text_in_images`): a fact-check found both ways
 keeps the surer of the two, with ``image_text`` naming the image when that was its text.
 
-An image PDQ finds no picture for is looked for by its keypoints (:mod:`worker.images.keypoints`:
-a cropped copy, which PDQ misses), in one more round trip for the batch.
+An image PDQ finds no picture for is looked for by its keypoints and its mirror image's
+(:mod:`worker.images.keypoints`: a cropped copy, which PDQ misses, mirrored or not), in one more
+round trip for the batch.
 
 How an image hit becomes a match (:func:`with_image_matches`): a fact-check whose image is within
 ``match_distance`` of one of the post's images, or found in it by ``min_keypoints`` keypoints in
@@ -130,33 +131,37 @@ class ImageMatching:
         return found
 
     async def _keypoint_hits(self, reads: Sequence[Sequence[ImageRead]], found: list[list[ImageHit]]) -> None:
-        """The images PDQ found no picture for, looked for by their keypoints (a cropped copy):
-        one round trip for the batch, then each candidate checked for one transform."""
+        """The images PDQ found no picture for, looked for by their keypoints and their mirror
+        image's (a cropped copy, mirrored or not): one round trip for the batch, then each
+        candidate checked for one transform."""
         pictured = {(post, hit.image) for post, hits in enumerate(found) for hit in hits}
+        cut = self.config.min_keypoints
         todo = [
-            (post, read, read.keypoints)
+            (post, read.index, points)
             for post, post_reads in enumerate(reads)
             for read in post_reads
             if (post, read.index) not in pictured
-            and read.keypoints is not None
-            and len(read.keypoints.descriptors) >= self.config.min_keypoints
+            for points in (read.keypoints, read.mirrored)
+            if points is not None and len(points.descriptors) >= cut
         ]
         if not todo:
             return
         pairs = await self.index.nearest_points(
             [points.descriptors for _, _, points in todo], max_distance=DESCRIPTOR_CUT, per_point=PER_POINT
         )
-        cut = self.config.min_keypoints
         verified = await asyncio.to_thread(
             lambda: [same_pictures(points, p, cut) for (_, _, points), p in zip(todo, pairs, strict=True)]
         )
         details = await self.index.fact_check_details(sorted({fc for hits in verified for fc, _, _ in hits}))
-        for (post, read, _), hits in zip(todo, verified, strict=True):
+        # Each post's hits, most keypoints in place first (an image and its mirror image together).
+        ranked = sorted(
+            ((post, image, fc, n) for (post, image, _), hits in zip(todo, verified, strict=True) for fc, _, n in hits),
+            key=lambda hit: (hit[0], -hit[3], hit[2], hit[1]),
+        )
+        for post, image, fc, n in ranked:
             known = {hit.fact_check_id for hit in found[post]}
-            for fc, _, n in hits:
-                if fc not in known and fc in details and len(found[post]) < self.config.top_k:
-                    found[post].append(ImageHit(fc, read.index, None, details[fc], keypoints=n))
-                    known.add(fc)
+            if fc not in known and fc in details and len(found[post]) < self.config.top_k:
+                found[post].append(ImageHit(fc, image, None, details[fc], keypoints=n))
 
     async def quarantined(self) -> frozenset[str]:
         return await self.quarantine.current() if self.quarantine else frozenset()
@@ -179,18 +184,12 @@ def with_image_matches(matches: Sequence[Match], hits: Sequence[ImageHit], quara
             evidence["image_keypoints"] = hit.keypoints
             pictured.append(by_id[fc].model_copy(update=evidence))
             continue
-        d = hit.details
         pictured.append(
             Match(
                 fact_check_id=fc,
                 score=0.0,
                 rank=0,
-                claim=d.claim,
-                title=d.title,
-                url=d.url,
-                lang=d.lang,
-                rating=d.rating,
-                published_at=d.published_at,
+                **hit.details.shown(),
                 tier=tier,
                 image=hit.image,
                 image_distance=hit.distance,

@@ -74,6 +74,17 @@ class FactCheckDetails:
     published_at: datetime | None
     lexemes: frozenset[str] = frozenset()
 
+    def shown(self) -> dict[str, Any]:
+        """The fields a published match copies: claim, title, link, language, rating, date."""
+        return {
+            "claim": self.claim,
+            "title": self.title,
+            "url": self.url,
+            "lang": self.lang,
+            "rating": self.rating,
+            "published_at": self.published_at,
+        }
+
 
 @dataclass(frozen=True)
 class Threshold:

@@ -9,8 +9,9 @@ image is the same picture when at least ``min_inliers`` of its keypoints have a 
 (shift, scale, rotation: what a crop, a resize or a turn does) puts them (RANSAC, within
 ``REPROJECTION`` of the longer side). Chance pairs between unrelated pictures rarely agree on one
 transform; the cut of 20 was chosen on generated pictures (``benchmarks/images.py``, other seeds
-than the ones it reports). ORB is not mirror-invariant: a mirrored copy is PDQ's (its dihedral
-hashes), a mirrored *and* cropped one is missed.
+than the ones it reports). ORB is not mirror-invariant, so a post's image also has the keypoints
+of its mirror image (``orb_keypoints(..., mirrored=True)``), looked for the same way: a copy both
+mirrored and cropped is found by those (an uncropped mirror image is PDQ's: its dihedral hashes).
 
 Images are scaled so their longer side is ``MAX_SIDE`` before detection (keypoints of a large
 photo and of its small repost then live at the same scale; detection costs ~5 ms).
@@ -34,12 +35,12 @@ MAX_SCALE = 3.0  # a copy at most 3 times smaller or larger (as shares of the lo
 CANDIDATES = 3  # fact-check images verified per post image, most pairs first
 
 
-def orb_keypoints(pixels: np.ndarray) -> Keypoints:
-    """The ORB keypoints of RGB (or grey) pixels: descriptors as hex, points as shares of the
-    longer side. A picture with no corners has none."""
+def orb_keypoints(pixels: np.ndarray, *, mirrored: bool = False) -> Keypoints:
+    """The ORB keypoints of RGB (or grey) pixels, or (``mirrored``) of their mirror image, left to
+    right: descriptors as hex, points as shares of the longer side. A picture with no corners has none."""
     import cv2
 
-    grey: np.ndarray = np.ascontiguousarray(pixels, dtype=np.uint8)
+    grey: np.ndarray = np.ascontiguousarray(pixels[:, ::-1] if mirrored else pixels, dtype=np.uint8)
     if grey.ndim == 3:
         grey = cv2.cvtColor(grey, cv2.COLOR_RGB2GRAY)
     scale = MAX_SIDE / max(grey.shape)

@@ -57,12 +57,12 @@ def _ocr_slot(until: float | None) -> bool:
 
 
 def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None, ocr_until: float | None) -> ImageRead:
-    """Decode, hash and find the keypoints of one image, then (with ``ocr``, while there is time)
-    read its text; on one of the reader's threads."""
+    """Decode, hash and find the keypoints of one image (and of its mirror image), then (with
+    ``ocr``, while there is time) read its text; on one of the reader's threads."""
     digest = hashlib.sha256(data).hexdigest()
     pixels = decode(data, max_pixels)
     found, variants = pdq_dihedral(pixels)
-    keypoints = orb_keypoints(pixels)
+    keypoints, mirrored = orb_keypoints(pixels), orb_keypoints(pixels, mirrored=True)
     text, detail = None, None
     if ocr is not None:
         if _ocr_slot(ocr_until):
@@ -82,6 +82,7 @@ def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None, ocr_u
         text_confidence=text.confidence if text else None,
         variants=variants,
         keypoints=keypoints,
+        mirrored=mirrored,
     )
 
 

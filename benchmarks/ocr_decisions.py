@@ -1,0 +1,159 @@
+"""Decisions on text read from images (issue 27, step 5): does the decision model, fitted on
+typed posts, hold on the same posts read by OCR?
+
+A post whose claim is only in its image is matched by the text Tesseract reads there, searched as
+a query of its own and decided by the same decision model as typed text (worker/core/images.py).
+This measures whether that is safe. Each post of CheckThat! 2020 dev and test (the open-set splits
+of ``benchmarks/decisions.py``: half the posts lose their fact-checks) is rendered as a meme
+(``benchmarks/images.meme``: fonts, sizes, backgrounds, JPEG quality and scale varied by seed),
+read by the worker's Tesseract with the five demo languages, and its candidates fetched through the
+worker's SQL in a private schema (cached under --cache). The shipped decision model of the model
+(fitted on typed train and dev posts) then decides typed and read posts alike; printed per split:
+each tier's precision, recall and false alarms, the rank-1 AUROC, and the read posts' figures by
+OCR confidence (a feature the decision model would need if read text behaved otherwise).
+
+The shipped model was fitted on dev's typed posts, so dev is in-sample for it: test is the split
+to read. Posts keep their data's language (none for CheckThat!), as in ``benchmarks/decisions.py``.
+
+    .venv/bin/python benchmarks/ocr_decisions.py --out benchmarks/results/ocr_decisions_2core.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import pickle
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from decisions import DATA, ROOT, CachedSource, NoEncoder, gather, split_posts  # benchmarks/decisions.py
+from images import meme  # benchmarks/images.py
+
+from worker.configs import retrieval_config
+from worker.images.decode import decode
+from worker.images.ocr import Tesseract
+from worker.local.models import default_model_ref
+from worker.retrieval.calibrate import LabelledPosts, evaluate_decisions
+from worker.retrieval.decision import Decisions
+from worker.retrieval.openset import open_set_report
+from worker.retrieval.retriever import Retriever
+from worker.retrieval.shipped import shipped_path
+from worker.settings import Settings
+
+
+def read_memes(posts: dict[str, str], settings: Settings, cache: Path) -> dict[str, tuple[str, float]]:
+    """Each post rendered as a meme and read back: (text, mean word confidence), cached."""
+    path = cache / "ocr-decisions-read.pkl"
+    kept: dict[str, tuple[str, float]] = pickle.loads(path.read_bytes()) if path.is_file() else {}
+    todo = [q for q in posts if q not in kept]
+    ocr = Tesseract(settings.image_ocr_langs, timeout_s=60, min_word_confidence=settings.image_ocr_min_confidence)
+
+    def one(n: int, q: str) -> tuple[str, tuple[str, float]]:
+        found = ocr.read(decode(meme(posts[q], n), settings.image_max_pixels))
+        return q, (found.text, found.confidence) if found else ("", 0.0)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:  # one Tesseract process a core, as the worker runs it
+        for done, (q, read) in enumerate(pool.map(one, range(len(todo)), todo), 1):
+            kept[q] = read
+            if done % 50 == 0:
+                print(f"  read {done}/{len(todo)} memes, {done / (time.perf_counter() - started):.1f}/s", flush=True)
+    if todo:
+        cache.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(kept))
+    return kept
+
+
+def word_recall(typed: str, read: str) -> float:
+    """The share of the typed post's words found in what was read (case and punctuation aside)."""
+    words = [w.strip(".,!?:;\"'()").lower() for w in typed.split()]
+    seen = {w.strip(".,!?:;\"'()").lower() for w in read.split()}
+    words = [w for w in words if w]
+    return sum(w in seen for w in words) / max(1, len(words))
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 3)
+
+    out: dict[str, Any] = {
+        "posts": report["posts"],
+        "auroc": r(report["auroc"]),
+        "rank-1 right (answerable)": r(report["rank1_correct_share"]),
+    }
+    for tier in ("match", "match_or_suggestion"):
+        t = report[tier]
+        out[tier] = {"P": r(t["precision"]), "R": r(t["recall"]), "FA": r(t["false_alarm"]), "shown": t["shown"]}
+    return out
+
+
+async def judged(gathered: Any, posts: LabelledPosts, decisions: Decisions, settings: Settings) -> dict[str, Any]:
+    retriever = Retriever(CachedSource(gathered), retrieval_config(settings))
+    return await evaluate_decisions(retriever, "m", NoEncoder(gathered.dimension), posts, decisions)
+
+
+async def run(model: str, settings: Settings, cache: Path) -> dict[str, Any]:
+    from worker.local.stack import start_database
+
+    decisions = Decisions.read(shipped_path(model))
+    splits = {name: split_posts(name)[0] for name in ("dev", "test")}
+    typed_posts = {q: t for s in splits.values() for q, t in s.queries.items()}
+    read = read_memes(typed_posts, settings, cache)
+    as_read = {
+        name: LabelledPosts({q: read[q][0] for q in s.queries if read[q][0].strip()}, {}, s.qrels, exclude=s.exclude)
+        for name, s in splits.items()
+    }
+    database = start_database()
+    try:
+        typed = await gather(database.url, model, settings, list(splits.values()), cache)
+        ocr = await gather(database.url, model, settings, list(as_read.values()), cache / "ocr-decisions")
+    finally:
+        database.stop()
+    out: dict[str, Any] = {"model": model, "decision": str(shipped_path(model).name)}
+    for name, s in splits.items():
+        words = [word_recall(t, read[q][0]) for q, t in s.queries.items()]
+        typed_out = await judged(typed, s, decisions, settings)
+        read_out = await judged(ocr, as_read[name], decisions, settings)
+        # A meme with no text read is a post answered with nothing.
+        read_out.update({q: [] for q in s.queries if q not in read_out})
+        confidence = {q: read[q][1] for q in s.queries}
+        median = float(np.median(list(confidence.values())))
+        part: dict[str, Any] = {
+            "posts": len(s.queries),
+            "words read (mean share)": round(float(np.mean(words)), 3),
+            "memes with no text read": sum(not read[q][0].strip() for q in s.queries),
+            "typed": summary(open_set_report(typed_out, s.qrels)),
+            "read from the meme": summary(open_set_report(read_out, s.qrels)),
+            "OCR confidence median": round(median, 1),
+        }
+        for half, high in (("low", False), ("high", True)):
+            qs = [q for q in s.queries if (confidence[q] >= median) == high]
+            part[f"read, OCR confidence {half}"] = summary(
+                open_set_report({q: read_out[q] for q in qs}, {q: s.qrels[q] for q in qs if q in s.qrels})
+            )
+        out[name] = part
+        print(f"{name}: {json.dumps(part)}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="A model directory (default: the default model).")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"))
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "ocr_decisions.json")
+    args = parser.parse_args()
+    if not (DATA / "corpus.jsonl").is_file():
+        print(f"skipped: {DATA} not found")
+        return
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    model = args.model or default_model_ref(settings.model_store)
+    result = asyncio.run(run(model, settings, args.cache))
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

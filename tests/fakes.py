@@ -58,6 +58,8 @@ class FakeSearcher:
         self.failures = failures
         self.error = error
         self.calls: list[tuple[str, int]] = []
+        # Each call's queries: whether each was text read in an image.
+        self.read: list[list[bool]] = []
         # What its answers depend on besides the corpus (a reused answer's key); tests change it.
         self.settings = "s1"
 
@@ -69,6 +71,7 @@ class FakeSearcher:
     ) -> list[Searched]:
         self.calls.append((version, len(queries)))
         self.langs = [q.lang for q in queries]
+        self.read.append([q.read for q in queries])
         self.decisions = decisions
         if self.failures > 0:
             self.failures -= 1

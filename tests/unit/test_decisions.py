@@ -145,6 +145,29 @@ def test_a_cascade_rereads_only_the_posts_its_screen_is_unsure_of(caplog: pytest
     assert len(everyone.pairs) == 3
 
 
+def test_text_read_in_images_is_decided_by_the_model_for_it_and_typed_text_as_before() -> None:
+    import asyncio
+
+    # The same candidates for a typed post and for text read in an image.
+    source = Source([[Candidate("fc", 0.70, 1, None, None)], [Candidate("fc", 0.70, 1, None, None)]])
+    typed_model = cosine_is_probability()
+    surer = replace(typed_model, intercept=0.2)  # read text: the same cosine is surer (0.9)
+    model = replace(typed_model, image_text=surer)
+    cuts = {("*", "match"): 0.85, ("*", "suggestion"): 0.5}
+    retriever = Retriever(source, RetrievalConfig(HYBRID, top_k=5, min_score=-1.0, candidates=50))
+    typed, read = queries(2)
+    posts = [typed, replace(read, read=True)]
+    found = asyncio.run(retriever.search("v1", 4, posts, Decisions(model, cuts)))
+    assert [(m.tier, m.probability) for m in found[0].matches] == [("suggestion", 0.7)]
+    assert [(m.tier, m.probability) for m in found[1].matches] == [("match", 0.9)]
+    # A model without one decides read text as typed text; a model for read text survives JSON.
+    found = asyncio.run(retriever.search("v1", 4, posts, Decisions(typed_model, cuts)))
+    assert [m.probability for f in found for m in f.matches] == [0.7, 0.7]
+    assert DecisionModel.from_json(model.to_json()) == model
+    with pytest.raises(ValueError, match="read from images must be a plain one"):
+        DecisionModel.from_json(json.loads(model.to_json()) | {"image_text": json.loads(model.to_json())})
+
+
 def test_language_aware_fusion_does_not_rank_a_cross_lingual_match_below_same_language_term_sharers() -> None:
     right = Candidate("de-right", 0.88, 1, None, None, lang="de")
     sharers = [Candidate(f"en-{i}", 0.80 - i / 100, i + 2, 0.5 - i / 100, i + 1, lang="en") for i in range(3)]

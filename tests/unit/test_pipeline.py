@@ -255,3 +255,26 @@ async def test_language_is_detected_when_missing_and_the_versions_decisions_reac
     assert (by_id["c"].lang, by_id["c"].lang_detected) == (None, False)
     assert searcher.langs == ["es", "en", None]
     assert searcher.decisions == decisions
+
+
+async def test_text_read_in_a_posts_image_is_searched_as_read_text() -> None:
+    from worker.core.images import ImageConfig, ImageMatching
+    from worker.domain.images import ImageRead
+
+    class Reader:
+        """Every image read, with text in it (no hash: nothing to look up by picture)."""
+
+        async def read(self, images, *, ocr=True, ocr_until=None):  # type: ignore[no-untyped-def]
+            return [ImageRead(i, text="drinking bleach cures covid", text_confidence=91.0) for i in range(len(images))]
+
+        async def close(self) -> None:
+            return None
+
+    searcher = FakeSearcher()
+    encoder = FakeEncoder()
+    images = ImageMatching(Reader(), index=None, config=ImageConfig())  # type: ignore[arg-type]
+    models = FakeModels(ServingModel("v1", encoder.dimension, encoder))
+    body = {"id": "a", "text": "look at this", "images": [{"url": "https://cdn.example/meme.jpg"}]}
+    outcome = await MatchPipeline(models, searcher, config(), images=images).process(records(json.dumps(body).encode()))
+    assert len(outcome.results) == 1 and outcome.results[0].images[0].text == "drinking bleach cures covid"
+    assert searcher.read == [[False], [True]]  # the post's text typed, then its image's text as read

@@ -314,7 +314,7 @@ class MatchPipeline:
         detect = self.detect_language
         langs = await asyncio.to_thread(lambda: [detect(c) if detect else None for c in claims])
         vectors = await asyncio.to_thread(model.encoder.encode_queries, claims)
-        queries = [Query(c, lang, v) for c, lang, v in zip(claims, langs, vectors, strict=True)]
+        queries = [Query(c, lang, v, read=True) for c, lang, v in zip(claims, langs, vectors, strict=True)]
         found = await self.config.retry.run(
             "search", lambda: self.searcher.search(model.version, model.dimension, queries, model.decisions)
         )

@@ -90,6 +90,10 @@ class DecisionModel:
     # where the reranker is off or missing. None: every post is reranked (fitted before cascades).
     screen: DecisionModel | None = None
     rerank_band: tuple[float, float] | None = None
+    # Decides the text read in a post's images (OCR: its features sit lower than a typed post's
+    # for the same right answer, docs/measurements.md), fitted on labelled posts read from
+    # images, on the same features and probability scale. None: this model decides read text too.
+    image_text: DecisionModel | None = None
 
     def raw(self, x: Array) -> Array:
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -115,6 +119,10 @@ class DecisionModel:
                 raise ValueError("a decision model's screen must decide without the reranker")
         if data.get("rerank_band") is not None:
             data["rerank_band"] = _band(data["rerank_band"])
+        if data.get("image_text") is not None:
+            data["image_text"] = cls.from_json(data["image_text"])
+            if data["image_text"].uses_rerank or data["image_text"].screen or data["image_text"].image_text:
+                raise ValueError("a decision model's model for text read from images must be a plain one")
         model = cls(**data)
         if model.features not in (FEATURES, (*FEATURES, RERANK)):
             raise ValueError(

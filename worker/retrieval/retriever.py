@@ -42,6 +42,8 @@ class Query:
     text: str
     lang: str | None
     vector: Vectors
+    # Its text was read in an image (OCR), not typed: decided by the model for such text, if any.
+    read: bool = False
 
 
 def stack(queries: Sequence[Query], dimension: int) -> Vectors:
@@ -166,6 +168,31 @@ class Retriever:
         return chunk
 
     async def _decided(
+        self,
+        version: str,
+        decisions: Decisions | None,
+        fused: Sequence[Sequence[tuple[Candidate, float]]],
+        queries: Sequence[Query],
+        chunk: _Chunk,
+        deciding: bool,
+        featurize: bool,
+    ) -> list[list[Scored]]:
+        """Each post's pool decided (:meth:`_decided_typed`), but text read in images by the
+        version's model for such text, where it has one (never reranked)."""
+        model = decisions.model if decisions else None
+        for_read = model.image_text if model and not featurize else None
+        read = [i for i, q in enumerate(queries) if q.read] if for_read else []
+        if for_read is None or not read:
+            return await self._decided_typed(version, decisions, fused, queries, chunk, deciding, featurize)
+        typed = [i for i, q in enumerate(queries) if not q.read]
+        pools = await self._decided_typed(
+            version, decisions, [fused[i] for i in typed], [queries[i] for i in typed], chunk, deciding, False
+        )
+        by_post = dict(zip(typed, pools, strict=True))
+        by_post.update({i: self._decide(fused[i], queries[i], for_read, None, deciding, False) for i in read})
+        return [by_post[i] for i in range(len(queries))]
+
+    async def _decided_typed(
         self,
         version: str,
         decisions: Decisions | None,

@@ -33,7 +33,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,8 +298,42 @@ async def forget_answers(settings: Settings) -> None:
         await store.close()
 
 
-def section_stream(model: Model, texts: list[str], base: Settings, latency_s: float, paths: Sequence[str]) -> None:
+@contextmanager
+def running_system(path: str, settings: Settings, model: Model, log: Path) -> Iterator[int]:
+    """The system a stream path measures, running until the block ends: the hand-written loop
+    (``path`` "hand-written loop", a spawned process) or the worker (``factmatch worker`` under
+    ``settings``, its output appended to ``log``). Yields its process id."""
     import subprocess
+
+    if path == "hand-written loop":
+        ctx = multiprocessing.get_context("spawn")
+        stop = ctx.Event()
+        loop = ctx.Process(
+            target=hand_loop,
+            args=(settings.kafka_bootstrap, settings.topic_posts, settings.topic_matches,
+                  settings.database_url.get_secret_value(), model.ref, model.version,  # type: ignore[union-attr]
+                  model.encoder.dimension, settings.ef_search, stop),
+        )  # fmt: skip
+        loop.start()
+        try:
+            yield int(loop.pid or 0)
+        finally:
+            stop.set()
+            loop.join(30)
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=settings_env(settings), stdout=out, stderr=out
+        )
+        try:
+            yield worker.pid
+        finally:
+            worker.terminate()
+            worker.wait(60)
+
+
+def section_stream(model: Model, texts: list[str], base: Settings, latency_s: float, paths: Sequence[str]) -> None:
 
     from worker.adapter.topics import ensure_topics
     from worker.core.onnx_backend import load_onnx_encoder
@@ -323,48 +358,21 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
         asyncio.run(ensure_topics(settings))
         asyncio.run(forget_answers(settings))
         reader = Reader(settings.kafka_bootstrap, settings.topic_matches)
-        if path == "hand-written loop":
-            ctx = multiprocessing.get_context("spawn")
-            stop = ctx.Event()
-            process: Any = ctx.Process(
-                target=hand_loop,
-                args=(settings.kafka_bootstrap, settings.topic_posts, settings.topic_matches,
-                      settings.database_url.get_secret_value(), model.ref, model.version,  # type: ignore[union-attr]
-                      model.encoder.dimension, settings.ef_search, stop),
-            )  # fmt: skip
-            process.start()
-        else:
-            Path(base.model_store).mkdir(parents=True, exist_ok=True)
-            log = (Path(base.model_store) / f"worker-{suffix}.log").open("ab")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "worker"],
-                cwd=ROOT,
-                env=settings_env(settings),
-                stdout=log,
-                stderr=log,
-            )
-        launched = time.time()
-        try:
+        with running_system(path, settings, model, Path(base.model_store) / f"worker-{suffix}.log") as pid:
+            launched = time.time()
             # Warm-up posts of their own claim texts: the run's posts are not answered from them.
             produce(settings.kafka_bootstrap, settings.topic_posts, "warm", [f"(warm-up) {t}" for t in texts[:32]])
             reader.until("warm", 32, 600)
             first = min(t for k, t in reader.published.items() if k.startswith("warm")) - launched
-            started, cpu = time.monotonic(), _cpu(process.pid)
+            started, cpu = time.monotonic(), _cpu(pid)
             produce(settings.kafka_bootstrap, settings.topic_posts, "run", texts)
             finished = reader.until("run", len(texts), 1800)
             rate = len(texts) / (finished - started)
-            used = {k: 1000 * (v - cpu[k]) / len(texts) for k, v in _cpu(process.pid).items()}
+            used = {k: 1000 * (v - cpu[k]) / len(texts) for k, v in _cpu(pid).items()}
             shares = stage_shares(port) if path != "hand-written loop" else ""
             if path == "worker hybrid" and latency_s > 0:
                 latency(model, settings, reader, texts, rate / 2, latency_s)
-        finally:
-            if path == "hand-written loop":
-                stop.set()
-                process.join(30)
-            else:
-                process.terminate()
-                process.wait(60)
-            reader.close()
+        reader.close()
         model.rows[path] = rate
         model.starts[path] = first
         model.cpu[path] = used

@@ -49,9 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.hand_loop import hand_loop  # noqa: E402
-from benchmarks.performance import DATA, Model, Reader, free_port, prepare  # noqa: E402
-from tests.conftest import settings_env  # noqa: E402
+from benchmarks.performance import DATA, Model, Reader, free_port, prepare, running_system  # noqa: E402
 from worker.configs import encoder_options  # noqa: E402
 from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
 from worker.local.models import default_model_ref, minilm_model_ref  # noqa: E402
@@ -209,8 +207,6 @@ async def fresh_start(settings: Settings) -> None:
 
 def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any]]) -> dict[str, Any]:
     """Drain the stream through one path; its rate and what it published, by stream post id."""
-    import subprocess
-
     from worker.adapter.topics import ensure_topics
 
     settings = path_settings(
@@ -223,22 +219,7 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
     asyncio.run(ensure_topics(settings))
     asyncio.run(fresh_start(settings))
     reader = ResultReader(settings.kafka_bootstrap, settings.topic_matches)
-    if path == "hand-written loop":
-        ctx = multiprocessing.get_context("spawn")
-        stop = ctx.Event()
-        process: Any = ctx.Process(
-            target=hand_loop,
-            args=(settings.kafka_bootstrap, settings.topic_posts, settings.topic_matches,
-                  settings.database_url.get_secret_value(), model.ref, model.version,  # type: ignore[union-attr]
-                  model.encoder.dimension, settings.ef_search, stop),
-        )  # fmt: skip
-        process.start()
-    else:
-        log = (Path(base.model_store) / f"worker-{settings.group_id}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=settings_env(settings), stdout=log, stderr=log
-        )
-    try:
+    with running_system(path, settings, model, Path(base.model_store) / f"worker-{settings.group_id}.log"):
         at = stream[0]["created_at"]
         warm = [{"id": f"w{i}", "text": f"warm-up post number {i}", "created_at": at} for i in range(32)]
         produce_posts(settings.kafka_bootstrap, settings.topic_posts, "warm", warm)
@@ -247,14 +228,7 @@ def run_path(path: str, model: Model, base: Settings, stream: list[dict[str, Any
         produce_posts(settings.kafka_bootstrap, settings.topic_posts, "run", stream)
         finished = reader.until("run", len(stream), 1800)
         flagged = overmatch_flags(settings.metrics_port) if path != "hand-written loop" else []
-    finally:
-        if path == "hand-written loop":
-            stop.set()
-            process.join(30)
-        else:
-            process.terminate()
-            process.wait(60)
-        reader.close()
+    reader.close()
     rate = len(stream) / (finished - started)
     published = {k.removeprefix("run-"): v for k, v in reader.results.items() if k.startswith("run-")}
     print(f"  {path}: {rate:.1f} posts/s", flush=True)

@@ -9,7 +9,8 @@ of that time; an image read later keeps its hash and keypoints, without its text
 (PDQ quality >= ``min_quality``) are looked up in one round trip (:class:`~worker.storage.interfaces.ImageIndex`).
 
 The text read in an image (OCR) is searched as a query of its own, its language detected on its
-own, and its matches join the post's (:func:`with_text_in_images`): a fact-check found both ways
+own, decided by the version's model for read text where it has one (``DecisionModel.image_text``),
+and its matches join the post's (:func:`with_text_in_images`): a fact-check found both ways
 keeps the surer of the two, with ``image_text`` naming the image when that was its text.
 
 An image PDQ finds no picture for is looked for by its keypoints and its mirror image's
@@ -21,8 +22,9 @@ How an image hit becomes a match (:func:`with_image_matches`): a fact-check whos
 place, is the same picture, the strongest evidence the
 worker has, so it is a "match" (a quarantined fact-check one tier lower, as text matches are)
 and is listed first, nearest first (PDQ's before keypoints'); a fact-check also found by its text keeps its scores and
-gains the image evidence. Until the decision model has image features, this tier is a rule, not a
-calibrated probability: such a match found by its image alone has no ``probability``.
+gains the image evidence. This tier is a rule, not a calibrated probability (no labelled
+reposts of real photos exist offline to fit one on): a match found by its image alone has no
+``probability``.
 """
 
 from __future__ import annotations

@@ -160,10 +160,11 @@ class ImageMatching:
             ((post, image, fc, n) for (post, image, _), hits in zip(todo, verified, strict=True) for fc, _, n in hits),
             key=lambda hit: (hit[0], -hit[3], hit[2], hit[1]),
         )
+        known = [{hit.fact_check_id for hit in hits} for hits in found]
         for post, image, fc, n in ranked:
-            known = {hit.fact_check_id for hit in found[post]}
-            if fc not in known and fc in details and len(found[post]) < self.config.top_k:
+            if fc not in known[post] and fc in details and len(found[post]) < self.config.top_k:
                 found[post].append(ImageHit(fc, image, None, details[fc], keypoints=n))
+                known[post].add(fc)
 
     async def quarantined(self) -> frozenset[str]:
         return await self.quarantine.current() if self.quarantine else frozenset()

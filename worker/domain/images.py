@@ -47,8 +47,8 @@ class ImageRead:
     variants: tuple[str, ...] = ()
     # Its keypoints (what finds it cropped); None when not extracted.
     keypoints: Keypoints | None = None
-    # The keypoints of its mirror image (what finds a copy both mirrored and cropped; a post's
-    # image only: a fact-check's keeps its own).
+    # The keypoints of its mirror image (what finds a copy both mirrored and cropped): found for
+    # every image read, looked up for a post's only (a fact-check's image keeps its own).
     mirrored: Keypoints | None = None
 
 

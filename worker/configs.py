@@ -148,12 +148,12 @@ def image_config(settings: Settings) -> ImageConfig:
         match_distance=settings.image_match_distance,
         batch_timeout_s=settings.image_batch_timeout_s,
         min_keypoints=settings.image_match_keypoints,
+        words_cut=settings.image_words_cut,
     )
 
 
-def image_reader(settings: Settings, *, ocr: bool = True) -> ImageReader | None:
-    """What reads posts' and fact-checks' images (None when images are off); without ``ocr`` it
-    reads no text (fact-checks' images alone need none: no Tesseract is looked for)."""
+def image_reader(settings: Settings) -> ImageReader | None:
+    """What reads posts' and fact-checks' images, words included (None when images are off)."""
     if not settings.images:
         return None
     from worker.images.fetch import ImageFetcher
@@ -166,7 +166,7 @@ def image_reader(settings: Settings, *, ocr: bool = True) -> ImageReader | None:
         max_pixels=settings.image_max_pixels,
         concurrency=settings.image_fetch_concurrency,
     )
-    return ImageReader(ImageFetcher(policy), limits, ocr_engine(settings) if ocr else None)
+    return ImageReader(ImageFetcher(policy), limits, ocr_engine(settings))
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -359,10 +359,10 @@ async def load_fact_checks(store: Store, settings: Settings, fact_checks: Sequen
 
 
 async def index_fact_check_images(store: Store, settings: Settings, fact_checks: Sequence[FactCheck]) -> None:
-    """Read and keep the fact-checks' images' hashes (rows loaded without a worker: demo, up)."""
+    """Read and keep the fact-checks' images' hashes and words (rows loaded without a worker: demo, up)."""
     from worker.core.indexer import index_images
 
-    reader = image_reader(settings, ocr=False)
+    reader = image_reader(settings)
     if reader is None:
         return
     try:
@@ -373,7 +373,7 @@ async def index_fact_check_images(store: Store, settings: Settings, fact_checks:
 
 def corpus_indexer(store: Store, settings: Settings, encoder_for: Callable[[str, str], Encoder]) -> CorpusIndexer:
     """Applies fact-check changes: rows, vectors under every serving version, images' hashes."""
-    return CorpusIndexer(store, encoder_for, image_reader(settings, ocr=False), store.images)
+    return CorpusIndexer(store, encoder_for, image_reader(settings), store.images)
 
 
 async def eval_model_ref(settings: Settings, model: str | None) -> str:

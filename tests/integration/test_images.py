@@ -271,3 +271,64 @@ async def test_reloading_a_corpus_reads_only_the_images_that_changed(database_ur
         assert await store.images.image_links("b") == []  # no images given: none kept
     finally:
         await store.close()
+
+
+def banded(text: str, seed: int) -> bytes:
+    """A picture with a claim written in a white band above it (a screenshot of a post): one
+    picture, as many captions as posters like."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = photo(seed)
+    image = Image.new("RGB", (picture.size[0], picture.size[1] + 90), "white")
+    image.paste(picture, (0, 90))
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 30)
+    ImageDraw.Draw(image).multiline_text((16, 10), text, font=font, fill=(20, 20, 20))
+    return encoded(image, "JPEG", quality=85)
+
+
+async def test_another_claim_on_a_fact_checks_picture_is_not_its_match_and_a_repost_still_is(
+    database_url: str,
+) -> None:
+    """Real Postgres and Tesseract: a fact-check's meme (its claim above a picture) is read for its
+    words when indexed; a post with the same picture and another claim on it, which PDQ finds the
+    same picture, is not matched by it, while a recompressed, resized repost still is."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from worker.core.images import ImageConfig, ImageMatching
+    from worker.core.indexer import index_images
+    from worker.images.fetch import FetchPolicy, ImageFetcher
+    from worker.images.reader import ImageReader, ReadLimits
+    from worker.wire import ImageRef
+
+    ocr = needs_tesseract()
+    meme = banded("Drinking bleach cures the\ncoronavirus in two days", seed=21)
+    other = banded("5G towers spread the virus\nacross every city in Europe", seed=21)
+    small = Image.open(BytesIO(meme)).convert("RGB")
+    repost = encoded(small.resize((small.size[0] * 2 // 3, small.size[1] * 2 // 3)), "JPEG", quality=50)
+
+    def pdq(data: bytes) -> str:
+        return pdq_hash(np.asarray(Image.open(BytesIO(data)).convert("RGB"))).hex
+
+    assert hamming(pdq(other), pdq(meme)) <= 31  # the picture alone would make it a match
+    reader = ImageReader(ImageFetcher(FetchPolicy()), ReadLimits(), ocr)
+    store = Store(database_url)
+    await store.open()
+    try:
+        fc = FactCheck(id="fc-meme", claim="Bleach does not cure COVID-19", images=[ImageRef(data=b64(meme))])
+        await store.corpus.upsert_fact_checks([fc])
+        assert await index_images(reader, store.images, [fc]) == 1
+        words = (await store.images.image_words([("fc-meme", 0), ("fc-meme", 1)]))[("fc-meme", 0)]
+        assert words is not None and "bleach" in words.lower()
+
+        matching = ImageMatching(reader, store.images, ImageConfig())
+        reads = await matching.read([[ImageRef(data=b64(other))], [ImageRef(data=b64(repost))]])
+        other_hits, repost_hits = await matching.hits(reads)
+        assert other_hits == []
+        assert [h.fact_check_id for h in repost_hits] == ["fc-meme"] and repost_hits[0].words == words
+        pictures_alone = ImageMatching(reader, store.images, ImageConfig(words_cut=0))
+        assert [h.fact_check_id for h in (await pictures_alone.hits(reads))[0]] == ["fc-meme"]
+    finally:
+        await reader.close()
+        await store.close()

@@ -24,7 +24,10 @@ worker has, so it is a "match" (a quarantined fact-check one tier lower, as text
 and is listed first, nearest first (PDQ's before keypoints'); a fact-check also found by its text keeps its scores and
 gains the image evidence. This tier is a rule, not a calibrated probability (no labelled
 reposts of real photos exist offline to fit one on): a match found by its image alone has no
-``probability``.
+``probability``. One picture carries many captions (a meme template), so a hit whose words
+and the fact-check image's (read when it was indexed) share less than ``words_cut`` is another
+claim on the same picture and is dropped (:mod:`worker.images.words`); where either has too few
+words to tell, the picture decides.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from worker.domain import TIER_RANK, Tier
 from worker.domain.images import ImageHit, ImageRead
 from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, same_pictures
+from worker.images.words import other_words
 from worker.retrieval.retriever import DEMOTED, QuarantineList
 from worker.storage.interfaces import ImageIndex
 from worker.wire import ImageOutcome, ImageRef, Match
@@ -70,6 +74,9 @@ class ImageConfig:
     top_k: int = 5
     # Keypoints in place that make a cropped copy the same picture (0: not looked for).
     min_keypoints: int = 20
+    # A same picture whose words and the fact-check image's share less than this is another claim
+    # on a reused picture, not a hit (:mod:`worker.images.words`; 0: pictures alone decide).
+    words_cut: float = 0.35
 
 
 def outcome(read: ImageRead, url: str | None = None) -> ImageOutcome:
@@ -130,7 +137,34 @@ class ImageMatching:
             found[post] += [ImageHit(h.fact_check_id, read.index, h.distance, h.details) for h in hits]
         if self.config.min_keypoints:
             await self._keypoint_hits(reads, found)
-        return found
+        return await self._same_words(reads, found)
+
+    async def _same_words(
+        self, reads: Sequence[Sequence[ImageRead]], found: list[list[ImageHit]]
+    ) -> list[list[ImageHit]]:
+        """The hits whose words do not say otherwise: a post image and a fact-check image that both
+        carry words enough to compare and share less than ``words_cut`` of them are the same picture
+        with another claim on it (a meme template), so that hit is dropped. One round trip, for
+        batches with a hit on an image with words."""
+        cut = self.config.words_cut
+        texts = [{read.index: read.text for read in post_reads if read.text} for post_reads in reads]
+        asked = [
+            (hit.fact_check_id, hit.fc_image)
+            for post, hits in enumerate(found)
+            for hit in hits
+            if hit.image in texts[post]
+        ]
+        if not cut or not asked:
+            return found
+        words = await self.index.image_words(asked)
+        return [
+            [
+                replace(hit, words=words.get((hit.fact_check_id, hit.fc_image)))
+                for hit in hits
+                if not other_words(texts[post].get(hit.image), words.get((hit.fact_check_id, hit.fc_image)), cut)
+            ]
+            for post, hits in enumerate(found)
+        ]
 
     async def _keypoint_hits(self, reads: Sequence[Sequence[ImageRead]], found: list[list[ImageHit]]) -> None:
         """The images PDQ found no picture for, looked for by their keypoints and their mirror
@@ -157,13 +191,17 @@ class ImageMatching:
         details = await self.index.fact_check_details(sorted({fc for hits in verified for fc, _, _ in hits}))
         # Each post's hits, most keypoints in place first (an image and its mirror image together).
         ranked = sorted(
-            ((post, image, fc, n) for (post, image, _), hits in zip(todo, verified, strict=True) for fc, _, n in hits),
-            key=lambda hit: (hit[0], -hit[3], hit[2], hit[1]),
+            (
+                (post, image, fc, fc_image, n)
+                for (post, image, _), hits in zip(todo, verified, strict=True)
+                for fc, fc_image, n in hits
+            ),
+            key=lambda hit: (hit[0], -hit[4], hit[2], hit[1]),
         )
         known = [{hit.fact_check_id for hit in hits} for hits in found]
-        for post, image, fc, n in ranked:
+        for post, image, fc, fc_image, n in ranked:
             if fc not in known[post] and fc in details and len(found[post]) < self.config.top_k:
-                found[post].append(ImageHit(fc, image, None, details[fc], keypoints=n))
+                found[post].append(ImageHit(fc, image, None, details[fc], keypoints=n, fc_image=fc_image))
                 known[post].add(fc)
 
     async def quarantined(self) -> frozenset[str]:

@@ -151,7 +151,8 @@ class CorpusIndexer:
 
 
 async def index_images(source: ImageSource, index: ImageIndex, fact_checks: Sequence[FactCheck]) -> int:
-    """Read and hash the fact-checks' images (not their text) and keep them; a fact-check given no
+    """Read the fact-checks' images (hashes, keypoints and, with an OCR engine, their words: what
+    tells a reused picture with another claim on it from a repost) and keep them; a fact-check given no
     images has none afterwards. A fact-check whose images are the ones kept (the same links, the
     same inline bytes, every one read before) is left as it is: reloading a corpus fetches nothing
     again. Returns how many fact-checks' images were read."""
@@ -160,7 +161,7 @@ async def index_images(source: ImageSource, index: ImageIndex, fact_checks: Sequ
         for fc_id, rows in (await index.image_sources([fc.id for fc in fact_checks])).items()
     }
     changed = [fc for fc in fact_checks if not fc.images or kept.get(fc.id) != _sources(fc)]
-    reads = await asyncio.gather(*(source.read(fc.images, ocr=False) for fc in changed if fc.images))
+    reads = await asyncio.gather(*(source.read(fc.images) for fc in changed if fc.images))
     found = iter(reads)
     await index.replace_images(
         {

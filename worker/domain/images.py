@@ -40,9 +40,11 @@ class ImageRead:
     sha256: str | None = None
     error: str | None = None
     detail: str | None = None
-    # The text read in it (OCR), and the mean confidence of its words (0-100).
+    # The text read in it (OCR), and the mean confidence of its words (0-100); ``words_read``:
+    # OCR looked at it (so no text means none was found).
     text: str | None = None
     text_confidence: float | None = None
+    words_read: bool = False
     # The hashes of its 7 other rotations and mirror images (what a fact-check's image is kept under too).
     variants: tuple[str, ...] = ()
     # Its keypoints (what finds it cropped); None when not extracted.
@@ -63,3 +65,6 @@ class ImageHit:
     distance: int | None
     details: FactCheckDetails
     keypoints: int | None = None
+    # Which of the fact-check's images it is, and the words read in that one (None: not read).
+    fc_image: int = 0
+    words: str | None = None

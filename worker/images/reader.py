@@ -63,11 +63,11 @@ def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None, ocr_u
     pixels = decode(data, max_pixels)
     found, variants = pdq_dihedral(pixels)
     keypoints, mirrored = orb_keypoints(pixels), orb_keypoints(pixels, mirrored=True)
-    text, detail = None, None
+    text, detail, words_read = None, None, False
     if ocr is not None:
         if _ocr_slot(ocr_until):
             try:
-                text = ocr.read(pixels)
+                text, words_read = ocr.read(pixels), True
             finally:
                 _OCR_SLOTS.release()
         else:
@@ -80,6 +80,7 @@ def _read(index: int, data: bytes, max_pixels: int, ocr: Tesseract | None, ocr_u
         detail=detail,
         text=text.text if text else None,
         text_confidence=text.confidence if text else None,
+        words_read=words_read,
         variants=variants,
         keypoints=keypoints,
         mirrored=mirrored,

@@ -76,6 +76,14 @@ class ImageSettings(BaseModel):
         description="Keypoints of a fact-check's image that must be found in place in a post's image for a copy"
         " PDQ missed (cropped) to be the same picture; 0 turns this search off (PDQ alone).",
     )
+    image_words_cut: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="A post's image found the same picture as a fact-check's is not a match when both carry words"
+        " and they share less than this (character trigrams of the shorter text): another claim on a reused"
+        " picture, such as a meme template. 0: the picture alone decides.",
+    )
 
     @field_validator("image_allow_networks")
     @classmethod

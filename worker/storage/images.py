@@ -24,7 +24,7 @@ class FactCheckImages(Part):
         """Each fact-check's images are now its reads (with each one's link, None when inline); a
         fact-check given no reads has no images. One transaction."""
         rows = [
-            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error, _kept_points(r) if variant == 0 else None)
+            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error, *(_first(r) if not variant else _NONE))
             for fc_id, reads in images.items()
             for r, url in reads
             for variant, pdq in enumerate((r.pdq, *r.variants) if r.pdq else (None,))
@@ -44,10 +44,10 @@ class FactCheckImages(Part):
             if rows:
                 await conn.execute(
                     "INSERT INTO fact_check_images"
-                    " (fact_check_id, idx, variant, url, sha256, hash, quality, error, keypoints)"
-                    " SELECT f, i, v, u, s, ('x' || h)::bit(256), q, e, k FROM unnest(%s::text[], %s::int[],"
-                    " %s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[])"
-                    " AS t(f, i, v, u, s, h, q, e, k)",
+                    " (fact_check_id, idx, variant, url, sha256, hash, quality, error, keypoints, words)"
+                    " SELECT f, i, v, u, s, ('x' || h)::bit(256), q, e, k, w FROM unnest(%s::text[], %s::int[],"
+                    " %s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::text[])"
+                    " AS t(f, i, v, u, s, h, q, e, k, w)",
                     [list(column) for column in zip(*rows, strict=True)],
                 )
             if points:
@@ -107,23 +107,23 @@ class FactCheckImages(Part):
             # Past the index's first candidates when many are over the cut.
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cur = await conn.execute(
-                "SELECT q.i, h.fact_check_id, min(h.distance)::int, fc.claim, fc.title, fc.url, fc.lang, fc.rating,"
-                " fc.published_at FROM unnest(%s::text[]) WITH ORDINALITY AS q(hex, i)"
-                " CROSS JOIN LATERAL (SELECT fact_check_id, hash <~> ('x' || q.hex)::bit(256) AS distance"
+                "SELECT DISTINCT ON (q.i, h.fact_check_id) q.i, h.fact_check_id, h.distance::int, h.idx,"
+                " fc.claim, fc.title, fc.url, fc.lang, fc.rating, fc.published_at"
+                " FROM unnest(%s::text[]) WITH ORDINALITY AS q(hex, i)"
+                " CROSS JOIN LATERAL (SELECT fact_check_id, idx, hash <~> ('x' || q.hex)::bit(256) AS distance"
                 "   FROM fact_check_images WHERE hash IS NOT NULL"
                 "   ORDER BY hash <~> ('x' || q.hex)::bit(256) LIMIT %s) h"
                 " JOIN fact_checks fc ON fc.id = h.fact_check_id WHERE h.distance <= %s"
-                " GROUP BY q.i, h.fact_check_id, fc.claim, fc.title, fc.url, fc.lang, fc.rating, fc.published_at"
-                " ORDER BY q.i, 3, h.fact_check_id",
+                " ORDER BY q.i, h.fact_check_id, h.distance, h.idx",
                 (list(hashes), 4 * limit, max_distance),
             )
-            rows = await cur.fetchall()
+            rows = sorted(await cur.fetchall(), key=lambda row: (row[0], row[2], row[1]))
         found: list[list[ImageHit]] = [[] for _ in hashes]
-        for i, fc_id, distance, claim, title, url, lang, rating, published_at in rows:
+        for i, fc_id, distance, idx, claim, title, url, lang, rating, published_at in rows:
             hits = found[int(i) - 1]
             if len(hits) < limit:
                 details = FactCheckDetails(claim, title, url, lang, rating, published_at)
-                hits.append(ImageHit(fc_id, int(i) - 1, int(distance), details))
+                hits.append(ImageHit(fc_id, int(i) - 1, int(distance), details, fc_image=int(idx)))
         return found
 
     async def nearest_points(
@@ -151,6 +151,19 @@ class FactCheckImages(Part):
                 found[i].append(PointPair(n, fc_id, idx, x, y))
         return found
 
+    async def image_words(self, images: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str | None]:
+        """The words read in each (fact-check, image index) kept ('' none found, None not read for words)."""
+        if not images:
+            return {}
+        ids, indices = (list(column) for column in zip(*sorted(set(images)), strict=True))
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT i.fact_check_id, i.idx, i.words FROM unnest(%s::text[], %s::int[]) AS q(f, n)"
+                " JOIN fact_check_images i ON i.fact_check_id = q.f AND i.idx = q.n AND i.variant = 0",
+                (ids, indices),
+            )
+            return {(fc_id, int(idx)): words for fc_id, idx, words in await cur.fetchall()}
+
     async def fact_check_details(self, fact_check_ids: Sequence[str]) -> dict[str, FactCheckDetails]:
         """What a published match shows of each fact-check (those that exist)."""
         async with self.pool.connection() as conn:
@@ -161,8 +174,13 @@ class FactCheckImages(Part):
             return {row[0]: FactCheckDetails(*row[1:]) for row in await cur.fetchall()}
 
 
-def _kept_points(read: ImageRead) -> int | None:
-    """How many keypoints a read image keeps (0 when it has none); None for an image not read."""
+_NONE: tuple[None, None] = (None, None)
+
+
+def _first(read: ImageRead) -> tuple[int | None, str | None]:
+    """What an image's first row keeps besides its hash: how many keypoints (0 when it has none)
+    and its words ('' when none were found); None for an image not read (or not read for words)."""
     if read.error is not None:
-        return None
-    return len(read.keypoints.descriptors) if read.keypoints is not None else 0
+        return None, None
+    points = len(read.keypoints.descriptors) if read.keypoints is not None else 0
+    return points, read.text or ("" if read.words_read else None)

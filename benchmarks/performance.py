@@ -610,6 +610,22 @@ def report(models: list[Model]) -> None:
             if a and b:
                 verdict = "met" if a / b >= goal else "missed"
                 print(f"  {m.name}: {label} = {a / b:.2f} (goal >= {goal}) {verdict}")
+    ceilings(models)
+
+
+def ceilings(models: list[Model]) -> None:
+    """What this machine's cores allow each stream path: its cores over all the CPU a post took
+    (its process, Postgres, the broker), so a ratio goal can be read against what is possible."""
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nWhat {cores} cores allow (cores x 1000 / all CPU-ms a post), and each path's share of it:")
+    for m in models:
+        stage = next((v for k, v in m.rows.items() if k.startswith("encoder stage")), None)
+        for path, used in m.cpu.items():
+            if path not in m.rows or not sum(used.values()):
+                continue
+            most = cores * 1000 / sum(used.values())
+            against = f"; {most / stage:.2f}x the encoder stage at most" if stage else ""
+            print(f"  {m.name}: {path}: at most {most:.1f} posts/s, ran at {m.rows[path] / most:.0%} of it{against}")
 
 
 def main() -> None:

@@ -147,6 +147,8 @@ class ImageMatching:
         with another claim on it (a meme template), so that hit is dropped. One round trip, for
         batches with a hit on an image with words."""
         cut = self.config.words_cut
+        if not cut:
+            return found
         texts = [{read.index: read.text for read in post_reads if read.text} for post_reads in reads]
         asked = [
             (hit.fact_check_id, hit.fc_image)
@@ -154,17 +156,14 @@ class ImageMatching:
             for hit in hits
             if hit.image in texts[post]
         ]
-        if not cut or not asked:
+        if not asked:
             return found
         words = await self.index.image_words(asked)
-        return [
-            [
-                replace(hit, words=words.get((hit.fact_check_id, hit.fc_image)))
-                for hit in hits
-                if not other_words(texts[post].get(hit.image), words.get((hit.fact_check_id, hit.fc_image)), cut)
-            ]
-            for post, hits in enumerate(found)
-        ]
+        kept: list[list[ImageHit]] = []
+        for post, hits in enumerate(found):
+            worded = [replace(hit, words=words.get((hit.fact_check_id, hit.fc_image))) for hit in hits]
+            kept.append([hit for hit in worded if not other_words(texts[post].get(hit.image), hit.words, cut)])
+        return kept
 
     async def _keypoint_hits(self, reads: Sequence[Sequence[ImageRead]], found: list[list[ImageHit]]) -> None:
         """The images PDQ found no picture for, looked for by their keypoints and their mirror

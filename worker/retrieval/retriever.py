@@ -164,7 +164,7 @@ class Retriever:
             for c, q in zip(candidates, queries, strict=True)
         ]
         chunk = _Chunk(found, [])
-        chunk.pools = await self._decided(version, decisions, fused, queries, chunk, deciding, featurize)
+        chunk.pools = await self._decided(version, decisions, fused, queries, chunk, featurize)
         return chunk
 
     async def _decided(
@@ -174,7 +174,6 @@ class Retriever:
         fused: Sequence[Sequence[tuple[Candidate, float]]],
         queries: Sequence[Query],
         chunk: _Chunk,
-        deciding: bool,
         featurize: bool,
     ) -> list[list[Scored]]:
         """Each post's pool decided (:meth:`_decided_typed`), but text read in images by the
@@ -183,13 +182,13 @@ class Retriever:
         for_read = model.image_text if model and not featurize else None
         read = [i for i, q in enumerate(queries) if q.read] if for_read else []
         if for_read is None or not read:
-            return await self._decided_typed(version, decisions, fused, queries, chunk, deciding, featurize)
+            return await self._decided_typed(version, decisions, fused, queries, chunk, featurize)
         typed = [i for i, q in enumerate(queries) if not q.read]
         pools = await self._decided_typed(
-            version, decisions, [fused[i] for i in typed], [queries[i] for i in typed], chunk, deciding, False
+            version, decisions, [fused[i] for i in typed], [queries[i] for i in typed], chunk, False
         )
         by_post = dict(zip(typed, pools, strict=True))
-        by_post.update({i: self._decide(fused[i], queries[i], for_read, None, deciding, False) for i in read})
+        by_post.update({i: self._decide(fused[i], queries[i], for_read, None, True, False) for i in read})
         return [by_post[i] for i in range(len(queries))]
 
     async def _decided_typed(
@@ -199,12 +198,12 @@ class Retriever:
         fused: Sequence[Sequence[tuple[Candidate, float]]],
         queries: Sequence[Query],
         chunk: _Chunk,
-        deciding: bool,
         featurize: bool,
     ) -> list[list[Scored]]:
         """Each post's pool decided: by the version's model, or by its cascade (the screen for every
         post, the reranked model for those within its band), or plainly fused when undecided."""
         model = decisions.model if decisions else None
+        deciding = model is not None or featurize
         # The version's cross-encoder where reranking is on (None: off or missing).
         reranker = decisions.reranker if decisions and self.config.rerank_top_n > 0 else None
         pairs = list(zip(fused, queries, strict=True))

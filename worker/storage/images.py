@@ -24,7 +24,7 @@ class FactCheckImages(Part):
         """Each fact-check's images are now its reads (with each one's link, None when inline); a
         fact-check given no reads has no images. One transaction."""
         rows = [
-            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error, *(_first(r) if not variant else _NONE))
+            (fc_id, r.index, variant, url, r.sha256, pdq, r.quality, r.error, *_extras(r, variant))
             for fc_id, reads in images.items()
             for r, url in reads
             for variant, pdq in enumerate((r.pdq, *r.variants) if r.pdq else (None,))
@@ -174,13 +174,11 @@ class FactCheckImages(Part):
             return {row[0]: FactCheckDetails(*row[1:]) for row in await cur.fetchall()}
 
 
-_NONE: tuple[None, None] = (None, None)
-
-
-def _first(read: ImageRead) -> tuple[int | None, str | None]:
-    """What an image's first row keeps besides its hash: how many keypoints (0 when it has none)
-    and its words ('' when none were found); None for an image not read (or not read for words)."""
-    if read.error is not None:
+def _extras(read: ImageRead, variant: int) -> tuple[int | None, str | None]:
+    """What an image's first row (variant 0) keeps besides its hash: how many keypoints (0 when it
+    has none) and its words ('' when none were found); None for an image not read (or not read for
+    words), and on its other variants' rows."""
+    if variant or read.error is not None:
         return None, None
     points = len(read.keypoints.descriptors) if read.keypoints is not None else 0
     return points, read.text or ("" if read.words_read else None)

@@ -83,6 +83,45 @@ async def test_posts_join_the_nearest_cluster_above_the_cut_repeats_join_their_o
         await store.close()
 
 
+async def test_a_translation_joins_its_fact_checks_cluster_once_per_language_and_only_when_asked(
+    database_url: str,
+) -> None:
+    store = await opened_store(database_url)
+    try:
+        assign = store.clusters.assign_clusters
+        kw: dict[str, Any] = {"cut": 0.9, "window_s": 3600, "across_languages": True}
+        [en] = await assign("v1", DIM, [post("en", unit(1, 0.05), fact_check_id="fc1", probability=0.9)], **kw)
+        # Far from it by vector (a translation under a small model), the same fact-check reached.
+        de, de2, es = await assign(
+            "v1",
+            DIM,
+            [
+                post("de", unit(0, 1), lang="de", fact_check_id="fc1", probability=0.8),
+                post("de2", unit(0, 0, 1), lang="de", fact_check_id="fc1", probability=0.8),
+                post("es", unit(0, 0, 0, 1), lang="es", fact_check_id="fc1", probability=0.7),
+            ],
+            **kw,
+        )
+        assert de.cluster_id == es.cluster_id == en.cluster_id != de2.cluster_id
+        assert es.size == 3 and es.langs == {"en": 1, "de": 1, "es": 1} and es.fact_check_id == "fc1"
+        # The joined centroid is the running mean of its three posts.
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            row = await (
+                await conn.execute("SELECT centroid::text FROM claim_clusters WHERE id = %s", (en.cluster_id,))
+            ).fetchone()
+        assert row is not None
+        centroid = np.asarray(json.loads(row[0]), dtype=np.float32)
+        mean = unit(1, 0.05) + unit(0, 1) + unit(0, 0, 0, 1)
+        assert np.allclose(centroid, mean / np.linalg.norm(mean), atol=1e-5)
+        # Off (the store's default), a far post starts its own cluster whatever its fact-check.
+        [fr] = await assign(
+            "v1", DIM, [post("fr", unit(0, 0, 0, 0, 1), lang="fr", fact_check_id="fc1")], cut=0.9, window_s=3600
+        )
+        assert fr.cluster_id != en.cluster_id
+    finally:
+        await store.close()
+
+
 async def test_two_workers_assigning_at_once_agree_on_one_cluster(database_url: str) -> None:
     stores = [await opened_store(database_url), Store(database_url)]
     await stores[1].open()

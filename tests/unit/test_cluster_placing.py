@@ -55,3 +55,42 @@ def test_the_nearer_of_a_stored_cluster_and_a_started_one_wins_and_the_cut_holds
     assert placing.joins[-1].base is None
     centroid_f = placing.joins[-1].centroid()
     assert centroid_f is not None and abs(float(np.linalg.norm(centroid_f)) - 1) < 1e-6
+
+
+def said(post_id: str, vector: list[float], lang: str, fact_check: str | None) -> ClusterPost:
+    return ClusterPost(post_id, np.asarray(vector, dtype=np.float32), None, lang, "x", NOW, post_id, fact_check, 0.9)
+
+
+def test_a_post_nothing_is_near_joins_its_fact_checks_cluster_once_per_new_language() -> None:
+    centroid = np.asarray([0, 0, 1], dtype=np.float32)
+    far = (7, centroid, 0.5, 10)  # the stored cluster nearest each post is below the cut
+    anchors = {"fc-1": (7, centroid, 10, frozenset({"en"}))}
+    posts = [
+        said("de", [1, 0, 0], "de", "fc-1"),  # a translation: German is new to fc-1's cluster
+        said("de2", [0, 1, 0], "de", "fc-1"),  # German is in now: another claim starts its own
+        said("en", [0, 0.7, 0.7], "en", "fc-1"),  # English was there already
+        said("es", [0.7, 0.7, 0], "es", None),  # no tiered match: no fact-check to go by
+        said("fr", [0.6, 0, 0.8], "fr", "fc-2"),  # fc-2 has no stored cluster: starts one ...
+        said("it", [-1, 0, 0], "it", "fc-2"),  # ... which the next language joins
+    ]
+    placing = Placing({}, {p.post_id: far for p in posts}, cut=0.9, anchors=anchors)
+    for p in posts:
+        placing.place(p)
+    assert [(p.post_id, c) for p, c in placing.placed] == [
+        ("de", 7),
+        ("de2", -1),
+        ("en", -2),
+        ("es", -3),
+        ("fr", -4),
+        ("it", -4),
+    ]
+    # The stored cluster's join keeps its centroid and size for the running mean.
+    base = placing.joins[7].base
+    assert base is not None and base[1] == 10 and np.array_equal(base[0], centroid)
+
+
+def test_without_anchors_a_translation_starts_its_own_cluster() -> None:
+    placing = Placing({}, {}, cut=0.9)
+    for p in (said("en", [1, 0, 0], "en", "fc-1"), said("de", [0, 1, 0], "de", "fc-1")):
+        placing.place(p)
+    assert [c for _, c in placing.placed] == [-1, -2]

@@ -147,6 +147,7 @@ class WorkerRuntime:
                 settings.cluster_similarity,
                 settings.cluster_window_s,
                 fitted=settings.cluster_cut_fitted,
+                across_languages=settings.cluster_across_languages,
             )
             if settings.claim_clusters
             else None

@@ -1,7 +1,8 @@
 """Claim clusters: every answered post joins the cluster of the claim it makes, in the stream.
 
 The pipeline's step after matching. A post that was encoded joins the nearest recent cluster of
-its model version whose centroid is at least ``cut`` similar (else it starts one); a repeat
+its model version whose centroid is at least ``cut`` similar (else, with ``across_languages``, its
+fact-check's cluster where its language is new: a translation; else it starts one); a repeat
 (answered with an earlier post's answer, never encoded) joins that post's cluster. The store does
 the joining, shared by every worker of the group (:class:`worker.storage.clusters.Clusters`); this
 module says what each post brings: its vector or its origin, language, platform, when it was
@@ -51,7 +52,9 @@ def cluster_post(
 class Clustering:
     """Assigns a batch's posts to claim clusters under one model version."""
 
-    def __init__(self, store: ClusterStore, cut: float, window_s: float, *, fitted: bool = True) -> None:
+    def __init__(
+        self, store: ClusterStore, cut: float, window_s: float, *, fitted: bool = True, across_languages: bool = True
+    ) -> None:
         if not -1.0 <= cut <= 1.0:
             raise ValueError("the cluster cut is a cosine similarity, between -1 and 1")
         if window_s <= 0:
@@ -60,6 +63,7 @@ class Clustering:
         self.cut = cut
         self.window_s = window_s
         self.fitted = fitted
+        self.across_languages = across_languages
 
     def cut_for(self, fitted_cut: float | None) -> float:
         """The cut a version clusters with: its own fitted one where it has one (and fitted cuts are on)."""
@@ -70,7 +74,9 @@ class Clustering:
     ) -> list[ClusterSummary]:
         """Each post's cluster under ``version`` (``fitted_cut``: the version's own cut, if any)."""
         cut = self.cut_for(fitted_cut)
-        return await self.store.assign_clusters(version, dimension, posts, cut=cut, window_s=self.window_s)
+        return await self.store.assign_clusters(
+            version, dimension, posts, cut=cut, window_s=self.window_s, across_languages=self.across_languages
+        )
 
     async def forget(self) -> int:
         """Delete the clusters no post joined for twice the window (the worker calls it now and then), in batches."""

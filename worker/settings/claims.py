@@ -43,6 +43,13 @@ class ClaimSettings(BaseModel):
         description="Cluster with each version's own cut, fitted at calibration on its labelled posts"
         " (worker/retrieval/cluster_cut.py), where it has one.",
     )
+    cluster_across_languages: bool = Field(
+        True,
+        description="A post no cluster is near, whose rank-1 match reached a tier, joins the recent cluster whose"
+        " best match is that fact-check when none of that cluster's posts is in the post's language yet (a"
+        " translation: farther from its original than the cut under a small multilingual model). One such join"
+        " per language and cluster, so the over-match watch still counts unrelated posts' clusters.",
+    )
     cluster_window_s: float = Field(
         7 * 86_400,
         gt=0,

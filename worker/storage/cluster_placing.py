@@ -4,8 +4,17 @@ tested without a database.
 
 A post joins its origin's cluster (the earlier post whose answer it repeats), else the nearest
 above the cut of the stored clusters (as the batch found them) and of the clusters started earlier
-in the batch (their founding post's vector), else starts one. What each cluster gains is kept in a
+in the batch (their founding post's vector), else (with ``anchors``) the cluster of its fact-check
+in a language that cluster has not seen yet, else starts one. What each cluster gains is kept in a
 :class:`Joins` and written once, after every post was placed.
+
+**Across languages.** A translation sits farther from its original than the cut under a small
+multilingual model, so by its vector alone it starts a cluster of its own. A post that reached a
+tier with fact-check F, in a language the recent cluster whose best match is F has no post in yet,
+joins that cluster instead (``anchors``: those clusters as stored, by fact-check; a cluster the
+batch started counts too). Once a language is in, the cluster takes no more posts of it this way,
+so an over-matching fact-check gathers at most one unrelated post per language into a cluster and
+the over-match watch, which counts a fact-check's clusters, still sees the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from worker.domain import ClusterPost
 
 # A stored cluster near a post: its id, centroid, similarity and size as the batch found them.
 Stored = tuple[int, np.ndarray, float, int]
+# A stored cluster a post may join by its fact-check: its id, centroid, size and languages.
+Anchor = tuple[int, np.ndarray, int, frozenset[str]]
 
 
 @dataclass
@@ -62,8 +73,19 @@ class Placing:
     """A batch's posts placed in order (see the module). A started cluster is numbered -1, -2, ...
     until :meth:`renumber` gives it its row's id."""
 
-    def __init__(self, known: dict[str, int], nearest: dict[str, Stored | None], cut: float) -> None:
+    def __init__(
+        self,
+        known: dict[str, int],
+        nearest: dict[str, Stored | None],
+        cut: float,
+        anchors: dict[str, Anchor] | None = None,
+    ) -> None:
         self.known, self.nearest, self.cut = known, nearest, cut
+        # Across languages (None: off): each fact-check's cluster, the stored ones' centroid and
+        # size, and every touched cluster's languages.
+        self._by_fact_check = None if anchors is None else {fc: a[0] for fc, a in anchors.items()}
+        self._bases = {a[0]: (a[1], a[2]) for a in (anchors or {}).values()}
+        self._langs: dict[int, set[str]] = {a[0]: set(a[3]) for a in (anchors or {}).values()}
         self.joins: dict[int, Joins] = {}
         self.placed: list[tuple[ClusterPost, int]] = []
         self.started: list[ClusterPost] = []
@@ -79,12 +101,18 @@ class Placing:
         vector = None if post.vector is None else np.asarray(post.vector, dtype=np.float32)
         if cluster is None and vector is not None:
             cluster = self._near(post.post_id, vector)
+            if cluster is None:
+                cluster = self._anchored(post)
         if cluster is None:
             self.started.append(post)
             cluster = -len(self.started)
             if vector is not None:
                 self._founders.append(cluster)
                 self._units.append(_unit(vector))
+            if self._by_fact_check is not None and post.fact_check_id is not None:
+                self._by_fact_check.setdefault(post.fact_check_id, cluster)
+        if post.lang:
+            self._langs.setdefault(cluster, set()).add(post.lang)
         entry = self.joins.setdefault(cluster, Joins(base=None))
         entry.posts.append(post)
         if vector is not None:
@@ -105,6 +133,17 @@ class Placing:
         if stored is not None and best == stored[0]:
             self.joins.setdefault(best, Joins(base=(stored[1], stored[3])))
         return best
+
+    def _anchored(self, post: ClusterPost) -> int | None:
+        """The cluster of ``post``'s fact-check, where the post's language is new to it (see the module)."""
+        if self._by_fact_check is None or post.fact_check_id is None or not post.lang or post.lang == "und":
+            return None
+        cluster = self._by_fact_check.get(post.fact_check_id)
+        if cluster is None or post.lang in self._langs.get(cluster, set()):
+            return None
+        if cluster in self._bases:
+            self.joins.setdefault(cluster, Joins(base=self._bases[cluster]))
+        return cluster
 
     def renumber(self, ids: Sequence[int]) -> None:
         """The started clusters' numbers replaced by their rows' ids (in the order they were started)."""

@@ -29,7 +29,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from worker.domain import ClusterPost, ClusterSummary, Vectors
-from worker.storage.cluster_placing import Joins, Placing, Stored
+from worker.storage.cluster_placing import Anchor, Joins, Placing, Stored
 from worker.storage.db import Part
 from worker.storage.embeddings import as_floats, vector_type
 
@@ -51,6 +51,11 @@ def summary(row: dict[str, Any]) -> ClusterSummary:
         fact_check_id=row["fact_check_id"],
         abstained=int(row["abstained"]),
     )
+
+
+def _far(stored: Stored | None, cut: float) -> bool:
+    """Whether a post's nearest stored cluster (None: none) is below the cut."""
+    return stored is None or stored[2] < cut
 
 
 def _merged(column: str, increments: str) -> str:
@@ -121,11 +126,21 @@ class Clusters(Part):
     """``claim_clusters`` and ``post_clusters``."""
 
     async def assign_clusters(
-        self, version: str, dimension: int, posts: Sequence[ClusterPost], *, cut: float, window_s: float
+        self,
+        version: str,
+        dimension: int,
+        posts: Sequence[ClusterPost],
+        *,
+        cut: float,
+        window_s: float,
+        across_languages: bool = False,
     ) -> list[ClusterSummary]:
         """Each post's cluster, as it stands once the batch was placed (in order: a post may join a
         cluster started earlier in the list). One round trip finds every encoded post's nearest
-        stored cluster, one starts the batch's new clusters, one row is written per cluster touched."""
+        stored cluster, one starts the batch's new clusters, one row is written per cluster touched.
+        With ``across_languages``, a post nothing is near joins its fact-check's cluster where its
+        language is new there (:mod:`worker.storage.cluster_placing`): one more round trip, for
+        batches with such posts."""
         if not posts:
             return []
         async with self.pool.connection() as conn, conn.transaction():
@@ -140,7 +155,12 @@ class Clusters(Part):
                 if post.post_id not in known and post.vector is not None:
                     probes.setdefault(post.post_id, post.vector)
             stored = await self._nearest(conn, version, dimension, list(probes.values()), window_s)
-            placing = Placing(known, dict(zip(probes, stored, strict=True)), cut)
+            nearest = dict(zip(probes, stored, strict=True))
+            anchors = None
+            if across_languages:
+                far = {p.fact_check_id for p in posts if p.post_id in probes and _far(nearest[p.post_id], cut)}
+                anchors = await self._anchors(conn, version, sorted(fc for fc in far if fc is not None), window_s)
+            placing = Placing(known, nearest, cut, anchors)
             for post in posts:
                 placing.place(post)
             await self._join(conn, {c: entry for c, entry in placing.joins.items() if c > 0})
@@ -219,6 +239,23 @@ class Clusters(Part):
         for o, cluster, centroid, similarity, size in await cur.fetchall():
             found[int(o) - 1] = (int(cluster), as_floats(centroid), float(similarity), int(size))
         return found
+
+    async def _anchors(
+        self, conn: AsyncConnection[Any], version: str, fact_checks: Sequence[str], window_s: float
+    ) -> dict[str, Anchor]:
+        """Each fact-check's largest recent cluster of ``version`` whose best match it is (one round trip)."""
+        if not fact_checks:
+            return {}
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (fact_check_id) fact_check_id, id, centroid, size, langs FROM claim_clusters"
+            " WHERE model_version = %s AND fact_check_id = ANY(%s) AND centroid IS NOT NULL"
+            " AND updated_at > now() - make_interval(secs => %s) ORDER BY fact_check_id, size DESC, id",
+            (version, list(fact_checks), window_s),
+        )
+        return {
+            fc: (int(cluster), as_floats(centroid), int(size), frozenset(langs))
+            for fc, cluster, centroid, size, langs in await cur.fetchall()
+        }
 
     async def cluster(self, cluster_id: int) -> ClusterSummary | None:
         async with self.pool.connection() as conn:

@@ -248,7 +248,14 @@ class ClusterStore(Protocol):
     """Claim clusters shared by the workers of a group (:class:`worker.storage.clusters.Clusters`)."""
 
     async def assign_clusters(
-        self, version: str, dimension: int, posts: Sequence[ClusterPost], *, cut: float, window_s: float
+        self,
+        version: str,
+        dimension: int,
+        posts: Sequence[ClusterPost],
+        *,
+        cut: float,
+        window_s: float,
+        across_languages: bool = False,
     ) -> list[ClusterSummary]: ...
     async def forget_clusters(self, older_than_s: float, limit: int = 10_000) -> int: ...
 

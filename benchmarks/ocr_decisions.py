@@ -16,6 +16,14 @@ A model for read text is then fitted as the shipped one was (open-set train and 
 their memes) and judged on read test posts under the shipped model's tier cuts, as the worker
 applies it (``DecisionModel.image_text``); ``--ship`` adds it to the shipped decision file.
 
+**Joined or searched on its own** (step 4 of the issue: measure both): a post often says little
+itself and carries its claim in its image ("Is this true?" over a meme). Each post is then a
+comment drawn from its id (:data:`COMMENTS`) with its meme, and is searched two ways: the text read
+in the meme joined to the comment as one query, decided by the typed model (and, for comparison,
+by the model for read text); or, as the worker does (``worker.core.images.with_text_in_images``),
+the comment and the read text each as a query of their own, decided by their own models, a
+fact-check found both ways keeping the surer of the two.
+
 The shipped model was fitted on dev's typed posts, so dev is in-sample for it: test is the split
 to read. Posts keep their data's language (none for CheckThat!), as in ``benchmarks/decisions.py``.
 Each post's meme is drawn from its id, so reruns read the same images (cached under --cache).
@@ -41,12 +49,13 @@ from decisions import DATA, ROOT, CachedSource, NoEncoder, fit, gather, split_po
 from images import meme  # benchmarks/images.py
 
 from worker.configs import retrieval_config
+from worker.domain import TIER_RANK
 from worker.images.decode import decode
 from worker.images.ocr import Tesseract
 from worker.local.models import default_model_ref
 from worker.retrieval.calibrate import LabelledPosts, evaluate_decisions
 from worker.retrieval.decision import Decisions, read_decision_file
-from worker.retrieval.openset import open_set_report
+from worker.retrieval.openset import Published, open_set_report
 from worker.retrieval.retriever import Retriever
 from worker.retrieval.shipped import shipped_path
 from worker.settings import Settings
@@ -74,6 +83,69 @@ def read_memes(posts: dict[str, str], settings: Settings, cache: Path) -> dict[s
         cache.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(kept))
     return kept
+
+
+# What a post says over a meme that carries its claim (one drawn per post from its id).
+COMMENTS = (
+    "Is this true?",
+    "Share before they delete it!",
+    "Wow. Just wow.",
+    "They don't want you to see this",
+    "Can someone check this?",
+    "Unbelievable",
+    "Read this.",
+    "This is what the media won't tell you",
+    "I knew it!!",
+    "Spread the word",
+)
+
+
+def comment(q: str) -> str:
+    return COMMENTS[zlib.crc32(f"comment:{q}".encode()) % len(COMMENTS)]
+
+
+def fused(*lists: list[Published]) -> list[Published]:
+    """One post's matches from several queries, as the worker merges them (``with_text_in_images``):
+    a fact-check found twice keeps the surer of the two; ordered by tier, then probability."""
+    best: dict[str, Published] = {}
+    for found in lists:
+        for m in found:
+            key = m.fact_check_id or ""
+            if key not in best or (m.probability or 0.0) > (best[key].probability or 0.0):
+                best[key] = m
+    return sorted(best.values(), key=lambda m: (TIER_RANK.get(m.tier or "", len(TIER_RANK)), -(m.probability or 0.0)))
+
+
+async def joined_part(
+    url: str,
+    model: str,
+    settings: Settings,
+    splits: dict[str, LabelledPosts],
+    read: dict[str, tuple[str, float]],
+    decisions: tuple[Decisions, Decisions],
+    cache: Path,
+) -> dict[str, Any]:
+    """Test posts as a comment over their meme: the read text joined to the comment, or each searched
+    on its own and fused (``decisions``: the shipped model, the model for read text)."""
+    test = splits["test"]
+    typed_model, read_model = decisions
+    joined = LabelledPosts(
+        {q: f"{comment(q)} {read[q][0]}".strip() for q in test.queries}, {}, test.qrels, exclude=test.exclude
+    )
+    comments = LabelledPosts({q: comment(q) for q in test.queries}, {}, test.qrels, exclude=test.exclude)
+    as_read = LabelledPosts(
+        {q: read[q][0] for q in test.queries if read[q][0].strip()}, {}, test.qrels, exclude=test.exclude
+    )
+    gathered = await gather(url, model, settings, [joined, comments, as_read], cache / "ocr-joined")
+    said = await judged(gathered, comments, typed_model, settings)
+    in_image = await judged(gathered, as_read, read_model, settings)
+    outcomes = {
+        "comment only (typed model)": said,
+        "joined, typed model": await judged(gathered, joined, typed_model, settings),
+        "joined, model for read text": await judged(gathered, joined, read_model, settings),
+        "each on its own, fused (the worker)": {q: fused(said[q], in_image.get(q, [])) for q in test.queries},
+    }
+    return {k: summary(open_set_report(v, test.qrels)) for k, v in outcomes.items()}
 
 
 def word_recall(typed: str, read: str) -> float:
@@ -119,14 +191,17 @@ async def run(model: str, settings: Settings, cache: Path, ship: bool) -> dict[s
     try:
         typed = await gather(database.url, model, settings, list(splits.values()), cache)
         ocr = await gather(database.url, model, settings, list(as_read.values()), cache / "ocr-decisions")
+        # The model for read text, fitted as the shipped model was (open-set train and dev) on what
+        # was read; the worker decides read text with it under the version's own tier cuts.
+        retriever = Retriever(CachedSource(ocr), retrieval_config(settings))
+        parts = [as_read["train"], as_read["dev"]]
+        fitting = "train+dev, open-set, read from memes"
+        for_read = await fit(retriever, NoEncoder(ocr.dimension), parts, settings, fitting)
+        own = Decisions(for_read.model, shipped.thresholds)
+        joined = await joined_part(database.url, model, settings, splits, read, (shipped, own), cache)
     finally:
         database.stop()
-    # The model for read text, fitted as the shipped model was (open-set train and dev) on what
-    # was read; the worker decides read text with it under the version's own tier cuts.
-    retriever = Retriever(CachedSource(ocr), retrieval_config(settings))
-    parts = [as_read["train"], as_read["dev"]]
-    for_read = await fit(retriever, NoEncoder(ocr.dimension), parts, settings, "train+dev, open-set, read from memes")
-    own = Decisions(for_read.model, shipped.thresholds)
+    print(f"test, a comment over the meme: {json.dumps(joined)}", flush=True)
     out: dict[str, Any] = {"model": model, "decision": path.name}
     for name in ("dev", "test"):
         s = splits[name]
@@ -157,6 +232,7 @@ async def run(model: str, settings: Settings, cache: Path, ship: bool) -> dict[s
             )
         out[name] = part
         print(f"{name}: {json.dumps(part)}", flush=True)
+    out["test, a comment over the meme"] = joined
     if ship:
         model_file, thresholds, report = read_decision_file(path)
         report["image_text"] = {

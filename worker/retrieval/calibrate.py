@@ -295,5 +295,7 @@ async def evaluate_decisions(
         found = await judge.search(version, encoder.dimension, c.queries, decisions, exclude=labelled.exclude)
         for q, searched in zip(c.ids, found, strict=True):
             gold = labelled.qrels.get(q, set())
-            out[q] = [Published(m.probability, m.tier, m.fact_check_id in gold) for m in searched.matches]
+            out[q] = [
+                Published(m.probability, m.tier, m.fact_check_id in gold, m.fact_check_id) for m in searched.matches
+            ]
     return out

@@ -106,6 +106,8 @@ class Published:
     probability: float | None
     tier: str | None
     correct: bool
+    # Which fact-check (kept where two lists of one post's matches are merged).
+    fact_check_id: str | None = None
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:

@@ -196,7 +196,12 @@ async def _refit(
     # The verdicts label no claims: the version keeps the claim-cluster cut it was fitted with.
     previous = await store.decisions.decision_report(active.version) or {}
     report = {**calibration.report, "heldout_verdicts": refit.figures, "cluster_cut": previous.get("cluster_cut")}
+    model = calibration.model
+    if model.image_text is None and stored.model is not None and stored.model.image_text is not None:
+        # Nor do they fit a model for text read in images: the version keeps the one it had (same
+        # encoder, same features and probability scale), else read text would fall back to this one.
+        model = replace(model, image_text=stored.model.image_text)
     await store.decisions.save_decision(
-        active.version, calibration.model.to_dict(), calibration.thresholds, source=SOURCE, report=report
+        active.version, model.to_dict(), calibration.thresholds, source=SOURCE, report=report
     )
     return RefitOutcome(active.version, "refitted", refit.reason, heldout=refit.figures)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
+
+import psycopg
 
 from tests.integration.test_worker import DEMO_FACT_CHECKS
 from trainer.recalibrate import held_out, recalibrate
@@ -61,6 +65,20 @@ async def test_the_decision_is_refitted_from_verdicts_only_when_enough_came_and_
         # The verdicts that made it are older than the fit now: nothing new, nothing to do.
         again = await recalibrate(store, settings.model_copy(update={"recalibrate_min_verdicts": 1}))
         assert again.outcome == "skipped" and again.reason.startswith("0 new verdicts")
+
+        # A version with a model for text read in images keeps it through a refit (verdicts fit none).
+        fitted = Decisions.from_stored(stored, mv.version).model
+        assert fitted is not None and fitted.image_text is None
+        for_read = replace(fitted, fitted_on={"data": "read from memes"})
+        with_read = json.dumps(replace(fitted, image_text=for_read).to_dict())
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(
+                "UPDATE decision_models SET model = %s WHERE model_version = %s", (with_read, mv.version)
+            )
+        kept = await recalibrate(store, settings, force=True)
+        assert kept.outcome == "refitted", kept.reason
+        after = Decisions.from_stored(await store.decisions.stored_decision(mv.version), mv.version).model
+        assert after is not None and after.image_text == for_read and after.fitted_on != for_read.fitted_on
     finally:
         await store.close()
 

@@ -72,11 +72,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
     HF_HOME=/models/hf-cache \
     FACTMATCH_MODEL_STORE=/models
-# Tesseract and its data for the text in posts' images (FACTMATCH_IMAGE_OCR_LANGS' default).
+# Tesseract and its data for the text in posts' images (FACTMATCH_IMAGE_OCR_LANGS' default); the
+# fonts calibration renders labelled posts as memes with (FACTMATCH_CALIBRATE_READ_TEXT).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng tesseract-ocr-spa \
-        tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-por \
+        tesseract-ocr-fra tesseract-ocr-deu tesseract-ocr-por fonts-dejavu-core fonts-dejavu-extra fonts-liberation \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 factmatch \
  && useradd --system --uid 10001 --gid 0 --home-dir /tmp/home --shell /usr/sbin/nologin factmatch \

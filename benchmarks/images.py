@@ -33,14 +33,13 @@ import base64
 import io
 import json
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,34 +47,12 @@ sys.path.insert(0, str(ROOT))
 from worker.domain.images import Keypoints, PointPair  # noqa: E402
 from worker.images.decode import decode  # noqa: E402
 from worker.images.keypoints import DESCRIPTOR_CUT, PER_POINT, orb_keypoints, same_pictures  # noqa: E402
+from worker.images.memes import FONTS, meme, photo  # noqa: E402
 from worker.images.pdq import pdq_dihedral, pdq_hash  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
-FONTS = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSerif-Bold.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
-]
 CUTS = (16, 24, 31, 40, 48)
 MIN_KEYPOINTS = 20  # the worker's default image_match_keypoints (chosen on seeds 0-999; reported on others)
-
-
-def photo(seed: int) -> Image.Image:
-    """A distinct synthetic photo: a gradient, soft shapes, a blur; size and aspect vary by seed."""
-    rng = np.random.default_rng(seed)
-    w, h = int(rng.integers(480, 1280)), int(rng.integers(360, 960))
-    y, x = np.mgrid[0:h, 0:w]
-    channels = [(x * rng.uniform(0.05, 0.4) + y * rng.uniform(0.05, 0.4) + rng.uniform(0, 255)) % 256 for _ in range(3)]
-    image = Image.fromarray(np.stack(channels, -1).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(6, 20))):
-        x0, y0 = int(rng.integers(0, w * 0.9)), int(rng.integers(0, h * 0.9))
-        box = [x0, y0, x0 + int(rng.integers(w // 12, w // 2)), y0 + int(rng.integers(h // 10, h // 2))]
-        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.6 else draw.rectangle)(box, fill=fill)
-    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.5, 5))))
 
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -266,37 +243,6 @@ def store_part(photos: int, queries: int, seed: int) -> dict[str, Any]:
 
 def _descriptors(k: Keypoints) -> np.ndarray:
     return np.array([list(bytes.fromhex(h)) for h in k.descriptors], dtype=np.uint8).reshape(-1, 32)
-
-
-def meme(claim: str, seed: int) -> bytes:
-    """A claim rendered as a meme: wrapped, on a photo, a plain colour or a dark box; JPEG."""
-    rng = np.random.default_rng(seed)
-    font = ImageFont.truetype(FONTS[seed % len(FONTS)], int(rng.integers(24, 42)))
-    lines = textwrap.wrap(claim, width=int(rng.integers(28, 46)))[:8]
-    text = "\n".join(lines)
-    probe = ImageDraw.Draw(Image.new("RGB", (10, 10)))
-    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, spacing=8)
-    w, h = right - left + 80, bottom - top + 80
-    style = seed % 3
-    if style == 0:  # caption box on a photo
-        image = photo(seed).resize((w, h))
-        draw = ImageDraw.Draw(image)
-        draw.rectangle((20, 20, w - 20, h - 20), fill=(0, 0, 0))
-        colour = (255, 255, 255)
-    elif style == 1:  # plain light background, dark text (a screenshot)
-        image = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(215, 256, 3)))
-        draw = ImageDraw.Draw(image)
-        colour = tuple(int(c) for c in rng.integers(0, 60, 3))
-    else:  # dark background, light text
-        image = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 70, 3)))
-        draw = ImageDraw.Draw(image)
-        colour = (255, 255, int(rng.integers(150, 256)))
-    draw.multiline_text((40 - left, 40 - top), text, font=font, fill=colour, spacing=8)
-    if seed % 4 == 3:
-        image = image.resize((w * 3 // 4, h * 3 // 4))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=int(rng.integers(55, 90)))
-    return out.getvalue()
 
 
 def ocr_part(memes: int, cache: Path) -> dict[str, Any]:

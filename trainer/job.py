@@ -26,6 +26,7 @@ from trainer.train import (
 from worker.configs import (
     calibration_config,
     encoder_loader,
+    memes_read,
     reranker_loader,
     rollout_config,
     torch_encoder_loader,
@@ -213,6 +214,7 @@ async def calibrate_candidate(
     split = open_set_split(list(data.eval_queries), data.eval_relevant, 0.5, settings.train_seed, twins)
     labelled = LabelledPosts(dict(data.eval_queries), {}, split.qrels, exclude=split.removed)
     labelled = labelled.with_feedback(await store.feedback.feedback())
+    read = await asyncio.to_thread(memes_read, settings, labelled.queries)
     try:
         calibration = await calibrate_version(
             store.candidates,
@@ -223,6 +225,7 @@ async def calibrate_candidate(
             labelled,
             source="trainer held-out split (open-set half)",
             reranker=await version_reranker(store, settings, version),
+            read=read,
         )
     except ValueError as exc:
         log.warning("version %s is not calibrated: %s", version, exc)

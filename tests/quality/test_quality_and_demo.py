@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_calibrate_cli_fits_open_set_and_a_gold_leaves_with_its_copy(
     assert "open-set decisions" in completed.stdout and "bound by" in completed.stdout
     as_json = subprocess.run(
         [sys.executable, "-m", "worker.cli", "calibrate", "--queries", str(tmp_path / "posts.jsonl"), "--qrels",
-         str(tmp_path / "qrels.tsv"), "--holdout-share", "0.5", "--no-feedback", "--json"],
+         str(tmp_path / "qrels.tsv"), "--holdout-share", "0.5", "--no-feedback", "--json", "--read-text"],
         cwd=tmp_path, env=settings_env(settings), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     fitted = json.loads(as_json.stdout)
@@ -144,3 +145,10 @@ def test_calibrate_cli_fits_open_set_and_a_gold_leaves_with_its_copy(
     assert decisions.model is not None
     # Twelve posts were held out: their golds left the corpus, and so did the golds' copies.
     assert decisions.model.fitted_on["excluded_fact_checks"] == 24
+    # --read-text: the posts rendered as memes and read back fitted the model for text read in images.
+    if shutil.which("tesseract"):
+        assert fitted["open_set"]["image_text"]["fitted"] is True, fitted["open_set"]["image_text"]
+        assert fitted["open_set"]["image_text"]["posts"] == len(posts)
+        image_text = decisions.model.image_text
+        assert image_text is not None and image_text.fitted_on["read_from"] == "the posts rendered as memes"
+        assert image_text.features == decisions.model.features

@@ -205,6 +205,10 @@ def calibrate(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the open-set split.")] = 0,
     feedback: Annotated[bool, typer.Option(help="Include the moderators' verdicts.")] = True,
+    read_text: Annotated[
+        bool | None,
+        typer.Option(help="Also fit the model for text read in images (default: FACTMATCH_CALIBRATE_READ_TEXT)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the version's decision model (match probability) and its per-language tier cuts, and store them."""
@@ -217,6 +221,7 @@ def calibrate(
         tier_match_false_alarm=match_false_alarm,
         tier_suggestion_false_alarm=suggestion_false_alarm,
         tier_min_support=min_support,
+        calibrate_read_text=read_text,
     )
     try:
         texts, langs = read_queries(queries)
@@ -256,7 +261,7 @@ async def _calibrate(
     source: str,
     feedback: bool,
 ) -> tuple[str, Calibration]:
-    from worker.configs import calibration_config, encoder_loader, open_store, reranker_loader
+    from worker.configs import calibration_config, encoder_loader, memes_read, open_store, reranker_loader
     from worker.retrieval.calibrate import LabelledPosts, calibrate_version
     from worker.retrieval.openset import open_set_split
 
@@ -271,6 +276,7 @@ async def _calibrate(
             labelled = labelled.with_feedback(await store.feedback.feedback())
         encoder = await asyncio.to_thread(encoder_loader(settings), mv.path)
         load = reranker_loader(settings)
+        read = await asyncio.to_thread(memes_read, settings, labelled.queries)
         fitted = await calibrate_version(
             store.candidates,
             store.decisions,
@@ -280,6 +286,7 @@ async def _calibrate(
             labelled,
             source=source,
             reranker=await asyncio.to_thread(load, mv.path) if load else None,
+            read=read,
             progress=True,
         )
         return mv.version, fitted

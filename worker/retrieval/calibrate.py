@@ -12,6 +12,7 @@ version in one transaction, which NOTIFYs the workers to reload them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,6 +36,8 @@ from worker.retrieval.rerank import Reranker
 from worker.retrieval.retriever import Query, RetrievalConfig, Retriever, Scored, queries_of
 from worker.retrieval.tiers import Threshold, Tier, cuts_of, fit_thresholds, tier_for, within_budgets
 from worker.storage.interfaces import CandidateSource, DecisionStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -259,16 +262,25 @@ async def calibrate_version(
     *,
     source: str,
     reranker: Reranker | None = None,
+    read: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> Calibration:
     """Fit and store ``version``'s decision model and tier cuts at the target precisions.
 
     With ``reranker`` (reranking on), the version's cross-encoder score becomes one of the
     decision's features. Moderators' verdicts are the caller's to add (:meth:`LabelledPosts.with_feedback`).
+    With ``read`` (post id -> the text OCR read in the post rendered as a meme:
+    :func:`worker.images.memes.read_as_memes`), a model for text read in images is fitted on it
+    too, with the same labels (``DecisionModel.image_text``; never reranked); a fit that fails
+    leaves the version without one (its read text is then decided by the typed model), logged.
     """
     rows = await config.rows(candidates, version, encoder, labelled, reranker=reranker, progress=progress)
     fitted_on = {"source": source, "mode": config.retrieval.fusion.mode, "excluded_fact_checks": len(labelled.exclude)}
     calibration = config.fit(rows, labelled, fitted_on)
+    if read is not None:
+        calibration = await _with_read_text(
+            calibration, config, candidates, version, encoder, labelled, read, fitted_on
+        )
     # The version's claim-cluster cut, from the same labelled posts (posts with a fact-check).
     cut = await asyncio.to_thread(cluster_cut_of, encoder, labelled.queries, labelled.qrels)
     calibration.report["cluster_cut"] = cut.as_dict() if cut else None
@@ -276,6 +288,35 @@ async def calibrate_version(
         version, calibration.model.to_dict(), calibration.thresholds, source=source, report=calibration.report
     )
     return calibration
+
+
+async def _with_read_text(
+    calibration: Calibration,
+    config: CalibrationConfig,
+    candidates: CandidateSource,
+    version: str,
+    encoder: Encoder,
+    labelled: LabelledPosts,
+    read: Mapping[str, str],
+    fitted_on: dict[str, Any],
+) -> Calibration:
+    """``calibration`` with a model for read text fitted on ``read`` (see :func:`calibrate_version`)."""
+    as_read = LabelledPosts(
+        {q: t for q, t in read.items() if q in labelled.queries and t.strip()},
+        {},
+        labelled.qrels,
+        {q: ids for q, ids in labelled.judged.items() if read.get(q, "").strip()},
+        labelled.exclude,
+    )
+    rows = await config.rows(candidates, version, encoder, as_read)
+    try:
+        for_read = config.fit(rows, as_read, {**fitted_on, "read_from": "the posts rendered as memes"})
+    except ValueError as exc:
+        log.warning("no model for text read in images: %s", exc)
+        calibration.report["image_text"] = {"fitted": False, "reason": str(exc)}
+        return calibration
+    calibration.report["image_text"] = {"fitted": True, "posts": len(as_read.queries), "report": for_read.report}
+    return replace(calibration, model=replace(calibration.model, image_text=for_read.model))
 
 
 async def evaluate_decisions(

@@ -59,6 +59,12 @@ class ImageSettings(BaseModel):
         description="Tesseract's languages for image text, '+'-joined (each needs its data: tesseract-ocr-<lang>).",
     )
     image_ocr_timeout_s: float = Field(10.0, gt=0, le=120, description="Longest OCR of one image.")
+    calibrate_read_text: bool = Field(
+        False,
+        description="When a version is calibrated (factmatch calibrate, the trainer), also fit its decision model for"
+        " text read in images: each labelled post rendered as a meme and read by this OCR (about 0.35 CPU-s a post)."
+        " Off: such a version decides read text with its typed model (sure of less of it).",
+    )
     image_ocr_min_confidence: float = Field(
         60.0, ge=0, le=100, description="Words read with a lower confidence (0-100) are left out of an image's text."
     )

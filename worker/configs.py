@@ -208,22 +208,10 @@ def memes_read(settings: Settings, texts: Mapping[str, str]) -> dict[str, str] |
     """Labelled posts (id -> text) rendered as memes and read back by this worker's OCR, for the
     decision model for read text (``calibrate_read_text``); None when that is off or there is no
     OCR. Blocking: minutes for a thousand posts, progress logged."""
-    from worker.images.decode import decode
     from worker.images.memes import read_as_memes
 
     engine = ocr_engine(settings) if settings.calibrate_read_text else None
-    if engine is None:
-        return None
-
-    def read(data: bytes) -> str:
-        found = engine.read(decode(data, settings.image_max_pixels))
-        return found.text if found else ""
-
-    def progress(done: int, total: int) -> None:
-        if done % 100 == 0 or done == total:
-            log.info("posts rendered as memes and read: %d/%d", done, total)
-
-    return read_as_memes(texts, read, progress=progress)
+    return None if engine is None else read_as_memes(texts, engine, settings.image_max_pixels)
 
 
 def overmatch_config(settings: Settings) -> OverMatchConfig:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from worker.images.memes import meme, read_as_memes, seed_of
+from worker.images.ocr import OcrText
 
 pytestmark = pytest.mark.unit
 
@@ -19,14 +21,14 @@ def test_a_posts_meme_is_drawn_from_its_id_and_every_post_is_read_once_in_order(
     image = Image.open(io.BytesIO(first))
     assert image.format == "JPEG" and min(image.size) > 80
 
-    seen: list[bytes] = []
+    seen: list[tuple[int, ...]] = []
 
-    def read(data: bytes) -> str:
-        seen.append(data)
-        return f"read {len(data) > 0}"
+    class Ocr:
+        def read(self, pixels: np.ndarray) -> OcrText | None:
+            seen.append(pixels.shape)
+            return OcrText(f"read {pixels.ndim}", 90.0) if len(seen) % 2 else None
 
-    done: list[tuple[int, int]] = []
     texts = {f"p{i}": f"claim number {i}" for i in range(5)}
-    out = read_as_memes(texts, read, threads=2, progress=lambda n, total: done.append((n, total)))
-    assert list(out) == list(texts) and set(out.values()) == {"read True"}
-    assert len(seen) == 5 and done[-1] == (5, 5)
+    out = read_as_memes(texts, Ocr(), 50_000_000, threads=2)
+    assert list(out) == list(texts) and set(out.values()) == {"read 3", ""}
+    assert len(seen) == 5 and all(len(shape) == 3 for shape in seen)

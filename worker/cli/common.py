@@ -26,6 +26,10 @@ err = Console(stderr=True)
 
 # Every command that reads takes this flag: one JSON document on stdout instead of a table.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+ReadTextFlag = Annotated[
+    bool | None,
+    typer.Option(help="Also fit the model for text read in images (default: FACTMATCH_CALIBRATE_READ_TEXT)."),
+]
 
 
 def print_json(value: Any) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from worker.cli.common import JsonFlag, console, err, fail, load_settings, print_json, run
+from worker.cli.common import JsonFlag, ReadTextFlag, console, err, fail, load_settings, print_json, run
 from worker.domain import MODE_NAMES, ModeName
 from worker.retrieval.evaluation import METRIC_ORDER
 from worker.settings import Settings
@@ -205,10 +205,7 @@ def calibrate(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the open-set split.")] = 0,
     feedback: Annotated[bool, typer.Option(help="Include the moderators' verdicts.")] = True,
-    read_text: Annotated[
-        bool | None,
-        typer.Option(help="Also fit the model for text read in images (default: FACTMATCH_CALIBRATE_READ_TEXT)."),
-    ] = None,
+    read_text: ReadTextFlag = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the version's decision model (match probability) and its per-language tier cuts, and store them."""

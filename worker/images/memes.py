@@ -11,14 +11,21 @@ precision). The same renderer builds the benchmarks' memes.
 from __future__ import annotations
 
 import io
+import logging
 import textwrap
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from worker.images.decode import decode
+from worker.images.ocr import OcrText
+
+log = logging.getLogger(__name__)
 
 FONTS = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -87,24 +94,24 @@ def seed_of(post_id: str) -> int:
     return zlib.crc32(post_id.encode())
 
 
-def read_as_memes(
-    texts: Mapping[str, str],
-    read: Callable[[bytes], str],
-    *,
-    threads: int = 2,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, str]:
-    """Each post (id -> text) rendered as its meme and read back by ``read`` (an image's bytes ->
-    the text found, "" for none), ``threads`` at a time (one OCR process a core, as the worker runs it)."""
+class Ocr(Protocol):
+    def read(self, pixels: np.ndarray) -> OcrText | None: ...
+
+
+def read_as_memes(texts: Mapping[str, str], ocr: Ocr, max_pixels: int, *, threads: int = 2) -> dict[str, str]:
+    """Each post (id -> text) rendered as its meme, decoded as a post's image is, and read back by
+    ``ocr`` ("" where it found nothing), ``threads`` at a time (one OCR process a core, as the
+    worker runs it); progress logged every 100 posts."""
     ids = list(texts)
 
     def one(post_id: str) -> str:
-        return read(meme(texts[post_id], seed_of(post_id)))
+        found = ocr.read(decode(meme(texts[post_id], seed_of(post_id)), max_pixels))
+        return found.text if found else ""
 
     out: dict[str, str] = {}
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for done, (post_id, found) in enumerate(zip(ids, pool.map(one, ids), strict=True), 1):
             out[post_id] = found
-            if progress is not None:
-                progress(done, len(ids))
+            if done % 100 == 0 or done == len(ids):
+                log.info("posts rendered as memes and read: %d/%d", done, len(ids))
     return out

@@ -130,18 +130,18 @@ async def test_upsert_delete_and_staleness(database_url: str) -> None:
         await store.close()
 
 
-async def test_a_large_corpus_load_leaves_the_planner_statistics_and_a_small_one_does_not_pay_for_them(
+async def test_a_large_corpus_load_is_vacuumed_and_analysed_and_a_small_one_does_not_pay_for_it(
     database_url: str,
 ) -> None:
     from worker.storage.corpus import ANALYZE_AFTER_ROWS
 
-    async def analyzed() -> dict[str, int]:
+    async def analyzed() -> dict[str, tuple[int, int]]:
         with psycopg.connect(database_url) as conn:
             rows = conn.execute(
-                "SELECT relname, analyze_count FROM pg_stat_user_tables"
+                "SELECT relname, analyze_count, vacuum_count FROM pg_stat_user_tables"
                 " WHERE schemaname = current_schema() AND relname IN ('fact_checks', 'fact_check_terms')"
             ).fetchall()
-        return {name: int(count) for name, count in rows}
+        return {name: (int(analyses), int(vacuums)) for name, analyses, vacuums in rows}
 
     store = Store(database_url)
     await store.open()
@@ -152,8 +152,19 @@ async def test_a_large_corpus_load_leaves_the_planner_statistics_and_a_small_one
         words = ["vaccine", "border", "election", "flood", "tax", "moon", "virus", "bridge"]
         load = [FactCheck(id=f"fc{i}", claim=f"{words[i % 8]} {words[i % 7]} {i}") for i in range(ANALYZE_AFTER_ROWS)]
         await store.corpus.upsert_fact_checks(load)
-        after = await analyzed()  # analyze_count counts ANALYZE commands only, never autovacuum's
-        assert all(after[table] == before.get(table, 0) + 1 for table in ("fact_checks", "fact_check_terms"))
+        after = await analyzed()  # both count commands only, never autovacuum's
+        for table in ("fact_checks", "fact_check_terms"):
+            analyses, vacuums = before.get(table, (0, 0))
+            assert after[table] == (analyses + 1, vacuums + 1), table
+        # The postings are all visible: a lexeme's are read from the covering index alone.
+        with psycopg.connect(database_url) as conn:
+            conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            postings = "SELECT fact_check_id, tf, dl FROM fact_check_terms WHERE lexeme = 'vaccin'"
+            plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {postings}").fetchall())
+        assert "Index Only Scan" in plan and "Heap Fetches: 0" in plan, plan
+        # A connection that ran the VACUUM goes back to the pool in a transaction as usual.
+        await store.corpus.upsert_fact_checks([FactCheck(id="two", claim="another small change")])
+        assert await store.corpus.count_fact_checks() == ANALYZE_AFTER_ROWS + 2
     finally:
         await store.close()
 

@@ -11,8 +11,10 @@ from worker.domain import TWIN_QUOTES, TWIN_SPACES
 from worker.storage.db import Part
 from worker.wire import FactCheck
 
-# A load this large refreshes the planner's statistics at once: until autovacuum gets to it, a
-# fresh corpus's postings have none and the lexical search plans badly (docs/measurements.md).
+# A load this large is vacuumed and analysed at once: until autovacuum gets to it, a fresh
+# corpus's postings have no planner statistics (the lexical search plans badly) and no visibility
+# map (every posting read visits the table as well as the covering index: 2.2x the CPU a post).
+# docs/measurements.md.
 ANALYZE_AFTER_ROWS = 1000
 _FIELDS = ("id", "claim", "title", "url", "lang", "rating", "published_at", "source", "meta")
 _COLUMNS = ", ".join(_FIELDS)
@@ -50,8 +52,16 @@ class Corpus(Part):
                 " updated_at = now()"
             )
         if len(fact_checks) >= ANALYZE_AFTER_ROWS:
-            async with self.pool.connection() as conn:
-                await conn.execute("ANALYZE fact_checks, fact_check_terms")
+            await self._vacuum("fact_checks, fact_check_terms")
+
+    async def _vacuum(self, tables: str) -> None:
+        """VACUUM (ANALYZE), which runs outside a transaction only."""
+        async with self.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                await conn.execute(f"VACUUM (ANALYZE) {tables}")
+            finally:
+                await conn.set_autocommit(False)
 
     async def delete_fact_checks(self, ids: Sequence[str]) -> int:
         if not ids:

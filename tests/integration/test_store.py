@@ -169,6 +169,46 @@ async def test_a_large_corpus_load_is_vacuumed_and_analysed_and_a_small_one_does
         await store.close()
 
 
+async def test_bm25_reads_the_planners_counts_of_a_large_corpus_and_counts_a_small_or_uncounted_one(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.storage import candidates
+
+    words = ["vaccine", "border", "election", "flood", "tax", "moon", "virus", "bridge", "river", "storm"]
+    corpus = [FactCheck(id=f"fc{i}", claim=f"{words[i % 10]} {words[i % 7]} {words[i % 3]} {i}") for i in range(40)]
+    store = Store(database_url)
+    await store.open()
+
+    async def scores() -> list[float]:
+        found = await search(
+            store, "bm", 4, unit(2, 4, seed=3), ["vaccine flood tax", "moon storm"], ["en", "en"], mode="lexical"
+        )
+        return [m.lexical_score for post in found for m in post if m.lexical_score is not None]
+
+    try:
+        await store.corpus.upsert_fact_checks(corpus)
+        await store.registry.register_version("bm", "/m", 4, status="indexing")
+        ids = [f"fc{i}" for i in range(60)]
+        await store.embeddings.write_embeddings("bm", ids[:40], unit(40, 4))
+        counted = await scores()
+        monkeypatch.setattr(candidates, "EXACT_STATS_BELOW", 1)
+        assert await scores() == counted  # never vacuumed or analysed since the load: counted
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) fact_checks, fact_check_terms")
+        assert await scores() == pytest.approx(counted, rel=1e-5)  # the planner's counts, exact after a vacuum
+        # More fact-checks, not yet counted by a vacuum: the planner's counts lag, a count does not.
+        await store.corpus.upsert_fact_checks(
+            [FactCheck(id=f"fc{i}", claim=f"{words[i % 10]} {i}") for i in range(40, 60)]
+        )
+        await store.embeddings.write_embeddings("bm", ids[40:], unit(20, 4, seed=1))
+        estimated = await scores()
+        monkeypatch.setattr(candidates, "EXACT_STATS_BELOW", 10**9)
+        grown = await scores()
+        assert estimated != pytest.approx(grown, rel=1e-5)
+    finally:
+        await store.close()
+
+
 async def test_fact_check_twins_in_sql_agree_with_the_python_definition(database_url: str) -> None:
     """Copies of one fact-check (quotes and spacing aside) are found alike in a corpus file and in Postgres."""
     fcs = [

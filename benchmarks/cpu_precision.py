@@ -138,7 +138,7 @@ async def tier_figures(ref: str, cache: Path) -> dict[str, Any]:
         try:
             for name, autocast in (("float32", "off"), ("bf16 autocast", "bfloat16")):
                 settings = Settings(_env_file=None, autocast=autocast)  # type: ignore[call-arg]
-                gathered = await gather(database.url, ref, settings, [dev], cache / name.replace(" ", "-"))
+                gathered = await gather(database.url, ref, settings, [dev], cache / _key(name))
                 config = replace(retrieval_config(settings), min_score=-1.0)
                 retriever = Retriever(CachedSource(gathered), config)
                 report, _ = await judge(retriever, NoEncoder(gathered.dimension), dev, decisions)

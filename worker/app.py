@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         runtime.broker,
         on_startup=[start_services],
         after_startup=[runtime.fail_unless_loaded],
+        on_shutdown=[runtime.settle_batches],
         after_shutdown=[runtime.stop_services],
     )
 

@@ -11,12 +11,13 @@ and nothing spins. Every topic is declared through :func:`subscribe`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
@@ -26,6 +27,7 @@ from worker.adapter import kafka
 from worker.adapter.assignor import assignment_strategy
 from worker.adapter.broker_watch import BrokerWatch, ResyncAfterOutage
 from worker.adapter.failures import AttemptLog, Outages, process_isolating
+from worker.adapter.overlap import OverlappedHandler, SettleOnRevoke, consumer_offsets
 from worker.adapter.sinks import KafkaTopicsSink, ResultSink
 from worker.core.pipeline import BatchOutcome
 from worker.core.retry import DependencyUnavailable
@@ -38,7 +40,9 @@ log = logging.getLogger(__name__)
 
 
 class PostProcessor(Protocol):
-    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome: ...
+    async def process(
+        self, records: Sequence[RawRecord], released: Callable[[], None] | None = None
+    ) -> BatchOutcome: ...
 
 
 class SideProcessor(Protocol):
@@ -56,6 +60,8 @@ class WorkerDeps:
     sinks: list[ResultSink] = field(default_factory=list)
     # Exceptions that mean a dependency is down, never a record's fault (worker.adapter.failures).
     outages: Outages = ()
+    # Filled by build_broker: the handlers whose batches in flight must settle before the consumers stop.
+    overlapped: list[OverlappedHandler] = field(default_factory=list)
 
 
 def to_raw(record: Any) -> RawRecord:
@@ -124,10 +130,21 @@ class Subscription:
     observe: Callable[[Any, Sequence[RawRecord], float], None]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One group of a batch, processed and not yet published."""
+
+    group: list[RawRecord]
+    # The group's records that were tried (the rest had used up their attempts).
+    fresh: list[RawRecord]
+    outcome: Any
+
+
 @dataclass(eq=False)
 class BatchHandler:
     """A subscription's handler: each batch processed, published, observed, then committed (by
-    FastStream, when it returns; a raise leaves the batch uncommitted)."""
+    FastStream, when it returns; a raise leaves the batch uncommitted). Its steps (:meth:`prepare`,
+    :meth:`deliver`, :meth:`failed`) are also what :mod:`worker.adapter.overlap` runs for posts."""
 
     settings: Settings
     metrics: Metrics
@@ -140,44 +157,63 @@ class BatchHandler:
         self.attempts = AttemptLog(self.settings.max_record_attempts)
         self.empty = BatchOutcome if self.sub.title == "posts" else SideOutcome
 
+    def context(self, raws: Sequence[RawRecord]) -> dict[str, Any]:
+        return {"batch_id": uuid.uuid4().hex[:12], "topic": self.sub.title, "records": len(raws)}
+
     async def __call__(self, records: list[Any]) -> None:
         raws = [to_raw(r) for r in records]
-        batch_id = uuid.uuid4().hex[:12]
-        # After a publish failure, one record at a time: the one that keeps failing is isolated.
-        groups = [[r] for r in raws] if self.attempts.suspect(raws) else [raws]
-        for group in groups:
-            await self.group(group, {"batch_id": batch_id, "topic": self.sub.title, "records": len(group)})
-
-    async def group(self, group: list[RawRecord], context: dict[str, Any]) -> None:
-        fresh, exhausted = self.attempts.split(group)
+        context = self.context(raws)
+        current = raws
         try:
-            outcome: Any = await process_isolating(fresh, self.processor.process, self.empty, self.outages)  # type: ignore[arg-type]
-            outcome = outcome.with_dead_letters(exhausted)
-            started = time.perf_counter()
-            for sink in self.sinks:
-                await sink.publish(outcome.results, outcome.dead_letters)
-            self.sub.observe(outcome, group, time.perf_counter() - started)
-            count_dead_letters(self.metrics, self.sub.title, outcome.dead_letters)
-        except DependencyUnavailable as exc:
-            self.metrics.errors.labels(stage="dependency").inc()
-            log.error("batch left uncommitted: %s", exc, extra=context)
-            # Back off before it comes back: an outage that skipped the retries must not spin.
-            await asyncio.sleep(self.settings.retry_backoff_initial_s)
-            raise NackMessage() from exc
+            for prepared in await self.prepare(raws):
+                current = prepared.fresh
+                await self.deliver(prepared, context)
         except Exception as exc:
-            # Publishing failed: never commit what was not published, count the try against
-            # each record, and back off so redelivery cannot become a busy loop.
-            self.attempts.failed(fresh, exc)
-            self.metrics.errors.labels(stage="unexpected").inc()
-            log.exception("batch failed; it will be redelivered", extra=context)
-            await asyncio.sleep(self.settings.retry_backoff_max_s)
+            await self.failed(exc, current, context)
+            if isinstance(exc, DependencyUnavailable):
+                raise NackMessage() from exc
             raise
-        self.attempts.forget(group)
+
+    async def prepare(self, raws: list[RawRecord], released: Callable[[], None] | None = None) -> list[Prepared]:
+        """Process the batch (whole, or one record at a time after a publish failure: the one
+        that keeps failing is isolated); ``released`` is passed on to a posts processor."""
+        process: Any = self.processor.process
+        if released is not None:
+            process = functools.partial(cast(PostProcessor, self.processor).process, released=released)
+        prepared = []
+        for group in [[r] for r in raws] if self.attempts.suspect(raws) else [raws]:
+            fresh, exhausted = self.attempts.split(group)
+            outcome: Any = await process_isolating(fresh, process, self.empty, self.outages)
+            prepared.append(Prepared(group, fresh, outcome.with_dead_letters(exhausted)))
+        return prepared
+
+    async def deliver(self, prepared: Prepared, context: dict[str, Any]) -> None:
+        """Publish to every sink and observe; raises what a sink raised."""
+        outcome = prepared.outcome
+        started = time.perf_counter()
+        for sink in self.sinks:
+            await sink.publish(outcome.results, outcome.dead_letters)
+        self.sub.observe(outcome, prepared.group, time.perf_counter() - started)
+        count_dead_letters(self.metrics, self.sub.title, outcome.dead_letters)
+        self.attempts.forget(prepared.group)
         for letter in outcome.dead_letters:
             log.warning(
                 "dead-lettered",
                 extra={**context, "reason": letter.reason, "partition": letter.partition, "offset": letter.offset},
             )
+
+    async def failed(self, exc: Exception, fresh: Sequence[RawRecord], context: dict[str, Any]) -> None:
+        """Count and log a batch's failure, then back off before it comes back (never a busy loop)."""
+        if isinstance(exc, DependencyUnavailable):
+            self.metrics.errors.labels(stage="dependency").inc()
+            log.error("batch left uncommitted: %s", exc, extra=context)
+            await asyncio.sleep(self.settings.retry_backoff_initial_s)
+            return
+        # Publishing failed: never commit what was not published, and count the try against each record.
+        self.attempts.failed(fresh, exc)
+        self.metrics.errors.labels(stage="unexpected").inc()
+        log.error("batch failed; it will be redelivered", exc_info=exc, extra=context)
+        await asyncio.sleep(self.settings.retry_backoff_max_s)
 
 
 def subscribe(
@@ -189,16 +225,27 @@ def subscribe(
     sinks: Sequence[ResultSink],
     watch: BrokerWatch | None = None,
     outages: Outages = (),
-) -> None:
-    """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit."""
-    handler = BatchHandler(settings, metrics, sub, processor, sinks, outages)
+) -> OverlappedHandler | None:
+    """Declare ``sub`` on ``broker``: batches to ``processor``, outcomes to ``sinks``, then commit.
+
+    Returns the posts' :class:`~worker.adapter.overlap.OverlappedHandler` where ``overlap_batches``
+    is on (what must settle before the consumers stop), else None."""
+    handler: Any = BatchHandler(settings, metrics, sub, processor, sinks, outages)
 
     async def handle(records: list[Any]) -> None:  # FastStream reads a plain function's signature
         await handler(records)
 
-    listener = None
+    def consumer() -> Any:
+        return subscriber.consumer
+
+    listener: Any = None
     if watch is not None:
-        listener = ResyncAfterOutage(watch, lambda: subscriber.consumer, sub.auto_offset_reset)
+        listener = ResyncAfterOutage(watch, consumer, sub.auto_offset_reset)
+    overlapped: OverlappedHandler | None = None
+    if sub.title == "posts" and settings.overlap_batches:
+        offsets = lambda: consumer_offsets(consumer())  # noqa: E731
+        handler = overlapped = OverlappedHandler(handler, offsets, to_raw, settings.shutdown_grace_s)
+        listener = SettleOnRevoke(overlapped, listener)
     subscriber = broker.subscriber(
         sub.topic,
         batch=True,
@@ -209,14 +256,16 @@ def subscribe(
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
         max_poll_interval_ms=settings.max_poll_interval_ms,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        # An overlapped handler commits its own batches (worker.adapter.overlap).
+        ack_policy=AckPolicy.MANUAL if overlapped is not None else AckPolicy.NACK_ON_ERROR,
         decoder=_raw_records,
         title=sub.title,
         listener=listener,
         # Partitions a topic gains are assigned on every coordinator (see worker.adapter.assignor).
-        partition_assignment_strategy=assignment_strategy(lambda: subscriber.consumer),
+        partition_assignment_strategy=assignment_strategy(consumer),
     )
     subscriber(handle)
+    return overlapped
 
 
 def subscriptions(
@@ -309,5 +358,7 @@ def build_broker(
         )
     sinks: list[ResultSink] = [KafkaTopicsSink(matches, dead, settings.dead_letter_max_value_bytes), *deps.sinks]
     for sub, processor in subscriptions(settings, metrics, deps):
-        subscribe(broker, settings, metrics, sub, processor, sinks, watch, deps.outages)
+        overlapped = subscribe(broker, settings, metrics, sub, processor, sinks, watch, deps.outages)
+        if overlapped is not None:
+            deps.overlapped.append(overlapped)
     return broker

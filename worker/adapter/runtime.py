@@ -72,7 +72,8 @@ class WorkerRuntime:
         self.corpus = CorpusIndexer(self.store, self.models.encoder_for, self.image_reader, self.store.images)
         self.broker_watch = BrokerWatch(settings, self.consumers)
         self.coverage = PartitionCoverage(settings.unserved_partition_after_s)
-        self.broker = build_broker(settings, self._deps(extra_sinks), metrics=self.metrics, watch=self.broker_watch)
+        self.deps = self._deps(extra_sinks)
+        self.broker = build_broker(settings, self.deps, metrics=self.metrics, watch=self.broker_watch)
         self.reporter = (
             ClaimReporter(self.store, self.broker, settings)
             if settings.claims_report_interval_s > 0 and settings.claim_clusters
@@ -367,7 +368,13 @@ class WorkerRuntime:
         await self.start_services()
         await self.broker.start()
 
+    async def settle_batches(self) -> None:
+        """Before the consumers stop: the posts' batches in flight publish and commit."""
+        for handler in self.deps.overlapped:
+            await handler.close()
+
     async def stop(self) -> None:
+        await self.settle_batches()
         await self.broker.stop()
         await self.stop_services()
 
@@ -390,10 +397,10 @@ class _AfterModelLoad:
         self.pipeline = pipeline
         self.loaded = loaded
 
-    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+    async def process(self, records: Sequence[RawRecord], released: Callable[[], None] | None = None) -> BatchOutcome:
         try:
             await self.loaded()
         except Exception as exc:
             # Not the posts' fault: left uncommitted (no attempt counted) while the worker stops.
             raise DependencyUnavailable(f"the model did not load: {exc!r}") from exc
-        return await self.pipeline.process(records)
+        return await self.pipeline.process(records, released)

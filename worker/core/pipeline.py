@@ -160,7 +160,9 @@ class MatchPipeline:
             config.token_budget, config.encode_batch_size, EmbeddingCache(config.embedding_cache_size)
         )
 
-    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+    async def process(self, records: Sequence[RawRecord], released: Callable[[], None] | None = None) -> BatchOutcome:
+        """The batch's outcome; ``released()`` is called once its text no longer needs the encoder
+        (so the caller may start the next batch's encoding while this one finishes)."""
         items, letters = self._decode(records)
         if not items:
             return BatchOutcome(dead_letters=tuple(letters))
@@ -170,7 +172,7 @@ class MatchPipeline:
         try:
             await self._languages(items)
             todo = await self._repeats(model, items)
-            stats = await self._match(model, todo)
+            stats = await self._match(model, todo, released or (lambda: None))
             images_started = time.perf_counter()
             await self._match_images(model, items, reading)
             images_seconds = time.perf_counter() - images_started if reading is not None else 0.0
@@ -217,7 +219,7 @@ class MatchPipeline:
         for item, lang in zip(unknown, found, strict=True):
             item.lang, item.lang_detected = lang, lang is not None
 
-    async def _match(self, model: ServingModel, items: Sequence[PostItem]) -> BatchStats:
+    async def _match(self, model: ServingModel, items: Sequence[PostItem], released: Callable[[], None]) -> BatchStats:
         """Encode in planned calls and search each call's posts while the next call encodes (a post
         with no text at all, only images, has nothing to encode: its images answer it)."""
         for item in items:
@@ -225,6 +227,7 @@ class MatchPipeline:
                 item.searched = Searched(PostCandidates([]), [])
         items = [item for item in items if item.claim]
         if not items:
+            released()
             return BatchStats()
         texts = [item.claim for item in items]
         started = time.perf_counter()
@@ -241,6 +244,8 @@ class MatchPipeline:
                     assert pending is not None
                     await pending
                     pending = self._start(model, plan, n - offset + 1, texts)
+                if pending is None:
+                    released()
                 search_started = time.perf_counter()
                 await self._search(model, [items[i] for i in chunk], plan, chunk)
                 search_seconds += time.perf_counter() - search_started

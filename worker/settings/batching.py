@@ -20,6 +20,11 @@ class BatchingSettings(BaseModel):
         description="Most padded tokens (rows x longest row) one encoder call may take; unset: 1024 on CPU,"
         " where small calls were measured fastest, 16384 on a GPU.",
     )
+    overlap_batches: bool = Field(
+        True,
+        description="Encode the next posts' batch while one finishes (searching, clustering, publishing);"
+        " the worker then commits each batch's offsets itself, in order, after it published.",
+    )
     max_post_chars: int = Field(20_000, ge=1, description="Posts longer than this are dead-lettered.")
     max_record_bytes: int = Field(1_048_576, ge=1_024, description="Records larger than this are dead-lettered unread.")
     max_json_depth: int = Field(32, ge=2, le=500, description="Deeper JSON is dead-lettered before parsing.")

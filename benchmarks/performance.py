@@ -291,13 +291,15 @@ NOT_OVERLAPPED = "worker hybrid, not overlapped"
 
 
 async def forget_answers(settings: Settings) -> None:
-    """No path reuses an earlier path's answers (same model, decision and corpus: same answer keys)."""
+    """No path reuses an earlier path's answers (same model, decision and corpus: same answer keys)
+    or finds its claim clusters made (joining a cluster is cheaper than starting one)."""
     from worker.storage import Store
 
     store = Store(settings.require_database_url())
     await store.open()
     try:
         await store.answers.forget_answers(0, limit=10_000_000)
+        await store.clusters.forget_clusters(0, limit=10_000_000)
     finally:
         await store.close()
 

@@ -129,16 +129,21 @@ class Model:
     ann: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def section_encode(model: Model, texts: list[str], settings: Settings, rounds: int) -> None:
+def section_encode(
+    model: Model, texts: list[str], settings: Settings, rounds: int, budgets: Sequence[int] = ()
+) -> None:
     """Naive encode vs the worker's encoder stage, alternated so both see the same machine; naive
     twice, as a user writes it (float32) and at the stage's own precision (inside its autocast,
-    when it has one): the stage's planning is judged against the latter."""
+    when it has one): the stage's planning is judged against the latter. ``budgets``: the stage
+    again with these padded-token budgets per call, in the same rounds."""
     encoder = model.encoder
     stage = EncodeStage(settings.token_budget(encoder.device), settings.encode_batch_size)
+    others = {b: EncodeStage(b, settings.encode_batch_size) for b in budgets}
     fetch = settings.batch_max_records
     naive_s: list[float] = []
     same_s: list[float] = []
     stage_s: list[float] = []
+    other_s: dict[int, list[float]] = {b: [] for b in budgets}
     encoder.encode_queries(texts[:32])  # warm-up
 
     def naive() -> Any:
@@ -163,11 +168,18 @@ def section_encode(model: Model, texts: list[str], settings: Settings, rounds: i
             ]
         )
         stage_s.append(time.perf_counter() - started)
+        for budget, other in others.items():
+            started = time.perf_counter()
+            for i in range(0, len(texts), fetch):
+                other.encode_all(encoder, model.version, texts[i : i + fetch])
+            other_s[budget].append(time.perf_counter() - started)
     agreement = float(np.min(np.sum(np.asarray(plain) * ours, axis=1)))
     model.rows["naive encode"] = len(texts) / min(naive_s)
     if same_s:
         model.rows[f"naive encode ({encoder.autocast} autocast)"] = len(texts) / min(same_s)
     model.rows[f"encoder stage (fetch {fetch})"] = len(texts) / min(stage_s)
+    for budget, seconds in other_s.items():
+        model.rows[f"encoder stage (fetch {fetch}, {budget} tokens a call)"] = len(texts) / min(seconds)
     same = f", at the stage's precision {len(texts) / min(same_s):.1f}/s" if same_s else ""
     print(f"  encode: naive {len(texts) / min(naive_s):.1f}/s{same}, stage {len(texts) / min(stage_s):.1f}/s "
           f"(min cosine between them {agreement:.5f})", flush=True)  # fmt: skip
@@ -641,6 +653,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["default", "minilm"])
     parser.add_argument("--posts", type=int, default=1197)
     parser.add_argument("--rounds", type=int, default=2, help="Encode rounds (the best counts).")
+    parser.add_argument("--budgets", type=int, nargs="*", default=[], help="The stage again at these token budgets.")
     parser.add_argument("--reindex", type=int, default=2000, help="Fact-checks re-embedded in the reindex section.")
     parser.add_argument("--only", nargs="+", default=["encode", "backends", "stream", "reindex", "ann"])
     parser.add_argument("--paths", nargs="+", default=list(STREAM_PATHS), choices=STREAM_PATHS, help="Stream paths.")
@@ -690,7 +703,7 @@ def main() -> None:
             print(f"{name}: {ref}", flush=True)
             asyncio.run(prepare(model, base, args.cache))
             if "encode" in args.only:
-                section_encode(model, texts, base, args.rounds)
+                section_encode(model, texts, base, args.rounds, args.budgets)
             if "backends" in args.only:
                 section_backends(model, texts, base, args.cache, args.rounds)
             if "stream" in args.only:

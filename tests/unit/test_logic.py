@@ -295,5 +295,5 @@ def test_encoder_calls_are_small_on_cpu_and_large_on_a_gpu_unless_set() -> None:
     from worker.settings import Settings
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.token_budget("cpu") == 1024 and settings.token_budget("cuda") == 16_384
+    assert settings.token_budget("cpu") == 2048 and settings.token_budget("cuda") == 16_384
     assert Settings(_env_file=None, batch_token_budget=4096).token_budget("cpu") == 4096  # type: ignore[call-arg]

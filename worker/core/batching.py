@@ -3,8 +3,8 @@
 Kafka hands the worker up to ``batch_max_records`` posts at once. Encoding them in one call
 would pad every short post to the longest one, so they are sorted by length and cut into
 calls of at most ``encode_batch_size`` rows and ``batch_token_budget`` padded tokens (long
-posts make smaller calls: memory stays bounded). On CPU the budget is smaller (1,024 tokens), and
-the stage encodes fetches of 64 posts at 1.04x the speed of one ``encode(batch_size=32)`` over all
+posts make smaller calls: memory stays bounded). On CPU the budget is smaller (2,048 tokens), and
+the stage encodes fetches of 64 posts at 0.96x the speed of one ``encode(batch_size=32)`` over all
 800 posts sorted at once at the same precision (bf16 autocast; docs/measurements.md). The pipeline
 searches one call's posts while the next call encodes, so the calls are also its units of overlap.
 

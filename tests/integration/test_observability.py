@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,9 @@ class BlockingPipeline:
         self.inner = inner
         self.release = asyncio.Event()
 
-    async def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+    async def process(self, records: Sequence[RawRecord], released: Callable[[], None] | None = None) -> BatchOutcome:
         await self.release.wait()
-        result: BatchOutcome = await self.inner.process(records)
+        result: BatchOutcome = await self.inner.process(records, released)
         return result
 
 

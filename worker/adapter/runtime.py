@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from worker.adapter import kafka
@@ -27,11 +27,10 @@ from worker.core.images import ImageMatching
 from worker.core.indexer import CorpusIndexer
 from worker.core.items import PostItem
 from worker.core.language import fasttext_detector
-from worker.core.pipeline import BatchOutcome, MatchPipeline, ServingModel
+from worker.core.pipeline import MatchPipeline, ServingModel
 from worker.core.rematch import Rematcher
-from worker.core.retry import DependencyUnavailable
 from worker.core.reuse import Reuse
-from worker.core.serving import ServingEvents
+from worker.core.serving import AfterFirstLoad, ServingEvents
 from worker.core.shadow import ShadowRunner
 from worker.core.side_topics import FactCheckEvents, FeedbackEvents
 from worker.domain import SERVING_STATUSES, ShadowRow
@@ -41,7 +40,7 @@ from worker.retrieval.recall import RecallMonitor
 from worker.retrieval.retriever import Retriever
 from worker.settings import Settings
 from worker.storage.db import UNAVAILABLE
-from worker.wire import MatchResult, RawRecord
+from worker.wire import MatchResult
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +178,7 @@ class WorkerRuntime:
             else []
         )
         return WorkerDeps(
-            pipeline=_AfterModelLoad(self.pipeline, self.model_loaded),
+            pipeline=AfterFirstLoad(self.pipeline, self.model_loaded),
             factchecks=FactCheckEvents(self.corpus, limits),
             feedback=FeedbackEvents(self.store.feedback, limits),
             sinks=[*archive, *(extra_sinks or [])],
@@ -306,7 +305,7 @@ class WorkerRuntime:
     async def start_services(self, *, wait_for_model: bool = True) -> None:
         """Everything but the broker. With ``wait_for_model`` off the model loads in the
         background, so the consumer groups join meanwhile (a restart's first result comes
-        seconds sooner); batches wait for it in :class:`_AfterModelLoad`."""
+        seconds sooner); batches wait for it in :class:`~worker.core.serving.AfterFirstLoad`."""
         from worker.configs import bootstrap_active_version
 
         if self.settings.metrics_enabled:
@@ -388,19 +387,3 @@ async def running(settings: Settings) -> AsyncIterator[WorkerRuntime]:
         yield runtime
     finally:
         await runtime.stop()
-
-
-class _AfterModelLoad:
-    """The pipeline, behind the first model load (the consumer groups join while it runs)."""
-
-    def __init__(self, pipeline: MatchPipeline, loaded: Callable[[], Awaitable[None]]) -> None:
-        self.pipeline = pipeline
-        self.loaded = loaded
-
-    async def process(self, records: Sequence[RawRecord], released: Callable[[], None] | None = None) -> BatchOutcome:
-        try:
-            await self.loaded()
-        except Exception as exc:
-            # Not the posts' fault: left uncommitted (no attempt counted) while the worker stops.
-            raise DependencyUnavailable(f"the model did not load: {exc!r}") from exc
-        return await self.pipeline.process(records, released)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.core.clusters import cluster_post
+from worker.core.images import outcome
 from worker.core.reuse import Answered, Reused
 from worker.domain import ClusterPost, ClusterSummary, Vectors
 from worker.domain.images import ImageRead
@@ -66,6 +67,29 @@ class PostItem:
             return None
         matches, origin = self.answer()
         return Answered(self.key, origin or self.post.id, matches, self.context, self.vector)
+
+    def to_result(self, version: str, text_max_chars: int) -> MatchResult:
+        """What is published for it under model ``version``, with at most ``text_max_chars`` of its text."""
+        cut = text_max_chars
+        text = self.post.text
+        matches, duplicate_of = self.answer()
+        return MatchResult(
+            post_id=self.post.id,
+            lang=self.lang,
+            lang_detected=self.lang_detected,
+            platform=self.post.platform,
+            matches=matches,
+            duplicate_of=duplicate_of,
+            cluster_id=self.cluster.cluster_id if self.cluster else None,
+            cluster=wire_cluster(self.cluster),
+            model_version=version,
+            source=self.record.source(),
+            text=text[:cut] if cut else None,
+            text_truncated=bool(cut) and len(text) > cut,
+            url=self.post.url,
+            posted_at=self.post.created_at,
+            images=[outcome(read, ref.url) for read, ref in zip(self.images, self.post.images, strict=False)],
+        )
 
 
 def mark_repeats(

@@ -33,8 +33,8 @@ from typing import Protocol
 from worker.core.batching import EmbeddingCache, EncodePlan, EncodeStage
 from worker.core.clusters import Clustering
 from worker.core.decoding import Limits, decode_post
-from worker.core.images import ImageMatching, outcome, with_image_matches, with_text_in_images
-from worker.core.items import PostItem, cluster_posts, mark_repeats, wire_cluster
+from worker.core.images import ImageMatching, with_image_matches, with_text_in_images
+from worker.core.items import PostItem, cluster_posts, mark_repeats
 from worker.core.retry import RetryPolicy
 from worker.core.reuse import Reuse
 from worker.domain import Encoder, PostCandidates, Vectors
@@ -183,7 +183,7 @@ class MatchPipeline:
         await self._cluster(model, items)
         cluster_seconds = time.perf_counter() - cluster_started if self.clustering is not None else 0.0
         for item in items:
-            item.result = self._result(model, item)
+            item.result = item.to_result(model.version, self.config.result_text_max_chars)
         await self._remember(model, todo)
         reused = sum(1 for item in items if item.reused or item.copy_of)
         stats = replace(stats, reused=reused, images_seconds=images_seconds, cluster_seconds=cluster_seconds)
@@ -372,28 +372,6 @@ class MatchPipeline:
         )
         for item, cluster in zip(items, found, strict=True):
             item.cluster = cluster
-
-    def _result(self, model: ServingModel, item: PostItem) -> MatchResult:
-        cut = self.config.result_text_max_chars
-        text = item.post.text
-        matches, duplicate_of = item.answer()
-        return MatchResult(
-            post_id=item.post.id,
-            lang=item.lang,
-            lang_detected=item.lang_detected,
-            platform=item.post.platform,
-            matches=matches,
-            duplicate_of=duplicate_of,
-            cluster_id=item.cluster.cluster_id if item.cluster else None,
-            cluster=wire_cluster(item.cluster),
-            model_version=model.version,
-            source=item.record.source(),
-            text=text[:cut] if cut else None,
-            text_truncated=bool(cut) and len(text) > cut,
-            url=item.post.url,
-            posted_at=item.post.created_at,
-            images=[outcome(read, ref.url) for read, ref in zip(item.images, item.post.images, strict=False)],
-        )
 
     async def _observe(self, model: ServingModel, items: Sequence[PostItem]) -> None:
         for observe in self.observers:

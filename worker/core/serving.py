@@ -15,16 +15,18 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.core.pipeline import ServingModel
+from worker.core.pipeline import BatchOutcome, MatchPipeline, ServingModel
+from worker.core.retry import DependencyUnavailable
 from worker.domain import NOTIFY_CHANNEL, Encoder, ModelVersion
 from worker.retrieval.decision import Decisions
 from worker.retrieval.rerank import Reranker
 from worker.retrieval.shipped import model_key
 from worker.storage.interfaces import ServingStores
+from worker.wire import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +204,19 @@ class ModelManager:
             except Exception as exc:
                 log.warning("model watcher: %r; retrying in %.1fs", exc, interval_s)
                 await asyncio.sleep(interval_s)
+
+
+class AfterFirstLoad:
+    """The pipeline, behind the first model load (the consumer groups join while it runs)."""
+
+    def __init__(self, pipeline: MatchPipeline, loaded: Callable[[], Awaitable[None]]) -> None:
+        self.pipeline = pipeline
+        self.loaded = loaded
+
+    async def process(self, records: Sequence[RawRecord], released: Callable[[], None] | None = None) -> BatchOutcome:
+        try:
+            await self.loaded()
+        except Exception as exc:
+            # Not the posts' fault: left uncommitted (no attempt counted) while the worker stops.
+            raise DependencyUnavailable(f"the model did not load: {exc!r}") from exc
+        return await self.pipeline.process(records, released)

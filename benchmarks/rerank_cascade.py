@@ -9,9 +9,11 @@ reread that keep 90% of the reranker's AUROC gain and its match recall within 0.
 (open-set) is judged once for each of the three decisions, counting the pairs the cross-encoder
 reads, and the costs are timed side by side in one run: the encoder stage on the test posts vs
 the cross-encoder over every post's top 10 and over the cascade's pairs, in float32 and under the
-encoder's bf16 autocast.
+encoder's bf16 autocast. With ``--layers K`` the cross-encoder that reranks is the trainer's
+``train_reranker_layers`` student: the encoder's first K layers distilled from that full-depth one
+(its costs are timed beside the full-depth one's).
 
-    .venv/bin/python benchmarks/rerank_cascade.py [--model DIR] [--out FILE]
+    .venv/bin/python benchmarks/rerank_cascade.py [--model DIR] [--layers K] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,12 +24,19 @@ import json
 import time
 from dataclasses import replace
 from functools import partial
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from decisions import DATA, CachedSource, NoEncoder, gathered_splits, judge  # benchmarks/decisions.py
-from rerank_check import TOP_N, CachedReranker, mined_pairs, trained_reranker  # benchmarks/rerank_check.py
+from rerank_check import (
+    TOP_N,
+    CachedReranker,
+    distilled_reranker,
+    mined_pairs,
+    trained_reranker,
+)  # benchmarks/rerank_check.py
 
 from worker.configs import calibration_config, encoder_options, retrieval_config
 from worker.core.encoder import SentenceTransformerEncoder, autocast_context, resolve_autocast
@@ -96,16 +105,22 @@ def timed(fn: Any, *args: Any) -> float:
     return time.perf_counter() - started
 
 
-async def run(model: str, cache: Path) -> dict[str, Any]:
+async def run(model: str, cache: Path, layers: int) -> dict[str, Any]:
     settings = Settings()
     splits, gathered = await gathered_splits(model, settings, cache)
     dev, test = splits["dev"], splits["test"]
     enc = NoEncoder(gathered.dimension)
     config = replace(retrieval_config(settings), min_score=-1.0)
     retriever = Retriever(CachedSource(gathered), config)
-    inner, trained_s = trained_reranker(settings, model, await mined_pairs(gathered, retriever, enc), cache)
-    cached = CachedReranker(inner)
+    pairs = await mined_pairs(gathered, retriever, enc)
+    inner, trained_s = trained_reranker(settings, model, pairs, cache)
     out: dict[str, Any] = {"model": model, "top_n": TOP_N, "reranker trained s": trained_s}
+    timed_paths = {"full depth": inner.path}
+    if layers > 0:
+        inner, out["student trained s"] = distilled_reranker(settings, model, pairs, cache, layers, inner)
+        out["student layers"] = layers
+        timed_paths[f"{layers} layers"] = inner.path
+    cached = CachedReranker(inner)
 
     # Dev: every pooled candidate with the reranker's score over each top-N, fitted without it
     # and per (top-N, band).
@@ -145,7 +160,7 @@ async def run(model: str, cache: Path) -> dict[str, Any]:
         out["test"][name] = summary(report) | {"pairs a post": round(len(counted[name].pairs) / len(test.queries), 2)}
         print(f"test, {name}: {out['test'][name]}")
     out["test"] |= await bf16_figures(inner.path, settings, test, enc, fits[chosen], chosen, cached)
-    out["cost"] = costs(model, inner.path, settings, list(test.queries.values()), counted, chosen)
+    out["cost"] = costs(model, timed_paths, settings, list(test.queries.values()), counted, chosen)
     return out
 
 
@@ -170,23 +185,23 @@ async def bf16_figures(
 
 
 def costs(
-    model: str, path: str, settings: Settings, posts: list[str], counted: dict[str, Counting], band: str
+    model: str, paths: dict[str, str], settings: Settings, posts: list[str], counted: dict[str, Counting], band: str
 ) -> dict[str, Any]:
-    """Seconds for the test posts, side by side: encoder stage, then the cross-encoder's pairs."""
+    """Seconds for the test posts, side by side: encoder stage, then each cross-encoder's pairs."""
     encoder = SentenceTransformerEncoder(model, encoder_options(settings))
     encoder.encode_queries(posts[:16])  # warm-up
     encode_s = timed(encoder.encode_queries, posts)
     autocast = resolve_autocast(settings.autocast, "cpu", "float32")
     out: dict[str, Any] = {"posts": len(posts), "encoder stage posts/s": round(len(posts) / encode_s, 1)}
-    for precision, cast in (("fp32", None), ("bf16 autocast", autocast)):
+    for (depth, path), (precision, cast) in product(paths.items(), (("fp32", None), ("bf16 autocast", autocast))):
         if precision != "fp32" and cast is None:
             continue
         cross = CrossEncoderReranker(path, arithmetic=partial(autocast_context, "cpu", cast))
         cross.score(counted["reranker, every post"].pairs[:16])  # warm-up
         for name in ("reranker, every post", f"cascade {band}"):
             seconds = timed(cross.score, counted[name].pairs)
-            out[f"{name}, {precision}: CPU over the encoder stage"] = round(seconds / encode_s, 3)
-            out[f"{name}, {precision}: posts/s"] = round(len(posts) / (encode_s + seconds), 1)
+            out[f"{name}, {depth}, {precision}: CPU over the encoder stage"] = round(seconds / encode_s, 3)
+            out[f"{name}, {depth}, {precision}: posts/s"] = round(len(posts) / (encode_s + seconds), 1)
     return out
 
 
@@ -194,12 +209,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="Model directory (default: the default model).")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/factmatch-bench"), help="Candidates, reranker.")
+    parser.add_argument("--layers", type=int, default=0, help="Rerank with a student of K layers (0: full depth).")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "rerank_cascade.json")
     args = parser.parse_args()
     if not (DATA / "corpus.jsonl").is_file():
         print(f"skipped: {DATA} not found")
         return
-    result = asyncio.run(run(args.model or default_model_ref(Settings().model_store), args.cache))
+    result = asyncio.run(run(args.model or default_model_ref(Settings().model_store), args.cache, args.layers))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["cost"], indent=1))

@@ -83,6 +83,25 @@ def trained_reranker(
     return CrossEncoderReranker(str(kept / "reranker")), seconds
 
 
+def distilled_reranker(
+    settings: Any, model: str, pairs: list[Pair], cache: Path, layers: int, teacher: CrossEncoderReranker
+) -> tuple[CrossEncoderReranker, float | None]:
+    """A cross-encoder of the model's first ``layers`` layers trained on ``teacher``'s logits over
+    ``pairs`` (the trainer's ``train_reranker_layers``), kept under ``cache`` like the teacher."""
+    key = hashlib.sha256(json.dumps([model, pairs, layers, teacher.path]).encode()).hexdigest()[:12]
+    kept = cache / f"reranker-{Path(model).name}-{layers}-layers-{key}"
+    if (kept / "reranker" / "config.json").is_file():
+        return CrossEncoderReranker(str(kept / "reranker")), None
+    with tempfile.TemporaryDirectory(prefix="factmatch-rerank-", dir=cache) as tmp:
+        started = time.perf_counter()
+        epochs = settings.train_reranker_distil_epochs
+        train_reranker(settings, model, pairs, Path(tmp), epochs=epochs, layers=layers, teacher=teacher)
+        seconds = round(time.perf_counter() - started, 1)
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(tmp, kept)
+    return CrossEncoderReranker(str(kept / "reranker")), seconds
+
+
 async def rerank_experiment(
     model: str,
     settings: Any,

@@ -251,8 +251,9 @@ async def train_version_reranker(
     store: Store, settings: Settings, active: ModelVersion, data: TrainingData, output: Path
 ) -> dict[str, float]:
     """The candidate's reranker (rerank_top_n > 0): its own weights as a cross-encoder, trained on
-    the training posts with hard negatives mined by the serving version's retriever."""
-    from trainer.rerank import mine_pairs, train_reranker
+    the training posts with hard negatives mined by the serving version's retriever (distilled into
+    fewer layers with ``train_reranker_layers``)."""
+    from trainer.rerank import fit_reranker, mine_pairs
 
     miner = encoder_loader(settings)(active.path)
     train = await mine_pairs(
@@ -261,7 +262,7 @@ async def train_version_reranker(
     heldout = await mine_pairs(
         store, settings, active.version, miner, LabelledPosts(data.eval_queries, {}, data.eval_relevant)
     )
-    metrics = await asyncio.to_thread(train_reranker, settings, str(output), train, output, heldout=heldout)
+    metrics = await asyncio.to_thread(fit_reranker, settings, str(output), train, output, heldout=heldout)
     return {f"reranker_{k}": v for k, v in metrics.items()}
 
 

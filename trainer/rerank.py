@@ -7,6 +7,10 @@ The negatives are the retriever's own mistakes: for each labelled post, the fuse
 of the serving version that are not its fact-check. A reranker that learns to push those
 down is learning exactly what the first stage gets wrong. The result is saved as
 ``reranker/`` inside the version's directory (:mod:`worker.retrieval.rerank`).
+
+A pair costs a full transformer pass, so ``train_reranker_layers`` makes it cheaper: the
+full-depth cross-encoder is trained first and its logits over the same pairs are what a
+cross-encoder of the encoder's first few layers learns (distillation, :func:`fit_reranker`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from worker.configs import retrieval_config
 from worker.retrieval.calibrate import LabelledPosts, collect_pools
 from worker.retrieval.openset import twin_groups, with_twins
-from worker.retrieval.rerank import RERANKER_DIR
+from worker.retrieval.rerank import RERANKER_DIR, CrossEncoderReranker, Reranker
 from worker.retrieval.retriever import Retriever
 from worker.wire import document_text
 
@@ -63,13 +67,17 @@ async def mine_pairs(
     return pairs
 
 
-def cross_encoder(encoder_path: str, max_length: int) -> Any:
-    """Step 1, the model: the version's own encoder turned into a cross-encoder with a fresh one-logit head."""
+def cross_encoder(encoder_path: str, max_length: int, layers: int = 0) -> Any:
+    """Step 1, the model: the version's own encoder turned into a cross-encoder with a fresh one-logit
+    head; with ``layers``, only its first ``layers`` transformer layers (a student to distil into)."""
     import torch
     from sentence_transformers import CrossEncoder
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = CrossEncoder(encoder_path, num_labels=1, max_length=max_length, device=device)
+    # Hugging Face builds the shallower model from the same checkpoint: the first layers' weights
+    # load, the rest are left out (a student that starts from what the encoder's bottom learned).
+    config = {"num_hidden_layers": layers} if layers > 0 else None
+    model = CrossEncoder(encoder_path, num_labels=1, max_length=max_length, device=device, config_kwargs=config)
     # The word embeddings stay as the encoder learned them: a multilingual vocabulary is most of
     # the weights (96M of e5-small's 118M), updating it costs most of each step, and the few
     # thousand English pairs here would only pull rows of it away from the other languages.
@@ -101,19 +109,31 @@ def train_reranker(
     batch_size: int = 16,
     learning_rate: float = 3e-5,
     max_length: int = 256,
+    layers: int = 0,
+    teacher: Reranker | None = None,
 ) -> dict[str, float]:
-    """Fine-tune a cross-encoder from ``encoder_path``'s weights; saves it to ``output_dir/reranker``."""
+    """Fine-tune a cross-encoder from ``encoder_path``'s weights (its first ``layers`` only when
+    positive); saves it to ``output_dir/reranker``. With a ``teacher``, the pairs' targets are the
+    teacher's logits (distillation, mean squared error) instead of their right/wrong labels."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderClassificationEvaluator
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MSELoss
 
-    model = cross_encoder(encoder_path, max_length)
+    torch.manual_seed(settings.train_seed)  # the fresh head's weights too, so a run repeats
+    model = cross_encoder(encoder_path, max_length, layers)
+    if teacher is not None:
+        logits = teacher.score([(p, d) for p, d, _ in train]).tolist()
+        train = [(p, d, y) for (p, d, _), y in zip(train, logits, strict=True)]
     dataset = pair_dataset(train, settings.train_seed)
 
-    # 3. Loss: binary cross-entropy, positives weighted up to balance the mined negatives.
-    positives = max(1.0, sum(y for _, _, y in train))
-    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train) - positives) / positives))
+    # 3. Loss: the teacher's logits, or binary cross-entropy with the positives weighted up to
+    # balance the mined negatives.
+    if teacher is not None:
+        loss: Any = MSELoss(model)
+    else:
+        positives = max(1.0, sum(y for _, _, y in train))
+        loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train) - positives) / positives))
 
     # 4. Evaluator: held-out pairs, right vs wrong.
     pairs, labels = [[p, d] for p, d, _ in heldout], [int(y) for _, _, y in heldout]
@@ -144,6 +164,35 @@ def train_reranker(
     # 7. Save inside the version, so it ships, rolls out and rolls back with the encoder.
     model.save_pretrained(str(output_dir / RERANKER_DIR))
     return metrics
+
+
+def fit_reranker(
+    settings: Settings,
+    encoder_path: str,
+    train: Sequence[Pair],
+    output_dir: Path,
+    *,
+    heldout: Sequence[Pair] = (),
+) -> dict[str, float]:
+    """The version's reranker: its encoder's full depth trained on the pairs, or, with
+    ``train_reranker_layers``, a cross-encoder of that many layers distilled from that full-depth one
+    (trained first, then thrown away): a few layers cost that share of the pairs' arithmetic."""
+    layers = settings.train_reranker_layers
+    if layers <= 0:
+        return train_reranker(settings, encoder_path, train, output_dir, heldout=heldout)
+    with tempfile.TemporaryDirectory(prefix="factmatch-teacher-") as tmp:
+        train_reranker(settings, encoder_path, train, Path(tmp), heldout=heldout)
+        teacher = CrossEncoderReranker(str(Path(tmp) / RERANKER_DIR))
+        return train_reranker(
+            settings,
+            encoder_path,
+            train,
+            output_dir,
+            heldout=heldout,
+            epochs=settings.train_reranker_distil_epochs,
+            layers=layers,
+            teacher=teacher,
+        )
 
 
 def _as_dict(value: Any) -> Mapping[str, Any]:

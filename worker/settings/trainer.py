@@ -52,6 +52,16 @@ class TrainerSettings(BaseModel):
     train_gpu_memory_gib: float | None = Field(
         None, gt=0, le=100_000, description="Memory per training device the plan must fit (default: the GPU's own)."
     )
+    train_reranker_layers: int = Field(
+        0,
+        ge=0,
+        le=128,
+        description="Layers of the version's reranker (when reranking is on): 0 keeps its encoder's full depth;"
+        " fewer are distilled from a full-depth one trained first, costing that share of the arithmetic a pair.",
+    )
+    train_reranker_distil_epochs: int = Field(
+        3, ge=1, le=100, description="Epochs a shallower reranker learns its teacher's logits over the mined pairs."
+    )
     shadow_share: float = Field(
         0.1, ge=0, le=1, description="Share of posts the shadow version (if any) also answers, unpublished."
     )

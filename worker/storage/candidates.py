@@ -33,6 +33,10 @@ _DENSE = (
 )
 # BM25 (k1 1.2, b 0.75) over the postings of the post's lexemes (migration 0008): the cost
 # follows the postings read, not the number of fact-checks that share any word with the post.
+# Each lexeme's idf is computed once (OFFSET 0 keeps the planner from folding it into the sum,
+# where it was recomputed for every posting, in numeric), and the corpus statistics are
+# materialised once a statement: the same scores, 1.86 -> 1.29 ms a post for a chunk's search
+# (docs/measurements.md).
 _LEXICAL = (
     "SELECT qt.ord, l.id AS fact_check_id, l.score,"
     " row_number() OVER (PARTITION BY qt.ord ORDER BY l.score DESC, l.id) AS rnk"
@@ -41,8 +45,8 @@ _LEXICAL = (
     "    sum(q.idf * t.tf * 2.2 / (t.tf + 1.2 * (0.25 + 0.75 * t.dl / st.avgdl)))::real AS score"
     "   FROM (SELECT pl.lexeme, ln(1 + (st.n - df.c + 0.5) / (df.c + 0.5)) AS idf"
     "         FROM unnest(qt.lx) AS pl(lexeme)"
-    "         CROSS JOIN LATERAL (SELECT count(*) AS c FROM fact_check_terms f WHERE f.lexeme = pl.lexeme) df"
-    "         WHERE df.c > 0) q"
+    "         CROSS JOIN LATERAL (SELECT count(*)::float8 AS c FROM fact_check_terms f WHERE f.lexeme = pl.lexeme) df"
+    "         WHERE df.c > 0 OFFSET 0) q"
     "   JOIN fact_check_terms t ON t.lexeme = q.lexeme"
     "   GROUP BY t.fact_check_id ORDER BY score DESC, t.fact_check_id LIMIT {pool}) l"
 )
@@ -79,7 +83,7 @@ def _candidates_query(version: str, dimension: int, sources: frozenset[Source], 
         "WITH qt AS ("
         "  SELECT u.ord, u.v, {lexemes} AS lx"
         "  FROM unnest(%b::vector[], %s::text[], %s::text[]) WITH ORDINALITY AS u(v, txt, lang, ord)"
-        "), st AS ({stats}), dense AS ({dense}), lex AS ({lexical}), cand AS ("
+        "), st AS MATERIALIZED ({stats}), dense AS ({dense}), lex AS ({lexical}), cand AS ("
         "  SELECT coalesce(d.ord, l.ord) AS ord, coalesce(d.fact_check_id, l.fact_check_id) AS fact_check_id,"
         "   d.rnk AS dense_rank, l.rnk AS lexical_rank, l.score AS lexical_score"
         "  FROM dense d FULL OUTER JOIN lex l ON d.ord = l.ord AND d.fact_check_id = l.fact_check_id"

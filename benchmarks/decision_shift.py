@@ -6,6 +6,8 @@ then judged with the whole corpus, over several seeds; beside it, the same fit w
 corpus loaded, judged the same way. The difference is what a growing corpus costs a decision
 that nobody refitted. Each variant is measured so:
 
+- ``defaults``: the tiers as a worker fits them out of the box (precision targets and the
+  default false-alarm budgets); issue 26's goals are printed beside it;
 - ``precision targets``: the tiers cut at their target precisions only (today's default);
 - ``+ false-alarm budgets``: also held to a share of posts with no fact-check that may see a
   match (``--match-budget``) or anything (``--suggestion-budget``), the stricter cut winning;
@@ -52,6 +54,12 @@ from worker.settings import Settings
 FIGURES = (("match", "precision"), ("match", "recall"), ("match", "false_alarm"))
 FIGURES += (("match_or_suggestion", "precision"), ("match_or_suggestion", "recall"))
 FIGURES += (("match_or_suggestion", "false_alarm"),)
+DEFAULTS = "defaults"
+# Issue 26's goals for the default decision fitted on the smaller corpus and judged on the whole
+# one: (figure, at least / at most, value); and the most match precision the growth may cost.
+GOALS = (("match precision", ">=", 0.95), ("match recall", ">=", 0.75), ("match false_alarm", "<=", 0.02))
+GOALS += (("auroc", ">=", 0.95),)
+MAX_PRECISION_DROP = 0.02
 
 
 def without(posts: LabelledPosts, missing: frozenset[str]) -> LabelledPosts:
@@ -77,7 +85,7 @@ async def fit(
 
 
 def figures(report: dict[str, Any]) -> dict[str, float]:
-    return {f"{tier} {name}": report[tier][name] or 0.0 for tier, name in FIGURES}
+    return {f"{tier} {name}": report[tier][name] or 0.0 for tier, name in FIGURES} | {"auroc": report["auroc"]}
 
 
 async def run(model: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +101,9 @@ async def run(model: str, settings: Settings, args: argparse.Namespace) -> dict[
         golds = {fc for golds in fit_on.qrels.values() for fc in golds}
         corpus = [fc for fc in corpus if fc not in golds]
     budgets: dict[Tier, float] = {"match": args.match_budget, "suggestion": args.suggestion_budget}
+    defaults = {t: b for t, b in zip(("match", "suggestion"), settings_budgets(settings), strict=True) if b}
     variants: dict[str, tuple[dict[Tier, float], float]] = {
+        DEFAULTS: (defaults, 0.0),
         "precision targets": ({}, 0.0),
         f"targets at z={args.z}": ({}, args.z),
         "+ false-alarm budgets": (budgets, 0.0),
@@ -115,6 +125,28 @@ async def run(model: str, settings: Settings, args: argparse.Namespace) -> dict[
         spread = {k: statistics.pstdev(g[k] for g in grown) for k in full}
         out[name] = {"budgets": budget, "z": z, "fitted_on_whole_corpus": full, "fitted_on_share": mean, "sd": spread}
     return out
+
+
+def settings_budgets(settings: Settings) -> tuple[float | None, float | None]:
+    """The false-alarm budgets a worker fits with out of the box (match, suggestion)."""
+    return settings.tier_match_false_alarm, settings.tier_suggestion_false_alarm
+
+
+def show_goals(result: dict[str, Any]) -> None:
+    """The default decision, fitted on the smaller corpus and judged on the whole one, beside the goals."""
+    r = result.get(DEFAULTS)
+    if not r:
+        return
+    share = round(100 * result["share"])
+    judged = result["judge"]
+    print(f"\nGoals (default settings, fitted with {share}% of the corpus, judged on {judged} with all of it):")
+    for key, way, goal in GOALS:
+        value = r["fitted_on_share"][key]
+        met = value >= goal if way == ">=" else value <= goal
+        print(f"  {key:22s} {value:6.3f} (goal {way} {goal}) {'met' if met else 'missed'}")
+    drop = r["fitted_on_whole_corpus"]["match precision"] - r["fitted_on_share"]["match precision"]
+    met = drop <= MAX_PRECISION_DROP
+    print(f"  {'match precision drop':22s} {drop:+6.3f} (goal <= {MAX_PRECISION_DROP}) {'met' if met else 'missed'}")
 
 
 def show(result: dict[str, Any]) -> None:
@@ -155,6 +187,7 @@ def main() -> None:
     settings = Settings()
     result = asyncio.run(run(args.model or default_model_ref(settings.model_store), settings, args))
     show(result)
+    show_goals(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {args.out}")

@@ -296,10 +296,13 @@ def latency(model: Model, settings: Settings, reader: Reader, texts: list[str], 
 
 
 STREAM_PATHS = (
-    "hand-written loop", "worker dense", "worker hybrid", "worker hybrid, not overlapped", "worker hybrid onnx"
+    "hand-written loop", "worker dense", "worker hybrid", "worker hybrid, not overlapped",
+    "worker hybrid, one encoder part", "worker hybrid onnx",
 )  # fmt: skip
 # The worker with each batch finished before the next is fetched (FastStream's own commit), as before issue 35's step 4.
 NOT_OVERLAPPED = "worker hybrid, not overlapped"
+# The worker with each encoder call on torch's own threads instead of single-threaded parts at once.
+ONE_PART = "worker hybrid, one encoder part"
 
 
 async def forget_answers(settings: Settings) -> None:
@@ -372,6 +375,7 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
                 "retrieval_mode": "dense" if path == "worker dense" else "hybrid",
                 "backend": "onnx" if path.endswith("onnx") else "torch",
                 "overlap_batches": path != NOT_OVERLAPPED,
+                **({"cpu_encoder_parts": 1} if path == ONE_PART else {}),
             }
         )  # fmt: skip
         asyncio.run(ensure_topics(settings))
@@ -624,6 +628,7 @@ def report(models: list[Model]) -> None:
             ("worker hybrid / encoder stage", r.get("worker hybrid"), stage, 0.9),
             ("worker hybrid / worker dense", r.get("worker hybrid"), r.get("worker dense"), 0.9),
             ("worker hybrid / its batches not overlapped", r.get("worker hybrid"), r.get(NOT_OVERLAPPED), None),
+            ("worker hybrid / its encoder calls in one part", r.get("worker hybrid"), r.get(ONE_PART), None),
             ("reindex / raw encode", r.get("reindex (embed + store)"), r.get("raw document encode"), 0.9),
         ]
         for label, a, b, goal in pairs:

@@ -232,6 +232,7 @@ def encoder_options(settings: Settings) -> EncoderOptions:
         attn_implementation=settings.attn_implementation,
         batch_size=settings.encode_batch_size,
         trust_remote_code=settings.trust_remote_code,
+        cpu_parts=settings.cpu_encoder_parts,
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.core.encoder_parts import EncoderParts, locked
 from worker.domain import Encoder, Vectors
 
 __all__ = ["Encoder", "EncoderOptions", "SentenceTransformerEncoder", "Vectors"]
@@ -107,6 +108,9 @@ class EncoderOptions:
     attn_implementation: str | None = None
     batch_size: int = 32
     trust_remote_code: bool = False
+    # On CPU, each call as this many single-threaded parts at once (0: torch's thread count;
+    # 1: one call on torch's threads): :mod:`worker.core.encoder_parts`.
+    cpu_parts: int = 1
 
 
 class SentenceTransformerEncoder:
@@ -144,9 +148,13 @@ class SentenceTransformerEncoder:
         self._dimension = int(dimension)
         self.query_prompt = self._prompt(self.options.query_prompt, self.options.query_prompt_name)
         self.document_prompt = self._prompt(None, self.options.document_prompt_name)
-        # torch modules are not safe to call from two threads at once; the worker and the
-        # indexer share one loaded model.
+        # One call at a time: the worker and the indexer share one loaded model (a call's parts run
+        # at once, their tokenizing one at a time).
         self._lock = threading.Lock()
+        parts = (self.options.cpu_parts or torch.get_num_threads()) if self.device == "cpu" else 1
+        self._parts = EncoderParts(parts) if parts > 1 else None
+        if self._parts is not None:
+            self.model.preprocess = locked(self.model.preprocess, threading.Lock())  # type: ignore[method-assign]
         log.info(
             "model loaded",
             extra={
@@ -158,6 +166,7 @@ class SentenceTransformerEncoder:
                 "max_seq_length": self.max_seq_length,
                 "dimension": self._dimension,
                 "query_prompt": self.query_prompt,
+                "parts": parts,
             },
         )
 
@@ -201,21 +210,29 @@ class SentenceTransformerEncoder:
     def _encode(self, texts: Sequence[str], prompt: str, *, fast: bool = False) -> Vectors:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        with self._lock, self._arithmetic() if fast else contextlib.nullcontext():
-            vectors = self.model.encode(
-                list(texts),
-                prompt=prompt,
-                batch_size=self.options.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        vectors = np.asarray(vectors, dtype=np.float32)
+        arithmetic = self._arithmetic if fast else contextlib.nullcontext
+        with self._lock:
+            if self._parts is not None and len(texts) > 1:
+                vectors = self._parts.encode(texts, lambda chunk: self._call(chunk, prompt), arithmetic)
+            else:
+                with arithmetic():
+                    vectors = self._call(list(texts), prompt)
         # Normalised again in float32: a bf16 model's own normalisation is off by up to 3e-3
         # (measured on an H100), and every score downstream is a cosine.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         normalised: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
         return normalised
+
+    def _call(self, texts: list[str], prompt: str) -> Vectors:
+        vectors = self.model.encode(
+            texts,
+            prompt=prompt,
+            batch_size=self.options.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
 
     def _arithmetic(self) -> contextlib.AbstractContextManager[object]:
         return autocast_context(self.device, self.autocast)

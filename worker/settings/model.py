@@ -51,6 +51,14 @@ class ModelSettings(BaseModel):
     encode_batch_size: int = Field(
         32, ge=1, le=4096, description="Most posts per encoder call; the next call encodes while this one is searched."
     )
+    cpu_encoder_parts: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="On CPU, each encoder call runs as this many single-threaded parts at once, so a core"
+        " taken by Postgres or the worker delays one part, not every matrix product (0: torch's thread count;"
+        " 1: one call on torch's threads).",
+    )
     embedding_cache_size: int = Field(
         10_000, ge=0, le=10_000_000, description="Recent post texts whose vectors are reused (0: off)."
     )

@@ -1,0 +1,99 @@
+"""An encoder call on CPU as parts run at once, each on one single-threaded torch thread.
+
+torch splits every matrix product of a call over its intra-op threads and waits for the slowest:
+when another process takes a core for a moment (Postgres searching the previous call's posts, the
+worker's own event loop), every product of the call waits for it. Measured on 2 cores
+(docs/measurements.md, "The encoder's CPU arithmetic"): 98.9 posts/s for one call on 2 threads
+against 106.8 for the same calls as 2 single-threaded halves, and with a third of a core busy
+elsewhere 58-60 against 76-80. So a CPU encoder splits each call into ``parts`` slices (every
+``parts``-th text: calls come sorted by length, so the slices cost alike), encodes them at once,
+and puts the vectors back in order.
+
+Thread counts: ``torch.set_num_threads`` sets the calling thread's OpenMP threads and the default
+that threads take on their first parallel operation. Each part thread starts from the default,
+sets itself to one thread, and once they all have, the constructing thread gives the process back
+its own count: nothing else in the process (a trainer in the same process, a reranker) changes.
+
+Tokenizing stays one at a time (a fast tokenizer is one Rust object; its settings are shared by
+every call), the model's forward runs in the parts at once (inference reads the weights only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from worker.domain import Vectors
+
+
+class EncoderParts:
+    """``parts`` single-threaded torch threads that encode the slices of a call at once."""
+
+    def __init__(self, parts: int) -> None:
+        import torch
+
+        if parts < 2:
+            raise ValueError("an encoder call is split into two parts or more")
+        self.parts = parts
+        started = threading.Barrier(parts)
+
+        def one_thread() -> None:
+            torch.get_num_threads()  # this thread's pool starts from the process's count...
+            torch.set_num_threads(1)  # ...and is one thread from now on
+
+        own = torch.get_num_threads()
+        self.pool = ThreadPoolExecutor(parts, thread_name_prefix="encoder-part", initializer=one_thread)
+        # Every thread started and set (each waits for the others, so none serves two), then the
+        # process's own count back as the default and for this thread.
+        list(self.pool.map(lambda _: started.wait(), range(parts)))
+        torch.set_num_threads(own)
+
+    def thread_counts(self) -> list[int]:
+        """Each part thread's torch intra-op threads (for tests and logs)."""
+        import torch
+
+        started = threading.Barrier(self.parts)
+
+        def count(_: int) -> int:
+            started.wait()
+            return int(torch.get_num_threads())
+
+        return list(self.pool.map(count, range(self.parts)))
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        encode: Callable[[list[str]], Any],
+        arithmetic: Callable[[], contextlib.AbstractContextManager[object]],
+    ) -> Vectors:
+        """``encode`` over the slices at once, inside ``arithmetic`` in each part (autocast is per
+        thread), the rows back in the order of ``texts``."""
+        slices = [list(texts[k :: self.parts]) for k in range(min(self.parts, len(texts)))]
+
+        def part(chunk: list[str]) -> Any:
+            with arithmetic():
+                return np.asarray(encode(chunk), dtype=np.float32)
+
+        encoded = list(self.pool.map(part, slices))
+        out = np.empty((len(texts), encoded[0].shape[1]), dtype=np.float32)
+        for k, rows in enumerate(encoded):
+            out[k :: self.parts] = rows
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def locked(function: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
+    """``function`` called by one thread at a time."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return function(*args, **kwargs)
+
+    return call

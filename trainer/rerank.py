@@ -74,6 +74,13 @@ def cross_encoder(encoder_path: str, max_length: int, layers: int = 0) -> Any:
     from sentence_transformers import CrossEncoder
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if layers > 0:
+        from transformers import AutoConfig
+
+        depth = getattr(AutoConfig.from_pretrained(encoder_path), "num_hidden_layers", None)
+        if depth is not None and layers >= depth:
+            # More layers than the checkpoint has would be left randomly initialised.
+            raise ValueError(f"train_reranker_layers={layers}: the encoder has {depth} layers, a student needs fewer")
     # Hugging Face builds the shallower model from the same checkpoint: the first layers' weights
     # load, the rest are left out (a student that starts from what the encoder's bottom learned).
     config = {"num_hidden_layers": layers} if layers > 0 else None

@@ -83,3 +83,19 @@ def test_a_call_parts_tokenize_one_at_a_time_and_run_at_once(tiny_model: Path, m
 
     assert most == 1
     assert len({name for name in seen if name.startswith("encoder-part")}) == 2
+
+
+def test_a_dropped_encoder_takes_its_part_threads_with_it(tiny_model: Path) -> None:
+    import gc
+
+    split = SentenceTransformerEncoder(str(tiny_model), EncoderOptions(device="cpu", cpu_parts=2))
+    split.encode_queries(TEXTS)
+    assert split._parts is not None
+    threads = list(split._parts.pool._threads)
+    assert len(threads) == 2 and all(t.is_alive() for t in threads)
+
+    del split
+    gc.collect()
+    for t in threads:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in threads)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from trainer.rerank import Pair, cross_encoder, fit_reranker, train_reranker
 from worker.retrieval.rerank import RERANKER_DIR, CrossEncoderReranker, load_reranker
@@ -83,3 +84,8 @@ def test_the_trainer_setting_ships_a_distilled_reranker_the_worker_loads(tiny_mo
     assert reranker is not None
     assert reranker.model.model.config.num_hidden_layers == 1
     assert reranker.score([("a post", "a fact-check")]).shape == (1,)
+
+
+def test_a_student_as_deep_as_its_encoder_is_refused(tiny_model: Path) -> None:
+    with pytest.raises(ValueError, match="has 2 layers"):
+        cross_encoder(str(tiny_model), 128, layers=2)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -52,6 +53,8 @@ class EncoderParts:
         # process's own count back as the default and for this thread.
         list(self.pool.map(lambda _: started.wait(), range(parts)))
         torch.set_num_threads(own)
+        # A retired model version's encoder takes its threads with it.
+        weakref.finalize(self, self.pool.shutdown, wait=False)
 
     def thread_counts(self) -> list[int]:
         """Each part thread's torch intra-op threads (for tests and logs)."""
@@ -84,9 +87,6 @@ class EncoderParts:
         for k, rows in enumerate(encoded):
             out[k :: self.parts] = rows
         return out
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
 
 
 def locked(function: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:

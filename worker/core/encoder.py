@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.core.encoder_parts import EncoderParts, locked
+from worker.core.encoder_parts import MAX_AUTO_PARTS, EncoderParts, locked
 from worker.domain import Encoder, Vectors
 
 __all__ = ["Encoder", "EncoderOptions", "SentenceTransformerEncoder", "Vectors"]
@@ -108,8 +108,8 @@ class EncoderOptions:
     attn_implementation: str | None = None
     batch_size: int = 32
     trust_remote_code: bool = False
-    # On CPU, each call as this many single-threaded parts at once (0: torch's thread count;
-    # 1: one call on torch's threads): :mod:`worker.core.encoder_parts`.
+    # On CPU, each call as this many parts at once (0: torch's thread count, at most 4; 1: one
+    # call on torch's threads): :mod:`worker.core.encoder_parts`.
     cpu_parts: int = 1
 
 
@@ -151,7 +151,7 @@ class SentenceTransformerEncoder:
         # One call at a time: the worker and the indexer share one loaded model (a call's parts run
         # at once, their tokenizing one at a time).
         self._lock = threading.Lock()
-        parts = (self.options.cpu_parts or torch.get_num_threads()) if self.device == "cpu" else 1
+        parts = (self.options.cpu_parts or min(torch.get_num_threads(), MAX_AUTO_PARTS)) if self.device == "cpu" else 1
         self._parts = EncoderParts(parts) if parts > 1 else None
         if self._parts is not None:
             self.model.preprocess = locked(self.model.preprocess, threading.Lock())  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""An encoder call on CPU as parts run at once, each on one single-threaded torch thread.
+"""An encoder call on CPU as parts run at once, each on its share of torch's threads (one on 2 cores).
 
 torch splits every matrix product of a call over its intra-op threads and waits for the slowest:
 when another process takes a core for a moment (Postgres searching the previous call's posts, the
@@ -7,11 +7,13 @@ worker's own event loop), every product of the call waits for it. Measured on 2 
 against 106.8 for the same calls as 2 single-threaded halves, and with a third of a core busy
 elsewhere 58-60 against 76-80. So a CPU encoder splits each call into ``parts`` slices (every
 ``parts``-th text: calls come sorted by length, so the slices cost alike), encodes them at once,
-and puts the vectors back in order.
+and puts the vectors back in order. Where there are more cores than parts (by default at most
+``MAX_AUTO_PARTS``: every part's Python dispatches its operations under the one interpreter lock),
+each part runs on its share of torch's threads; beyond 2 cores this is unmeasured.
 
 Thread counts: ``torch.set_num_threads`` sets the calling thread's OpenMP threads and the default
 that threads take on their first parallel operation. Each part thread starts from the default,
-sets itself to one thread, and once they all have, the constructing thread gives the process back
+sets itself to its share, and once they all have, the constructing thread gives the process back
 its own count: nothing else in the process (a trainer in the same process, a reranker) changes.
 
 Tokenizing stays one at a time (a fast tokenizer is one Rust object; its settings are shared by
@@ -31,9 +33,12 @@ import numpy as np
 
 from worker.domain import Vectors
 
+MAX_AUTO_PARTS = 4
+
 
 class EncoderParts:
-    """``parts`` single-threaded torch threads that encode the slices of a call at once."""
+    """``parts`` torch threads that encode the slices of a call at once, each on its share of the
+    process's intra-op threads (one each where there are as many parts as threads)."""
 
     def __init__(self, parts: int) -> None:
         import torch
@@ -42,13 +47,15 @@ class EncoderParts:
             raise ValueError("an encoder call is split into two parts or more")
         self.parts = parts
         started = threading.Barrier(parts)
-
-        def one_thread() -> None:
-            torch.get_num_threads()  # this thread's pool starts from the process's count...
-            torch.set_num_threads(1)  # ...and is one thread from now on
-
         own = torch.get_num_threads()
-        self.pool = ThreadPoolExecutor(parts, thread_name_prefix="encoder-part", initializer=one_thread)
+        # The process's threads shared out: one each where parts match the cores (measured on 2).
+        each = max(1, own // parts)
+
+        def part_threads() -> None:
+            torch.get_num_threads()  # this thread's pool starts from the process's count...
+            torch.set_num_threads(each)  # ...and is its share from now on
+
+        self.pool = ThreadPoolExecutor(parts, thread_name_prefix="encoder-part", initializer=part_threads)
         # Every thread started and set (each waits for the others, so none serves two), then the
         # process's own count back as the default and for this thread.
         list(self.pool.map(lambda _: started.wait(), range(parts)))

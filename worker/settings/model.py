@@ -56,8 +56,8 @@ class ModelSettings(BaseModel):
         ge=0,
         le=256,
         description="On CPU, each encoder call runs as this many single-threaded parts at once, so a core"
-        " taken by Postgres or the worker delays one part, not every matrix product (0: torch's thread count;"
-        " 1: one call on torch's threads).",
+        " taken by Postgres or the worker delays one part, not every matrix product (0: torch's thread count, at"
+        " most 4, the threads shared out among them; 1: one call on torch's threads).",
     )
     embedding_cache_size: int = Field(
         10_000, ge=0, le=10_000_000, description="Recent post texts whose vectors are reused (0: off)."

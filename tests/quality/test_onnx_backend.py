@@ -49,6 +49,18 @@ def test_onnx_fp32_agrees_with_torch(model: str, tiny_model: Path, tmp_path: Pat
     assert onnx_encoder.count_tokens(TEXTS) == torch_encoder.count_tokens(TEXTS)
 
 
+def test_a_call_in_parts_gives_the_same_vectors_in_order(tiny_model: Path, tmp_path: Path) -> None:
+    whole = load_onnx_encoder(
+        str(tiny_model), EncoderOptions(device="cpu", batch_size=2, cpu_parts=1), store=tmp_path, int8=False
+    )
+    split = load_onnx_encoder(
+        str(tiny_model), EncoderOptions(device="cpu", batch_size=2, cpu_parts=3), store=tmp_path, int8=False
+    )
+    assert whole._pool is None and split._pool is not None
+    for texts in (TEXTS, TEXTS[:2], TEXTS[:1]):
+        np.testing.assert_allclose(split.encode_queries(texts), whole.encode_queries(texts), atol=1e-6)
+
+
 def test_export_is_cached_per_model_and_int8_is_separate(tiny_model: Path, tmp_path: Path) -> None:
     options = EncoderOptions(device="cpu")
     first = load_onnx_encoder(str(tiny_model), options, store=tmp_path, int8=False)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.core.encoder import EncoderOptions, Vectors, choose_prompt, refuse_past_positions
+from worker.core.encoder_parts import MAX_AUTO_PARTS
 from worker.core.onnx_manifest import MANIFEST, TextTokenizer, export_key, export_roots, find_export
 
 if TYPE_CHECKING:
@@ -73,11 +77,21 @@ class OnnxEncoder:
             self.source = SentenceTransformerEncoder(self.model_ref, self.options)
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # A call as parts at once, as the torch encoder does (worker.core.encoder_parts): the
+        # process's cores shared out among the parts' runs of one session (its runs are thread-safe).
+        cores = len(os.sched_getaffinity(0))
+        self.parts = self.options.cpu_parts or min(cores, MAX_AUTO_PARTS)
+        self._pool: ThreadPoolExecutor | None = None
+        if self.parts > 1:
+            session_options.intra_op_num_threads = max(1, cores // self.parts)
+            self._pool = ThreadPoolExecutor(self.parts, thread_name_prefix="onnx-part")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
         self.session = ort.InferenceSession(str(self.path), session_options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.precision = "onnx int8" if manifest["int8"] else "onnx float32"
-        # One call at a time: two concurrent runs would only split the same cores.
+        # One call at a time (its parts at once): two concurrent calls would only split the same cores.
         self._lock = threading.Lock()
+        self._tokenizing = threading.Lock()
         log.info(
             "onnx backend ready",
             extra={
@@ -85,6 +99,7 @@ class OnnxEncoder:
                 "path": str(self.path),
                 "int8": manifest["int8"],
                 "torch_free": self.source is None,
+                "parts": self.parts,
             },
         )
 
@@ -108,20 +123,32 @@ class OnnxEncoder:
     def _encode(self, texts: Sequence[str], prompt: str) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            if self._pool is not None and len(texts) > 1:
+                # Every n-th text a part, as the torch encoder splits its calls.
+                slices = [list(range(k, len(texts), self.parts)) for k in range(min(self.parts, len(texts)))]
+                runs = self._pool.map(lambda rows: self._run([texts[i] for i in rows], prompt), slices)
+                out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+                for rows, vectors in zip(slices, runs, strict=True):
+                    out[rows] = vectors
+            else:
+                out = self._run(list(texts), prompt)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        normalised: Vectors = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        return normalised
+
+    def _run(self, texts: list[str], prompt: str) -> npt.NDArray[np.float32]:
         # Longest first by characters, as sentence-transformers orders its own batches.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         size = self.options.batch_size
         for start in range(0, len(order), size):
             rows = order[start : start + size]
-            features = self._features([texts[i] for i in rows], prompt)
-            feeds = {n: features[n] for n in self.input_names}
-            with self._lock:
-                (vectors,) = self.session.run(["embedding"], feeds)
+            with self._tokenizing:
+                features = self._features([texts[i] for i in rows], prompt)
+            (vectors,) = self.session.run(["embedding"], {n: features[n] for n in self.input_names})
             out[rows] = vectors
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        normalised: Vectors = (out / np.maximum(norms, 1e-12)).astype(np.float32)
-        return normalised
+        return out
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         return self._encode(texts, self.query_prompt)

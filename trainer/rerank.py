@@ -105,6 +105,18 @@ def pair_dataset(pairs: Sequence[Pair], seed: int) -> Any:
     )
 
 
+def pair_loss(model: Any, train: Sequence[Pair], *, distilled: bool) -> Any:
+    """Step 3, the loss: the teacher's logits (mean squared error), or binary cross-entropy with
+    the positives weighted up to balance the mined negatives."""
+    import torch
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MSELoss
+
+    if distilled:
+        return MSELoss(model)
+    positives = max(1.0, sum(y for _, _, y in train))
+    return BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train) - positives) / positives))
+
+
 def train_reranker(
     settings: Settings,
     encoder_path: str,
@@ -125,7 +137,6 @@ def train_reranker(
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderClassificationEvaluator
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MSELoss
 
     torch.manual_seed(settings.train_seed)  # the fresh head's weights too, so a run repeats
     model = cross_encoder(encoder_path, max_length, layers)
@@ -133,14 +144,7 @@ def train_reranker(
         logits = teacher.score([(p, d) for p, d, _ in train]).tolist()
         train = [(p, d, y) for (p, d, _), y in zip(train, logits, strict=True)]
     dataset = pair_dataset(train, settings.train_seed)
-
-    # 3. Loss: the teacher's logits, or binary cross-entropy with the positives weighted up to
-    # balance the mined negatives.
-    if teacher is not None:
-        loss: Any = MSELoss(model)
-    else:
-        positives = max(1.0, sum(y for _, _, y in train))
-        loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train) - positives) / positives))
+    loss = pair_loss(model, train, distilled=teacher is not None)
 
     # 4. Evaluator: held-out pairs, right vs wrong.
     pairs, labels = [[p, d] for p, d, _ in heldout], [int(y) for _, _, y in heldout]

@@ -56,7 +56,7 @@ def test_a_call_in_parts_gives_the_same_vectors_in_order(tiny_model: Path, tmp_p
     split = load_onnx_encoder(
         str(tiny_model), EncoderOptions(device="cpu", batch_size=2, cpu_parts=3), store=tmp_path, int8=False
     )
-    assert whole._pool is None and split._pool is not None
+    assert whole._parts is None and split._parts is not None
     for texts in (TEXTS, TEXTS[:2], TEXTS[:1]):
         np.testing.assert_allclose(split.encode_queries(texts), whole.encode_queries(texts), atol=1e-6)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.core.encoder_parts import MAX_AUTO_PARTS, EncoderParts, locked
+from worker.core.encoder_parts import locked, split_calls
 from worker.domain import Encoder, Vectors
 
 __all__ = ["Encoder", "EncoderOptions", "SentenceTransformerEncoder", "Vectors"]
@@ -151,8 +151,7 @@ class SentenceTransformerEncoder:
         # One call at a time: the worker and the indexer share one loaded model (a call's parts run
         # at once, their tokenizing one at a time).
         self._lock = threading.Lock()
-        parts = (self.options.cpu_parts or min(torch.get_num_threads(), MAX_AUTO_PARTS)) if self.device == "cpu" else 1
-        self._parts = EncoderParts(parts) if parts > 1 else None
+        self._parts = split_calls(self.options.cpu_parts, torch.get_num_threads()) if self.device == "cpu" else None
         if self._parts is not None:
             self.model.preprocess = locked(self.model.preprocess, threading.Lock())  # type: ignore[method-assign]
         log.info(
@@ -166,7 +165,7 @@ class SentenceTransformerEncoder:
                 "max_seq_length": self.max_seq_length,
                 "dimension": self._dimension,
                 "query_prompt": self.query_prompt,
-                "parts": parts,
+                "parts": self._parts.parts if self._parts else 1,
             },
         )
 
@@ -212,7 +211,7 @@ class SentenceTransformerEncoder:
             return np.zeros((0, self._dimension), dtype=np.float32)
         arithmetic = self._arithmetic if fast else contextlib.nullcontext
         with self._lock:
-            if self._parts is not None and len(texts) > 1:
+            if self._parts is not None:
                 vectors = self._parts.encode(texts, lambda chunk: self._call(chunk, prompt), arithmetic)
             else:
                 with arithmetic():

@@ -40,12 +40,16 @@ class EncoderParts:
     """``parts`` torch threads that encode the slices of a call at once, each on its share of the
     process's intra-op threads (one each where there are as many parts as threads)."""
 
-    def __init__(self, parts: int) -> None:
-        import torch
-
+    def __init__(self, parts: int, *, torch_threads: bool = True) -> None:
         if parts < 2:
             raise ValueError("an encoder call is split into two parts or more")
         self.parts = parts
+        if not torch_threads:  # a runtime that shares its threads out itself (ONNX Runtime's session)
+            self.pool = ThreadPoolExecutor(parts, thread_name_prefix="encoder-part")
+            weakref.finalize(self, self.pool.shutdown, wait=False)
+            return
+        import torch
+
         started = threading.Barrier(parts)
         own = torch.get_num_threads()
         # The process's threads shared out: one each where parts match the cores (measured on 2).
@@ -82,18 +86,29 @@ class EncoderParts:
         arithmetic: Callable[[], contextlib.AbstractContextManager[object]],
     ) -> Vectors:
         """``encode`` over the slices at once, inside ``arithmetic`` in each part (autocast is per
-        thread), the rows back in the order of ``texts``."""
+        thread), the rows back in the order of ``texts``; a single text in the calling thread, on
+        all of its threads."""
         slices = [list(texts[k :: self.parts]) for k in range(min(self.parts, len(texts)))]
 
-        def part(chunk: list[str]) -> Any:
+        def part(chunk: list[str]) -> Vectors:
             with arithmetic():
-                return np.asarray(encode(chunk), dtype=np.float32)
+                vectors: Vectors = np.asarray(encode(chunk), dtype=np.float32)
+            return vectors
 
+        if len(slices) == 1:
+            return part(slices[0])
         encoded = list(self.pool.map(part, slices))
         out = np.empty((len(texts), encoded[0].shape[1]), dtype=np.float32)
         for k, rows in enumerate(encoded):
             out[k :: self.parts] = rows
         return out
+
+
+def split_calls(requested: int, threads: int, *, torch_threads: bool = True) -> EncoderParts | None:
+    """The parts a CPU encoder's calls run as: ``requested`` (0: the process's ``threads``, at most
+    ``MAX_AUTO_PARTS``), or None where that is a single part."""
+    parts = requested or min(threads, MAX_AUTO_PARTS)
+    return EncoderParts(parts, torch_threads=torch_threads) if parts > 1 else None
 
 
 def locked(function: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:

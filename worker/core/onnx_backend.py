@@ -13,13 +13,12 @@ is exported again; a read-only store falls back to a private temporary directory
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.core.encoder import EncoderOptions, Vectors, choose_prompt, refuse_past_positions
-from worker.core.encoder_parts import MAX_AUTO_PARTS
+from worker.core.encoder_parts import split_calls
 from worker.core.onnx_manifest import MANIFEST, TextTokenizer, export_key, export_roots, find_export
 
 if TYPE_CHECKING:
@@ -80,12 +79,9 @@ class OnnxEncoder:
         # A call as parts at once, as the torch encoder does (worker.core.encoder_parts): the
         # process's cores shared out among the parts' runs of one session (its runs are thread-safe).
         cores = len(os.sched_getaffinity(0))
-        self.parts = self.options.cpu_parts or min(cores, MAX_AUTO_PARTS)
-        self._pool: ThreadPoolExecutor | None = None
-        if self.parts > 1:
-            session_options.intra_op_num_threads = max(1, cores // self.parts)
-            self._pool = ThreadPoolExecutor(self.parts, thread_name_prefix="onnx-part")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
+        self._parts = split_calls(self.options.cpu_parts, cores, torch_threads=False)
+        if self._parts is not None:
+            session_options.intra_op_num_threads = max(1, cores // self._parts.parts)
         self.session = ort.InferenceSession(str(self.path), session_options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.precision = "onnx int8" if manifest["int8"] else "onnx float32"
@@ -99,7 +95,7 @@ class OnnxEncoder:
                 "path": str(self.path),
                 "int8": manifest["int8"],
                 "torch_free": self.source is None,
-                "parts": self.parts,
+                "parts": self._parts.parts if self._parts else 1,
             },
         )
 
@@ -124,13 +120,8 @@ class OnnxEncoder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
-            if self._pool is not None and len(texts) > 1:
-                # Every n-th text a part, as the torch encoder splits its calls.
-                slices = [list(range(k, len(texts), self.parts)) for k in range(min(self.parts, len(texts)))]
-                runs = self._pool.map(lambda rows: self._run([texts[i] for i in rows], prompt), slices)
-                out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-                for rows, vectors in zip(slices, runs, strict=True):
-                    out[rows] = vectors
+            if self._parts is not None:
+                out = self._parts.encode(texts, lambda chunk: self._run(chunk, prompt), contextlib.nullcontext)
             else:
                 out = self._run(list(texts), prompt)
         norms = np.linalg.norm(out, axis=1, keepdims=True)

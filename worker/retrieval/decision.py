@@ -4,18 +4,20 @@ Ranking is not deciding. A cosine of 0.8 is noise for multilingual-e5 and a near
 for another model; a post with no fact-check still has a rank 1. So each model version carries
 a decision model: for every candidate of a post it turns the retrievers' evidence (cosine, its
 gap to the best and to the next candidate, both ranks, the lexical score, whether both
-retrievers found it and whether both rank it first, language agreement, fused score, post
-length, its cosine against the post's other candidates) into the probability that
-this fact-check is right for this post, calibrated so that 0.9 is right nine times in ten.
+retrievers found it and whether both rank it first or lexical ranks it first, language
+agreement, fused score, post length, its cosine's z-score among the post's candidates) into the
+probability that this fact-check is right for this post, calibrated so that 0.9 is right nine
+times in ten.
 
 Why logistic regression with isotonic calibration (scikit-learn) and not gradient boosting:
 the labelled sets are small (hundreds to a few thousand posts), the features are few and
 mostly monotone in the right direction, and a linear model is stored as a dozen numbers in
 JSON, applied with numpy alone in the worker, and read by a person; gradient boosting did not
-rank better on CheckThat! 2020 dev (docs/measurements.md), so there is no reason for a pickled,
-opaque model in the registry. Isotonic regression on
-out-of-fold scores (grouped by post) gives the calibration without a parametric
-assumption; scikit-learn is needed only to fit, never to serve.
+rank better on CheckThat! 2020 dev, and where boosted trees separated posts with a fact-check
+from posts without slightly better they lost more of it when the corpus grew after fitting
+(docs/measurements.md, "Other decisions tried"), so there is no reason for an opaque model in
+the registry. Isotonic regression on out-of-fold scores (grouped by post) gives the calibration
+without a parametric assumption; scikit-learn is needed only to fit, never to serve.
 
 Language agreement is a feature, but only where the fitting data has right answers across
 languages; an English-only labelled set (every cross-lingual candidate in it wrong) would

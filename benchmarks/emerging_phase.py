@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.performance import Model
+from benchmarks.perf_common import Model
 from benchmarks.viral_stream import ROOT, ResultReader, path_settings, produce_posts
 from tests.conftest import settings_env
 from worker.settings import Settings

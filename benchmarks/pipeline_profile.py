@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import cpu_seconds  # noqa: E402
-from benchmarks.performance import DATA, Model, posts, prepare  # noqa: E402
+from benchmarks.perf_common import DATA, Model, posts  # noqa: E402
+from benchmarks.performance import prepare  # noqa: E402
 
 STEPS = ("_languages", "_repeats", "_match", "_search", "_match_images", "_cluster", "_remember", "_observe")
 

@@ -49,7 +49,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.performance import DATA, Model, Reader, free_port, prepare, running_system  # noqa: E402
+from benchmarks.perf_common import DATA, Model, free_port  # noqa: E402
+from benchmarks.perf_stream import Reader, running_system  # noqa: E402
+from benchmarks.performance import prepare  # noqa: E402
 from worker.configs import encoder_options  # noqa: E402
 from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
 from worker.local.models import default_model_ref, minilm_model_ref  # noqa: E402

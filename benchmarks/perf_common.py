@@ -1,0 +1,92 @@
+"""What the performance benchmarks share: the data, the posts, the model under test, its encoder
+passed through (or with fact-check vectors cached on disk), a free port."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
+from worker.domain import Vectors  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def posts(limit: int) -> list[str]:
+    from worker.retrieval.evaluation import load_jsonl
+
+    seen: dict[str, None] = {}
+    for split in ("train", "dev", "test"):
+        for row in load_jsonl(DATA / f"{split}_queries.jsonl"):
+            seen.setdefault(str(row["text"]), None)
+    return list(seen)[:limit]
+
+
+class WrappedEncoder:
+    """The real encoder, passed through; subclasses change how documents are encoded."""
+
+    def __init__(self, encoder: SentenceTransformerEncoder) -> None:
+        self.encoder = encoder
+
+    @property
+    def dimension(self) -> int:
+        return self.encoder.dimension
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.encoder.count_tokens(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.encoder.encode_queries(texts)
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors:
+        return self.encoder.encode_documents(texts)
+
+
+class CachedDocuments(WrappedEncoder):
+    """The real encoder, with fact-check vectors remembered on disk between runs (benchmark only)."""
+
+    def __init__(self, encoder: SentenceTransformerEncoder, path: Path) -> None:
+        super().__init__(encoder)
+        self.path = path
+        self.known: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                self.known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+
+    def encode_documents(self, texts: Sequence[str]) -> Vectors:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if missing:
+            self.known.update(zip(missing, self.encoder.encode_documents(missing), strict=True))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(self.path, texts=np.array(list(self.known)), vectors=np.stack(list(self.known.values())))
+        return np.stack([self.known[t] for t in texts]).astype(np.float32)
+
+
+@dataclass
+class Model:
+    name: str
+    ref: str
+    encoder: SentenceTransformerEncoder
+    version: str = ""
+    rows: dict[str, Any] = field(default_factory=dict)
+    starts: dict[str, float] = field(default_factory=dict)
+    backends: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    ann: dict[str, dict[str, float]] = field(default_factory=dict)

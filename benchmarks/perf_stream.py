@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks.cpu import cpu_seconds
 from benchmarks.hand_loop import hand_loop
 from benchmarks.perf_common import ROOT, Model, free_port
+from benchmarks.perf_rerank import TOP_N as RERANK_TOP_N
 from tests.conftest import settings_env
 from worker.configs import encoder_options
 from worker.settings import Settings
@@ -125,6 +126,12 @@ ONE_PART = "worker hybrid, one encoder part"
 ONNX_ONE_PART = "worker hybrid onnx, one encoder part"
 # The worker with encoder calls twice the CPU default (tokens and rows), each still split into parts.
 BIG_CALLS = "worker hybrid, calls of 4096 tokens"
+# The same version with a cross-encoder and a cascade decision (benchmarks/perf_rerank.py), its
+# reranking off (the cascade's screen decides alone) and on; not among the default paths: the
+# cross-encoder is trained first when it is not cached.
+RERANK_OFF = "worker hybrid, cascade, reranking off"
+RERANK_ON = "worker hybrid, cascade, reranking on"
+RERANK_PATHS = (RERANK_OFF, RERANK_ON)
 
 
 async def forget_answers(settings: Settings) -> None:
@@ -199,6 +206,7 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
                 "overlap_batches": path != NOT_OVERLAPPED,
                 **({"cpu_encoder_parts": 1} if path in (ONE_PART, ONNX_ONE_PART) else {}),
                 **({"batch_token_budget": 4096, "encode_batch_size": 64} if path == BIG_CALLS else {}),
+                **({"rerank_top_n": RERANK_TOP_N} if path == RERANK_ON else {}),
             }
         )  # fmt: skip
         asyncio.run(ensure_topics(settings))

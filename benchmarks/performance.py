@@ -10,8 +10,11 @@ For each model (default: multilingual-e5-small, the default, and MiniLM) on this
    - a hand-written loop in its own process: confluent-kafka poll of up to 32, ``encode``,
      one pgvector ``ORDER BY <=> LIMIT 5`` per post, produce, commit;
    - the worker (``factmatch worker``, its own process), dense and hybrid (the default),
-     with its stage shares scraped from its /metrics;
-3. reindex: fact-checks embedded and stored per second (the worker's indexer) vs raw encode.
+     with its stage shares scraped from its /metrics, and its variants (benchmarks/perf_stream.py);
+   - only when asked for by ``--paths``: the worker on a version given a 2-layer cross-encoder
+     and a cascade decision, reranking off and on (benchmarks/perf_rerank.py, issue 26);
+3. reindex: fact-checks embedded and stored per second (the worker's indexer) vs raw encode;
+4. backends (torch, ONNX fp32 and int8) and dense search at a larger corpus (benchmarks/perf_index.py).
 
 Posts are CheckThat! 2020 tweets (train, dev, test: 1,197 unique texts; a duplicate would
 flatter the worker's cache), the corpus its 10,375 fact-checks; both skip cleanly when
@@ -19,6 +22,8 @@ flatter the worker's cache), the corpus its 10,375 fact-checks; both skip cleanl
 
     .venv/bin/python benchmarks/performance.py                    # both models, every section
     .venv/bin/python benchmarks/performance.py --models minilm --posts 400 --only encode stream
+    .venv/bin/python benchmarks/performance.py --models default --posts 800 --only stream --latency-s 0 \
+        --paths "worker hybrid, cascade, reranking off" "worker hybrid, cascade, reranking on"
 """
 
 from __future__ import annotations
@@ -41,11 +46,15 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.perf_common import DATA, CachedDocuments, Model, posts  # noqa: E402
 from benchmarks.perf_index import section_ann, section_reindex  # noqa: E402
+from benchmarks.perf_rerank import cascade_version  # noqa: E402
 from benchmarks.perf_stream import (  # noqa: E402
     BIG_CALLS,
     NOT_OVERLAPPED,
     ONE_PART,
     ONNX_ONE_PART,
+    RERANK_OFF,
+    RERANK_ON,
+    RERANK_PATHS,
     STREAM_PATHS,
     section_stream,
 )
@@ -206,12 +215,19 @@ def report(models: list[Model]) -> None:
             ("worker hybrid / its encoder calls in one part", r.get("worker hybrid"), r.get(ONE_PART), None),
             ("worker hybrid onnx / its calls in one part", r.get("worker hybrid onnx"), r.get(ONNX_ONE_PART), None),
             ("worker hybrid / with calls of 4096 tokens", r.get("worker hybrid"), r.get(BIG_CALLS), None),
+            ("worker, cascade: reranking on / off", r.get(RERANK_ON), r.get(RERANK_OFF), None),
             ("reindex / raw encode", r.get("reindex (embed + store)"), r.get("raw document encode"), 0.9),
         ]
         for label, a, b, goal in pairs:
             if a and b:
                 verdict = f"(goal >= {goal}) {'met' if a / b >= goal else 'missed'}" if goal else "(measured)"
                 print(f"  {m.name}: {label} = {a / b:.2f} {verdict}")
+        if RERANK_ON in m.cpu and RERANK_OFF in m.cpu:
+            # Issue 26: reranking on by default only if the whole worker's CPU a post rises <= 30%.
+            on, off = sum(m.cpu[RERANK_ON].values()), sum(m.cpu[RERANK_OFF].values())
+            verdict = "met" if on / off - 1 <= 0.3 else "missed"
+            print(f"  {m.name}: CPU a post (all systems), reranking on / off = {on:.1f} / {off:.1f} ms:"
+                  f" {on / off - 1:+.0%} (goal <= +30%) {verdict}")  # fmt: skip
     ceilings(models)
 
 
@@ -238,7 +254,9 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="*", default=[], help="The stage again at these token budgets.")
     parser.add_argument("--reindex", type=int, default=2000, help="Fact-checks re-embedded in the reindex section.")
     parser.add_argument("--only", nargs="+", default=["encode", "backends", "stream", "reindex", "ann"])
-    parser.add_argument("--paths", nargs="+", default=list(STREAM_PATHS), choices=STREAM_PATHS, help="Stream paths.")
+    parser.add_argument(
+        "--paths", nargs="+", default=list(STREAM_PATHS), choices=STREAM_PATHS + RERANK_PATHS, help="Stream paths."
+    )
     parser.add_argument("--ann-size", type=int, default=100_000, help="Fact-checks in the ANN section.")
     parser.add_argument(
         "--ann-builds", nargs="+", default=["16:64", "16:200", "32:200"], metavar="M:EF_CONSTRUCTION",
@@ -289,7 +307,10 @@ def main() -> None:
             if "backends" in args.only:
                 section_backends(model, texts, base, args.cache, args.rounds)
             if "stream" in args.only:
-                section_stream(model, texts, base, args.latency_s, args.paths)
+                section_stream(model, texts, base, args.latency_s, [p for p in args.paths if p not in RERANK_PATHS])
+                if reranked := [p for p in args.paths if p in RERANK_PATHS]:
+                    with cascade_version(base, model, args.cache):
+                        section_stream(model, texts, base, 0, reranked)
             if "reindex" in args.only:
                 asyncio.run(section_reindex(model, base, args.reindex))
             if "ann" in args.only:

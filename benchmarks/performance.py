@@ -48,6 +48,7 @@ from benchmarks.perf_common import DATA, CachedDocuments, Model, posts  # noqa: 
 from benchmarks.perf_index import section_ann, section_reindex  # noqa: E402
 from benchmarks.perf_rerank import cascade_version  # noqa: E402
 from benchmarks.perf_stream import (  # noqa: E402
+    BF16_WEIGHTS,
     BIG_CALLS,
     NOT_OVERLAPPED,
     ONE_PART,
@@ -215,6 +216,7 @@ def report(models: list[Model]) -> None:
             ("worker hybrid / its encoder calls in one part", r.get("worker hybrid"), r.get(ONE_PART), None),
             ("worker hybrid onnx / its calls in one part", r.get("worker hybrid onnx"), r.get(ONNX_ONE_PART), None),
             ("worker hybrid / with calls of 4096 tokens", r.get("worker hybrid"), r.get(BIG_CALLS), None),
+            ("worker hybrid with bf16 weights / posts autocast", r.get(BF16_WEIGHTS), r.get("worker hybrid"), None),
             ("worker, cascade: reranking on / off", r.get(RERANK_ON), r.get(RERANK_OFF), None),
             ("reindex / raw encode", r.get("reindex (embed + store)"), r.get("raw document encode"), 0.9),
         ]

@@ -159,6 +159,8 @@ def train_reranker(
             learning_rate=learning_rate,
             warmup_steps=0.1,
             save_strategy="no",
+            # Pinned memory only speeds copies to a GPU (on a CPU, torch warns that it is ignored).
+            dataloader_pin_memory=torch.cuda.is_available(),
             logging_steps=20,
             seed=settings.train_seed,
             report_to=[],

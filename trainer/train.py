@@ -314,9 +314,10 @@ def training_arguments(
         # Without this, accelerate sees no GPU under torchrun and trains each rank on its own
         # (no DDP); with it, CPU ranks form a gloo DDP group (what the suite runs).
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=settings.train_gradient_checkpointing,
+        # (Transformers 5's names for gradient checkpointing.)
+        activation_checkpointing=settings.train_gradient_checkpointing,
         # Non-reentrant: works with a frozen base (LoRA) and with DDP.
-        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.train_gradient_checkpointing else None,
+        activation_checkpointing_kwargs={"use_reentrant": False} if settings.train_gradient_checkpointing else None,
         ddp_find_unused_parameters=False,
         fsdp="full_shard auto_wrap" if fsdp else "",
         # Shard at the transformer's own block class (Gemma2DecoderLayer, BertLayer, ...).

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from benchmarks.cpu import cpu_seconds
 from benchmarks.hand_loop import hand_loop
@@ -117,7 +118,7 @@ def latency(model: Model, settings: Settings, reader: Reader, texts: list[str], 
 STREAM_PATHS = (
     "hand-written loop", "worker dense", "worker hybrid", "worker hybrid, not overlapped",
     "worker hybrid, one encoder part", "worker hybrid onnx", "worker hybrid onnx, one encoder part",
-    "worker hybrid, calls of 4096 tokens", "worker hybrid, bf16 weights",
+    "worker hybrid, calls of 4096 tokens", "worker hybrid, bf16 weights", "worker hybrid, twice the parts",
 )  # fmt: skip
 # The worker with each batch finished before the next is fetched (FastStream's own commit), as before issue 35's step 4.
 NOT_OVERLAPPED = "worker hybrid, not overlapped"
@@ -129,6 +130,8 @@ BIG_CALLS = "worker hybrid, calls of 4096 tokens"
 # The worker with its model cast to bfloat16 (``FACTMATCH_DTYPE``) instead of posts autocast; it
 # meets the float32 index (its speed is what is measured; its quality: benchmarks/cpu_precision.py).
 BF16_WEIGHTS = "worker hybrid, bf16 weights"
+# The worker with twice as many encoder parts as torch has threads (each still one thread).
+TWICE_PARTS = "worker hybrid, twice the parts"
 # The same version with a cross-encoder and a cascade decision (benchmarks/perf_rerank.py), its
 # reranking off (the cascade's screen decides alone) and on; not among the default paths: the
 # cross-encoder is trained first when it is not cached.
@@ -210,6 +213,7 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
                 **({"cpu_encoder_parts": 1} if path in (ONE_PART, ONNX_ONE_PART) else {}),
                 **({"batch_token_budget": 4096, "encode_batch_size": 64} if path == BIG_CALLS else {}),
                 **({"dtype": "bfloat16"} if path == BF16_WEIGHTS else {}),
+                **({"cpu_encoder_parts": 2 * torch.get_num_threads()} if path == TWICE_PARTS else {}),
                 **({"rerank_top_n": RERANK_TOP_N} if path == RERANK_ON else {}),
             }
         )  # fmt: skip

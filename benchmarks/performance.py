@@ -57,6 +57,7 @@ from benchmarks.perf_stream import (  # noqa: E402
     RERANK_ON,
     RERANK_PATHS,
     STREAM_PATHS,
+    TWICE_PARTS,
     section_stream,
 )
 from worker.configs import encoder_options, rollout_config  # noqa: E402
@@ -217,6 +218,7 @@ def report(models: list[Model]) -> None:
             ("worker hybrid onnx / its calls in one part", r.get("worker hybrid onnx"), r.get(ONNX_ONE_PART), None),
             ("worker hybrid / with calls of 4096 tokens", r.get("worker hybrid"), r.get(BIG_CALLS), None),
             ("worker hybrid with bf16 weights / posts autocast", r.get(BF16_WEIGHTS), r.get("worker hybrid"), None),
+            ("worker hybrid with twice the parts / the default", r.get(TWICE_PARTS), r.get("worker hybrid"), None),
             ("worker, cascade: reranking on / off", r.get(RERANK_ON), r.get(RERANK_OFF), None),
             ("reindex / raw encode", r.get("reindex (embed + store)"), r.get("raw document encode"), 0.9),
         ]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ sys.path.insert(0, str(ROOT))
 
 from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
 from worker.domain import Vectors  # noqa: E402
+
+if TYPE_CHECKING:
+    from worker.storage import Store
 
 DATA = ROOT.parent / "shared" / "data" / "checkthat2020"
 
@@ -90,3 +93,13 @@ class Model:
     latency: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     ann: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+async def store_shipped_decision(store: Store, model: Model) -> None:
+    """Give the model's version the decision its model ships with (what a fresh install starts from)."""
+    from worker.configs import shipped_decision
+
+    if (shipped := shipped_decision(model.ref)) is not None:
+        await store.decisions.save_decision(
+            model.version, shipped.model, shipped.thresholds, source=shipped.source, report=shipped.report
+        )

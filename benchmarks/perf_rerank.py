@@ -19,23 +19,17 @@ match quality is rerank_cascade.py's to report.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
-from benchmarks.perf_common import Model
-from trainer.rerank import train_reranker
-from worker.configs import calibration_config, retrieval_config
-from worker.core.encoder import autocast_context, resolve_autocast
+from benchmarks.perf_common import Model, store_shipped_decision
+from worker.configs import calibration_config, reranker_loader, retrieval_config
 from worker.retrieval.calibrate import Calibration, collect_pools, decision_rows
 from worker.retrieval.decision import Decisions
-from worker.retrieval.rerank import RERANKER_DIR, CrossEncoderReranker
+from worker.retrieval.rerank import RERANKER_DIR
 from worker.retrieval.retriever import Retriever
 from worker.settings import Settings
 
@@ -46,32 +40,21 @@ LAYERS = 2
 SOURCE = "benchmark: a cascade fitted on CheckThat! 2020 dev, open-set"
 
 
-def student(settings: Settings, model: Model, pairs: list[tuple[str, str, float]], cache: Path) -> Path:
-    """A cross-encoder of the model's first :data:`LAYERS` layers trained on ``pairs``, kept under ``cache``."""
-    key = hashlib.sha256(json.dumps([model.ref, pairs, LAYERS]).encode()).hexdigest()[:12]
-    kept = cache / f"reranker-{Path(model.ref).name}-{LAYERS}-layers-labels-{key}"
-    if not (kept / RERANKER_DIR / "config.json").is_file():
-        with tempfile.TemporaryDirectory(prefix="factmatch-rerank-", dir=cache) as tmp:
-            print(f"  training a {LAYERS}-layer cross-encoder on {len(pairs)} pairs", flush=True)
-            train_reranker(settings, model.ref, pairs, Path(tmp), layers=LAYERS)
-            shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(tmp, kept)
-    return kept / RERANKER_DIR
-
-
 async def cascade_decision(settings: Settings, model: Model, cache: Path) -> tuple[Path, Calibration]:
-    """The student's directory and a cascade decision fitted with it on open-set dev."""
+    """The cross-encoder's directory and a cascade decision fitted with it on open-set dev."""
     from decisions import CachedSource, NoEncoder, gathered_splits  # benchmarks/decisions.py
-    from rerank_check import mined_pairs  # benchmarks/rerank_check.py
+    from rerank_check import mined_pairs, trained_reranker  # benchmarks/rerank_check.py
 
     splits, gathered = await gathered_splits(model.ref, settings, cache)
     enc = NoEncoder(gathered.dimension)
     config = replace(retrieval_config(settings), min_score=-1.0)
     pairs = await mined_pairs(gathered, Retriever(CachedSource(gathered), config), enc)
-    path = await asyncio.to_thread(student, settings, model, pairs, cache)
-    device = "cpu"
-    arithmetic = partial(autocast_context, device, resolve_autocast(settings.autocast, device, "float32"))
-    reranker = CrossEncoderReranker(str(path), device=device, arithmetic=arithmetic)
+    trained, _ = await asyncio.to_thread(trained_reranker, settings, model.ref, pairs, cache, LAYERS)
+    path = Path(trained.path)
+    # Loaded as a worker with reranking on loads it (its device and arithmetic).
+    load = reranker_loader(settings.model_copy(update={"rerank_top_n": TOP_N}))
+    assert load is not None  # reranking is on
+    reranker = load(str(path.parent))
     by = Retriever(CachedSource(gathered), replace(config, rerank_top_n=TOP_N))
     dev = splits["dev"]
     pools = await collect_pools(by, "m", enc, dev, featurize=True, decisions=Decisions(reranker=reranker))
@@ -84,7 +67,6 @@ async def cascade_decision(settings: Settings, model: Model, cache: Path) -> tup
 
 async def _save(settings: Settings, model: Model, cascade: Calibration | None) -> None:
     """Store ``cascade`` as the model's version's decision, or its shipped one when None."""
-    from worker.retrieval.shipped import shipped_decisions
     from worker.storage import Store
 
     store = Store(settings.require_database_url())
@@ -94,11 +76,8 @@ async def _save(settings: Settings, model: Model, cascade: Calibration | None) -
             await store.decisions.save_decision(
                 model.version, cascade.model.to_dict(), cascade.thresholds, source=SOURCE, report=cascade.report
             )
-        elif (shipped := shipped_decisions(model.ref)) is not None:
-            decision, thresholds, report, file = shipped
-            await store.decisions.save_decision(
-                model.version, decision.to_dict(), thresholds, source=f"shipped: {file.name}", report=report
-            )
+        else:
+            await store_shipped_decision(store, model)
     finally:
         await store.close()
 

@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.perf_common import DATA, CachedDocuments, Model, posts  # noqa: E402
+from benchmarks.perf_common import DATA, CachedDocuments, Model, posts, store_shipped_decision  # noqa: E402
 from benchmarks.perf_index import section_ann, section_reindex  # noqa: E402
 from benchmarks.perf_rerank import cascade_version  # noqa: E402
 from benchmarks.perf_stream import (  # noqa: E402
@@ -127,7 +127,7 @@ async def prepare(model: Model, settings: Settings, cache: Path) -> None:
     """The corpus indexed under ``model``'s version and that version active (the worker's lifecycle code)."""
     from worker.core.rollout import promote
     from worker.core.serving import version_name_for
-    from worker.retrieval.shipped import model_key, shipped_decisions
+    from worker.retrieval.shipped import model_key
     from worker.storage import Store
 
     store = Store(settings.database_url.get_secret_value())  # type: ignore[union-attr]
@@ -136,12 +136,7 @@ async def prepare(model: Model, settings: Settings, cache: Path) -> None:
         model.version = version_name_for(model.ref)
         if await store.registry.get_version(model.version) is None:
             await store.registry.register_version(model.version, model.ref, model.encoder.dimension, status="candidate")
-        shipped = shipped_decisions(model.ref)
-        if shipped is not None:
-            decision, thresholds, report, path = shipped
-            await store.decisions.save_decision(
-                model.version, decision.to_dict(), thresholds, source=f"shipped: {path.name}", report=report
-            )
+        await store_shipped_decision(store, model)
         docs = CachedDocuments(model.encoder, cache / f"{model_key(model.ref)}-docs.npz")
         await promote(store, rollout_config(settings), model.version, docs, progress=True)  # type: ignore[arg-type]
     finally:

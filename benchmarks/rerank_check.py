@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,22 +66,33 @@ async def mined_pairs(gathered: Any, retriever: Retriever, enc: Any) -> list[Pai
     return pairs
 
 
-def trained_reranker(
-    settings: Any, model: str, pairs: list[Pair], cache: Path
+def _kept(
+    cache: Path, name: str, key: list[Any], train: Callable[[Path], object]
 ) -> tuple[CrossEncoderReranker, float | None]:
-    """The cross-encoder trained on ``pairs``, kept under ``cache`` (keyed by the model and the
-    pairs: half an hour on 2 cores), and the seconds its training took (None: from the cache)."""
-    key = hashlib.sha256(json.dumps([model, pairs]).encode()).hexdigest()[:12]
-    kept = cache / f"reranker-{Path(model).name}-{key}"
+    """The cross-encoder ``train`` saves into a directory, kept under ``cache`` as ``name`` and a
+    digest of ``key`` (what it was trained from), and the seconds training took (None: from the cache)."""
+    kept = cache / f"{name}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]}"
     if (kept / "reranker" / "config.json").is_file():
         return CrossEncoderReranker(str(kept / "reranker")), None
     with tempfile.TemporaryDirectory(prefix="factmatch-rerank-", dir=cache) as tmp:
         started = time.perf_counter()
-        train_reranker(settings, model, pairs, Path(tmp))
+        train(Path(tmp))
         seconds = round(time.perf_counter() - started, 1)
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(tmp, kept)
     return CrossEncoderReranker(str(kept / "reranker")), seconds
+
+
+def trained_reranker(
+    settings: Any, model: str, pairs: list[Pair], cache: Path, layers: int = 0
+) -> tuple[CrossEncoderReranker, float | None]:
+    """The cross-encoder trained on ``pairs``' labels (of the model's first ``layers`` layers when
+    positive), kept under ``cache`` (full depth: half an hour on 2 cores), and the seconds its
+    training took (None: from the cache)."""
+    name, key = f"reranker-{Path(model).name}", [model, pairs]
+    if layers:
+        name, key = f"{name}-{layers}-layers-labels", [*key, layers]
+    return _kept(cache, name, key, lambda out: train_reranker(settings, model, pairs, out, layers=layers))
 
 
 def distilled_reranker(
@@ -88,18 +100,13 @@ def distilled_reranker(
 ) -> tuple[CrossEncoderReranker, float | None]:
     """A cross-encoder of the model's first ``layers`` layers trained on ``teacher``'s logits over
     ``pairs`` (the trainer's ``train_reranker_layers``), kept under ``cache`` like the teacher."""
-    key = hashlib.sha256(json.dumps([model, pairs, layers, teacher.path]).encode()).hexdigest()[:12]
-    kept = cache / f"reranker-{Path(model).name}-{layers}-layers-{key}"
-    if (kept / "reranker" / "config.json").is_file():
-        return CrossEncoderReranker(str(kept / "reranker")), None
-    with tempfile.TemporaryDirectory(prefix="factmatch-rerank-", dir=cache) as tmp:
-        started = time.perf_counter()
-        epochs = settings.train_reranker_distil_epochs
-        train_reranker(settings, model, pairs, Path(tmp), epochs=epochs, layers=layers, teacher=teacher)
-        seconds = round(time.perf_counter() - started, 1)
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(tmp, kept)
-    return CrossEncoderReranker(str(kept / "reranker")), seconds
+    epochs = settings.train_reranker_distil_epochs
+    return _kept(
+        cache,
+        f"reranker-{Path(model).name}-{layers}-layers",
+        [model, pairs, layers, teacher.path],
+        lambda out: train_reranker(settings, model, pairs, out, epochs=epochs, layers=layers, teacher=teacher),
+    )
 
 
 async def rerank_experiment(

@@ -1,5 +1,5 @@
 """What the performance benchmarks share: the data, the posts, the model under test, its encoder
-passed through (or with fact-check vectors cached on disk), a free port."""
+passed through, its corpus's vectors kept on disk between runs, a free port."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from worker.core.document_cache import CachedDocuments  # noqa: E402
 from worker.core.encoder import SentenceTransformerEncoder  # noqa: E402
 from worker.domain import Vectors  # noqa: E402
 
@@ -61,26 +60,6 @@ class WrappedEncoder:
         return self.encoder.encode_documents(texts)
 
 
-class CachedDocuments(WrappedEncoder):
-    """The real encoder, with fact-check vectors remembered on disk between runs (benchmark only)."""
-
-    def __init__(self, encoder: SentenceTransformerEncoder, path: Path) -> None:
-        super().__init__(encoder)
-        self.path = path
-        self.known: dict[str, np.ndarray] = {}
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                self.known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
-
-    def encode_documents(self, texts: Sequence[str]) -> Vectors:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
-        if missing:
-            self.known.update(zip(missing, self.encoder.encode_documents(missing), strict=True))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(self.path, texts=np.array(list(self.known)), vectors=np.stack(list(self.known.values())))
-        return np.stack([self.known[t] for t in texts]).astype(np.float32)
-
-
 @dataclass
 class Model:
     name: str
@@ -103,3 +82,19 @@ async def store_shipped_decision(store: Store, model: Model) -> None:
         await store.decisions.save_decision(
             model.version, shipped.model, shipped.thresholds, source=shipped.source, report=shipped.report
         )
+
+
+def corpus_vectors(cache: Path, model: Model) -> CachedDocuments:
+    """``model``'s encoder with its fact-check vectors kept under ``cache`` between runs (the
+    document cache ``factmatch eval`` uses), so reruns skip embedding the corpus."""
+    from worker.retrieval.shipped import model_key
+
+    return CachedDocuments(model.encoder, cache / f"{model_key(model.ref)}-docs")
+
+
+def corpus_texts() -> list[str]:
+    """The CheckThat! corpus's fact-checks as the indexer embeds them."""
+    from worker.retrieval.evaluation import corpus_from_rows, load_jsonl
+    from worker.wire import document_text
+
+    return [document_text(fc.title, fc.claim) for fc in corpus_from_rows(load_jsonl(DATA / "corpus.jsonl"))]

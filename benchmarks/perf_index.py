@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.perf_common import Model, WrappedEncoder
+from benchmarks.perf_common import Model, WrappedEncoder, corpus_texts, corpus_vectors
 from worker.core.encoder import SentenceTransformerEncoder
 from worker.domain import Vectors
 from worker.settings import Settings
@@ -78,12 +78,10 @@ async def section_ann(
     searching at once (what two batches in flight, or two replicas, get from 2 cores).
     """
     from worker.local.stack import start_database
-    from worker.retrieval.shipped import model_key
     from worker.storage import Store, apply_migrations
     from worker.wire import FactCheck
 
-    with np.load(cache / f"{model_key(model.ref)}-docs.npz", allow_pickle=False) as data:
-        real = np.asarray(data["vectors"], dtype=np.float32)
+    real = corpus_vectors(cache, model).encode_documents(corpus_texts())
     rng = np.random.default_rng(0)
     extra = max(0, total - len(real))
     a = real[rng.integers(0, len(real), extra)]

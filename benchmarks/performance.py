@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.perf_common import DATA, CachedDocuments, Model, posts, store_shipped_decision  # noqa: E402
+from benchmarks.perf_common import DATA, Model, corpus_vectors, posts, store_shipped_decision  # noqa: E402
 from benchmarks.perf_index import section_ann, section_reindex  # noqa: E402
 from benchmarks.perf_rerank import cascade_version  # noqa: E402
 from benchmarks.perf_stream import (  # noqa: E402
@@ -127,7 +127,6 @@ async def prepare(model: Model, settings: Settings, cache: Path) -> None:
     """The corpus indexed under ``model``'s version and that version active (the worker's lifecycle code)."""
     from worker.core.rollout import promote
     from worker.core.serving import version_name_for
-    from worker.retrieval.shipped import model_key
     from worker.storage import Store
 
     store = Store(settings.database_url.get_secret_value())  # type: ignore[union-attr]
@@ -137,7 +136,7 @@ async def prepare(model: Model, settings: Settings, cache: Path) -> None:
         if await store.registry.get_version(model.version) is None:
             await store.registry.register_version(model.version, model.ref, model.encoder.dimension, status="candidate")
         await store_shipped_decision(store, model)
-        docs = CachedDocuments(model.encoder, cache / f"{model_key(model.ref)}-docs.npz")
+        docs = corpus_vectors(cache, model)
         await promote(store, rollout_config(settings), model.version, docs, progress=True)  # type: ignore[arg-type]
     finally:
         await store.close()
@@ -150,14 +149,13 @@ def section_backends(model: Model, texts: list[str], base: Settings, cache: Path
     """
     from worker.core.onnx_backend import load_onnx_encoder
     from worker.retrieval.evaluation import load_labelled_set, retrieval_metrics
-    from worker.retrieval.shipped import model_key
     from worker.wire import document_text
 
     labelled = load_labelled_set(DATA / "corpus.jsonl", DATA / "test_queries.jsonl", DATA / "test_qrels.tsv")
-    with np.load(cache / f"{model_key(model.ref)}-docs.npz", allow_pickle=False) as data:
-        known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
     ids = [fc.id for fc in labelled.corpus]
-    corpus = np.stack([known[document_text(fc.title, fc.claim)] for fc in labelled.corpus])
+    corpus = corpus_vectors(cache, model).encode_documents(
+        [document_text(fc.title, fc.claim) for fc in labelled.corpus]
+    )
     qids = list(labelled.queries)
     options = encoder_options(base)
     backends: dict[str, Any] = {

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,6 +139,15 @@ TWICE_PARTS = "worker hybrid, twice the parts"
 RERANK_OFF = "worker hybrid, cascade, reranking off"
 RERANK_ON = "worker hybrid, cascade, reranking on"
 RERANK_PATHS = (RERANK_OFF, RERANK_ON)
+# What each variant of the worker sets beside the defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    ONE_PART: {"cpu_encoder_parts": 1},
+    ONNX_ONE_PART: {"cpu_encoder_parts": 1},
+    BIG_CALLS: {"batch_token_budget": 4096, "encode_batch_size": 64},
+    BF16_WEIGHTS: {"dtype": "bfloat16"},
+    TWICE_PARTS: {"cpu_encoder_parts": 2 * torch.get_num_threads()},
+    RERANK_ON: {"rerank_top_n": RERANK_TOP_N},
+}
 
 
 async def forget_answers(settings: Settings) -> None:
@@ -210,11 +220,7 @@ def section_stream(model: Model, texts: list[str], base: Settings, latency_s: fl
                 "retrieval_mode": "dense" if path == "worker dense" else "hybrid",
                 "backend": "onnx" if "onnx" in path else "torch",
                 "overlap_batches": path != NOT_OVERLAPPED,
-                **({"cpu_encoder_parts": 1} if path in (ONE_PART, ONNX_ONE_PART) else {}),
-                **({"batch_token_budget": 4096, "encode_batch_size": 64} if path == BIG_CALLS else {}),
-                **({"dtype": "bfloat16"} if path == BF16_WEIGHTS else {}),
-                **({"cpu_encoder_parts": 2 * torch.get_num_threads()} if path == TWICE_PARTS else {}),
-                **({"rerank_top_n": RERANK_TOP_N} if path == RERANK_ON else {}),
+                **VARIANTS.get(path, {}),
             }
         )  # fmt: skip
         asyncio.run(ensure_topics(settings))

@@ -296,6 +296,8 @@ async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(datab
             FactCheck(id="es-5g", claim="Las antenas 5G no propagan el coronavirus", title="Antenas 5G", lang="es"),
             FactCheck(id="en-5g", claim="5G masts do not spread the virus", title="5G and COVID", lang="en"),
             FactCheck(id="en-moon", claim="The moon landing was not faked", lang="en"),
+            # A lexical hit with no embedding under v1 (added after the version was indexed).
+            FactCheck(id="en-5g-new", claim="This 5G tower photo is from 2015", lang="en"),
         ]
         await store.corpus.upsert_fact_checks(fcs)
         await store.registry.register_version("v1", "/m", 4, status="indexing")
@@ -315,7 +317,9 @@ async def test_hybrid_search_fuses_both_retrievers_and_explains_each_match(datab
         await store.close()
     assert [m.fact_check_id for m in dense] == ["en-moon", "en-5g", "es-5g"]
     assert lexical[0].fact_check_id == "en-5g" and lexical[0].lexical_rank == 1
-    assert {m.fact_check_id for m in lexical} <= {"en-5g", "es-5g"}  # only lexical hits
+    assert {m.fact_check_id for m in lexical} <= {"en-5g", "es-5g"}  # only lexical hits, each embedded
+    # A candidate only the lexical side found still carries its cosine (read from its embedding).
+    assert lexical[0].dense_rank is None and lexical[0].dense_score == pytest.approx(0.6)
     assert hybrid[0].fact_check_id == "en-5g"  # second by dense, first by lexical: fused first
     best = hybrid[0]
     assert (

@@ -58,6 +58,7 @@ def test_bf16_autocast_gives_the_default_models_float32_vectors(tmp_path: Path) 
     fp32 = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="off"))
     fast = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="bfloat16"))
     assert fp32.precision == "float32" and fast.precision == "float32 (posts under bfloat16 autocast)"
+    assert fp32.low_precision_copies == 0 and fast.low_precision_copies > 0
     a, b = fp32.encode_queries(POSTS), fast.encode_queries(POSTS)
     assert b.dtype == np.float32 and b.shape == a.shape
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
@@ -65,3 +66,28 @@ def test_bf16_autocast_gives_the_default_models_float32_vectors(tmp_path: Path) 
     assert not np.array_equal(a, b)  # computed in bf16 indeed
     # Fact-checks are encoded in float32 whatever the setting: the index stays exact.
     np.testing.assert_array_equal(fp32.encode_documents(POSTS), fast.encode_documents(POSTS))
+
+
+def test_bf16_copies_of_the_linear_weights_give_autocasts_vectors_bit_for_bit(tmp_path: Path) -> None:
+    """Kept once at load, the bf16 copies give exactly what autocast's per-call casts gave; outside
+    autocast (fact-checks) the float32 weights serve; over the memory cap, no copies are made."""
+    import torch
+
+    from tests.tiny_models import build_tiny_bert
+    from worker.core.encoder import keep_low_precision_weights
+
+    ref = str(build_tiny_bert(tmp_path))
+    encoder = SentenceTransformerEncoder(ref, EncoderOptions(device="cpu", dtype="float32", autocast="off"))
+    assert encoder.low_precision_copies == 0  # no autocast, no copies
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # emulated where the CPU has no bf16: the same arithmetic
+        casts = encoder.encode_queries(POSTS)
+    fp32 = encoder.encode_documents(POSTS)
+    assert keep_low_precision_weights(encoder.model, "bfloat16", max_bytes=0) == 0
+    assert all("forward" not in vars(m) for m in encoder.model.modules())
+    size = keep_low_precision_weights(encoder.model, "bfloat16")
+    linears = [m for m in encoder.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and size == sum(m.weight.numel() * 2 for m in linears)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_array_equal(encoder.encode_queries(POSTS), casts)
+    np.testing.assert_array_equal(encoder.encode_documents(POSTS), fp32)
+    assert not np.array_equal(casts, fp32)  # the autocast path did compute in bf16

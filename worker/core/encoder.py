@@ -12,7 +12,9 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +96,40 @@ def autocast_context(device: str, dtype: str | None) -> contextlib.AbstractConte
     return torch.autocast(device.split(":")[0], dtype=getattr(torch, dtype))
 
 
+# The most memory the bf16 copies of a model's linear weights may take (a 9B model's would be
+# 18 GB): beyond it, autocast casts them in every call as before.
+LOW_PRECISION_COPY_MAX_BYTES = 1 << 30
+
+
+def keep_low_precision_weights(model: Any, dtype: str, max_bytes: int = LOW_PRECISION_COPY_MAX_BYTES) -> int:
+    """Give each float32 ``nn.Linear`` of ``model`` a copy of its weight in ``dtype``, used while
+    CPU autocast to ``dtype`` is on; returns the bytes the copies take (0: none made, over ``max_bytes``).
+
+    Autocast casts every weight in every call (its cache lasts one autocast region: one call here);
+    the same cast done once at load gives the same products bit for bit without that copying
+    (docs/measurements.md). Outside autocast (fact-checks, training, an ONNX export) the float32
+    weight serves as before. The copies are of the weights at load: a model whose weights change
+    afterwards (training) must not be given them.
+    """
+    import torch
+
+    low = getattr(torch, dtype)
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32]
+    size = int(sum(m.weight.numel() * low.itemsize for m in linears))
+    if size > max_bytes:
+        log.info("linear weights not copied to %s: %d MiB over the %d MiB cap", dtype, size >> 20, max_bytes >> 20)
+        return 0
+    for module in linears:
+        module.forward = partial(_linear, torch, module, module.weight.detach().to(low), low)  # type: ignore[method-assign]
+    return size
+
+
+def _linear(torch: Any, module: Any, low_weight: Any, low: Any, x: Any) -> Any:
+    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == low:
+        return torch.nn.functional.linear(x, low_weight, module.bias)
+    return torch.nn.functional.linear(x, module.weight, module.bias)
+
+
 @dataclass(frozen=True)
 class EncoderOptions:
     """The subset of settings that shapes how a model encodes (built by :mod:`worker.configs`)."""
@@ -138,6 +174,7 @@ class SentenceTransformerEncoder:
         )
         self.model.eval()
         self.autocast = resolve_autocast(self.options.autocast, self.device, dtype)
+        self.low_precision_copies = keep_low_precision_weights(self.model, self.autocast) if self.autocast else 0
         # What the vectors are computed in, for logs, metrics and a version's metadata (no comma: a
         # metric label's value).
         self.precision = f"{dtype} (posts under {self.autocast} autocast)" if self.autocast else dtype
@@ -161,6 +198,7 @@ class SentenceTransformerEncoder:
                 "device": self.device,
                 "dtype": dtype,
                 "precision": self.precision,
+                "low_precision_copies_mib": self.low_precision_copies >> 20,
                 "attention": getattr(getattr(self.model[0].model, "config", None), "_attn_implementation", None),
                 "max_seq_length": self.max_seq_length,
                 "dimension": self._dimension,

@@ -22,6 +22,7 @@ from worker.core.encoder import (
     EncoderOptions,
     SentenceTransformerEncoder,
     autocast_context,
+    keep_low_precision_weights,
     resolve_autocast,
     resolve_device,
 )
@@ -266,9 +267,18 @@ def reranker_loader(settings: Settings) -> Callable[[str], Reranker | None] | No
     from worker.retrieval.rerank import load_reranker
 
     device = resolve_device(settings.device)
-    # The cross-encoder is loaded in float32: autocast on a bf16 CPU as the encoder's posts are.
-    arithmetic = partial(autocast_context, device, resolve_autocast(settings.autocast, device, "float32"))
-    return lambda path: load_reranker(path, device, arithmetic)
+    # The cross-encoder is loaded in float32: autocast on a bf16 CPU as the encoder's posts are,
+    # with its linear weights' bf16 copies made once as the encoder's are.
+    autocast = resolve_autocast(settings.autocast, device, "float32")
+    arithmetic = partial(autocast_context, device, autocast)
+
+    def load(path: str) -> Reranker | None:
+        reranker = load_reranker(path, device, arithmetic)
+        if reranker is not None and autocast is not None:
+            keep_low_precision_weights(reranker.model, autocast)
+        return reranker
+
+    return load
 
 
 def rollout_config(settings: Settings) -> RolloutConfig:

@@ -89,3 +89,30 @@ def test_the_trainer_setting_ships_a_distilled_reranker_the_worker_loads(tiny_mo
 def test_a_student_as_deep_as_its_encoder_is_refused(tiny_model: Path) -> None:
     with pytest.raises(ValueError, match="has 2 layers"):
         cross_encoder(str(tiny_model), 128, layers=2)
+
+
+def test_the_workers_reranker_keeps_bf16_copies_and_scores_as_autocast_did(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from worker.configs import reranker_loader
+    from worker.core import encoder as encoder_module
+
+    fit_reranker(
+        Settings(train_reranker_layers=1, train_reranker_distil_epochs=1),
+        str(tiny_model),
+        _pairs(),
+        tmp_path,
+        heldout=_pairs()[:6],
+    )
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: True)  # emulated where there is none: same sums
+    loader = reranker_loader(Settings(rerank_top_n=5, device="cpu"))
+    assert loader is not None
+    reranker = loader(str(tmp_path))
+    casts = load_reranker(str(tmp_path), "cpu", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert isinstance(reranker, CrossEncoderReranker) and casts is not None
+    assert any("forward" in vars(m) for m in reranker.model.modules())  # the copies are in use
+    texts = [(p, d) for p, d, _ in _pairs()]
+    np.testing.assert_array_equal(reranker.score(texts), casts.score(texts))
+    assert not np.array_equal(reranker.score(texts), load_reranker(str(tmp_path)).score(texts))  # bf16 indeed

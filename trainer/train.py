@@ -251,11 +251,10 @@ def train_candidate(
 def training_encoder(settings: Settings, base: str, ranks: Ranks, *, bf16: bool) -> SentenceTransformerEncoder:
     """``base`` loaded to train: full fine-tunes keep float32 master weights; LoRA's frozen base can
     stay in bf16 (half the memory) since only the adapters are updated; each rank on its own GPU;
-    never autocast for posts (the trainer encodes through the model, whose weights it changes)."""
+    never autocast for posts (its weights change as it trains: no ``keep_low_precision_weights``)."""
     import torch
 
     lora = settings.train_method == "lora"
-    # No posts' autocast: the weights change as it trains (worker.core.encoder.keep_low_precision_weights).
     options = dataclasses.replace(
         encoder_options(settings), dtype="bfloat16" if lora and bf16 else "float32", autocast="off"
     )
